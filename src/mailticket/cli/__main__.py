@@ -1,0 +1,5 @@
+import sys
+
+from mailticket.cli import main
+
+sys.exit(main())

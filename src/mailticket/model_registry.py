@@ -1,0 +1,9 @@
+"""Imports every module that declares tables, so `Base.metadata` is complete.
+
+Alembic's env and the schema test import this; each feature adds its models module here.
+"""
+
+from mailticket import models  # noqa: F401
+from mailticket.db import Base
+
+metadata = Base.metadata

@@ -1,0 +1,127 @@
+"""Typed values that flow between pipeline stages (parse → classify → thread → workflows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Action = Literal["created", "linked", "duplicate", "logged", "quarantined"]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentPart:
+    filename: str
+    content_type: str
+    size: int
+    payload: bytes = field(repr=False)
+    # Position among the message's attachments, stable for the same bytes: lets the API
+    # cut the attachment back out of the stored raw message.
+    index: int = 0
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedMessage:
+    """Headers of a message carried inside this one (DSN original, forwarded rfc822)."""
+
+    message_id: str | None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    subject: str = ""
+    from_address: str = ""
+
+
+@dataclass(slots=True)
+class ParsedEmail:
+    # Normalised "<local@domain>"; synthetic (derived from the bytes) when the header is absent
+    # or unusable, so a re-delivery of the same bytes is still recognised.
+    message_id: str
+    message_id_synthetic: bool
+    in_reply_to: list[str]  # normalised ids, header order
+    references: list[str]  # normalised ids, oldest first (header order)
+    subject: str  # decoded (RFC 2047), unfolded
+    from_address: str  # bare address, lower-cased; "" when absent
+    from_name: str
+    to: list[str]
+    cc: list[str]
+    reply_to: list[str]
+    date: datetime | None  # timezone-aware UTC, None when missing or unparseable
+    # lower-cased header name -> every value, decoded to str, in order
+    headers: dict[str, list[str]]
+    text: str  # readable text: text/plain, else text extracted from HTML
+    html: str | None
+    attachments: list[AttachmentPart]
+    content_type: str  # top-level, lower-case, e.g. "multipart/report"
+    report_type: str | None  # multipart/report's report-type parameter, lower-case
+    part_types: list[str]  # every MIME part's content type, lower-case, walk order
+    return_path: str | None  # "" for the null reverse-path "<>", None when absent
+    embedded: list[EmbeddedMessage]
+    defects: list[str]
+    raw_size: int
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    rule: str
+    label: str
+    weight: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    label: str
+    confidence: float
+    hits: tuple[RuleHit, ...] = ()
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{h.rule}: {h.reason}" for h in self.hits if h.label == self.label]
+
+    @property
+    def is_automated(self) -> bool:
+        """Mail no human wrote: never auto-answered, never reopens a ticket."""
+        return self.label in ("auto_reply", "bounce")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadMatch:
+    """Which existing ticket a message belongs to, and the signal that said so."""
+
+    ticket_id: int
+    ticket_number: str
+    matched_by: str  # in_reply_to | references | referenced_by | embedded | subject
+    matched_value: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    source: str
+    message_id: str | None
+    action: Action
+    ticket_number: str | None = None
+    ticket_id: int | None = None
+    matched_by: str | None = None
+    classification: str | None = None
+    confidence: float | None = None
+    error: str | None = None
+    email_log_id: int | None = None
+    workflows: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "message_id": self.message_id,
+            "action": self.action,
+            "ticket_number": self.ticket_number,
+            "matched_by": self.matched_by,
+            "classification": self.classification,
+            "confidence": self.confidence,
+            "error": self.error,
+        }

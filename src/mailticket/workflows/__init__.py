@@ -1,0 +1,1 @@
+"""Admin-defined YAML workflows: schema, loader, action registry and engine."""

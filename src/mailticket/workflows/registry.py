@@ -1,0 +1,107 @@
+"""The action registry: each workflow action is a small named unit with a typed params model.
+
+Features register their own actions (outgoing mail registers `send_auto_reply`, backends
+register `push_to_backend`) by listing their module in ACTION_MODULES; the loader imports them
+before validating a file, so an unknown action or param fails at load time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
+
+from mailticket.models import EmailLog, Ticket
+from mailticket.settings import Settings
+from mailticket.types import Classification, ParsedEmail, ThreadMatch
+
+ACTION_MODULES: list[str] = [
+    "mailticket.workflows.actions",
+]
+
+
+class ActionParams(BaseModel):
+    """Base for every action's params: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(ActionParams):
+    pass
+
+
+class ActionError(Exception):
+    """An action could not do its job; the workflow execution is recorded as failed."""
+
+
+@dataclass
+class ActionContext:
+    session: Session
+    settings: Settings
+    email: ParsedEmail
+    classification: Classification
+    # What header threading found before any workflow ran (None: nothing matched).
+    thread: ThreadMatch | None
+    email_log: EmailLog  # this message's log row, flushed (has an id)
+    raw_message_id: int
+    ticket: Ticket | None = None  # set once an action created or linked a ticket
+    created: bool = False
+    linked: bool = False
+    ignored: bool = False
+    # Free-form per-message notes actions leave for each other (e.g. "auto_reply_queued").
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+P = TypeVar("P", bound=ActionParams)
+ActionFunc = Callable[[ActionContext, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ActionSpec(Generic[P]):
+    name: str
+    params_model: type[P]
+    func: ActionFunc
+    description: str = ""
+
+
+_REGISTRY: dict[str, ActionSpec[Any]] = {}
+_loaded = False
+
+
+def action(
+    name: str, params_model: type[P] = NoParams  # type: ignore[assignment]
+) -> Callable[[ActionFunc], ActionFunc]:
+    def decorate(func: ActionFunc) -> ActionFunc:
+        if name in _REGISTRY and _REGISTRY[name].func is not func:
+            raise RuntimeError(f"workflow action {name!r} registered twice")
+        _REGISTRY[name] = ActionSpec(name, params_model, func, (func.__doc__ or "").strip())
+        return func
+
+    return decorate
+
+
+def load_action_modules() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for module in ACTION_MODULES:
+        importlib.import_module(module)
+    _loaded = True
+
+
+def registered_actions() -> Mapping[str, ActionSpec[Any]]:
+    load_action_modules()
+    return dict(_REGISTRY)
+
+
+def get_action(name: str) -> ActionSpec[Any]:
+    load_action_modules()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown action {name!r} (known: {known})") from None

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket.db import make_engine, make_session_factory
+from mailticket.settings import Settings, load_settings
+from tests.dbutil import TemplateDatabases, drop_pg, pg_available
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # mail-parser warns once per non-text part it meets; tests only want real errors.
+    logging.getLogger("mailparser").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def template_dbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemplateDatabases]:
+    dbs = TemplateDatabases(tmp_path_factory.mktemp("dbs"))
+    yield dbs
+    dbs.close()
+
+
+def _fresh_url(template_dbs: TemplateDatabases, kind: str) -> Iterator[str]:
+    if kind == "postgresql" and not pg_available():
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (it must run for the tests)")
+    url, pg_name = template_dbs.fresh(kind)
+    yield url
+    if pg_name:
+        drop_pg(pg_name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, template_dbs: TemplateDatabases) -> Iterator[str]:
+    """A freshly migrated database, once on SQLite and once on PostgreSQL."""
+    yield from _fresh_url(template_dbs, request.param)
+
+
+@pytest.fixture
+def pg_url(template_dbs: TemplateDatabases) -> Iterator[str]:
+    """A freshly migrated PostgreSQL database, for PostgreSQL-only behaviour."""
+    yield from _fresh_url(template_dbs, "postgresql")
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return load_settings(database_url=db_url, _env_file=None)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    eng = make_engine(settings.database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
