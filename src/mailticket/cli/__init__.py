@@ -11,6 +11,9 @@ from mailticket.settings import ConfigError, Settings, load_settings
 
 COMMAND_MODULES: list[str] = [
     "mailticket.cli.db",
+    "mailticket.cli.ingest",
+    "mailticket.cli.tickets",
+    "mailticket.cli.quarantine",
 ]
 
 

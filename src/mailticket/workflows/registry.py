@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -48,6 +49,8 @@ class ActionContext:
     thread: ThreadMatch | None
     email_log: EmailLog  # this message's log row, flushed (has an id)
     raw_message_id: int
+    # The pipeline's clock: ticket numbers use its date (tests pin it; production: now).
+    now: datetime | None = None
     ticket: Ticket | None = None  # set once an action created or linked a ticket
     created: bool = False
     linked: bool = False

@@ -1,0 +1,62 @@
+"""Ticket numbers TKT-YYYYMMDD-XXX: sequential per day, allocated atomically in the database."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mailticket.models import TicketCounter
+
+PREFIX = "TKT"
+# Past 999 a day the counter simply grows a digit; every matcher accepts 3 or more.
+TICKET_NUMBER_RE = re.compile(r"TKT-(\d{8})-(\d{3,})", re.IGNORECASE)
+
+
+def format_ticket_number(day: str, value: int) -> str:
+    return f"{PREFIX}-{day}-{value:03d}"
+
+
+def canonical_ticket_number(text: str) -> str | None:
+    m = TICKET_NUMBER_RE.search(text)
+    return f"{PREFIX}-{m.group(1)}-{m.group(2)}" if m else None
+
+
+def allocate_ticket_number(session: Session, tz: ZoneInfo, now: datetime | None = None) -> str:
+    """Bump today's counter with one upsert; the row lock serialises concurrent workers.
+
+    The counter lives in the caller's transaction, so a rolled-back ticket gives its
+    number back and numbers stay gap-free.
+    """
+    day = (now or datetime.now(tz)).astimezone(tz).strftime("%Y%m%d")
+    dialect = session.get_bind().dialect.name
+    stmt: object
+    if dialect == "postgresql":
+        ins = pg_insert(TicketCounter).values(day=day, last_value=1)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[TicketCounter.day],
+            set_={"last_value": TicketCounter.last_value + 1},
+        ).returning(TicketCounter.last_value)
+    elif dialect == "sqlite":
+        ins_l = sqlite_insert(TicketCounter).values(day=day, last_value=1)
+        stmt = ins_l.on_conflict_do_update(
+            index_elements=[TicketCounter.day],
+            set_={"last_value": TicketCounter.last_value + 1},
+        ).returning(TicketCounter.last_value)
+    else:  # pragma: no cover - only the two supported databases reach here
+        raise RuntimeError(f"unsupported database {dialect}")
+    value = session.execute(stmt).scalar_one()  # type: ignore[call-overload]
+    return format_ticket_number(day, int(value))
+
+
+__all__ = [
+    "TICKET_NUMBER_RE",
+    "allocate_ticket_number",
+    "canonical_ticket_number",
+    "format_ticket_number",
+]

@@ -1,0 +1,187 @@
+"""Ticket services: open a ticket from an email, thread a reply into one, merge, comment.
+
+Every function takes the caller's session and never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mailticket.extraction import detect_priority, extract_tags, merge_tags
+from mailticket.models import Attachment, Comment, EmailLog, Ticket, ThreadRef
+from mailticket.numbering import allocate_ticket_number
+from mailticket.settings import Priority, Settings
+from mailticket.threading import record_thread_refs
+from mailticket.types import Classification, ParsedEmail
+
+OPEN_STATUSES = frozenset({"open", "pending"})
+REOPENABLE_STATUSES = frozenset({"resolved", "closed"})
+MAX_SUBJECT = 998
+
+
+def format_description(email: ParsedEmail, received_at: datetime | None) -> str:
+    sender = f"{email.from_name} <{email.from_address}>" if email.from_name else email.from_address
+    when = received_at.isoformat() if received_at else "unknown"
+    return f"From: {sender or 'unknown sender'}\nReceived: {when}\n\n{email.text.strip()}\n"
+
+
+def create_ticket_from_email(
+    session: Session,
+    settings: Settings,
+    email: ParsedEmail,
+    log: EmailLog,
+    *,
+    customer_id: int | None = None,
+    assigned_to_user_id: int | None = None,
+    priority: Priority | None = None,
+    now: datetime | None = None,
+) -> Ticket:
+    tags = extract_tags(email.text)
+    if assigned_to_user_id is None and settings.ticket_auto_assign:
+        assigned_to_user_id = settings.ticket_default_assignee_id
+    ticket = Ticket(
+        ticket_number=allocate_ticket_number(session, settings.tz, now),
+        subject=(email.subject or "(no subject)")[:MAX_SUBJECT],
+        description=format_description(email, log.email_received_at),
+        status="open",
+        priority=(priority or detect_priority(email.subject, tags, settings.ticket_default_priority)).value,
+        customer_id=customer_id,
+        assigned_to_user_id=assigned_to_user_id,
+        tags=tags,
+        custom_fields={
+            "email_from": email.from_address,
+            "email_message_id": email.message_id,
+            "created_from_email": True,
+        },
+        requester_email=email.from_address or None,
+    )
+    session.add(ticket)
+    session.flush()
+    _attach_email(session, ticket, email, log, is_reply=False)
+    return ticket
+
+
+def link_email(
+    session: Session,
+    ticket: Ticket,
+    email: ParsedEmail,
+    log: EmailLog,
+    classification: Classification,
+) -> Comment | None:
+    """Thread a message into an existing ticket.
+
+    A human reply becomes a public comment and reopens a resolved ticket; an auto-reply
+    or bounce is logged on the ticket but never reopens it nor counts as the customer's word.
+    """
+    _attach_email(session, ticket, email, log, is_reply=True)
+    if classification.is_automated:
+        return None
+    if ticket.status in REOPENABLE_STATUSES:
+        ticket.status = "open"
+        ticket.resolved_at = None
+    comment = Comment(
+        ticket_id=ticket.id,
+        body=email.text.strip(),
+        author_email=email.from_address or None,
+        is_internal=False,
+        source="email",
+        email_log_id=log.id,
+    )
+    session.add(comment)
+    ticket.updated_at = datetime.now(UTC)
+    return comment
+
+
+def _attach_email(
+    session: Session, ticket: Ticket, email: ParsedEmail, log: EmailLog, *, is_reply: bool
+) -> None:
+    log.ticket_id = ticket.id
+    log.is_reply = is_reply
+    record_thread_refs(
+        session, ticket.id, email.message_id, [*email.in_reply_to, *email.references]
+    )
+    session.execute(
+        update(Attachment)
+        .where(Attachment.email_log_id == log.id)
+        .values(ticket_id=ticket.id)
+    )
+
+
+def add_tags(ticket: Ticket, tags: Iterable[str]) -> list[str]:
+    ticket.tags = merge_tags(ticket.tags or [], tags)
+    return ticket.tags
+
+
+def add_comment(
+    session: Session,
+    ticket: Ticket,
+    body: str,
+    *,
+    internal: bool,
+    author_email: str | None = None,
+    source: str = "api",
+) -> Comment:
+    comment = Comment(
+        ticket_id=ticket.id,
+        body=body,
+        author_email=author_email,
+        is_internal=internal,
+        source=source,
+    )
+    session.add(comment)
+    ticket.updated_at = datetime.now(UTC)
+    session.flush()
+    return comment
+
+
+def find_ticket(session: Session, ref: str | int) -> Ticket | None:
+    """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
+    ticket: Ticket | None
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        ticket = session.get(Ticket, int(ref))
+    else:
+        ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == ref.upper()))
+    hops = 0
+    while ticket is not None and ticket.merged_into_id is not None and hops < 20:
+        ticket = session.get(Ticket, ticket.merged_into_id)
+        hops += 1
+    return ticket
+
+
+def merge_tickets(session: Session, target: Ticket, sources: Iterable[Ticket]) -> None:
+    """Fold tickets that turned out to be one conversation into `target`.
+
+    Happens when a message's own headers tie together tickets that were opened separately
+    (e.g. its parent arrived after a reply to it). Mail, comments and thread ids move; the
+    old ticket stays as a pointer so its number keeps resolving.
+    """
+    for src in sources:
+        if src.id == target.id or src.merged_into_id is not None:
+            continue
+        for model in (EmailLog, Comment, Attachment):
+            session.execute(
+                update(model).where(model.ticket_id == src.id).values(ticket_id=target.id)
+            )
+        moved = session.scalars(select(ThreadRef).where(ThreadRef.ticket_id == src.id)).all()
+        for ref in moved:
+            record_thread_refs(
+                session, target.id, ref.message_id if ref.kind == "self" else None,
+                [ref.message_id] if ref.kind == "ref" else [],
+            )
+            session.delete(ref)
+        target.tags = merge_tags(target.tags or [], src.tags or [])
+        src.status = "merged"
+        src.merged_into_id = target.id
+        session.add(
+            Comment(
+                ticket_id=target.id,
+                body=f"{src.ticket_number} was merged into this ticket (same email thread).",
+                is_internal=True,
+                source="system",
+            )
+        )
+    session.flush()
