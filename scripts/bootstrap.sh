@@ -50,4 +50,6 @@ apt_install() {
 bootstrap_system_packages() {
     # Features append the Debian packages their tests need here.
     :
+    # live sources: tests/live runs a private Dovecot (IMAP) on loopback
+    apt_install /usr/sbin/dovecot dovecot-imapd
 }

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine
@@ -10,6 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.db import make_engine, make_session_factory
 from mailticket.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mailticket.runtime import Runtime
 from tests.dbutil import TemplateDatabases, drop_pg, pg_available
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -71,3 +76,30 @@ def engine(settings: Settings) -> Iterator[Engine]:
 @pytest.fixture
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(engine)
+
+
+SEED_DAY = datetime(2025, 12, 15, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def make_runtime(db_url: str) -> Iterator[Callable[..., Runtime]]:
+    """Build a Runtime on the test database; settings overrides as keyword arguments.
+
+    The pipeline's clock is pinned to the seed's day, so numbers read TKT-20251215-NNN.
+    """
+    built: list[Runtime] = []
+
+    from mailticket.runtime import build_runtime
+
+    def factory(clock: datetime | None = SEED_DAY, **overrides: Any) -> Runtime:
+        settings = load_settings(database_url=db_url, _env_file=None, **overrides)
+        rt = build_runtime(settings)
+        if clock is not None:
+            pinned = clock
+            rt.pipeline.clock = lambda: pinned
+        built.append(rt)
+        return rt
+
+    yield factory
+    for rt in built:
+        rt.close()

@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('raw', sa.LargeBinary(), nullable=False),
     sa.Column('source', sa.Text(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index(op.f('ix_mailticket_raw_messages_sha256'), 'mailticket_raw_messages', ['sha256'], unique=False)
@@ -47,8 +47,8 @@ def upgrade() -> None:
     sa.Column('custom_fields', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('requester_email', sa.String(length=320), nullable=True),
     sa.Column('merged_into_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['merged_into_id'], ['tticket_tickets.id'], ),
     sa.PrimaryKeyConstraint('id'),
@@ -68,8 +68,8 @@ def upgrade() -> None:
     sa.Column('traceback', sa.Text(), nullable=True),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['raw_message_id'], ['mailticket_raw_messages.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -93,7 +93,7 @@ def upgrade() -> None:
     sa.Column('action', sa.String(length=16), nullable=True),
     sa.Column('body_text', sa.Text(), nullable=True),
     sa.Column('raw_message_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['raw_message_id'], ['mailticket_raw_messages.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['tticket_tickets.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -125,7 +125,7 @@ def upgrade() -> None:
     sa.Column('result', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('duration_ms', sa.Float(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['email_log_id'], ['tticket_email_log.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -142,7 +142,7 @@ def upgrade() -> None:
     sa.Column('content_type', sa.String(length=255), nullable=False),
     sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['email_log_id'], ['tticket_email_log.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['tticket_tickets.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -157,7 +157,7 @@ def upgrade() -> None:
     sa.Column('is_internal', sa.Boolean(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('email_log_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('CURRENT_TIMESTAMP'), nullable=False),
     sa.ForeignKeyConstraint(['email_log_id'], ['tticket_email_log.id'], ),
     sa.ForeignKeyConstraint(['ticket_id'], ['tticket_tickets.id'], ),
     sa.PrimaryKeyConstraint('id')

@@ -3,7 +3,11 @@
 Alembic's env and the schema test import this; each feature adds its models module here.
 """
 
-from mailticket import models  # noqa: F401
+from mailticket import (
+    models,  # noqa: F401
+    outbox_models,  # noqa: F401
+)
 from mailticket.db import Base
+from mailticket.live import models as live_models  # noqa: F401
 
 metadata = Base.metadata

@@ -6,7 +6,6 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -50,7 +49,7 @@ def allocate_ticket_number(session: Session, tz: ZoneInfo, now: datetime | None 
         ).returning(TicketCounter.last_value)
     else:  # pragma: no cover - only the two supported databases reach here
         raise RuntimeError(f"unsupported database {dialect}")
-    value = session.execute(stmt).scalar_one()  # type: ignore[call-overload]
+    value = session.execute(stmt).scalar_one()
     return format_ticket_number(day, int(value))
 
 

@@ -30,7 +30,7 @@ from mailticket.workflows.registry import ActionContext, get_action
 
 if TYPE_CHECKING:
     from mailticket.classification import Classifier
-    from mailticket.workflows.loader import WorkflowSet
+    from mailticket.workflows.schema import WorkflowSet
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class Pipeline:
     classifier: Classifier
     workflows: WorkflowSet
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Importing an archive: date tickets by when each mail arrived, not by today (never
+    # later than the clock, so a bogus future Date header cannot mint tomorrow's numbers).
+    backdate: bool = False
 
     # --- boundaries --------------------------------------------------------------------
 
@@ -91,7 +94,7 @@ class Pipeline:
             outcome = self._after_race(session, raw, source) or self._hold(
                 session, raw, source, exc, raw_message
             )
-        except Exception as exc:  # noqa: BLE001 - the per-message boundary
+        except Exception as exc:
             log.warning("quarantining message from %s: %s", source, exc, exc_info=True)
             outcome = self._hold(session, raw, source, exc, raw_message)
         metrics.observe_processing(
@@ -118,6 +121,12 @@ class Pipeline:
             yield from pending
 
     # --- stages --------------------------------------------------------------------------
+
+    def _now(self, entry: EmailLog) -> datetime:
+        now = self.clock()
+        if self.backdate and entry.email_received_at is not None:
+            return min(entry.email_received_at, now)
+        return now
 
     def _handle(
         self,
@@ -147,7 +156,7 @@ class Pipeline:
             thread=resolution.match,
             email_log=entry,
             raw_message_id=raw_row.id,
-            now=self.clock(),
+            now=self._now(entry),
         )
         ran: list[str] = []
         if self.settings.email_workflows_enabled:
@@ -159,7 +168,8 @@ class Pipeline:
             tickets.merge_tickets(session, ctx.ticket, others)
 
         match = resolution.match
-        if ctx.ticket is not None and match is not None and match.ticket_id == ctx.ticket.id:
+        on_ticket = ctx.ticket.id if ctx.ticket is not None else entry.ticket_id
+        if match is not None and match.ticket_id == on_ticket:
             entry.matched_by, entry.matched_value = match.matched_by, match.matched_value
         elif ctx.linked:
             entry.matched_by = "workflow"

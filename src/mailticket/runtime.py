@@ -11,7 +11,8 @@ from mailticket.classification import Classifier
 from mailticket.db import make_engine, make_session_factory
 from mailticket.pipeline import Pipeline
 from mailticket.settings import Settings
-from mailticket.workflows.loader import WorkflowSet, load_workflows
+from mailticket.workflows.loader import load_workflows
+from mailticket.workflows.schema import WorkflowSet
 
 
 @dataclass

@@ -7,29 +7,42 @@ Nothing in the package reads the environment at import time: `load_settings()` b
 from __future__ import annotations
 
 import enum
+import re
+from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Priority(str, enum.Enum):
+class Priority(enum.StrEnum):
     low = "low"
     normal = "normal"
     high = "high"
     critical = "critical"
 
 
-class SubjectMatchPolicy(str, enum.Enum):
+class SubjectMatchPolicy(enum.StrEnum):
     any = "any"
     participants = "participants"
 
 
-class UnmatchedAction(str, enum.Enum):
+class UnmatchedAction(enum.StrEnum):
     log = "log"
     create_ticket = "create_ticket"
+
+
+class SmtpTls(enum.StrEnum):
+    ssl = "ssl"  # implicit TLS (port 465)
+    starttls = "starttls"  # upgrade required; a server without STARTTLS is an error
+    plain = "plain"  # no TLS at all: only when chosen explicitly
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(Exception):
@@ -64,6 +77,54 @@ class Settings(BaseSettings):
     # Addresses that belong to us: mail from them is never answered nor treated as customer mail.
     own_addresses: list[str] = Field(default_factory=list)
 
+    # --- outgoing mail (auto-replies through the outbox) -------------------------------------
+    smtp_host: str = "localhost"
+    # None: the usual port for SMTP_TLS (465 ssl, 587 starttls, 25 plain).
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_tls: SmtpTls = SmtpTls.starttls
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    # Our support address, "support@example.com" or "Support <support@example.com>";
+    # None: support@MAIL_DOMAIN. Always counted as one of our own addresses.
+    mail_from: str | None = None
+    templates_path: Path | None = None  # None: the project's templates/email
+    auto_reply_enabled: bool = True
+    auto_reply_rate_limit: int = Field(default=10, ge=0)
+    # "3h", "90m", "45s", "2d" or plain seconds.
+    auto_reply_rate_window: timedelta = timedelta(hours=3)
+
+    # --- live sources (`mailticket run`; see mailticket/live/) --------------------------------
+    # YAML list of mailboxes (keys as in live/config.py); IMAP_* adds one more mailbox.
+    mailboxes_file: Path | None = None
+    imap_host: str | None = None
+    imap_port: int | None = Field(default=None, ge=1, le=65535)  # None: 993 ssl, 143 otherwise
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_oauth2_token: SecretStr | None = None  # AUTHENTICATE XOAUTH2 instead of LOGIN
+    imap_tls: Literal["ssl", "starttls", "plain"] = "ssl"
+    imap_allow_plain: bool = False  # IMAP_TLS=plain to a host other than loopback
+    imap_folder: str = "INBOX"
+    imap_after: str = "seen"  # seen | move:<folder> | delete
+    imap_poll_interval: float = Field(default=60.0, gt=0)  # seconds; IDLE servers push
+    imap_timeout: float = Field(default=30.0, gt=0)  # connect and per-command
+    maildir_path: Path | None = None
+    lmtp_listen: str | None = None  # "host:port"; off by default
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    log_format: Literal["text", "json"] = "text"
+    api_listen: str | None = None  # "host:port": `mailticket run` also serves the HTTP API
+    # The seed's POST /api/v1/test/email-to-ticket: feeds a synthetic mail through the pipeline.
+    api_test_endpoint_enabled: bool = False
+    # Page size cap of GET /api/v1/tickets (the `limit` parameter).
+    api_max_page_size: int = Field(default=200, ge=1, le=1000)
+
+    # --- external ticket backends (see mailticket/backends/) ----------------------------------
+    # YAML `{instances: {name: {kind: jira, ...}}}`; None: no backends configured.
+    backends_file: Path | None = None
+    backend_delivery_interval: float = Field(default=15.0, gt=0)  # seconds between outbox drains
+    backend_poll_interval: float = Field(default=300.0, gt=0)  # seconds between status polls
+    backend_max_attempts: int = Field(default=12, ge=1)  # then the operation is dead-lettered
+
     @field_validator("ticket_timezone")
     @classmethod
     def _valid_timezone(cls, value: str) -> str:
@@ -80,7 +141,23 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
-    @field_validator("workflows_path", "classification_rules_path")
+    @field_validator("auto_reply_rate_window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str) and (m := _DURATION.match(value)):
+            return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()])
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _valid_mail_from(cls, value: str | None) -> str | None:
+        if value is not None and "@" not in parseaddr(value)[1]:
+            raise ValueError("must be an address like support@example.com")
+        return value
+
+    @field_validator(
+        "workflows_path", "classification_rules_path", "templates_path", "backends_file"
+    )
     @classmethod
     def _path_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
@@ -94,6 +171,30 @@ class Settings(BaseSettings):
                 "TICKET_AUTO_ASSIGN=true needs TICKET_DEFAULT_ASSIGNEE_ID to be set"
             )
         return self
+
+    @model_validator(mode="after")
+    def _no_cleartext_password(self) -> Settings:
+        loopback = self.smtp_host in ("localhost", "127.0.0.1", "::1")
+        if self.smtp_tls is SmtpTls.plain and self.smtp_username and not loopback:
+            raise ValueError("SMTP_TLS=plain would send SMTP_PASSWORD in clear text; use ssl or starttls")
+        return self
+
+    @property
+    def mail_from_address(self) -> str:
+        """Bare, lower-cased support address."""
+        if self.mail_from:
+            return parseaddr(self.mail_from)[1].lower()
+        return f"support@{self.mail_domain}".lower()
+
+    @property
+    def mail_from_name(self) -> str:
+        return parseaddr(self.mail_from)[0] if self.mail_from else ""
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {SmtpTls.ssl: 465, SmtpTls.starttls: 587, SmtpTls.plain: 25}[self.smtp_tls]
 
     @property
     def tz(self) -> ZoneInfo:

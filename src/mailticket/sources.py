@@ -30,6 +30,10 @@ def is_maildir(path: Path) -> bool:
 def looks_like_mbox(path: Path) -> bool:
     if path.suffix.lower() in _MBOX_SUFFIXES or path.name == "mbox":
         return True
+    if path.suffix.lower() == ".eml":
+        # One message by definition; a bounce quoting an unescaped "From " line inside the
+        # original must not be split into pieces.
+        return False
     with path.open("rb") as fh:
         head = fh.read(1 << 20)
     # A single message saved with its envelope line also starts with "From "; only a

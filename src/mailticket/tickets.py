@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailticket.extraction import detect_priority, extract_tags, merge_tags
-from mailticket.models import Attachment, Comment, EmailLog, Ticket, ThreadRef
+from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
 from mailticket.numbering import allocate_ticket_number
 from mailticket.settings import Priority, Settings
 from mailticket.threading import record_thread_refs

@@ -14,6 +14,9 @@ COMMAND_MODULES: list[str] = [
     "mailticket.cli.ingest",
     "mailticket.cli.tickets",
     "mailticket.cli.quarantine",
+    "mailticket.cli.outbox",
+    "mailticket.cli.run",
+    "mailticket.cli.workflows",
 ]
 
 

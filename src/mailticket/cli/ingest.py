@@ -43,6 +43,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     settings = settings_or_exit()
     runtime = build_runtime(settings)
+    runtime.pipeline.backdate = args.backdate
     counts: Counter[str] = Counter()
     progress = Progress(sys.stderr)
     try:
@@ -70,4 +71,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="one JSON object per message on stdout")
     p.add_argument("--batch-size", type=int, default=None, help="messages per transaction")
+    p.add_argument(
+        "--backdate", action="store_true",
+        help="archive import: number tickets by each mail's arrival date instead of today",
+    )
     p.set_defaults(func=_ingest)

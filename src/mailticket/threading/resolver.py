@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailticket.models import EmailLog, Ticket, ThreadRef
+from mailticket.models import EmailLog, ThreadRef, Ticket
 from mailticket.numbering import canonical_ticket_number
 from mailticket.settings import Settings, SubjectMatchPolicy
 from mailticket.threading.subject import subject_ticket_number
@@ -99,14 +99,12 @@ def resolve(
     first: ThreadMatch | None = None
     related: dict[int, Ticket] = {}
     for signal, mid in candidates:
-        hits: list[Ticket] = [_live(session, session.get_one(Ticket, r.ticket_id)) for r in refs.get(mid, [])]
-        if signal == "referenced_by":
-            # Only mail that pointed at us counts here, not a copy of this same message.
-            hits = [
-                _live(session, session.get_one(Ticket, r.ticket_id))
-                for r in refs.get(mid, [])
-                if r.kind == "ref"
-            ]
+        # For "referenced_by" only mail that pointed at this id counts, not a copy of it.
+        hits = [
+            _live(session, session.get_one(Ticket, r.ticket_id))
+            for r in refs.get(mid, [])
+            if signal != "referenced_by" or r.kind == "ref"
+        ]
         number = canonical_ticket_number(mid)
         if number and number.upper() in by_number:
             hits.append(by_number[number.upper()])
@@ -122,10 +120,10 @@ def resolve(
 
     number = subject_ticket_number(email.subject)
     if number:
-        ticket = _tickets_by_number(session, {number.upper()}).get(number.upper())
-        if ticket is not None and (
+        found = _tickets_by_number(session, {number.upper()}).get(number.upper())
+        if found is not None and (
             settings.ticket_subject_match is SubjectMatchPolicy.any
-            or _is_participant(session, ticket, email.from_address)
+            or _is_participant(session, found, email.from_address)
         ):
-            return Resolution(ThreadMatch(ticket.id, ticket.ticket_number, "subject", number))
+            return Resolution(ThreadMatch(found.id, found.ticket_number, "subject", number))
     return Resolution(None)

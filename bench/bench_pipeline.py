@@ -1,0 +1,184 @@
+"""End-to-end ingest benchmark (run by hand; prints figures, asserts nothing).
+
+Generates N realistic support emails — new threads and replies by every linkage kind
+(In-Reply-To to the customer's mail, In-Reply-To to our TKT Message-ID, References only,
+subject only, ghost parents, replies that arrive before their parent) — and ingests them
+through the whole pipeline into a fresh PostgreSQL database. Prints msg/s, the parse-only
+rate as the ceiling, and peak RSS. `--preload M` first bulk-loads M stored emails (COPY)
+so the lookup cost on a big table shows.
+
+    .venv/bin/python bench/bench_pipeline.py --n 20000
+    .venv/bin/python bench/bench_pipeline.py --n 20000 --preload 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import random
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.dbutil import create_pg, drop_pg
+
+from mailticket.db import make_engine
+from mailticket.parsing import parse_email
+from mailticket.runtime import build_runtime
+from mailticket.settings import load_settings
+
+WORDS = ("printer network invoice login password vpn outlook server backup license "
+         "laptop screen slow error crash update install access account billing").split()
+
+
+def _body(rng: random.Random) -> str:
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14))) for _ in range(rng.randint(2, 8))]
+    if rng.random() < 0.3:
+        lines.append(f"#{rng.choice(WORDS)} #{rng.choice(WORDS)}")
+    return "Hello,\n\n" + "\n".join(lines) + "\n\nBest regards\nA customer\n"
+
+
+def generate(n: int, seed: int = 1) -> Iterator[bytes]:
+    """Yield n messages; about 40% start threads, the rest reply in one of six ways."""
+    rng = random.Random(seed)
+    base = datetime(2025, 12, 15, 8, tzinfo=UTC)
+    threads: list[tuple[str, str, str]] = []  # (root id, sender, subject)
+    held_back: list[bytes] = []
+    for i in range(n):
+        msg = EmailMessage()
+        kind = "new" if not threads or rng.random() < 0.4 else rng.choice(
+            ["irt", "refs", "ghost", "subject", "early", "irt"])
+        mid = f"<m{i}.{seed}@client{rng.randint(1, 500)}.example>"
+        if kind == "new":
+            sender = f"user{rng.randint(1, 5000)}@customer{rng.randint(1, 300)}.example"
+            subject = " ".join(rng.choice(WORDS) for _ in range(4)).capitalize()
+            threads.append((mid, sender, subject))
+            if rng.random() < 0.05:
+                msg["In-Reply-To"] = f"<ghost{i}@elsewhere.example>"
+        else:
+            root, sender, subject = rng.choice(threads[-2000:])
+            subject = "Re: " + subject
+            if kind == "irt":
+                msg["In-Reply-To"] = root
+                msg["References"] = root
+            elif kind == "refs":
+                msg["References"] = f"<unrelated{i}@x.example> {root}"
+            elif kind == "ghost":
+                msg["References"] = f"<ghost-root-{root.strip('<>')}>"
+            elif kind == "subject":
+                subject = f"Re: [TKT-20251215-{rng.randint(1, max(1, len(threads))):03d}] {subject}"
+            elif kind == "early":
+                msg["In-Reply-To"] = root
+        msg["From"] = sender
+        msg["To"] = "support@example.com"
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(base + timedelta(seconds=i))
+        msg["Message-ID"] = mid
+        msg.set_content(_body(rng))
+        raw = msg.as_bytes()
+        if kind == "early" and rng.random() < 0.5:
+            held_back.append(raw)  # arrives later, after messages that came after it
+            continue
+        yield raw
+        if held_back and rng.random() < 0.2:
+            yield held_back.pop()
+    yield from held_back
+
+
+def preload(url: str, count: int) -> None:
+    """Bulk-load `count` stored emails in tickets of ~4 mails each, via COPY."""
+    engine = make_engine(url)
+    raw_conn = engine.raw_connection()
+    try:
+        cur = raw_conn.cursor()
+        n_tickets = max(1, count // 4)
+        buf = io.StringIO()
+        for t in range(1, n_tickets + 1):
+            buf.write(f"{t}\tTKT-20200101-{t:07d}\tpreloaded\t\topen\tnormal\t[]\t{{}}\tu{t}@old.example\n")
+        buf.seek(0)
+        cur.copy_expert(
+            "COPY tticket_tickets (id, ticket_number, subject, description, status, priority, tags, custom_fields, requester_email) FROM STDIN",
+            buf,
+        )
+        for start in range(0, count, 200_000):
+            logs, refs = io.StringIO(), io.StringIO()
+            for i in range(start, min(count, start + 200_000)):
+                t = i // 4 + 1
+                logs.write(f"{t}\t<old{i}@old.example>\tpreloaded\tu{t}@old.example\t2020-01-01 00:00:00+00\tf\tin\n")
+                refs.write(f"<old{i}@old.example>\t{t}\tself\n")
+            logs.seek(0)
+            refs.seek(0)
+            cur.copy_expert(
+                "COPY tticket_email_log (ticket_id, email_message_id, email_subject, email_from, email_received_at, is_reply, direction) FROM STDIN",
+                logs,
+            )
+            cur.copy_expert("COPY tticket_thread_refs (message_id, ticket_id, kind) FROM STDIN", refs)
+        cur.execute("SELECT setval('tticket_tickets_id_seq', (SELECT max(id) FROM tticket_tickets))")
+        raw_conn.commit()
+        cur.execute("ANALYZE")
+        raw_conn.commit()
+    finally:
+        raw_conn.close()
+        engine.dispose()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--preload", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=200)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+
+    # Messages are generated lazily (same seed each pass) so RSS reflects the pipeline,
+    # not a list of N messages held by the benchmark.
+    t = time.perf_counter()
+    n_parsed = sum(1 for raw in generate(args.n) if parse_email(raw))
+    parse_rate = n_parsed / (time.perf_counter() - t)
+
+    name = "mt_bench_pipeline"
+    url = create_pg(name)
+    try:
+        from mailticket import migrate
+
+        migrate.upgrade(url)
+        if args.preload:
+            t = time.perf_counter()
+            preload(url, args.preload)
+            print(f"preloaded {args.preload:,} emails in {time.perf_counter() - t:.0f}s")
+        rt = build_runtime(load_settings(database_url=url, _env_file=None))
+        rss_before = peak_rss_mb()
+        t = time.perf_counter()
+        actions: dict[str, int] = {}
+        for i, outcome in enumerate(
+            rt.pipeline.ingest_many((("bench", raw) for raw in generate(args.n)), batch_size=args.batch_size)
+        ):
+            actions[outcome.action] = actions.get(outcome.action, 0) + 1
+            if i and i % 10_000 == 0:
+                print(f"  {i:>8,} msgs  {i / (time.perf_counter() - t):7.0f} msg/s  peak RSS {peak_rss_mb():.0f} MB")
+        elapsed = time.perf_counter() - t
+        rt.close()
+        total = sum(actions.values())
+        print(f"messages:          {total:,}  {actions}")
+        print(f"stored beforehand: {args.preload:,}")
+        print(f"end to end:        {total / elapsed:,.0f} msg/s  ({elapsed:.1f}s)")
+        print(f"parse only:        {parse_rate:,.0f} msg/s (ceiling)")
+        print(f"peak RSS:          {peak_rss_mb():.0f} MB (before ingest {rss_before:.0f} MB)")
+    finally:
+        drop_pg(name)
+
+
+if __name__ == "__main__":
+    main()

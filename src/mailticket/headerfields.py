@@ -1,0 +1,113 @@
+"""Header fields of a stdlib Message read the robust way: raw values, decoded by us.
+
+The stdlib's compat32 `get()` hands back `Header` objects for raw 8-bit values and its
+address parser gives up on some real-world From lines; these helpers work from the raw
+strings so the top-level message and embedded ones are read identically.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+from mailparser.dates import parse_mail_date
+
+from mailticket.charsets import decode_header, unescape_surrogates
+from mailticket.msgids import normalize_message_id, parse_id_list
+from mailticket.types import EmbeddedMessage
+
+_ADDRESS = re.compile(r"[^\s<>@,;:\"'()\[\]]+@[^\s<>@,;:\"'()\[\]]+")
+_FOLD = re.compile(r"\r?\n[ \t]*")
+
+HeaderIndex = dict[str, list[str]]
+
+
+def header_index(msg: Message) -> HeaderIndex:
+    """Lower-cased name → raw values in order (surrogate-escaped where 8-bit)."""
+    index: HeaderIndex = {}
+    for name, value in msg.raw_items():
+        index.setdefault(name.strip().lower(), []).append(str(value))
+    return index
+
+
+def decoded_headers(index: HeaderIndex, hint: str | None) -> dict[str, list[str]]:
+    return {name: [decode_header(v, hint) for v in values] for name, values in index.items()}
+
+
+def first_message_id(values: list[str] | None) -> str | None:
+    """The first valid id among repeated Message-ID headers."""
+    for value in values or ():
+        ident = normalize_message_id(unescape_surrogates(value))
+        if ident is not None:
+            return ident
+    return None
+
+
+def id_list(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for value in values or ():
+        for ident in parse_id_list(unescape_surrogates(value)):
+            if ident not in out:
+                out.append(ident)
+    return out
+
+
+def addresses(values: list[str] | None, hint: str | None) -> list[tuple[str, str]]:
+    """(decoded display name, lower-cased bare address) for every address in the values."""
+    out: list[tuple[str, str]] = []
+    for value in values or ():
+        text = _FOLD.sub(" ", unescape_surrogates(value, hint))
+        try:
+            # A lone local part ("MAILER-DAEMON") is still who sent it.
+            pairs = [(n, a) for n, a in getaddresses([text]) if "@" in a or a == text.strip()]
+        except RecursionError:  # deeply nested comments: the stdlib parser recurses per level
+            pairs = []
+        if not pairs:
+            # getaddresses gives up on some broken lines; any "x@y" in them is still the sender.
+            pairs = [("", a) for a in _ADDRESS.findall(text)]
+        for name, addr in pairs:
+            out.append((decode_header(name, hint).strip("\"' "), addr.strip().strip("<>").lower()))
+    return out
+
+
+def return_path(values: list[str] | None) -> str | None:
+    """ "" for the null reverse-path "<>", None when absent, else the bare address."""
+    if not values:
+        return None
+    value = unescape_surrogates(values[0]).strip()
+    found = _ADDRESS.search(value)
+    return found.group(0).strip("<>").lower() if found else ""
+
+
+def parse_date(values: list[str] | None) -> tuple[datetime | None, str | None]:
+    """Aware UTC datetime (or None) and a defect note when the Date header is unusable."""
+    if not values:
+        return None, None
+    raw = values[0]
+    result = parse_mail_date(raw)
+    when = result.value
+    if when is None:
+        try:
+            when = parsedate_to_datetime(unescape_surrogates(raw).strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None, "Date: " + ", ".join(result.reasons or ("unparseable",))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # no zone given: RFC 5322's "-0000", taken as UTC
+    try:
+        return when.astimezone(UTC), None
+    except (OverflowError, ValueError):
+        return None, "Date: out of range"
+
+
+def embedded_message(index: HeaderIndex, hint: str | None) -> EmbeddedMessage:
+    sender = addresses(index.get("from"), hint)
+    subject = index.get("subject")
+    return EmbeddedMessage(
+        message_id=first_message_id(index.get("message-id")),
+        in_reply_to=tuple(id_list(index.get("in-reply-to"))),
+        references=tuple(id_list(index.get("references"))),
+        subject=decode_header(subject[0], hint) if subject else "",
+        from_address=sender[0][1] if sender else "",
+    )

@@ -1,0 +1,302 @@
+"""IMAP source: drain a mailbox folder into the pipeline, crash-safely, then IDLE or poll.
+
+Order per batch: fetch with BODY.PEEK[] (\\Seen untouched) → pipeline + ledger rows in one
+transaction → commit → server action (flag/move/delete) → ledger rows marked server_done.
+A crash before the commit leaves the server untouched (the messages come again); a crash
+after it leaves ledger rows whose server action is redone on the next start, never their
+processing. After a UIDVALIDITY change the pipeline's Message-ID check reports duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from typing import Protocol
+
+import aioimaplib
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket import quarantine
+from mailticket.live import ledger
+from mailticket.live.config import MailboxConfig
+from mailticket.live.dbgate import write_gate
+from mailticket.live.imap_client import ImapError, ImapSession
+from mailticket.live.lock import SourceLock
+from mailticket.types import Outcome
+
+log = logging.getLogger(__name__)
+
+# Messages per transaction and per FETCH; bytes per FETCH keep memory bounded.
+BATCH = 100
+BATCH_BYTES = 16 * 1024 * 1024
+# IDLE is renewed at least this often (RFC 2177 asks for < 29 min; NATs drop sooner).
+IDLE_RENEW = 300.0
+MAX_BACKOFF = 300.0
+
+# What a lost or refused connection looks like; the loop reconnects after these.
+CONNECTION_ERRORS = (ImapError, aioimaplib.AioImapException, OSError, asyncio.TimeoutError)
+
+
+class MessageHandler(Protocol):
+    """`mailticket.pipeline.Pipeline` satisfies this: process in the caller's transaction."""
+
+    def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    uid: int
+    raw: bytes
+    size: int
+    headers_only: bool
+
+
+@dataclass(slots=True)
+class _Stored:
+    uid: int
+    ledger_id: int
+    action: str
+
+
+def _header_message_id(raw: bytes) -> str | None:
+    value = BytesHeaderParser().parsebytes(raw).get("Message-ID")
+    if value is None:
+        return None
+    return str(value).strip() or None
+
+
+class ImapSource:
+    def __init__(
+        self,
+        box: MailboxConfig,
+        handler: MessageHandler,
+        session_factory: sessionmaker[Session],
+        engine: Engine,
+        *,
+        max_message_size: int,
+        timeout: float = 30.0,
+        poll_interval: float = 60.0,
+    ) -> None:
+        self.box = box
+        self.handler = handler
+        self.session_factory = session_factory
+        self.engine = engine
+        self.max_message_size = max_message_size
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.lock = SourceLock(engine, f"imap:{box.key}/{box.folder}")
+        self.imap = ImapSession(box, timeout)
+        self.wake = asyncio.Event()  # set by the scheduler's poll job
+        # Checked between batches: a shutdown finishes the batch in hand, then stops.
+        self.stop = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return f"imap:{self.box.label}"
+
+    def _source(self, uid: int) -> str:
+        return f"imap://{self.box.key}/{self.box.folder};UIDVALIDITY={self.imap.uidvalidity}/;UID={uid}"
+
+    # --- one pass --------------------------------------------------------------------------
+
+    async def drain(self) -> int:
+        """Store every new message of the selected folder; returns how many were stored."""
+        await self._redo_pending()
+        criterion = "UNSEEN" if self.box.after == "seen" else "ALL"
+        listed = await self.imap.search(criterion)
+        if not listed:
+            return 0
+        uidvalidity = self.imap.uidvalidity
+        known = await asyncio.to_thread(self._known, uidvalidity, listed)
+        todo = [uid for uid in listed if uid not in known]
+        stored = 0
+        for start in range(0, len(todo), BATCH):
+            if self.stop.is_set():
+                break
+            stored += await self._batch(todo[start : start + BATCH])
+        return stored
+
+    async def _batch(self, uids: list[int]) -> int:
+        sizes = await self.imap.sizes(uids)
+        items: list[_Item] = []
+        group: list[int] = []
+        group_bytes = 0
+        for uid in uids:
+            size = sizes.get(uid)
+            if size is None:  # expunged by someone else meanwhile
+                continue
+            if size > self.max_message_size:
+                for got in await self.imap.fetch([uid], "BODY.PEEK[HEADER]"):
+                    items.append(_Item(got.uid, got.data, size, headers_only=True))
+                continue
+            if group and group_bytes + size > BATCH_BYTES:
+                items.extend(await self._fetch_full(group, sizes))
+                group, group_bytes = [], 0
+            group.append(uid)
+            group_bytes += size
+        if group:
+            items.extend(await self._fetch_full(group, sizes))
+        if not items:
+            return 0
+        items.sort(key=lambda item: item.uid)
+        stored = await asyncio.to_thread(self._store, self.imap.uidvalidity, items)
+        await self.imap.finish([s.uid for s in stored])
+        await asyncio.to_thread(self._mark_done, [s.ledger_id for s in stored])
+        for s in stored:
+            log.info("stored mailbox=%s uid=%s action=%s", self.box.label, s.uid, s.action)
+        return len(stored)
+
+    async def _fetch_full(self, uids: list[int], sizes: dict[int, int]) -> list[_Item]:
+        return [
+            _Item(got.uid, got.data, sizes[got.uid], headers_only=False)
+            for got in await self.imap.fetch(uids)
+        ]
+
+    async def _redo_pending(self) -> None:
+        rows = await asyncio.to_thread(self._pending)
+        if not rows:
+            return
+        current = [r for r in rows if r[1] == self.imap.uidvalidity]
+        stale = [r[0] for r in rows if r[1] != self.imap.uidvalidity]
+        if stale:
+            # Their UIDs mean nothing under the new UIDVALIDITY; the messages will be listed
+            # again and recognised by Message-ID.
+            log.warning(
+                "uidvalidity changed mailbox=%s dropped_server_actions=%d",
+                self.box.label, len(stale),
+            )
+        if current:
+            await self.imap.finish([r[2] for r in current])
+            log.info("redid server action mailbox=%s count=%d", self.box.label, len(current))
+        await asyncio.to_thread(self._mark_done, stale + [r[0] for r in current])
+
+    # --- database side (run in a worker thread) --------------------------------------------
+
+    def _known(self, uidvalidity: int, uids: list[int]) -> set[int]:
+        with self.session_factory() as session:
+            return ledger.known_uids(session, self.box.key, self.box.folder, uidvalidity, uids)
+
+    def _pending(self) -> list[tuple[int, int, int]]:
+        with self.session_factory() as session:
+            return [
+                (r.id, r.uidvalidity, r.uid)
+                for r in ledger.pending(session, self.box.key, self.box.folder)
+            ]
+
+    def _store(self, uidvalidity: int, items: list[_Item]) -> list[_Stored]:
+        with write_gate(self.engine), self.session_factory() as session:
+            entries = []
+            for item in items:
+                source = self._source(item.uid)
+                if item.headers_only:
+                    message_id = _header_message_id(item.raw)
+                    quarantine.quarantine_raw(
+                        session, item.raw, source,
+                        reason=f"too large: {item.size} bytes", message_id=message_id,
+                    )
+                    action = "quarantined"
+                else:
+                    outcome = self.handler.process_in_session(session, item.raw, source)
+                    message_id, action = outcome.message_id, outcome.action
+                entry = ledger.record(
+                    session, mailbox=self.box.key, folder=self.box.folder,
+                    uidvalidity=uidvalidity, uid=item.uid, message_id=message_id, outcome=action,
+                )
+                entries.append((item.uid, entry, action))
+            session.commit()
+            return [_Stored(uid, entry.id, action) for uid, entry, action in entries]
+
+    def _mark_done(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with write_gate(self.engine), self.session_factory() as session:
+            ledger.mark_done(session, ids)
+            session.commit()
+
+    # --- lifecycles --------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Connect, drain, disconnect (`mailticket run --once`); 0 when another worker has it."""
+        if not await asyncio.to_thread(self.lock.acquire):
+            log.info("skipped mailbox=%s reason=locked-by-another-worker", self.box.label)
+            return 0
+        try:
+            await self.imap.open()
+            return await self.drain()
+        finally:
+            await self.imap.close()
+            await asyncio.to_thread(self.lock.release)
+
+    async def run(self) -> None:
+        """Until `self.stop`: hold the lock, drain, then IDLE (or wait for the poll job),
+        reconnecting with exponential backoff when the connection or the database fails."""
+        stop = self.stop
+        backoff = 1.0
+        try:
+            while not stop.is_set():
+                try:
+                    if not await asyncio.to_thread(self.lock.acquire):
+                        log.info("waiting mailbox=%s reason=locked-by-another-worker", self.box.label)
+                        await _wait(stop, asyncio.sleep(self.poll_interval))
+                        continue
+                    await self.imap.open()
+                    log.info(
+                        "connected mailbox=%s idle=%s uidvalidity=%s",
+                        self.box.label, self.box.idle and self.imap.has("IDLE"),
+                        self.imap.uidvalidity,
+                    )
+                    await self._session(stop)
+                    backoff = 1.0
+                except (*CONNECTION_ERRORS, OperationalError) as exc:
+                    log.warning(
+                        "mailbox error mailbox=%s error=%r retry_in=%.0fs",
+                        self.box.label, exc, backoff,
+                    )
+                    await self.imap.close()
+                    await _wait(stop, asyncio.sleep(backoff))
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            await self.imap.close()
+            await asyncio.to_thread(self.lock.release)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        idle = self.box.idle and self.imap.has("IDLE")
+        while not stop.is_set():
+            await self.drain()
+            # Renews the SQLite lease (and re-checks the PostgreSQL lock's connection) at
+            # least every IDLE_RENEW seconds; a lock lost meanwhile ends the session.
+            if not await asyncio.to_thread(self.lock.acquire):
+                log.warning("lost the mailbox lock mailbox=%s", self.box.label)
+                await self.imap.close()
+                return
+            if idle:
+                news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW))
+                if not await _wait(stop, news):
+                    return
+            else:
+                self.wake.clear()
+                try:
+                    if not await _wait(stop, asyncio.wait_for(self.wake.wait(), IDLE_RENEW)):
+                        return
+                except TimeoutError:
+                    pass  # no poll due yet: renew the lock, drain anyway (cheap)
+                await self.imap.select()  # refreshes the folder; notices a UIDVALIDITY change
+
+
+async def _wait(stop: asyncio.Event, work: Awaitable[object]) -> bool:
+    """Run `work` unless `stop` comes first; False when stopped (work is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        stopper.cancel()
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False

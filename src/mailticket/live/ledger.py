@@ -1,0 +1,100 @@
+"""The IMAP ledger: which UIDs of a mailbox folder are stored, and whether the server knows.
+
+Service functions: they take a Session and never commit; the IMAP source commits a ledger
+row in the same transaction as the message it describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from mailticket.live.models import ImapLedgerEntry
+
+# Keeps IN (...) lists well under every driver's parameter limit.
+_CHUNK = 500
+
+
+def known_uids(
+    session: Session, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> set[int]:
+    """The subset of `uids` already in the ledger for this UIDVALIDITY."""
+    found: set[int] = set()
+    for start in range(0, len(uids), _CHUNK):
+        chunk = list(uids[start : start + _CHUNK])
+        found.update(
+            session.scalars(
+                select(ImapLedgerEntry.uid).where(
+                    ImapLedgerEntry.mailbox == mailbox,
+                    ImapLedgerEntry.folder == folder,
+                    ImapLedgerEntry.uidvalidity == uidvalidity,
+                    ImapLedgerEntry.uid.in_(chunk),
+                )
+            )
+        )
+    return found
+
+
+def record(
+    session: Session,
+    *,
+    mailbox: str,
+    folder: str,
+    uidvalidity: int,
+    uid: int,
+    message_id: str | None,
+    outcome: str,
+) -> ImapLedgerEntry:
+    entry = ImapLedgerEntry(
+        mailbox=mailbox,
+        folder=folder,
+        uidvalidity=uidvalidity,
+        uid=uid,
+        message_id=message_id,
+        outcome=outcome,
+        server_done=False,
+    )
+    session.add(entry)
+    return entry
+
+
+def pending(session: Session, mailbox: str, folder: str) -> list[ImapLedgerEntry]:
+    """Stored messages whose server action (flag/move/delete) has not been confirmed."""
+    return list(
+        session.scalars(
+            select(ImapLedgerEntry)
+            .where(
+                ImapLedgerEntry.mailbox == mailbox,
+                ImapLedgerEntry.folder == folder,
+                ImapLedgerEntry.server_done.is_(False),
+            )
+            .order_by(ImapLedgerEntry.uid)
+        )
+    )
+
+
+def mark_done(session: Session, ids: Iterable[int]) -> None:
+    id_list = list(ids)
+    for start in range(0, len(id_list), _CHUNK):
+        session.execute(
+            update(ImapLedgerEntry)
+            .where(ImapLedgerEntry.id.in_(id_list[start : start + _CHUNK]))
+            .values(server_done=True)
+        )
+
+
+def prune(session: Session, before: datetime) -> int:
+    """Forget confirmed rows stored before `before`; returns how many.
+
+    Safe because a message coming back anyway (marked unread again, copied back) is caught by
+    the pipeline's Message-ID check as a duplicate; the ledger only saves that work.
+    """
+    result = session.execute(
+        delete(ImapLedgerEntry).where(
+            ImapLedgerEntry.server_done.is_(True), ImapLedgerEntry.stored_at < before
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

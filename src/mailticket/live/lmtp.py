@@ -1,0 +1,82 @@
+"""LMTP (or SMTP) receiver: a push source for an MTA such as Postfix or Dovecot's LDA.
+
+It answers 250 only once the message is committed; when it cannot be stored (the database
+is down) it answers 451 so the MTA keeps the message and tries again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope
+
+from mailticket.types import Outcome
+
+log = logging.getLogger(__name__)
+
+Process = Callable[[bytes, str], Outcome]
+
+
+def parse_listen(value: str) -> tuple[str, str, int]:
+    """"lmtp://host:port", "smtp://host:port" or "host:port" (LMTP) → (protocol, host, port)."""
+    proto, sep, rest = value.partition("://")
+    if not sep:
+        proto, rest = "lmtp", value
+    if proto not in ("lmtp", "smtp"):
+        raise ValueError(f"LMTP_LISTEN: unknown protocol {proto!r} (use lmtp:// or smtp://)")
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        raise ValueError(f"LMTP_LISTEN: expected host:port, got {value!r}")
+    return proto, host.strip("[]"), int(port)
+
+
+class DeliveryHandler:
+    """aiosmtpd handler: run the (blocking) pipeline in a thread, answer after the commit."""
+
+    def __init__(self, process: Process, name: str) -> None:
+        self.process = process
+        self.name = name
+
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        source = f"{self.name}:{envelope.mail_from or '<>'}"
+        try:
+            outcome = await asyncio.to_thread(self.process, raw, source)
+        except Exception as exc:  # noqa: BLE001 - the per-message boundary: tell the MTA to retry
+            log.error("cannot store %s message error=%r", self.name, exc)
+            status = "451 4.3.0 Cannot store the message now; try again later"
+        else:
+            log.info(
+                "stored %s message_id=%s action=%s", self.name, outcome.message_id, outcome.action
+            )
+            status = "250 2.0.0 Message stored"
+        if isinstance(server, LMTP):
+            # LMTP answers DATA once per recipient; the message is stored once for all.
+            for _ in envelope.rcpt_tos[1:]:
+                await server.push(status)
+        return status
+
+
+def start_receiver(
+    listen: str, process: Process, *, max_message_size: int
+) -> Controller:
+    proto, host, port = parse_listen(listen)
+    handler = DeliveryHandler(process, proto)
+    factory_cls = LMTP if proto == "lmtp" else SMTP
+
+    class _Controller(Controller):
+        def factory(self) -> SMTP:
+            return factory_cls(
+                handler, data_size_limit=max_message_size, enable_SMTPUTF8=True,
+                hostname="mailticket",
+            )
+
+    controller = _Controller(handler, hostname=host, port=port)
+    controller.start()
+    log.info("receiver listening protocol=%s host=%s port=%s", proto, host, port)
+    return controller

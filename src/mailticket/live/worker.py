@@ -1,0 +1,219 @@
+"""The long-running worker behind `mailticket run`: every source, the outgoing mail drain and
+(optionally) the HTTP API in one asyncio loop, scheduled by APScheduler.
+
+IMAP mailboxes each run their own task (IDLE where offered); polling mailboxes, the Maildir
+and outgoing mail are interval jobs. SIGTERM/SIGINT finish the batch in hand, close the
+connections and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket.live import ledger
+from mailticket.live.config import load_mailboxes
+from mailticket.live.dbgate import write_gate
+from mailticket.live.imap import ImapSource, MessageHandler
+from mailticket.live.lmtp import start_receiver
+from mailticket.live.maildir import MaildirSource
+from mailticket.outbound.smtp import deliver_outgoing_mail
+from mailticket.settings import Settings
+from mailticket.types import Outcome
+
+log = logging.getLogger(__name__)
+
+MAILDIR_POLL = 2.0  # seconds; a directory listing is cheap
+OUTBOX_POLL = 15.0
+LEDGER_RETENTION = timedelta(days=90)
+LEDGER_PRUNE_EVERY = timedelta(hours=6)
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    handler: MessageHandler
+    # Pipeline.process (own transaction) for the LMTP receiver; None: no receiver.
+    process: Callable[[bytes, str], Outcome] | None = None
+    app_factory: Callable[[], Any] | None = None  # the HTTP API, when API_LISTEN is set
+    imap: list[ImapSource] = field(default_factory=list)
+    maildir: MaildirSource | None = None
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.imap = [
+            ImapSource(
+                box, self.handler, self.session_factory, self.engine,
+                max_message_size=s.max_message_size, timeout=s.imap_timeout,
+                poll_interval=s.imap_poll_interval,
+            )
+            for box in load_mailboxes(s)
+        ]
+        if s.maildir_path is not None:
+            self.maildir = MaildirSource(
+                s.maildir_path, self.handler, self.session_factory,
+                max_message_size=s.max_message_size,
+            )
+        self._maildir_lock = asyncio.Lock()
+
+    def describe(self) -> list[str]:
+        names = [src.name for src in self.imap]
+        if self.maildir is not None:
+            names.append(self.maildir.name)
+        if self.settings.lmtp_listen:
+            names.append(f"receiver:{self.settings.lmtp_listen}")
+        return names
+
+    # --- --once ----------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Drain every pull source once and send due outgoing mail; messages stored.
+        Sources that failed are logged and counted in `failures`."""
+        total = 0
+        jobs: list[tuple[str, Awaitable[int]]] = [(src.name, src.run_once()) for src in self.imap]
+        if self.maildir is not None:
+            jobs.append((self.maildir.name, asyncio.to_thread(self.maildir.drain)))
+        results = await asyncio.gather(*(job for _, job in jobs), return_exceptions=True)
+        for (name, _), result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                # One unreachable mailbox must not hide what the others stored.
+                self.failures += 1
+                log.error("source failed source=%s error=%r", name, result)
+            else:
+                total += result
+        await self._deliver()
+        log.info(
+            "drained sources=%d stored=%d failed=%d", len(self.describe()), total, self.failures
+        )
+        return total
+
+    # --- forever -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        scheduler = AsyncIOScheduler()
+        if self.maildir is not None:
+            scheduler.add_job(
+                self._drain_maildir, "interval", seconds=MAILDIR_POLL,
+                max_instances=1, coalesce=True, next_run_time=_now(),
+            )
+        scheduler.add_job(
+            self._deliver, "interval", seconds=OUTBOX_POLL, max_instances=1, coalesce=True,
+        )
+        scheduler.add_job(
+            self._wake_polling, "interval", seconds=self.settings.imap_poll_interval,
+            max_instances=1, coalesce=True,
+        )
+        if self.imap:
+            scheduler.add_job(
+                self._prune_ledger, "interval", seconds=LEDGER_PRUNE_EVERY.total_seconds(),
+                max_instances=1, coalesce=True, next_run_time=_now(),
+            )
+        scheduler.start()
+        receiver = None
+        if self.settings.lmtp_listen and self.process is not None:
+            receiver = start_receiver(
+                self.settings.lmtp_listen, self._store_pushed,
+                max_message_size=self.settings.max_message_size,
+            )
+        tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
+        api = await self._start_api()
+        log.info("worker started sources=%s", ",".join(self.describe()) or "none")
+        try:
+            await stop.wait()
+        finally:
+            log.info("worker stopping")
+            for src in self.imap:
+                src.stop.set()
+            if self.maildir is not None:
+                self.maildir.stop.set()
+            scheduler.shutdown(wait=False)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            async with self._maildir_lock:  # a drain in progress finishes its batch
+                pass
+            if receiver is not None:
+                receiver.stop()
+            if api is not None:
+                api[0].should_exit = True
+                await api[1]
+            log.info("worker stopped")
+
+    def _store_pushed(self, raw: bytes, source: str) -> Outcome:
+        assert self.process is not None
+        with write_gate(self.engine):
+            return self.process(raw, source)
+
+    async def _drain_maildir(self) -> None:
+        assert self.maildir is not None
+        if self._maildir_lock.locked():
+            return
+        async with self._maildir_lock:
+            await asyncio.to_thread(self.maildir.drain)
+
+    async def _prune_ledger(self) -> None:
+        def prune() -> int:
+            with write_gate(self.engine), self.session_factory() as session:
+                count = ledger.prune(session, datetime.now(UTC) - LEDGER_RETENTION)
+                session.commit()
+                return count
+
+        removed = await asyncio.to_thread(prune)
+        if removed:
+            log.info("pruned imap ledger rows=%d", removed)
+
+    async def _wake_polling(self) -> None:
+        for src in self.imap:
+            src.wake.set()
+
+    async def _deliver(self) -> None:
+        report = await deliver_outgoing_mail(self.session_factory, self.settings)
+        if report.done or report.retried or report.dead:
+            log.info(
+                "outgoing mail sent=%d retried=%d dead=%d", report.done, report.retried, report.dead
+            )
+
+    async def _start_api(self) -> tuple[Any, asyncio.Task[None]] | None:
+        listen = self.settings.api_listen
+        if not listen or self.app_factory is None:
+            return None
+        host, _, port = str(listen).rpartition(":")
+        config = uvicorn.Config(
+            self.app_factory(), host=host or "127.0.0.1", port=int(port), log_config=None,
+        )
+        server = _EmbeddedServer(config)
+        return server, asyncio.create_task(server.serve())
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The worker owns SIGTERM/SIGINT and stops uvicorn itself (should_exit).
+        yield
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def api_available() -> bool:
+    return importlib.util.find_spec("mailticket.api") is not None
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

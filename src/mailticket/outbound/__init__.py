@@ -1,0 +1,1 @@
+"""Outgoing mail: templated auto-replies, loop protection, SMTP delivery via the outbox."""

@@ -1,0 +1,68 @@
+"""The `send_auto_reply` workflow action."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from mailticket.outbound.auto_reply import queue_auto_reply
+from mailticket.outbound.loop import should_auto_reply
+from mailticket.outbound.templates import TemplateRenderError
+from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
+
+
+class SendAutoReplyParams(ActionParams):
+    template: str = "ticket_created"
+    # Answer only mail that opened a ticket; replies into an existing ticket stay quiet.
+    only_if_created: bool = True
+    # Free values for the template, available there as `extra.<name>`.
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _template_name(cls, value: str) -> str:
+        if not value or not all(c.isascii() and (c.isalnum() or c in "_-") for c in value):
+            raise ValueError("must be a template name like ticket_created (a-z, 0-9, _ and -)")
+        return value.lower()
+
+
+@action("send_auto_reply", SendAutoReplyParams)
+def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str, Any]:
+    """Queue a templated answer to the sender (loop-protected, rate-limited, sent once)."""
+    if ctx.ticket is None:
+        raise ActionError("no ticket to reply about: put create_ticket before send_auto_reply")
+    if params.only_if_created and not ctx.created:
+        return {"sent": False, "reason": "not a new ticket (only_if_created)"}
+    now = ctx.now or datetime.now(UTC)
+    ok, reason = should_auto_reply(
+        ctx.session, ctx.settings, ctx.email, ctx.classification, now=now
+    )
+    if not ok:
+        return {"sent": False, "reason": reason}
+    try:
+        queued = queue_auto_reply(
+            ctx.session,
+            ctx.settings,
+            ctx.ticket,
+            ctx.email,
+            template=params.template,
+            now=now,
+            extra=dict(params.extra),
+        )
+    except TemplateRenderError as exc:
+        raise ActionError(str(exc)) from exc
+    ctx.notes["auto_reply_queued"] = queued.message_id
+    if queued.already_queued:
+        return {
+            "sent": False,
+            "reason": "already queued for this message",
+            "message_id": queued.message_id,
+        }
+    return {
+        "sent": True,
+        "queued": True,
+        "message_id": queued.message_id,
+        "outbox_id": queued.outbox_id,
+    }

@@ -1,0 +1,143 @@
+"""Queue one automatic answer: render, log it as outgoing mail, record its thread id, enqueue.
+
+All of it lands in the caller's transaction, next to the ticket it is about: either the
+ticket, its log row, its thread reference and the outbox item all exist, or none does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailticket import outbox
+from mailticket.models import EmailLog, Ticket
+from mailticket.outbound.compose import compose, new_message_id, reply_subject, thread_headers
+from mailticket.outbound.loop import AUTO_REPLY_ACTION, as_utc, reply_recipient
+from mailticket.outbound.templates import MailTemplates
+from mailticket.outbox_models import OutboxItem
+from mailticket.settings import Settings
+from mailticket.threading import record_thread_refs
+from mailticket.types import ParsedEmail
+
+SMTP_KIND = "smtp"
+SMTP_TARGET = "smtp"
+SEND_OPERATION = "send_mail"
+
+
+@dataclass(frozen=True)
+class QueuedReply:
+    message_id: str
+    outbox_id: int
+    email_log_id: int | None
+    already_queued: bool
+
+
+def idempotency_key(inbound_message_id: str, template: str) -> str:
+    """One answer per inbound message and template, however often the message is processed."""
+    digest = hashlib.sha256(f"{inbound_message_id}\n{template}".encode()).hexdigest()
+    return f"auto_reply:{template}:{digest}"[:255]
+
+
+def template_context(
+    settings: Settings, ticket: Ticket, email: ParsedEmail, extra: dict[str, Any]
+) -> dict[str, Any]:
+    address, name = reply_recipient(email)
+    return {
+        "ticket_number": ticket.ticket_number,
+        "ticket_subject": ticket.subject,
+        "ticket_status": ticket.status,
+        "ticket_priority": ticket.priority,
+        "customer_email": address,
+        "customer_name": name,
+        "original_subject": email.subject,
+        "support_address": settings.mail_from_address,
+        "support_name": settings.mail_from_name,
+        "extra": dict(extra),
+    }
+
+
+def queue_auto_reply(
+    session: Session,
+    settings: Settings,
+    ticket: Ticket,
+    email: ParsedEmail,
+    *,
+    template: str,
+    now: datetime,
+    templates: MailTemplates | None = None,
+    extra: dict[str, Any] | None = None,
+) -> QueuedReply:
+    key = idempotency_key(email.message_id, template)
+    existing = session.scalars(select(OutboxItem).where(OutboxItem.idempotency_key == key)).first()
+    if existing is not None:
+        return QueuedReply(str(existing.payload.get("message_id")), existing.id, None, True)
+
+    if ticket.id is None:
+        session.flush()
+    now = as_utc(now)
+    templates = templates or MailTemplates.from_settings(settings)
+    rendered = templates.render(template, template_context(settings, ticket, email, extra or {}))
+    to_address, to_name = reply_recipient(email)
+    in_reply_to, references = thread_headers(
+        None if email.message_id_synthetic else email.message_id, email.references
+    )
+    message = compose(
+        from_address=settings.mail_from_address,
+        from_name=settings.mail_from_name,
+        to_address=to_address,
+        to_name=to_name,
+        subject=reply_subject(ticket.ticket_number, email.subject or ticket.subject),
+        message_id=new_message_id(ticket.ticket_number, settings.mail_domain),
+        in_reply_to=in_reply_to,
+        references=references,
+        text_body=rendered.text,
+        html_body=rendered.html,
+        date=now,
+    )
+    entry = EmailLog(
+        ticket_id=ticket.id,
+        email_message_id=message.message_id,
+        email_subject=message.subject,
+        email_from=settings.mail_from_address,
+        email_from_name=settings.mail_from_name or None,
+        email_to=to_address,
+        email_received_at=now,
+        is_reply=True,
+        thread_data={
+            "message_id": message.message_id,
+            "in_reply_to": message.in_reply_to,
+            "references": " ".join(message.references) or None,
+            "template": template,
+        },
+        direction="out",
+        action=AUTO_REPLY_ACTION,
+        body_text=rendered.text,
+        created_at=now,
+    )
+    session.add(entry)
+    session.flush()
+    # Our own id as "self" (a reply to it threads straight here), the ids it points at as refs.
+    record_thread_refs(session, ticket.id, message.message_id, message.references)
+    item = outbox.enqueue(
+        session,
+        kind=SMTP_KIND,
+        target=SMTP_TARGET,
+        operation=SEND_OPERATION,
+        payload={
+            "mail_from": settings.mail_from_address,
+            "rcpt_to": [to_address],
+            "message_id": message.message_id,
+            "email_log_id": entry.id,
+            # The exact bytes: a retry sends the identical message, Message-ID included.
+            "message_b64": base64.b64encode(message.raw).decode("ascii"),
+        },
+        idempotency_key=key,
+        ticket_id=ticket.id,
+    )
+    return QueuedReply(message.message_id, item.id, entry.id, False)

@@ -1,0 +1,146 @@
+"""Should this message get an automatic answer? (RFC 3834 §2 and mail-loop experience.)
+
+Answering an auto-responder, a bounce, a mailing list or ourselves is how two robots end up
+mailing each other forever; a per-recipient rate limit is the last line of defence when a
+responder we failed to recognise answers every one of our mails.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailticket.models import EmailLog
+from mailticket.settings import Settings
+from mailticket.types import Classification, ParsedEmail
+
+NO_REPLY_LABELS = frozenset({"auto_reply", "bounce", "bulk", "spam"})
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+# Microsoft's X-Auto-Response-Suppress tokens that ask for no automatic reply; "DR", "RN",
+# "NRN" and "NDR" only concern receipts, which a human's mail also commonly suppresses.
+_SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
+_NO_REPLY_LOCAL = re.compile(
+    r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply)(?:$|[-_.+])"
+    r"|^(?:mailer[-_.]?daemon|postmaster)(?:$|[-_.+])",
+    re.IGNORECASE,
+)
+
+# The `action` of an outgoing log row that was an automatic answer (the rate limit counts these).
+AUTO_REPLY_ACTION = "auto_reply"
+
+
+def reply_recipient(email: ParsedEmail) -> tuple[str, str]:
+    """Where an answer goes: the first Reply-To address, else From. (address, display name)"""
+    if email.reply_to and email.reply_to[0]:
+        return email.reply_to[0].strip().lower(), ""
+    return email.from_address.strip().lower(), email.from_name
+
+
+def own_addresses(settings: Settings) -> frozenset[str]:
+    return frozenset(
+        a.strip().lower() for a in [settings.mail_from_address, *settings.own_addresses] if a
+    )
+
+
+def _first_token(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def _header_reason(email: ParsedEmail) -> str | None:
+    for value in email.headers.get("auto-submitted", []):
+        if _first_token(value) not in ("", "no"):
+            return f"Auto-Submitted: {_first_token(value)}"
+    for value in email.headers.get("x-auto-response-suppress", []):
+        tokens = {t.strip().lower() for t in value.split(",")}
+        if tokens & _SUPPRESS_TOKENS:
+            return f"X-Auto-Response-Suppress: {value.strip()[:60]}"
+    for value in email.headers.get("precedence", []):
+        if _first_token(value) in _BULK_PRECEDENCE:
+            return f"Precedence: {_first_token(value)}"
+    if email.headers.get("list-id"):
+        return "mailing-list mail (List-Id)"
+    if email.return_path == "":
+        return "null Return-Path (a bounce or other automatic mail)"
+    return None
+
+
+def _address_reason(settings: Settings, address: str, role: str) -> str | None:
+    if not address or "@" not in address:
+        return f"no usable {role} address"
+    if not address.isascii():
+        return f"{role} address {address} needs SMTPUTF8, which auto-replies do not use"
+    if address in own_addresses(settings):
+        return f"{role} {address} is one of our own addresses"
+    local = address.rsplit("@", 1)[0]
+    if _NO_REPLY_LOCAL.search(local):
+        return f"{role} {address} does not take replies"
+    return None
+
+
+def recent_auto_replies(session: Session, address: str, *, since: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(EmailLog)
+            .where(
+                EmailLog.direction == "out",
+                EmailLog.email_to == address,
+                EmailLog.created_at >= since,
+                EmailLog.action == AUTO_REPLY_ACTION,
+            )
+        )
+        or 0
+    )
+
+
+def should_auto_reply(
+    session: Session,
+    settings: Settings,
+    email: ParsedEmail,
+    classification: Classification,
+    *,
+    now: datetime | None = None,
+) -> tuple[bool, str]:
+    """(True, "ok") when an automatic answer may go out, else (False, why not)."""
+    if not settings.auto_reply_enabled:
+        return False, "auto-replies are disabled (AUTO_REPLY_ENABLED=false)"
+    if classification.label in NO_REPLY_LABELS:
+        return False, f"classified as {classification.label}"
+    reason = _header_reason(email)
+    if reason:
+        return False, reason
+    sender = email.from_address.strip().lower()
+    recipient, _ = reply_recipient(email)
+    reason = _address_reason(settings, sender, "sender")
+    if reason is None and recipient != sender:
+        reason = _address_reason(settings, recipient, "reply-to")
+    if reason:
+        return False, reason
+    domain = settings.mail_domain.lower()
+    if not email.message_id_synthetic and email.message_id.lower().endswith(f"@{domain}>"):
+        return False, f"Message-ID {email.message_id} is from our own domain (a loop)"
+    limit, window = settings.auto_reply_rate_limit, settings.auto_reply_rate_window
+    now = as_utc(now or datetime.now(UTC))
+    sent = recent_auto_replies(session, recipient, since=now - window)
+    if sent >= limit:
+        return False, (
+            f"rate limit: {sent} auto-replies to {recipient} in the last {_human(window)} "
+            f"(AUTO_REPLY_RATE_LIMIT={limit})"
+        )
+    return True, "ok"
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite keeps no zone: every stored and compared time must be UTC to sort correctly.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _human(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

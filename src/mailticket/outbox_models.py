@@ -1,0 +1,70 @@
+"""Tables of the durable outbox (outgoing mail and backend pushes) and outgoing-mail indexes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailticket.db import Base, JSONType
+from mailticket.models import EmailLog
+
+# CURRENT_TIMESTAMP works as a column default on both SQLite and PostgreSQL (now() does not
+# exist in SQLite); rows written from Python also carry an explicit UTC value.
+_DB_NOW = text("CURRENT_TIMESTAMP")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboxItem(Base):
+    """One side effect to perform outside the database (send a mail, call a backend).
+
+    Written in the same transaction as the ticket change that caused it, so the effect is
+    neither lost (crash after commit) nor performed for a rolled-back change.
+    """
+
+    __tablename__ = "mailticket_outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # smtp | backend
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    target: Mapped[str] = mapped_column(String(64), nullable=False)
+    operation: Mapped[str] = mapped_column(String(64), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    # pending | in_flight | done | dead
+    status: Mapped[str] = mapped_column(String(10), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow
+    )
+    last_error: Mapped[str | None] = mapped_column(Text)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tticket_tickets.id"), index=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow, server_default=_DB_NOW
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        nullable=False,
+        default=utcnow,
+        onupdate=utcnow,
+        server_default=_DB_NOW,
+    )
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# The auto-reply rate limit counts our recent mail to one recipient; without this index that
+# is a scan of the whole log on every inbound message.
+ix_email_log_out_to = Index(
+    "ix_email_log_out_to",
+    EmailLog.email_to,
+    EmailLog.created_at,
+    postgresql_where=text("direction = 'out'"),
+    sqlite_where=text("direction = 'out'"),
+)

@@ -1,0 +1,186 @@
+"""Stage 1: raw message bytes → `ParsedEmail`.
+
+mail-parser builds the MIME tree (and its header diagnostics); when it raises — it does on
+a few real messages — the stdlib parser builds the same tree instead. Everything read from
+the tree (charsets, RFC 2047, ids, attachments) goes through our own helpers, so both
+paths give identical values.
+"""
+
+from __future__ import annotations
+
+import email
+import logging
+import re
+from email.message import Message
+
+import mailparser
+
+from mailticket.charsets import decode_header
+from mailticket.headerfields import (
+    addresses,
+    decoded_headers,
+    first_message_id,
+    header_index,
+    id_list,
+    parse_date,
+    return_path,
+)
+from mailticket.htmltext import html_to_text
+from mailticket.mimeparts import repair_boundary, walk
+from mailticket.msgids import (
+    canonical_bytes,
+    normalize_message_id,
+    parse_id_list,
+    synthetic_message_id,
+)
+from mailticket.types import AttachmentPart, ParsedEmail
+
+__all__ = [
+    "ParseError",
+    "extract_attachment",
+    "normalize_message_id",
+    "parse_email",
+    "parse_id_list",
+    "synthetic_message_id",
+]
+
+# mail-parser logs a WARNING for every part it does not turn into text (images, signatures,
+# DSN fields): several lines per ordinary message, all noise since we read those parts
+# ourselves. Raising only this third-party logger's threshold keeps real errors visible and
+# touches no other logging configuration.
+logging.getLogger("mailparser").setLevel(logging.ERROR)
+
+# mail-parser's header diagnostics we keep as defects (its MIME defects we read ourselves).
+_MAILPARSER_DEFECT_KEYS = ("address-headers", "date-headers", "mime-headers")
+_MAX_DEFECT_LEN = 160
+
+
+class ParseError(Exception):
+    """The bytes are not an email message at all."""
+
+
+def _build_tree(data: bytes) -> tuple[Message, list[str]]:
+    """The MIME tree plus mail-parser's header diagnostics (or why it was bypassed)."""
+    try:
+        parsed = mailparser.parse_from_bytes(data)
+    except RecursionError as exc:
+        raise ParseError("MIME nesting too deep to parse") from exc
+    except Exception as exc:  # noqa: BLE001 - any mail-parser bug: the stdlib tree is equivalent
+        try:
+            return email.message_from_bytes(data), [f"mail-parser failed: {type(exc).__name__}"]
+        except RecursionError as nested:
+            raise ParseError("MIME nesting too deep to parse") from nested
+    notes: list[str] = []
+    for entry in parsed.defects:
+        for key in _MAILPARSER_DEFECT_KEYS:
+            notes.extend(str(item)[:_MAX_DEFECT_LEN] for item in entry.get(key, ()))
+    if parsed.message is None:
+        raise ParseError("mail-parser produced no message")
+    message: Message = parsed.message
+    return message, notes
+
+
+def _charset_hint(msg: Message) -> str | None:
+    """The body's declared charset: the best guess for raw 8-bit bytes in headers."""
+    for part in msg.walk():
+        charset = part.get_content_charset()
+        if charset and charset not in ("us-ascii", "ascii"):
+            return charset
+    return None
+
+
+def _report_type(msg: Message) -> str | None:
+    if msg.get_content_type() != "multipart/report":
+        return None
+    value = msg.get_param("report-type")
+    if isinstance(value, tuple):  # RFC 2231 form
+        value = value[2]
+    return str(value).strip().lower() if value else None
+
+
+_SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
+
+
+def _prepare(raw: bytes) -> bytes:
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise ParseError(f"expected bytes, got {type(raw).__name__}")
+    data = canonical_bytes(bytes(raw))
+    if not data.strip(b"\x00 \t\n"):
+        raise ParseError("empty message")
+    head, sep, body = data.partition(b"\n\n")
+    if _SPACE_BEFORE_COLON.search(head):
+        # RFC 822's obsolete syntax allows "From  : x"; the stdlib would read a first line
+        # like that as an mbox separator and other such lines as body text.
+        data = _SPACE_BEFORE_COLON.sub(rb"\1:", head) + sep + body
+    return data
+
+
+def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
+    """Parse one message. Raises ParseError only when the bytes are not a message at all."""
+    data = _prepare(raw)
+    msg, defects = _build_tree(data)
+    if repair_boundary(msg):
+        defects.append("boundary recovered from the body's delimiter lines")
+    index = header_index(msg)
+    # Only raw 8-bit header bytes need the guess; finding it costs a walk over every part.
+    eight_bit = any(not v.isascii() for values in index.values() for v in values)
+    hint = _charset_hint(msg) if eight_bit else None
+    body = walk(msg, hint)
+
+    message_id = first_message_id(index.get("message-id"))
+    synthetic = message_id is None
+    if message_id is None:
+        message_id = synthetic_message_id(data, domain)
+        defects.append("Message-ID: missing or unusable")
+    when, date_note = parse_date(index.get("date"))
+    if date_note:
+        defects.append(date_note)
+    for note in body.defects:
+        if note not in defects:
+            defects.append(note)
+
+    plain = body.plain or body.inner_plain
+    html_parts = body.html or body.inner_html
+    html = "\n".join(html_parts) if any(h.strip() for h in html_parts) else None
+    chunks = [p.strip("\n") for p in plain if p.strip()]
+    text = "\n\n".join(chunks) if chunks else html_to_text(html) if html else ""
+    senders = addresses(index.get("from"), hint)
+    subject = index.get("subject")
+    return ParsedEmail(
+        message_id=message_id,
+        message_id_synthetic=synthetic,
+        in_reply_to=id_list(index.get("in-reply-to")),
+        references=id_list(index.get("references")),
+        subject=decode_header(subject[0], hint) if subject else "",
+        from_address=senders[0][1] if senders else "",
+        from_name=senders[0][0] if senders else "",
+        to=[a for _, a in addresses(index.get("to"), hint)],
+        cc=[a for _, a in addresses(index.get("cc"), hint)],
+        reply_to=[a for _, a in addresses(index.get("reply-to"), hint)],
+        date=when,
+        headers=decoded_headers(index, hint),
+        text=text,
+        html=html,
+        attachments=body.attachments,
+        content_type=msg.get_content_type(),
+        report_type=_report_type(msg),
+        part_types=body.part_types,
+        return_path=return_path(index.get("return-path")),
+        embedded=body.embedded,
+        defects=defects,
+        raw_size=len(raw),
+    )
+
+
+def extract_attachment(raw: bytes, index: int) -> AttachmentPart:
+    """The `index`-th attachment as parse_email numbers it (same tree, same walk)."""
+    data = _prepare(raw)
+    try:
+        msg = email.message_from_bytes(data)
+    except RecursionError as exc:
+        raise ParseError("MIME nesting too deep to parse") from exc
+    repair_boundary(msg)
+    found = walk(msg, _charset_hint(msg)).attachments
+    if not 0 <= index < len(found):
+        raise LookupError(f"attachment {index} not found: the message has {len(found)}")
+    return found[index]

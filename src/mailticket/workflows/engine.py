@@ -1,0 +1,236 @@
+"""Run the workflows that match a message, each inside its own SAVEPOINT.
+
+A workflow is all-or-nothing: when a step fails, everything the workflow wrote is rolled
+back, the remaining steps do not run, and an execution row saying why is kept (it is added
+after the rollback, so it survives). One failing workflow never stops the message: the
+pipeline still logs it, and later workflows still get their turn.
+
+The engine never commits; the pipeline's per-message boundary does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from mailticket.models import Ticket, WorkflowExecution
+from mailticket.workflows.registry import ActionContext, ActionError, get_action
+from mailticket.workflows.schema import Step, Workflow, WorkflowSet
+
+log = logging.getLogger(__name__)
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+NOT_RUN, ROLLED_BACK = "not_run", "rolled_back"
+
+
+def run_workflows(ctx: ActionContext, workflows: WorkflowSet) -> list[WorkflowExecution]:
+    """Run every workflow triggered by the message's label, in order; return their rows
+    (already added to the session, flushed)."""
+    executions: list[WorkflowExecution] = []
+    for wf in workflows.triggered(ctx.classification):
+        if wf.below_threshold(ctx.classification.confidence):
+            execution = _skipped(ctx, wf)
+        else:
+            execution = _run(ctx, wf)
+        ctx.session.add(execution)
+        executions.append(execution)
+        if execution.status == OK and wf.stop:
+            break
+    ctx.session.flush()
+    return executions
+
+
+@dataclass(frozen=True)
+class _CtxState:
+    """What actions may change on the context; put back when their writes are rolled back,
+    so later workflows and the pipeline never see a ticket that no longer exists."""
+
+    ticket: Ticket | None
+    created: bool
+    linked: bool
+    ignored: bool
+    notes: dict[str, Any]
+
+    @classmethod
+    def of(cls, ctx: ActionContext) -> _CtxState:
+        return cls(ctx.ticket, ctx.created, ctx.linked, ctx.ignored, dict(ctx.notes))
+
+    def restore(self, ctx: ActionContext) -> None:
+        ctx.ticket, ctx.created, ctx.linked, ctx.ignored = (
+            self.ticket,
+            self.created,
+            self.linked,
+            self.ignored,
+        )
+        ctx.notes = dict(self.notes)
+
+
+def _run(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
+    started = time.perf_counter()
+    steps: list[dict[str, Any]] = []
+    tolerated: list[str] = []
+    before = _CtxState.of(ctx)
+    error: str | None = None
+    try:
+        with ctx.session.begin_nested():
+            for step in wf.steps:
+                if step.continue_on_error:
+                    problem = _run_tolerated(ctx, wf, step, steps)
+                    if problem is not None:
+                        tolerated.append(f"{step.action}: {problem}")
+                else:
+                    _run_step(ctx, step, steps)
+            # Surface constraint violations here, inside this workflow's savepoint.
+            ctx.session.flush()
+    except OperationalError:
+        # The database itself is unusable: not this workflow's fault, and the message
+        # must not be acknowledged. The pipeline's boundary decides.
+        raise
+    except ActionError as exc:
+        error = _describe(exc)
+        log.warning("workflow %r failed for %s: %s", wf.name, ctx.email.message_id, error)
+    except Exception as exc:
+        # The per-workflow boundary: a bug in one action must not take the message down.
+        error = _describe(exc)
+        log.exception("workflow %r crashed for %s", wf.name, ctx.email.message_id)
+    if error is not None:
+        before.restore(ctx)
+        _mark_after_failure(steps, wf)
+    merged: dict[str, Any] = {}
+    for entry in steps:
+        if entry["status"] == OK:
+            merged.update(entry["result"])
+    return _execution(
+        ctx,
+        wf,
+        status=OK if error is None else FAILED,
+        steps=steps,
+        result=merged if error is None else None,
+        # An ok run still names the `on_error: continue` steps that failed.
+        error=error if error is not None else "; ".join(tolerated) or None,
+        started=started,
+    )
+
+
+def _run_step(ctx: ActionContext, step: Step, steps: list[dict[str, Any]]) -> None:
+    started = time.perf_counter()
+    try:
+        result = _json_safe(get_action(step.action).func(ctx, step.params))
+    except Exception as exc:
+        steps.append(_step(step.action, FAILED, started, error=_describe(exc)))
+        raise
+    steps.append(_step(step.action, OK, started, result=result))
+
+
+def _run_tolerated(
+    ctx: ActionContext, wf: Workflow, step: Step, steps: list[dict[str, Any]]
+) -> str | None:
+    """An `on_error: continue` step: its own savepoint, so its failure undoes only its own
+    writes and the workflow goes on. Returns the failure, None when it succeeded."""
+    before = _CtxState.of(ctx)
+    try:
+        with ctx.session.begin_nested():
+            _run_step(ctx, step, steps)
+            ctx.session.flush()
+    except OperationalError:
+        raise
+    except Exception as exc:
+        # A step boundary the admin asked for; logged like a failed workflow.
+        problem = _describe(exc)
+        log.warning(
+            "workflow %r: step %s failed for %s, continuing: %s",
+            wf.name,
+            step.action,
+            ctx.email.message_id,
+            problem,
+            exc_info=not isinstance(exc, ActionError),
+        )
+        before.restore(ctx)
+        if steps[-1]["status"] == OK:  # the action succeeded, its flush did not
+            steps[-1].update(status=FAILED, error=problem)
+            steps[-1].pop("result", None)
+        return problem
+    return None
+
+
+def _skipped(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
+    reason = (
+        f"confidence {ctx.classification.confidence:.3f} is below the workflow's "
+        f"threshold {wf.confidence_threshold:.3f}"
+    )
+    return _execution(
+        ctx,
+        wf,
+        status=SKIPPED,
+        steps=[{"action": step.action, "status": NOT_RUN} for step in wf.steps],
+        result={"skipped": True, "reason": reason},
+        error=None,
+        started=time.perf_counter(),
+    )
+
+
+def _mark_after_failure(steps: list[dict[str, Any]], wf: Workflow) -> None:
+    for done in steps:
+        if done["status"] == OK:
+            done["status"] = ROLLED_BACK
+    steps.extend({"action": step.action, "status": NOT_RUN} for step in wf.steps[len(steps) :])
+
+
+def _step(
+    action: str,
+    status: str,
+    started: float,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"action": action, "status": status}
+    if result is not None:
+        entry["result"] = result
+    if error is not None:
+        entry["error"] = error
+    entry["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    return entry
+
+
+def _execution(
+    ctx: ActionContext,
+    wf: Workflow,
+    *,
+    status: str,
+    steps: list[dict[str, Any]],
+    result: dict[str, Any] | None,
+    error: str | None,
+    started: float,
+) -> WorkflowExecution:
+    return WorkflowExecution(
+        workflow_name=wf.name,
+        email_log_id=ctx.email_log.id,
+        email_message_id=ctx.email.message_id,
+        classification=ctx.classification.label,
+        confidence=ctx.classification.confidence,
+        status=status,
+        steps=steps,
+        result=result,
+        error=error,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if isinstance(exc, ActionError) and text else f"{type(exc).__name__}: {text}"
+
+
+def _json_safe(result: Any) -> dict[str, Any]:
+    """Action results go into a JSON column; a stray datetime or Decimal must not make the
+    whole message fail when the row is flushed."""
+    if not isinstance(result, dict):
+        raise TypeError(f"action returned {type(result).__name__}, not a dict")
+    safe: dict[str, Any] = json.loads(json.dumps(result, default=str))
+    return safe

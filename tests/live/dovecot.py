@@ -1,0 +1,267 @@
+"""A private Dovecot on loopback for tests and the bench: own config, own Maildir, own ports.
+
+`Dovecot(workdir).start()` writes a config into `workdir`, generates a self-signed
+certificate with openssl, and runs `dovecot -F -c conf` as a child process. One instance
+listens three ways: plain IMAP (STARTTLS offered), implicit TLS (imaps), and a second plain
+listener on an instance with `ssl = no` is made by `Dovecot(workdir, ssl=False)`.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DOVECOT = "/usr/sbin/dovecot"
+USER = "support@example.test"
+PASSWORD = "s3cret-pass"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_installed() -> None:
+    """Install Dovecot when missing (tests run as root in the dev container / CI)."""
+    if Path(DOVECOT).exists():
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(f"{DOVECOT} is missing; install dovecot-imapd (needs root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd"],
+        check=True, env=env, capture_output=True,
+    )
+
+
+def _certificate(workdir: Path) -> tuple[Path, Path]:
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+class Dovecot:
+    def __init__(
+        self, workdir: Path, *, ssl: bool = True, oauth2_introspection_url: str | None = None
+    ) -> None:
+        self.workdir = workdir
+        self.ssl = ssl
+        # XOAUTH2 tokens are checked by POSTing them to this URL (RFC 7662 introspection).
+        self.oauth2_url = oauth2_introspection_url
+        self.port = free_port()
+        self.ssl_port = free_port() if ssl else 0
+        self.user = USER
+        self.password = PASSWORD
+        self.cert: Path | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base_dir = Path(tempfile.mkdtemp(prefix="mtdc-"))
+        self.base_dir.chmod(0o755)
+        self.home = self.base_dir / "home"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "dovecot.log"
+
+    def _config(self) -> str:
+        ssl_lines = "ssl = no\n"
+        if self.ssl:
+            self.cert, key = _certificate(self.workdir)
+            ssl_lines = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{key}\n"
+        w = self.workdir
+        oauth2 = ""
+        mechanisms = "plain login"
+        if self.oauth2_url:
+            mechanisms += " xoauth2 oauthbearer"
+            (w / "oauth2.conf").write_text(
+                f"introspection_url = {self.oauth2_url}\nintrospection_mode = post\n"
+                "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+            )
+            oauth2 = (
+                f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {w}/oauth2.conf\n}}\n"
+            )
+        # Dovecot refuses root for login and mail processes, and the test's temp dirs are
+        # private to root: sockets and mail live in a short, world-traversable base_dir.
+        return f"""
+base_dir = {self.base_dir}
+state_dir = {w}/state
+log_path = {w}/dovecot.log
+instance_name = mt-test-{self.port}
+protocols = imap
+listen = 127.0.0.1
+default_internal_user = root
+default_internal_group = root
+default_login_user = dovenull
+disable_plaintext_auth = no
+first_valid_uid = 100
+auth_mechanisms = {mechanisms}
+{ssl_lines}
+{oauth2}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {w}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={self.home}/%u
+}}
+mail_location = maildir:~/Maildir
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {self.ssl_port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+"""
+
+    def start(self) -> Dovecot:
+        ensure_installed()
+        (self.workdir / "state").mkdir(parents=True, exist_ok=True)
+        self._make_home()
+        self.base_dir.mkdir(mode=0o755, exist_ok=True)
+        (self.workdir / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        conf = self.workdir / "dovecot.conf"
+        conf.write_text(self._config())
+        self.proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr.log", "wb"),
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dovecot exited: {self.diagnostics()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if s.recv(100).startswith(b"* OK"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"dovecot did not answer on {self.port}: {self.diagnostics()}")
+
+    def diagnostics(self) -> str:
+        parts = []
+        for name in ("stderr.log", "dovecot.log"):
+            path = self.workdir / name
+            if path.exists():
+                parts.append(path.read_text(errors="replace")[-3000:])
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server but keep its mail: `start()` brings the same mailbox back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def reset_mail(self) -> None:
+        """Empty the user's mail store between tests (Dovecot notices on next login)."""
+        shutil.rmtree(self.home, ignore_errors=True)
+        self._make_home()
+
+    def _make_home(self) -> None:
+        self.home.mkdir(exist_ok=True)
+        shutil.chown(self.home, "dovecot", "dovecot")
+
+    # --- a plain imaplib client for the test side ------------------------------------------
+
+    def client(self) -> imaplib.IMAP4:
+        imap = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+        imap.login(self.user, self.password)
+        return imap
+
+    def append(self, raw: bytes, folder: str = "INBOX") -> None:
+        imap = self.client()
+        try:
+            typ, data = imap.append(folder, None, None, raw)
+            if typ != "OK":
+                raise RuntimeError(f"APPEND failed: {data!r}")
+        finally:
+            imap.logout()
+
+    def append_many(self, raws: list[bytes], folder: str = "INBOX") -> None:
+        imap = self.client()
+        try:
+            for raw in raws:
+                typ, data = imap.append(folder, None, None, raw)
+                if typ != "OK":
+                    raise RuntimeError(f"APPEND failed: {data!r}")
+        finally:
+            imap.logout()
+
+    def create(self, folder: str) -> None:
+        imap = self.client()
+        try:
+            imap.create(folder)
+        finally:
+            imap.logout()
+
+    def delete(self, folder: str) -> None:
+        imap = self.client()
+        try:
+            typ, data = imap.delete(folder)
+            if typ != "OK":
+                raise RuntimeError(f"DELETE failed: {data!r}")
+        finally:
+            imap.logout()
+
+    def flags(self, folder: str = "INBOX") -> dict[int, str]:
+        """UID -> FLAGS text, for every message in the folder."""
+        imap = self.client()
+        try:
+            imap.select(folder, readonly=True)
+            typ, data = imap.uid("FETCH", "1:*", "(FLAGS)")
+            out: dict[int, str] = {}
+            for line in data:
+                if not isinstance(line, bytes):
+                    continue
+                text = line.decode()
+                uid = int(text.split("UID ", 1)[1].split()[0].rstrip(")"))
+                out[uid] = text.split("FLAGS (", 1)[1].split(")", 1)[0]
+            return out
+        finally:
+            imap.logout()
+
+    def count(self, folder: str = "INBOX") -> int:
+        imap = self.client()
+        try:
+            typ, data = imap.select(folder, readonly=True)
+            return int(data[0] or 0)
+        finally:
+            imap.logout()

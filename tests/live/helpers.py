@@ -1,0 +1,73 @@
+"""Helpers for the live-source tests: test messages, a stand-in handler, row counts."""
+
+from __future__ import annotations
+
+import email
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailticket import quarantine
+from mailticket.live.models import ImapLedgerEntry
+from mailticket.models import EmailLog, QuarantineEntry
+from mailticket.types import Outcome
+from tests.mailfactory import make_email
+
+
+def message(subject: str = "Help please", **kw: str) -> bytes:
+    return make_email(subject=subject, message_id=f"<{uuid.uuid4().hex}@client.example>", **kw)
+
+
+class FakeHandler:
+    """Stands in for the pipeline in mechanics tests: logs each Message-ID once, reports a
+    re-delivery as duplicate, quarantines subjects containing POISON (raised in a savepoint,
+    like the pipeline's boundary does)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome:
+        self.calls += 1
+        msg = email.message_from_bytes(raw)
+        message_id = str(msg["Message-ID"]).strip()
+        if session.scalar(select(EmailLog.id).where(EmailLog.email_message_id == message_id)):
+            return Outcome(source=source, message_id=message_id, action="duplicate")
+        try:
+            with session.begin_nested():
+                if "POISON" in str(msg["Subject"]):
+                    raise ValueError("poison message")
+                row = quarantine.store_raw(session, raw, source)
+                session.add(
+                    EmailLog(
+                        email_message_id=message_id, email_subject=str(msg["Subject"]),
+                        email_from="customer@example.com", direction="in", action="logged",
+                        raw_message_id=row.id,
+                    )
+                )
+                session.flush()
+        except ValueError as exc:
+            entry = quarantine.quarantine_raw(session, raw, source, f"ValueError: {exc}", message_id)
+            return Outcome(source=source, message_id=entry.message_id, action="quarantined")
+        return Outcome(source=source, message_id=message_id, action="logged")
+
+
+def count(session_factory: Any, model: type, *where: object) -> int:
+    with session_factory() as s:
+        return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def counts(session_factory: Any) -> dict[str, int]:
+    return {
+        "email_log": count(session_factory, EmailLog),
+        "distinct": _distinct(session_factory),
+        "quarantine": count(session_factory, QuarantineEntry),
+        "ledger": count(session_factory, ImapLedgerEntry),
+        "pending": count(session_factory, ImapLedgerEntry, ImapLedgerEntry.server_done.is_(False)),
+    }
+
+
+def _distinct(session_factory: Any) -> int:
+    with session_factory() as s:
+        return int(s.scalar(select(func.count(func.distinct(EmailLog.email_message_id)))) or 0)

@@ -1,0 +1,73 @@
+"""`mailticket run --once` on the embedded default (a Maildir), through the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from mailticket.db import make_engine, make_session_factory
+from mailticket.live.logs import JsonFormatter
+from mailticket.models import EmailLog, Ticket
+from tests.live.helpers import message
+
+
+def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IMAP_", "MAILDIR", "LMTP"))}
+    return subprocess.run(
+        [sys.executable, "-m", "mailticket.cli", "run", *args],
+        env={**clean, **env}, cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_run_once_drains_the_maildir_into_tickets(db_url: str, tmp_path: Path) -> None:
+    box = tmp_path / "Maildir"
+    (box / "new").mkdir(parents=True)
+    for i in range(3):
+        (box / "new" / f"m{i}").write_bytes(message(f"printer {i} broken", sender=f"p{i}@example.com"))
+    done = run_cli(
+        {"DATABASE_URL": db_url, "MAILDIR_PATH": str(box), "EMAIL_UNMATCHED_ACTION": "create_ticket",
+         "LOG_FORMAT": "json", "SMTP_HOST": "127.0.0.1"},
+        tmp_path, "--once",
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(box / "cur")) == ["m0:2,S", "m1:2,S", "m2:2,S"]
+    assert os.listdir(box / "new") == []
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert any("drained" in entry["msg"] for entry in lines)
+    engine = make_engine(db_url)
+    try:
+        with make_session_factory(engine)() as s:
+            assert s.scalar(select(func.count()).select_from(Ticket)) == 3
+            inbound = select(func.count()).where(EmailLog.direction == "in")
+            assert s.scalar(inbound) == 3
+    finally:
+        engine.dispose()
+
+
+def test_run_without_any_source_says_what_to_set(tmp_path: Path) -> None:
+    done = run_cli({"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}, tmp_path, "--once")
+    assert done.returncode == 2
+    assert "MAILDIR_PATH" in done.stderr and "IMAP_HOST" in done.stderr
+
+
+def test_bad_mailboxes_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "boxes.yaml").write_text("- host: imap.example.com\n  user: u\n  after: sideways\n  password: p\n")
+    done = run_cli(
+        {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "MAILBOXES_FILE": str(tmp_path / "boxes.yaml")},
+        tmp_path, "--once",
+    )
+    assert done.returncode == 2
+    assert "mailbox #1" in done.stderr and "after must be" in done.stderr
+
+
+def test_json_log_lines() -> None:
+    record = logging.LogRecord("mailticket.live", logging.INFO, __file__, 1,
+                               "stored mailbox=%s uid=%s", ("m", 3), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "stored mailbox=m uid=3" and entry["level"] == "info"

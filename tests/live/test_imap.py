@@ -1,0 +1,209 @@
+"""IMAP source against a real Dovecot: store-then-flag, ledger, UIDVALIDITY, size limit, poison."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket.live import ledger
+from mailticket.live.config import MailboxConfig
+from mailticket.live.imap import ImapSource
+from mailticket.live.imap_client import ImapSession
+from mailticket.live.models import ImapLedgerEntry
+from mailticket.models import QuarantineEntry
+from tests.live.dovecot import Dovecot
+from tests.live.helpers import FakeHandler, counts, message
+
+
+def source(
+    box: MailboxConfig, handler: FakeHandler, session_factory: sessionmaker[Session], engine: Engine,
+    **kw: int,
+) -> ImapSource:
+    return ImapSource(
+        box, handler, session_factory, engine,
+        max_message_size=kw.get("max_message_size", 1_000_000), timeout=10,
+    )
+
+
+async def test_new_mail_is_stored_then_flagged_seen(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    for i in range(3):
+        dovecot.append(message(f"question {i}"))
+    handler = FakeHandler()
+    assert await source(mailbox, handler, session_factory, engine).run_once() == 3
+    assert counts(session_factory) == {
+        "email_log": 3, "distinct": 3, "quarantine": 0, "ledger": 3, "pending": 0
+    }
+    assert all("\\Seen" in flags for flags in dovecot.flags().values())
+    # A second pass finds nothing new and processes nothing again.
+    assert await source(mailbox, handler, session_factory, engine).run_once() == 0
+    assert handler.calls == 3
+
+
+async def test_move_and_delete_actions(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    dovecot.create("Done")
+    dovecot.append(message("to move"))
+    moved = mailbox.model_copy(update={"after": "move:Done"})
+    assert await source(moved, FakeHandler(), session_factory, engine).run_once() == 1
+    assert dovecot.count("INBOX") == 0 and dovecot.count("Done") == 1
+
+    dovecot.append(message("to delete"))
+    deleting = mailbox.model_copy(update={"after": "delete"})
+    assert await source(deleting, FakeHandler(), session_factory, engine).run_once() == 1
+    assert dovecot.count("INBOX") == 0
+    assert counts(session_factory)["email_log"] == 2
+
+
+async def test_committed_but_not_flagged_is_flagged_on_restart_not_reprocessed(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """The state a kill -9 between commit and STORE leaves behind."""
+    dovecot.append(message("crash window"))
+    handler = FakeHandler()
+    src = source(mailbox, handler, session_factory, engine)
+    await src.imap.open()
+    uid = (await src.imap.search("UNSEEN"))[0]
+    items = await src._fetch_full([uid], {uid: 1})
+    await src.imap.close()
+    import asyncio
+    await asyncio.to_thread(src._store, src.imap.uidvalidity, items)
+    assert counts(session_factory)["pending"] == 1
+    assert "\\Seen" not in dovecot.flags()[uid]
+
+    assert await source(mailbox, handler, session_factory, engine).run_once() == 0
+    assert handler.calls == 1
+    assert "\\Seen" in dovecot.flags()[uid]
+    assert counts(session_factory)["pending"] == 0
+
+
+async def test_uidvalidity_change_creates_no_duplicates(
+    dovecot: Dovecot, session_factory: sessionmaker[Session], engine: Engine, mailbox: MailboxConfig
+) -> None:
+    box = mailbox.model_copy(update={"folder": "Support", "after": "move:Archive"})
+    dovecot.create("Support")
+    dovecot.create("Archive")
+    msgs = [message(f"m{i}") for i in range(3)]
+    for raw in msgs:
+        dovecot.append(raw, "Support")
+    assert await source(box, FakeHandler(), session_factory, engine).run_once() == 3
+    first = ImapSession(box, 10)
+    await first.open()
+    old_validity = first.uidvalidity
+    await first.close()
+
+    # The folder is recreated (a server migration, a restore): same mail, new UIDVALIDITY.
+    dovecot.delete("Support")
+    dovecot.create("Support")
+    for raw in msgs:
+        dovecot.append(raw, "Support")
+    handler = FakeHandler()
+    assert await source(box, handler, session_factory, engine).run_once() == 3
+    c = counts(session_factory)
+    assert c["email_log"] == 3 and c["distinct"] == 3 and c["pending"] == 0
+    with session_factory() as s:
+        outcomes = s.scalars(
+            select(ImapLedgerEntry.outcome).where(ImapLedgerEntry.uidvalidity != old_validity)
+        ).all()
+    assert outcomes == ["duplicate"] * 3
+    assert dovecot.count("Support") == 0
+
+
+async def test_oversized_and_poison_are_quarantined_and_the_rest_flows(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    dovecot.append(message("before"))
+    dovecot.append(message("huge", body="x" * 200_000))
+    dovecot.append(message("POISON pill"))
+    dovecot.append(message("after"))
+    src = source(mailbox, FakeHandler(), session_factory, engine, max_message_size=100_000)
+    assert await src.run_once() == 4
+    c = counts(session_factory)
+    assert c["email_log"] == 2 and c["quarantine"] == 2 and c["pending"] == 0
+    with session_factory() as s:
+        reasons = sorted(s.scalars(select(QuarantineEntry.reason)).all())
+        huge = s.scalars(select(QuarantineEntry).where(QuarantineEntry.reason.like("too large%"))).one()
+        assert huge.message_id is not None
+    assert reasons[1].startswith("too large: ") and reasons[1].endswith(" bytes")
+    assert all("\\Seen" in f for f in dovecot.flags().values())
+
+
+def test_ledger_known_uids(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as s:
+        for uid in (1, 2, 5):
+            ledger.record(s, mailbox="m", folder="INBOX", uidvalidity=7, uid=uid,
+                          message_id=None, outcome="logged")
+        s.commit()
+        assert ledger.known_uids(s, "m", "INBOX", 7, [1, 3, 5, 9]) == {1, 5}
+        assert ledger.known_uids(s, "m", "INBOX", 8, [1, 5]) == set()
+        assert len(ledger.pending(s, "m", "INBOX")) == 3
+
+
+def test_ledger_prune_forgets_only_old_confirmed_rows(session_factory: sessionmaker[Session]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    with session_factory() as s:
+        old_done = ledger.record(s, mailbox="m", folder="F", uidvalidity=1, uid=1,
+                                 message_id=None, outcome="logged")
+        old_pending = ledger.record(s, mailbox="m", folder="F", uidvalidity=1, uid=2,
+                                    message_id=None, outcome="logged")
+        ledger.record(s, mailbox="m", folder="F", uidvalidity=1, uid=3, message_id=None,
+                      outcome="logged").server_done = True
+        s.flush()
+        old_done.server_done = True
+        long_ago = datetime.now(UTC) - timedelta(days=100)
+        old_done.stored_at = old_pending.stored_at = long_ago
+        s.commit()
+        assert ledger.prune(s, datetime.now(UTC) - timedelta(days=90)) == 1
+        s.commit()
+        assert ledger.known_uids(s, "m", "F", 1, [1, 2, 3]) == {2, 3}
+
+
+@pytest.mark.parametrize("after", ["sideways", "move:", "move:  "])
+def test_bad_after_action_is_a_clear_error(after: str) -> None:
+    with pytest.raises(ValueError, match="after must be"):
+        MailboxConfig(host="localhost", user="u", password="p", after=after)
+
+
+async def test_real_pipeline_creates_tickets_and_idle_delivers_within_seconds(
+    dovecot: Dovecot, mailbox: MailboxConfig, make_runtime, engine: Engine  # type: ignore[no-untyped-def]
+) -> None:
+    import asyncio
+    import time
+
+    from mailticket.models import EmailLog, Ticket
+
+    runtime = make_runtime(email_unmatched_action="create_ticket")
+    box = mailbox.model_copy(update={"after": "move:Processed"})
+    first = message("Printer on fire", sender="alice@example.com")
+    dovecot.append(first)
+    src = ImapSource(box, runtime.pipeline, runtime.session_factory, runtime.engine,
+                     max_message_size=1_000_000, timeout=10, poll_interval=3600)
+    task = asyncio.create_task(src.run())
+
+    def tickets() -> int:
+        with runtime.session_factory() as s:
+            return len(s.scalars(select(Ticket.id)).all())
+
+    try:
+        started = time.monotonic()
+        while tickets() < 1:
+            assert time.monotonic() - started < 20
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        dovecot.append(message("Second problem", sender="bob@example.com"))
+        started = time.monotonic()
+        while tickets() < 2:
+            assert time.monotonic() - started < 5, "IDLE did not deliver within 5 s"
+            await asyncio.sleep(0.05)
+    finally:
+        src.stop.set()
+        await asyncio.wait_for(task, 15)
+    with runtime.session_factory() as s:
+        numbers = s.scalars(select(Ticket.ticket_number)).all()
+        assert all(n.startswith("TKT-") for n in numbers)
+        assert len(s.scalars(select(EmailLog.id).where(EmailLog.direction == "in")).all()) == 2
+    assert dovecot.count("INBOX") == 0 and dovecot.count("Processed") == 2

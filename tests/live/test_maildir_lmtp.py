@@ -1,0 +1,133 @@
+"""Maildir source (new/ → cur/ after commit) and the LMTP/SMTP receiver (250 after commit, 451)."""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket.db import make_engine, make_session_factory
+from mailticket.live.lmtp import parse_listen, start_receiver
+from mailticket.live.maildir import MaildirSource, seen_name
+from mailticket.types import Outcome
+from tests.live.dovecot import free_port
+from tests.live.helpers import FakeHandler, counts, message
+
+
+def test_maildir_moves_to_cur_after_commit(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    box = tmp_path / "Maildir"
+    src = MaildirSource(box, FakeHandler(), session_factory, max_message_size=50_000)
+    src.ensure()
+    (box / "new" / "1.a:2,F").write_bytes(message("one"))
+    (box / "new" / "2.b").write_bytes(message("two"))
+    (box / "new" / "3.c").write_bytes(message("big", body="y" * 60_000))
+    (box / "new" / "4.d").write_bytes(message("POISON"))
+    assert src.drain() == 4
+    assert os.listdir(box / "new") == []
+    assert sorted(os.listdir(box / "cur")) == ["1.a:2,FS", "2.b:2,S", "3.c:2,S", "4.d:2,S"]
+    c = counts(session_factory)
+    assert c["email_log"] == 2 and c["quarantine"] == 2
+    assert src.drain() == 0
+
+
+def test_maildir_redelivered_file_is_a_duplicate(
+    tmp_path: Path, session_factory: sessionmaker[Session]
+) -> None:
+    """A crash after the commit but before the rename: the file comes again, no second row."""
+    box = tmp_path / "Maildir"
+    handler = FakeHandler()
+    src = MaildirSource(box, handler, session_factory, max_message_size=50_000)
+    src.ensure()
+    raw = message("again")
+    (box / "new" / "x").write_bytes(raw)
+    src.drain()
+    (box / "new" / "x").write_bytes(raw)
+    src.drain()
+    assert counts(session_factory)["email_log"] == 1 and handler.calls == 2
+
+
+def test_seen_name_keeps_flags() -> None:
+    assert seen_name("abc") == "abc:2,S"
+    assert seen_name("abc:2,RF") == "abc:2,FRS"
+    assert seen_name("abc:2,S") == "abc:2,S"
+
+
+def _processor(factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+    handler = FakeHandler()
+
+    def process(raw: bytes, source: str) -> Outcome:
+        with factory() as session:
+            outcome = handler.process_in_session(session, raw, source)
+            session.commit()
+            return outcome
+
+    return process
+
+
+@pytest.mark.parametrize("proto", ["lmtp", "smtp"])
+def test_receiver_answers_250_after_commit(
+    proto: str, session_factory: sessionmaker[Session]
+) -> None:
+    port = free_port()
+    ctl = start_receiver(f"{proto}://127.0.0.1:{port}", _processor(session_factory),
+                         max_message_size=100_000)
+    try:
+        client = smtplib.LMTP("127.0.0.1", port) if proto == "lmtp" else smtplib.SMTP("127.0.0.1", port)
+        with client:
+            refused = client.sendmail("customer@example.com", ["support@example.test"], message("hi"))
+        assert refused == {}
+        # The reply came only after the commit: the row is visible to a new session now.
+        assert counts(session_factory)["email_log"] == 1
+    finally:
+        ctl.stop()
+
+
+def test_lmtp_answers_once_per_recipient(session_factory: sessionmaker[Session]) -> None:
+    """RFC 2033: after DATA, one reply per accepted recipient (smtplib.LMTP reads only one)."""
+    port = free_port()
+    ctl = start_receiver(f"127.0.0.1:{port}", _processor(session_factory), max_message_size=100_000)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(b"LHLO test\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            for line in (b"MAIL FROM:<a@example.com>", b"RCPT TO:<s@example.test>",
+                         b"RCPT TO:<h@example.test>", b"DATA"):
+                sock.sendall(line + b"\r\n")
+                assert f.readline()[:1] in (b"2", b"3")
+            sock.sendall(message("two rcpts").replace(b"\n", b"\r\n") + b"\r\n.\r\n")
+            replies = [f.readline(), f.readline()]
+        assert all(r.startswith(b"250 ") for r in replies), replies
+        assert counts(session_factory)["email_log"] == 1
+    finally:
+        ctl.stop()
+
+
+def test_receiver_answers_451_when_the_database_is_down() -> None:
+    dead = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere")
+    port = free_port()
+    ctl = start_receiver(f"127.0.0.1:{port}", _processor(make_session_factory(dead)),
+                         max_message_size=100_000)
+    try:
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            with pytest.raises(smtplib.SMTPDataError) as err:
+                client.sendmail("a@example.com", ["support@example.test"], message("x"))
+        assert err.value.smtp_code == 451
+    finally:
+        ctl.stop()
+        dead.dispose()
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:2424") == ("lmtp", "127.0.0.1", 2424)
+    assert parse_listen("smtp://[::1]:25") == ("smtp", "::1", 25)
+    with pytest.raises(ValueError, match="host:port"):
+        parse_listen("lmtp://nowhere")

@@ -1,0 +1,40 @@
+"""Build small RFC 5322 messages for tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+_seq = itertools.count(1)
+_base = datetime(2025, 12, 15, 9, 0, tzinfo=UTC)
+
+
+def make_email(
+    *,
+    subject: str = "Help please",
+    sender: str = "customer@example.com",
+    to: str = "support@example.com",
+    body: str = "Something is broken.",
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    n = next(_seq)
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(_base + timedelta(minutes=n))
+    if message_id is not False:
+        msg["Message-ID"] = message_id or f"<msg{n}.{id(msg)}@client.example>"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    return msg.as_bytes()

@@ -1,0 +1,225 @@
+"""The durable outbox on both databases: idempotent enqueue, leases, backoff, dead items."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket import outbox
+from mailticket.db import make_engine, make_session_factory
+from mailticket.outbox import (
+    OutboxError,
+    OutboxItem,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+)
+
+POLICY = RetryPolicy(
+    max_attempts=3, base_delay=timedelta(seconds=30), max_delay=timedelta(minutes=5)
+)
+
+
+def _enqueue(session: Session, key: str, **kw: Any) -> OutboxItem:
+    return outbox.enqueue(
+        session,
+        kind=kw.pop("kind", "smtp"),
+        target=kw.pop("target", "smtp"),
+        operation="send_mail",
+        payload=kw.pop("payload", {"n": key}),
+        idempotency_key=key,
+        **kw,
+    )
+
+
+def _count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(OutboxItem)) or 0
+
+
+def test_retry_policy_is_exponential_and_capped() -> None:
+    p = RetryPolicy(base_delay=timedelta(seconds=30), max_delay=timedelta(minutes=10), factor=2)
+    assert [p.delay(n).total_seconds() for n in (1, 2, 3, 4, 5, 6)] == [30, 60, 120, 240, 480, 600]
+    assert p.delay(50) == timedelta(minutes=10)
+    jittered = RetryPolicy(base_delay=timedelta(seconds=100), jitter=0.5)
+    assert all(100 <= jittered.delay(1).total_seconds() <= 150 for _ in range(50))
+
+
+def test_enqueue_is_idempotent(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        first = _enqueue(s, "k1", payload={"v": 1})
+        again = _enqueue(s, "k1", payload={"v": 2})
+        assert again.id == first.id
+    with session_factory.begin() as s:
+        third = _enqueue(s, "k1", payload={"v": 3})
+        assert third.id == first.id
+        assert third.payload == {"v": 1}
+        assert third.status == "pending" and third.attempts == 0
+        assert _count(s) == 1
+    with session_factory.begin() as s, pytest.raises(OutboxError):
+        _enqueue(s, "")
+
+
+def test_enqueue_rolls_back_with_its_transaction(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as s:
+        s.begin()
+        _enqueue(s, "gone")
+        s.rollback()
+    with session_factory() as s:
+        assert _count(s) == 0
+
+
+def test_claim_backoff_and_lease(session_factory: sessionmaker[Session]) -> None:
+    t0 = datetime.now(UTC)
+    with session_factory.begin() as s:
+        _enqueue(s, "a")
+        _enqueue(s, "later", not_before=t0 + timedelta(hours=1))
+        _enqueue(s, "other-kind", kind="backend", target="jira")
+    with session_factory.begin() as s:
+        got = outbox.claim(s, kind="smtp", now=t0 + timedelta(seconds=1))
+        assert [i.idempotency_key for i in got] == ["a"]
+        assert got[0].status == "in_flight" and got[0].attempts == 1
+        # in flight and leased: nobody else gets it
+        assert outbox.claim(s, kind="smtp", now=t0 + timedelta(seconds=2)) == []
+        assert outbox.mark_failed(s, got[0], TransientError("down"), POLICY, now=t0) == "pending"
+        assert got[0].last_error == "TransientError: down"
+    with session_factory.begin() as s:
+        # backoff of 30 s after the first attempt
+        assert outbox.claim(s, kind="smtp", now=t0 + timedelta(seconds=29)) == []
+        got = outbox.claim(s, kind="smtp", now=t0 + timedelta(seconds=31))
+        assert [i.attempts for i in got] == [2]
+        # the worker died holding the lease: after 5 minutes the item is due again
+        assert outbox.claim(s, kind="smtp", now=t0 + timedelta(minutes=5)) == []
+        again = outbox.claim(s, kind="smtp", now=t0 + timedelta(minutes=6))
+        assert [i.attempts for i in again] == [3]
+        assert outbox.mark_failed(s, again[0], TransientError("still"), POLICY) == "dead"
+        assert "gave up after 3 attempts" in (again[0].last_error or "")
+    with session_factory.begin() as s:
+        backend = outbox.claim(s, kind="backend", target="jira")
+        assert [i.idempotency_key for i in backend] == ["other-kind"]
+        assert outbox.claim(s, kind="backend", target="zammad") == []
+
+
+def test_retry_after_is_honoured(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        _enqueue(s, "a")
+        t0 = datetime.now(UTC)
+        [item] = outbox.claim(s, kind="smtp", now=t0)
+        outbox.mark_failed(s, item, TransientError("slow down", retry_after=600), POLICY, now=t0)
+    with session_factory.begin() as s:
+        assert outbox.claim(s, kind="smtp", now=t0 + timedelta(seconds=599)) == []
+        assert len(outbox.claim(s, kind="smtp", now=t0 + timedelta(seconds=601))) == 1
+
+
+def test_permanent_error_is_dead_until_requeued(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        item = _enqueue(s, "a")
+        [claimed] = outbox.claim(s, kind="smtp")
+        assert outbox.mark_failed(s, claimed, PermanentError("550 no such user"), POLICY) == "dead"
+        item_id = item.id
+    with session_factory.begin() as s:
+        assert outbox.claim(s, kind="smtp", now=datetime.now(UTC) + timedelta(days=9)) == []
+        assert [i.id for i in outbox.list_items(s, status="dead", kind="smtp")] == [item_id]
+        assert outbox.list_items(s, status="dead", kind="backend") == []
+        with pytest.raises(OutboxError, match="unknown status"):
+            outbox.list_items(s, status="bogus")
+        requeued = outbox.requeue(s, item_id)
+        assert requeued.status == "pending" and requeued.attempts == 0
+    with session_factory.begin() as s:
+        [claimed] = outbox.claim(s, kind="smtp")
+        outbox.mark_done(s, claimed, {"ok": True})
+    with session_factory.begin() as s:
+        done = s.get_one(OutboxItem, item_id)
+        assert done.status == "done" and done.result == {"ok": True} and done.done_at is not None
+        with pytest.raises(OutboxError, match="is done"):
+            outbox.requeue(s, item_id)
+        with pytest.raises(OutboxError, match="no outbox item"):
+            outbox.requeue(s, 999_999)
+
+
+async def test_drain_counts_each_outcome(session_factory: sessionmaker[Session]) -> None:
+    with session_factory.begin() as s:
+        for key in ("ok", "transient", "permanent", "bug"):
+            _enqueue(s, key, payload={"do": key})
+    calls: list[str] = []
+
+    async def handler(item: OutboxItem) -> dict[str, Any] | None:
+        calls.append(item.payload["do"])
+        match item.payload["do"]:
+            case "transient":
+                raise TransientError("421 try later")
+            case "permanent":
+                raise PermanentError("550 rejected")
+            case "bug":
+                raise KeyError("unexpected")
+        return {"sent": True}
+
+    report = await outbox.drain(
+        session_factory, kind="smtp", handler=handler, policy=POLICY, batch=2
+    )
+    assert (report.done, report.retried, report.dead) == (1, 2, 1)
+    assert sorted(calls) == ["bug", "ok", "permanent", "transient"]
+    # nothing is due until the backoff passes
+    again = await outbox.drain(session_factory, kind="smtp", handler=handler, policy=POLICY)
+    assert again.total == 0 and len(calls) == 4
+    with session_factory() as s:
+        by_key = {i.idempotency_key: i for i in outbox.list_items(s)}
+    assert by_key["ok"].status == "done" and by_key["ok"].result == {"sent": True}
+    assert by_key["bug"].status == "pending" and "KeyError" in (by_key["bug"].last_error or "")
+    assert by_key["permanent"].status == "dead"
+
+
+def test_skip_locked_claimers_never_share_a_row(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    factory = make_session_factory(engine)
+    try:
+        with factory.begin() as s:
+            for n in range(200):
+                _enqueue(s, f"item-{n}")
+        # One claimer holds its claim open while another claims: the second skips the
+        # locked rows instead of waiting or taking them.
+        holder = factory()
+        holder.begin()
+        held = {i.id for i in outbox.claim(holder, kind="smtp", limit=50)}
+        with factory.begin() as s:
+            other = {i.id for i in outbox.claim(s, kind="smtp", limit=500)}
+        holder.commit()
+        holder.close()
+        assert len(held) == 50 and len(other) == 150 and not held & other
+
+        with factory.begin() as s:
+            s.execute(
+                update(OutboxItem).values(
+                    status="pending", attempts=0, next_attempt_at=datetime.now(UTC)
+                )
+            )
+        seen: list[list[int]] = []
+        lock = threading.Lock()
+        start = threading.Barrier(8)
+
+        def worker() -> None:
+            mine: list[int] = []
+            start.wait()
+            while True:
+                with factory.begin() as s:
+                    got = outbox.claim(s, kind="smtp", limit=7)
+                    mine.extend(i.id for i in got)
+                if not got:
+                    break
+            with lock:
+                seen.append(mine)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        flat = [i for mine in seen for i in mine]
+        assert len(seen) == 8
+        assert len(flat) == 200 and len(set(flat)) == 200
+    finally:
+        engine.dispose()
