@@ -155,7 +155,12 @@ def enqueue(
             .values(values)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
         )
-    session.execute(stmt)
+    # RETURNING yields the row only when it was inserted; a conflict needs the lookup.
+    inserted = session.scalars(
+        stmt.returning(OutboxItem), execution_options={"populate_existing": True}
+    ).one_or_none()
+    if inserted is not None:
+        return inserted
     return session.scalars(
         select(OutboxItem).where(OutboxItem.idempotency_key == idempotency_key)
     ).one()

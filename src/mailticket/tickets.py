@@ -104,11 +104,12 @@ def _attach_email(
     record_thread_refs(
         session, ticket.id, email.message_id, [*email.in_reply_to, *email.references]
     )
-    session.execute(
-        update(Attachment)
-        .where(Attachment.email_log_id == log.id)
-        .values(ticket_id=ticket.id)
-    )
+    if email.attachments:
+        session.execute(
+            update(Attachment)
+            .where(Attachment.email_log_id == log.id)
+            .values(ticket_id=ticket.id)
+        )
 
 
 def add_tags(ticket: Ticket, tags: Iterable[str]) -> list[str]:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAILDIR_POLL = 2.0  # seconds; a directory listing is cheap
 OUTBOX_POLL = 15.0
+KICK_DELAY = 0.25  # seconds between new mail and the delivery it triggers
 LEDGER_RETENTION = timedelta(days=90)
 LEDGER_PRUNE_EVERY = timedelta(hours=6)
 
@@ -56,9 +57,10 @@ class Worker:
 
     def __post_init__(self) -> None:
         s = self.settings
+        self._kick: _Kick = _Kick(self.handler)
         self.imap = [
             ImapSource(
-                box, self.handler, self.session_factory, self.engine,
+                box, self._kick, self.session_factory, self.engine,
                 max_message_size=s.max_message_size, timeout=s.imap_timeout,
                 poll_interval=s.imap_poll_interval,
             )
@@ -66,7 +68,7 @@ class Worker:
         ]
         if s.maildir_path is not None:
             self.maildir = MaildirSource(
-                s.maildir_path, self.handler, self.session_factory,
+                s.maildir_path, self._kick, self.session_factory,
                 max_message_size=s.max_message_size,
             )
         self._maildir_lock = asyncio.Lock()
@@ -97,6 +99,7 @@ class Worker:
             else:
                 total += result
         await self._deliver()
+        await self._deliver_backends()
         log.info(
             "drained sources=%d stored=%d failed=%d", len(self.describe()), total, self.failures
         )
@@ -118,6 +121,15 @@ class Worker:
             self._wake_polling, "interval", seconds=self.settings.imap_poll_interval,
             max_instances=1, coalesce=True,
         )
+        if self.settings.backends_file is not None:
+            scheduler.add_job(
+                self._deliver_backends, "interval",
+                seconds=self.settings.backend_delivery_interval, max_instances=1, coalesce=True,
+            )
+            scheduler.add_job(
+                self._poll_backends, "interval", seconds=self.settings.backend_poll_interval,
+                max_instances=1, coalesce=True,
+            )
         if self.imap:
             scheduler.add_job(
                 self._prune_ledger, "interval", seconds=LEDGER_PRUNE_EVERY.total_seconds(),
@@ -131,6 +143,7 @@ class Worker:
                 max_message_size=self.settings.max_message_size,
             )
         tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
+        kicker = asyncio.create_task(self._deliver_when_kicked(stop), name="outbox-kick")
         api = await self._start_api()
         log.info("worker started sources=%s", ",".join(self.describe()) or "none")
         try:
@@ -142,7 +155,8 @@ class Worker:
             if self.maildir is not None:
                 self.maildir.stop.set()
             scheduler.shutdown(wait=False)
-            await asyncio.gather(*tasks, return_exceptions=True)
+            kicker.cancel()
+            await asyncio.gather(*tasks, kicker, return_exceptions=True)
             async with self._maildir_lock:  # a drain in progress finishes its batch
                 pass
             if receiver is not None:
@@ -186,6 +200,54 @@ class Worker:
                 "outgoing mail sent=%d retried=%d dead=%d", report.done, report.retried, report.dead
             )
 
+    async def _deliver_when_kicked(self, stop: asyncio.Event) -> None:
+        """Send the auto-reply for new mail within a second instead of at the next poll.
+
+        The kick comes from inside a source's batch, before its commit; the short pause lets
+        the commit land. Whatever is missed is picked up by the interval job."""
+        self._kick.attach(asyncio.get_running_loop())
+        while not stop.is_set():
+            await self._kick.event.wait()
+            self._kick.event.clear()
+            await asyncio.sleep(KICK_DELAY)
+            try:
+                await self._deliver()
+            except Exception:  # the interval job retries; this loop must outlive one failure
+                log.exception("outgoing mail delivery after new mail failed")
+
+    async def _deliver_backends(self) -> None:
+        if self.settings.backends_file is None:
+            return
+        from mailticket.backends.delivery import deliver_backend_ops
+        from mailticket.backends.registry import BackendConfigError, registry_for
+
+        try:
+            registry = registry_for(self.settings.backends_file)
+        except BackendConfigError as exc:
+            log.error("backend operations not delivered: %s", exc)
+            return
+        report = await deliver_backend_ops(self.session_factory, registry, self.settings)
+        if report.total:
+            log.info(
+                "backend operations done=%d retried=%d dead=%d",
+                report.done, report.retried, report.dead,
+            )
+
+    async def _poll_backends(self) -> None:
+        from mailticket.backends.registry import BackendConfigError, registry_for
+        from mailticket.backends.sync import poll_all
+
+        try:
+            registry = registry_for(self.settings.backends_file)
+        except BackendConfigError as exc:
+            log.error("backends not polled: %s", exc)
+            return
+        for name, result in (await poll_all(self.session_factory, registry)).items():
+            if isinstance(result, Exception):
+                continue  # poll_all logged it
+            if result.updated or result.comments or result.broken or result.unknown_status:
+                log.info("polled backend=%s %s", name, result.as_dict())
+
     async def _start_api(self) -> tuple[Any, asyncio.Task[None]] | None:
         listen = self.settings.api_listen
         if not listen or self.app_factory is None:
@@ -203,6 +265,25 @@ class _EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         # The worker owns SIGTERM/SIGINT and stops uvicorn itself (should_exit).
         yield
+
+
+class _Kick:
+    """Wraps the message handler: a message that opened or joined a ticket may have queued
+    outgoing mail, so it wakes the delivery loop (thread-safe: sources run in threads)."""
+
+    def __init__(self, handler: MessageHandler) -> None:
+        self.handler = handler
+        self.event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome:
+        outcome = self.handler.process_in_session(session, raw, source)
+        if self._loop is not None and outcome.action in ("created", "linked"):
+            self._loop.call_soon_threadsafe(self.event.set)
+        return outcome
 
 
 def _now() -> datetime:
