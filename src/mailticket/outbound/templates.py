@@ -8,6 +8,7 @@ mailing customers an empty blank, and a template cannot reach into Python object
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,13 @@ def templates_dir(settings: Settings) -> Path:
     return settings.templates_path or default_templates_dir()
 
 
+@lru_cache(maxsize=16)
+def _templates_for(folder: Path) -> MailTemplates:
+    # One environment per folder, so each template compiles once; Jinja's loader still
+    # notices an edited file (auto_reload compares mtimes) and recompiles it.
+    return MailTemplates(folder)
+
+
 class MailTemplates:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -46,7 +54,7 @@ class MailTemplates:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MailTemplates:
-        return cls(templates_dir(settings))
+        return _templates_for(templates_dir(settings))
 
     def _env(self, *, autoescape: bool) -> ImmutableSandboxedEnvironment:
         return ImmutableSandboxedEnvironment(

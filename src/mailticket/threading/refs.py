@@ -25,11 +25,12 @@ def record_thread_refs(
     values = [{"message_id": m, "ticket_id": ticket_id, "kind": k} for m, k in rows.items()]
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(ThreadRef).values(values)
+    stmt = insert(ThreadRef)
     # A ref that later turns out to be a message we hold upgrades to "self".
     stmt = stmt.on_conflict_do_update(
         index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
         set_={"kind": stmt.excluded.kind},
         where=stmt.excluded.kind == "self",
     )
-    session.execute(stmt)
+    # Parameters apart from the statement: one cached compiled form, whatever the row count.
+    session.execute(stmt, values)
