@@ -1,19 +1,22 @@
 """Building one outgoing RFC 5322 message: subject, Message-ID, threading and RFC 3834 headers.
 
-Every value copied from a customer's mail goes through `clean_header` first, and the message is
-built with `policy=SMTP`, which itself refuses CR/LF inside a header value: a crafted subject
-can never add a header (e.g. a Bcc) to what we send.
+Every value copied from a customer's mail goes through `clean_header` first (CR, LF and other
+controls become spaces), so a crafted subject can never add a header (e.g. a Bcc) to what we
+send.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
-from email.message import EmailMessage
+from email import charset, policy
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr
 
 from mailticket.numbering import canonical_ticket_number
@@ -32,6 +35,10 @@ _MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 # allows; some servers reject very long headers.
 MAX_REFERENCES = 20
 MAX_SUBJECT_CHARS = 900
+
+_UTF8_QP = charset.Charset("utf-8")
+_UTF8_QP.body_encoding = charset.QP
+_WIRE = policy.compat32.clone(linesep="\r\n")
 
 
 def clean_header(value: str) -> str:
@@ -107,22 +114,88 @@ def compose(
     html_body: str | None,
     date: datetime,
 ) -> Composed:
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = formataddr((clean_header(from_name), clean_header(from_address)))
-    msg["To"] = formataddr((clean_header(to_name), clean_header(to_address)))
-    msg["Subject"] = clean_header(subject)
-    msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = message_id
+    # compat32 classes rather than EmailMessage: the modern policy re-parses every header
+    # it is given and cost more than the rest of an auto-reply together. Safety does not
+    # depend on it: every value below is one clean line (clean_header) or our own.
+    text_part = _text_part(text_body, "plain")
+    msg: Message
+    if html_body is None:
+        msg = text_part
+    else:
+        html_part = _text_part(html_body, "html")
+        msg = MIMEMultipart("alternative")
+        for part in (text_part, html_part):
+            del part["MIME-Version"]  # belongs on the message only
+            msg.attach(part)
+    clean_subject = clean_header(subject)
+    headers = [
+        ("From", formataddr((clean_header(from_name), clean_header(from_address)), "utf-8")),
+        ("To", formataddr((clean_header(to_name), clean_header(to_address)), "utf-8")),
+        ("Subject", _encoded(clean_subject)),
+        ("Date", format_datetime(date)),
+        ("Message-ID", message_id),
+    ]
     if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
+        headers.append(("In-Reply-To", in_reply_to))
     if references:
-        msg["References"] = " ".join(references)
+        headers.append(("References", " ".join(references)))
     # RFC 3834: marks this as an automatic response so other responders stay quiet;
     # the Microsoft header does the same for Exchange/Outlook out-of-office rules.
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Precedence"] = "auto_reply"
-    msg.set_content(text_body)
-    if html_body is not None:
-        msg.add_alternative(html_body, subtype="html")
-    return Composed(message_id, str(msg["Subject"]), in_reply_to, references, msg.as_bytes())
+    headers += [
+        ("Auto-Submitted", "auto-replied"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("Precedence", "auto_reply"),
+    ]
+    # Our headers first, in this order, then the MIME ones the classes set.
+    mime = list(msg.items())
+    for name in {name for name, _ in mime}:
+        del msg[name]
+    for name, value in [*headers, *mime]:
+        msg[name] = value
+    raw = msg.as_bytes(policy=_WIRE)
+    return Composed(message_id, clean_subject, in_reply_to, references, raw)
+
+
+def _text_part(body: str, subtype: str) -> Message:
+    part = MIMENonMultipart("text", subtype)
+    part.set_payload(body, _UTF8_QP)  # quoted-printable: stays readable in raw form
+    return part
+
+
+def _encoded(value: str) -> str:
+    """RFC 2047 for the words that need it: ASCII words stay readable (a "[TKT-…]" tag
+    included); each run of non-ASCII words becomes encoded words of at most 75 characters."""
+    if value.isascii():
+        return value
+    out: list[str] = []
+    run: list[str] = []
+    for word in value.split(" "):
+        if word.isascii():
+            if run:
+                out.extend(_encoded_words(" ".join(run)))
+                run = []
+            out.append(word)
+        else:
+            run.append(word)
+    if run:
+        out.extend(_encoded_words(" ".join(run)))
+    return " ".join(out)
+
+
+def _encoded_words(text: str) -> list[str]:
+    # 75 characters per word minus "=?utf-8?b?" and "?=": 63 base64 chars, 45 bytes. Cut on
+    # character boundaries so every word decodes on its own.
+    words: list[str] = []
+    chunk = ""
+    for ch in text:
+        if len((chunk + ch).encode()) > 45:
+            words.append(_b_word(chunk))
+            chunk = ""
+        chunk += ch
+    if chunk:
+        words.append(_b_word(chunk))
+    return words
+
+
+def _b_word(text: str) -> str:
+    return "=?utf-8?b?" + base64.b64encode(text.encode()).decode("ascii") + "?="
