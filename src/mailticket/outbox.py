@@ -156,7 +156,7 @@ def enqueue(
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
         )
     # RETURNING yields the row only when it was inserted; a conflict needs the lookup.
-    inserted = session.scalars(
+    inserted: OutboxItem | None = session.scalars(
         stmt.returning(OutboxItem), execution_options={"populate_existing": True}
     ).one_or_none()
     if inserted is not None:
