@@ -52,4 +52,6 @@ bootstrap_system_packages() {
     :
     # live sources: tests/live runs a private Dovecot (IMAP) on loopback
     apt_install /usr/sbin/dovecot dovecot-imapd
+    # API: tests/api drives the thread view in headless Chromium
+    apt_install /usr/bin/chromium chromium chromium-driver
 }

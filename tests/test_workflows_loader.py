@@ -88,6 +88,12 @@ def test_yaml_syntax_error_points_at_the_mark(tmp_path: Path) -> None:
     assert line == 4 and reason.startswith("YAML syntax error")
 
 
+def test_control_character_is_a_located_error_not_a_crash(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("confidence_threshold", "confidence\x07threshold"))
+    line, reason = only_issue(path)
+    assert line == 4 and "U+0007 is not allowed" in reason
+
+
 def test_yaml_unclosed_flow_sequence(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -7,6 +7,8 @@ from mailticket import (
     models,  # noqa: F401
     outbox_models,  # noqa: F401
 )
+from mailticket.api import models as api_models  # noqa: F401
+from mailticket.backends import models as backend_models  # noqa: F401
 from mailticket.db import Base
 from mailticket.live import models as live_models  # noqa: F401
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket import metrics, quarantine, threading, tickets
+from mailticket.backends.actions import mirror_followup
 from mailticket.models import Attachment, EmailLog, RawMessage, Ticket, WorkflowExecution
 from mailticket.parsing import parse_email
 from mailticket.settings import Settings, UnmatchedAction
@@ -166,6 +167,10 @@ class Pipeline:
         if ctx.ticket is not None and resolution.also:
             others = [session.get_one(Ticket, tid) for tid in resolution.also]
             tickets.merge_tickets(session, ctx.ticket, others)
+        # Mail on a ticket that lives in an external backend too becomes a remote comment
+        # (no backends configured: no lookup on the hot path).
+        if self.settings.backends_file is not None:
+            mirror_followup(ctx)
 
         match = resolution.match
         on_ticket = ctx.ticket.id if ctx.ticket is not None else entry.ticket_id
@@ -220,15 +225,16 @@ class Pipeline:
         )
 
     def _duplicate(self, session: Session, email: ParsedEmail, source: str) -> Outcome | None:
-        row = session.execute(
-            select(EmailLog.ticket_id, EmailLog.classification, Ticket.ticket_number)
+        # No ORDER BY/LIMIT: with them PostgreSQL may walk the primary key and filter, a
+        # scan that grows with the table; a Message-ID has at most a couple of rows.
+        rows = session.execute(
+            select(EmailLog.id, EmailLog.ticket_id, EmailLog.classification, Ticket.ticket_number)
             .outerjoin(Ticket, Ticket.id == EmailLog.ticket_id)
             .where(EmailLog.email_message_id == email.message_id)
-            .order_by(EmailLog.id)
-            .limit(1)
-        ).first()
-        if row is None:
+        ).all()
+        if not rows:
             return None
+        row = min(rows, key=lambda r: r.id)
         return Outcome(
             source=source,
             message_id=email.message_id,

@@ -17,6 +17,9 @@ COMMAND_MODULES: list[str] = [
     "mailticket.cli.outbox",
     "mailticket.cli.run",
     "mailticket.cli.workflows",
+    "mailticket.cli.tokens",
+    "mailticket.cli.serve",
+    "mailticket.cli.backends",
 ]
 
 

@@ -152,7 +152,15 @@ class _FileLoader:
         return workflows
 
     def _parse(self, text: str) -> tuple[yaml.Node, Any] | None:
-        loader = yaml.SafeLoader(text)
+        try:
+            loader = yaml.SafeLoader(text)
+        except yaml.reader.ReaderError as exc:
+            # Raised while the loader is built, before any mark exists: find the line.
+            line = text.count("\n", 0, exc.position) + 1
+            char = exc.character
+            shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+            self.issue(line, f"character {shown} is not allowed in YAML ({exc.reason})")
+            return None
         try:
             node = loader.get_single_node()
             if node is None:

@@ -23,6 +23,7 @@ from mailticket.types import Classification, ParsedEmail, ThreadMatch
 ACTION_MODULES: list[str] = [
     "mailticket.workflows.actions",
     "mailticket.outbound.actions",
+    "mailticket.backends.actions",
 ]
 
 

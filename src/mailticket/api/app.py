@@ -1,0 +1,77 @@
+"""The FastAPI application: JSON API under /api/v1, thread view under /ui, health at the root."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
+
+from mailticket.api import emails, errors, health, quarantine, testing, tickets, web, workflows
+from mailticket.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Routes under this prefix belong to the backends feature and authenticate by signature.
+WEBHOOK_PREFIX = "/api/v1/webhooks/"
+WEBHOOK_MODULE = "mailticket.backends.webhook_api"
+
+
+def _include_webhooks(app: FastAPI, runtime: Runtime) -> None:
+    try:
+        module = importlib.import_module(WEBHOOK_MODULE)
+    except ModuleNotFoundError as exc:
+        # Only "the module is not installed" is expected; a broken module must fail loudly.
+        if exc.name not in (WEBHOOK_MODULE, "mailticket.backends"):
+            raise
+        return
+    router = module.build_router(runtime)
+    # Marked before inclusion: newer FastAPI versions copy route settings when including.
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.path.startswith(WEBHOOK_PREFIX):
+            route.openapi_extra = {**(route.openapi_extra or {}), "x-auth": "signature"}
+    app.include_router(router)
+
+
+def iter_routes(app: FastAPI) -> Iterator[tuple[str, frozenset[str], BaseRoute]]:
+    """Every route as (path, methods, route), whether FastAPI flattens included routers into
+    app.routes (older versions) or keeps them as lazily resolved branches (newer ones)."""
+    for route in app.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is not None:
+            for ctx in contexts():
+                original = ctx.original_route
+                yield ctx.path, frozenset(getattr(original, "methods", None) or ()), original
+        else:
+            path = getattr(route, "path", "")
+            yield path, frozenset(getattr(route, "methods", None) or ()), route
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="mailticket",
+        version="1",
+        description=(
+            "Tickets and their email threads. Every /api route needs a bearer token "
+            "(`mailticket tokens create --scope read|write|admin`); errors are RFC 9457 "
+            "problem+json."
+        ),
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    web.install(app)
+    app.include_router(health.router)
+    app.include_router(tickets.router)
+    app.include_router(emails.router)
+    app.include_router(quarantine.router)
+    app.include_router(workflows.router)
+    test_router = testing.register(runtime)
+    if test_router is not None:
+        app.include_router(test_router)
+    _include_webhooks(app, runtime)
+    app.include_router(web.router)
+    health.install_collector(runtime)
+    return app

@@ -1,0 +1,160 @@
+"""Read queries shared by the JSON API and the thread view. Take a Session, never commit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, text, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from mailticket.models import Attachment, EmailLog, Ticket
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    status: str | None = None
+    priority: str | None = None
+    tag: str | None = None
+    customer_id: int | None = None
+    assignee: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    search: str | None = None
+
+
+def encode_cursor(ticket_id: int) -> str:
+    raw = json.dumps({"v": 1, "id": ticket_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        ticket_id = data["id"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as exc:
+        raise BadCursor("the cursor is not one this API handed out") from exc
+    if not isinstance(ticket_id, int) or isinstance(ticket_id, bool) or ticket_id < 1:
+        raise BadCursor("the cursor is not one this API handed out")
+    return ticket_id
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        # the column is JSON-with-a-JSONB-variant; @> needs the JSONB type at the SQL level
+        return type_coerce(Ticket.tags, JSONB).contains([tag])
+    return text(
+        "EXISTS (SELECT 1 FROM json_each(tticket_tickets.tags) AS t WHERE t.value = :tag)"
+    ).bindparams(tag=tag)  # type: ignore[return-value]
+
+
+def list_tickets(
+    session: Session, filters: TicketFilters, *, limit: int, cursor: str | None = None
+) -> tuple[list[Ticket], str | None]:
+    """Newest first, keyset-paginated on (created_at, id).
+
+    The cursor names the last ticket seen and the comparison reads that ticket's stored
+    created_at back from the database, so it never depends on how a driver formats
+    timestamps; tickets inserted meanwhile sort before the cursor and never shift a page.
+    """
+    query = select(Ticket)
+    conds: list[ColumnElement[bool]] = []
+    if filters.status:
+        conds.append(Ticket.status == filters.status)
+    if filters.priority:
+        conds.append(Ticket.priority == filters.priority)
+    if filters.customer_id is not None:
+        conds.append(Ticket.customer_id == filters.customer_id)
+    if filters.assignee is not None:
+        conds.append(Ticket.assigned_to_user_id == filters.assignee)
+    if filters.created_after is not None:
+        conds.append(Ticket.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conds.append(Ticket.created_at < filters.created_before)
+    if filters.tag:
+        conds.append(_has_tag(session, filters.tag.lower()))
+    if filters.search:
+        pattern = _like(filters.search)
+        conds.append(
+            or_(
+                Ticket.subject.ilike(pattern, escape="\\"),
+                Ticket.description.ilike(pattern, escape="\\"),
+            )
+        )
+    if cursor is not None:
+        after_id = decode_cursor(cursor)
+        anchor = select(Ticket.created_at).where(Ticket.id == after_id).scalar_subquery()
+        conds.append(
+            or_(Ticket.created_at < anchor, and_(Ticket.created_at == anchor, Ticket.id < after_id))
+        )
+    query = query.where(*conds).order_by(Ticket.created_at.desc(), Ticket.id.desc())
+    rows = list(session.scalars(query.limit(limit + 1)))
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].id)
+    return rows, None
+
+
+THREAD_COLUMNS = (
+    EmailLog.id, EmailLog.email_message_id, EmailLog.email_from, EmailLog.email_subject,
+    EmailLog.email_received_at, EmailLog.is_reply, EmailLog.created_at, EmailLog.direction,
+    EmailLog.matched_by, EmailLog.classification,
+)
+
+
+def thread(session: Session, ticket_id: int) -> Sequence[Any]:
+    """A ticket's mail in the order it reached us (ix_email_log_ticket_received serves it).
+
+    Plain rows of the listed columns, not ORM objects: the thread endpoint is the hottest
+    read path and needs neither identity map nor the wide columns (body, thread data).
+    """
+    return session.execute(
+        select(*THREAD_COLUMNS)
+        .where(EmailLog.ticket_id == ticket_id)
+        .order_by(EmailLog.email_received_at, EmailLog.id)
+    ).all()
+
+
+def tickets_by_email(session: Session, address: str) -> list[Ticket]:
+    """Tickets opened by the address or carrying mail from it; addresses are stored lower-case."""
+    addr = address.strip().lower()
+    from_log = select(EmailLog.ticket_id).where(
+        EmailLog.email_from == addr, EmailLog.ticket_id.is_not(None)
+    )
+    return list(
+        session.scalars(
+            select(Ticket)
+            .where(or_(Ticket.requester_email == addr, Ticket.id.in_(from_log)))
+            .order_by(Ticket.created_at, Ticket.id)
+        )
+    )
+
+
+def attachments_of(session: Session, email_ids: list[int]) -> dict[int, list[Attachment]]:
+    found: dict[int, list[Attachment]] = {i: [] for i in email_ids}
+    if not email_ids:
+        return found
+    rows = session.scalars(
+        select(Attachment)
+        .where(Attachment.email_log_id.in_(email_ids))
+        .order_by(Attachment.email_log_id, Attachment.part_index)
+    )
+    for row in rows:
+        found[row.email_log_id].append(row)
+    return found

@@ -1,0 +1,71 @@
+"""The seed's POST /api/v1/test/email-to-ticket: a synthetic mail through the real pipeline.
+
+Off unless API_TEST_ENDPOINT_ENABLED=true (then it answers 404 like any unknown path). The
+mail is built as RFC 5322 bytes and processed like mail from any source, so what it creates
+is exactly what a real message would create.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from fastapi import APIRouter, Depends
+
+from mailticket.api.auth import RuntimeDep, require
+from mailticket.api.errors import Problem
+from mailticket.api.schemas import TestEmailData, TestEmailIn, TestEmailOut
+from mailticket.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1/test", tags=["testing"])
+
+
+def build_message(data: TestEmailData, domain: str) -> bytes:
+    for name in ("message_id", "subject", "from_address", "in_reply_to", "references"):
+        value = getattr(data, name)
+        if value and ("\r" in value or "\n" in value):
+            raise Problem(422, f"{name} must be a single line")
+    received = data.received_at or datetime.now(UTC)
+    msg = EmailMessage()
+    try:
+        msg["From"] = data.from_address
+        msg["To"] = f"support@{domain}"
+        msg["Subject"] = data.subject
+        msg["Date"] = format_datetime(received)
+        msg["Message-ID"] = data.message_id or make_msgid(domain=domain)
+        if data.in_reply_to:
+            msg["In-Reply-To"] = data.in_reply_to
+        if data.references:
+            msg["References"] = data.references
+        msg.set_content(data.body or "")
+        return msg.as_bytes()
+    except (ValueError, TypeError, IndexError) as exc:
+        raise Problem(422, f"the email cannot be built: {exc}") from None
+
+
+def register(runtime: Runtime) -> APIRouter | None:
+    if not runtime.settings.api_test_endpoint_enabled:
+        return None
+    return router
+
+
+@router.post(
+    "/email-to-ticket", response_model=TestEmailOut, dependencies=[Depends(require("write"))]
+)
+def email_to_ticket(body: TestEmailIn, runtime: RuntimeDep) -> TestEmailOut:
+    """Process `email_data` as if it had arrived by mail (the seed's test endpoint)."""
+    data = body.email_data
+    raw = build_message(data, runtime.settings.mail_domain)
+    outcome = runtime.pipeline.process(raw, "api:test", received_at=data.received_at)
+    return TestEmailOut(
+        ticket_id=outcome.ticket_id,
+        ticket_number=outcome.ticket_number,
+        created=outcome.action == "created",
+        linked=outcome.action == "linked",
+        action=outcome.action,
+        matched_by=outcome.matched_by,
+        classification=outcome.classification,
+        message_id=outcome.message_id,
+        error=outcome.error,
+    )

@@ -1,0 +1,186 @@
+"""/api/v1/tickets: list, show, change, comment, thread, lookup by address."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from mailticket import tickets as ticket_service
+from mailticket.api import queries
+from mailticket.api.auth import RuntimeDep, SessionDep, WritePrincipal, require
+from mailticket.api.errors import Problem
+from mailticket.api.schemas import (
+    CommentIn,
+    CommentOut,
+    EmailOut,
+    InputDatetime,
+    TicketBrief,
+    TicketDetail,
+    TicketEmails,
+    TicketPage,
+    TicketPatch,
+    TicketsByEmail,
+    TicketStatus,
+    TicketSummary,
+)
+from mailticket.backends.actions import queue_comment, queue_ticket_update
+from mailticket.models import Ticket
+from mailticket.settings import Priority
+
+router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+
+TicketRef = Annotated[
+    str,
+    Path(
+        min_length=1, max_length=64,
+        description="The ticket's numeric id or its number (TKT-YYYYMMDD-XXX).",
+    ),
+]
+
+
+def load_ticket(session: Session, ref: str) -> Ticket:
+    ticket = ticket_service.find_ticket(session, ref.strip())
+    if ticket is None:
+        raise Problem(404, f"no ticket {ref}")
+    return ticket
+
+
+def ticket_detail(ticket: Ticket) -> TicketDetail:
+    base = TicketSummary.model_validate(ticket).model_dump()
+    return TicketDetail(
+        **base,
+        description=ticket.description,
+        custom_fields=ticket.custom_fields or {},
+        merged_into_id=ticket.merged_into_id,
+        resolved_at=ticket.resolved_at,
+        comments=[CommentOut.model_validate(c) for c in ticket.comments],
+    )
+
+
+@router.get(
+    "/by-email/{email_address}",
+    response_model=TicketsByEmail,
+    dependencies=[Depends(require("read"))],
+)
+def by_email(
+    email_address: Annotated[str, Path(min_length=1, max_length=320)],
+    session: SessionDep,
+) -> TicketsByEmail:
+    """Tickets opened by the address or with mail from it (case-insensitive)."""
+    found = queries.tickets_by_email(session, email_address)
+    return TicketsByEmail(
+        email_address=email_address.strip().lower(),
+        tickets=[TicketBrief.model_validate(t) for t in found],
+    )
+
+
+@router.get("", response_model=TicketPage, dependencies=[Depends(require("read"))])
+def list_tickets(
+    runtime: RuntimeDep,
+    session: SessionDep,
+    status: TicketStatus | None = None,
+    priority: Priority | None = None,
+    tag: Annotated[str | None, Query(max_length=64)] = None,
+    customer_id: Annotated[int | None, Query(ge=0, le=2_147_483_647)] = None,
+    assignee: Annotated[int | None, Query(ge=0, le=2_147_483_647)] = None,
+    created_after: InputDatetime | None = None,
+    created_before: InputDatetime | None = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> TicketPage:
+    """Newest first. `next_cursor` fetches the next page; new tickets never shift pages."""
+    filters = queries.TicketFilters(
+        status=status, priority=priority.value if priority else None, tag=tag,
+        customer_id=customer_id, assignee=assignee,
+        created_after=created_after, created_before=created_before,
+        search=search,
+    )
+    try:
+        rows, next_cursor = queries.list_tickets(
+            session, filters, limit=min(limit, runtime.settings.api_max_page_size), cursor=cursor
+        )
+    except queries.BadCursor as exc:
+        raise Problem(422, str(exc)) from None
+    return TicketPage(
+        tickets=[TicketSummary.model_validate(t) for t in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("read"))])
+def get_ticket(ticket_id: TicketRef, session: SessionDep) -> TicketDetail:
+    return ticket_detail(load_ticket(session, ticket_id))
+
+
+@router.patch(
+    "/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("write"))]
+)
+def patch_ticket(
+    ticket_id: TicketRef, change: TicketPatch, session: SessionDep
+) -> TicketDetail:
+    """Change status, priority, assignee or tags (tags replace the list)."""
+    ticket = load_ticket(session, ticket_id)
+    fields = change.model_fields_set
+    new_status = new_priority = None
+    if "status" in fields and change.status is not None and change.status != ticket.status:
+        ticket.status = new_status = change.status
+        ticket.resolved_at = datetime.now(UTC) if change.status == "resolved" else None
+    if "priority" in fields and change.priority is not None:
+        if change.priority.value != ticket.priority:
+            new_priority = change.priority.value
+        ticket.priority = change.priority.value
+    if "assigned_to_user_id" in fields:
+        ticket.assigned_to_user_id = change.assigned_to_user_id
+    if "tags" in fields:
+        ticket.tags = []
+        ticket_service.add_tags(ticket, change.tags or [])
+    ticket.updated_at = datetime.now(UTC)
+    # Mirrored to external backends in the same transaction (the outbox delivers it).
+    queue_ticket_update(session, ticket, status=new_status, priority=new_priority)
+    session.commit()
+    session.refresh(ticket)
+    return ticket_detail(ticket)
+
+
+@router.post(
+    "/{ticket_id}/comments",
+    response_model=CommentOut,
+    status_code=201,
+)
+def add_comment(
+    ticket_id: TicketRef,
+    comment: CommentIn,
+    session: SessionDep,
+    principal: WritePrincipal,
+) -> CommentOut:
+    """A public comment or an internal note; the author defaults to the token's name."""
+    ticket = load_ticket(session, ticket_id)
+    row = ticket_service.add_comment(
+        session, ticket, comment.body, internal=comment.visibility == "internal",
+        author_email=comment.author_email or f"token:{principal.name}", source="api",
+    )
+    session.flush()
+    queue_comment(session, ticket, row)
+    session.commit()
+    return CommentOut.model_validate(row)
+
+
+@router.get(
+    "/{ticket_id}/emails", response_model=TicketEmails, dependencies=[Depends(require("read"))]
+)
+def ticket_emails(ticket_id: TicketRef, session: SessionDep) -> Response:
+    """The ticket's mail in chronological order (the seed's shape, plus direction,
+    matched_by and classification)."""
+    ticket = load_ticket(session, ticket_id)
+    body = TicketEmails(
+        ticket_id=ticket.id,
+        ticket_number=ticket.ticket_number,
+        emails=[EmailOut.model_validate(e) for e in queries.thread(session, ticket.id)],
+    )
+    # Serialised here, in the worker thread: returning the model would make FastAPI
+    # re-validate it in a second thread-pool trip on the busiest endpoint.
+    return Response(body.model_dump_json(), media_type="application/json")

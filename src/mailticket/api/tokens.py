@@ -1,0 +1,77 @@
+"""Token service: create, verify, list, revoke. Takes a Session, never commits."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailticket.api.models import ApiToken
+
+SCOPES = ("read", "write", "admin")
+PREFIX = "mtk_"
+# Recording every use would turn each read request into a write; a minute is precise enough
+# to tell a live token from a forgotten one.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenError(ValueError):
+    pass
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def scope_allows(held: str, needed: str) -> bool:
+    """admin ⊇ write ⊇ read."""
+    if held not in SCOPES or needed not in SCOPES:
+        return False
+    return SCOPES.index(held) >= SCOPES.index(needed)
+
+
+def create_token(session: Session, *, name: str, scope: str) -> tuple[ApiToken, str]:
+    """Returns the row and the plain token; the plain token exists only in this return value."""
+    if scope not in SCOPES:
+        raise TokenError(f"unknown scope {scope!r} (one of {', '.join(SCOPES)})")
+    if not name.strip():
+        raise TokenError("a token needs a name")
+    plain = PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(name=name.strip(), token_hash=hash_token(plain), scope=scope)
+    session.add(row)
+    session.flush()
+    return row, plain
+
+
+def verify_token(session: Session, plain: str, *, now: datetime | None = None) -> ApiToken | None:
+    """The live token for `plain`, or None (unknown or revoked). Bumps last_used_at (at most
+    once a minute), without flushing: callers commit only when something changed."""
+    if not plain or len(plain) > 200:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
+    if row is None or row.revoked_at is not None:
+        return None
+    now = now or datetime.now(UTC)
+    last = row.last_used_at
+    if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC values
+        last = last.replace(tzinfo=UTC)
+    if last is None or now - last >= LAST_USED_RESOLUTION:
+        row.last_used_at = now  # left unflushed: the caller sees it in session.dirty
+    return row
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise TokenError(f"no token {token_id}")
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+        session.flush()
+    return row

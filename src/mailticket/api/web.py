@@ -1,0 +1,191 @@
+"""The thread view: server-rendered pages under /ui, behind the same tokens as the API.
+
+The login form takes an API token and keeps it in an HttpOnly, SameSite=strict cookie;
+every other page needs that cookie (no cookie → redirect to the login form). Jinja2 runs
+with autoescape on: mail is attacker-controlled text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, get_args
+from urllib.parse import urlsplit
+
+import jinja2
+from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import undefer
+from starlette.templating import Jinja2Templates
+
+from mailticket.api import emails, queries
+from mailticket.api.auth import (
+    COOKIE_NAME,
+    LoginRequired,
+    RuntimeDep,
+    SessionDep,
+    UiPrincipal,
+)
+from mailticket.api.auth import authenticate as check_token
+from mailticket.api.schemas import TicketStatus
+from mailticket.api.tickets import load_ticket
+from mailticket.models import EmailLog
+from mailticket.settings import Priority
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "templates" / "web"
+LOGIN_PATH = "/ui/login"
+COOKIE_MAX_AGE = 8 * 3600
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on our
+    # own form posts.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+templates = Jinja2Templates(env=_env)
+
+
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def install(app: FastAPI) -> None:
+    async def to_login(request: Request, exc: Exception) -> Response:
+        response = RedirectResponse(LOGIN_PATH, status_code=303)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    app.add_exception_handler(LoginRequired, to_login)
+
+
+def _cross_site(request: Request) -> bool:
+    # Browsers state where a request comes from in Sec-Fetch-Site; older ones only in Origin
+    # ("null" from opaque origins counts as foreign).
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return bool(origin) and urlsplit(origin or "").netloc != request.headers.get("host")
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> HTMLResponse:
+    return _page(request, "login.html", error=None)
+
+
+@router.post("/login", response_class=HTMLResponse, response_model=None)
+async def login(
+    request: Request,
+    token: Annotated[str, Form(max_length=200)],
+    runtime: RuntimeDep,
+) -> Response:
+    if _cross_site(request):
+        # Login CSRF: another site must not sign a browser in with the attacker's token.
+        return _page(request, "login.html", status_code=403, error="Cross-site sign-in refused.")
+    principal = await run_in_threadpool(check_token, runtime, token.strip())
+    if principal is None:
+        return _page(request, "login.html", status_code=401, error="That token is not valid.")
+    response = RedirectResponse("/ui/tickets", status_code=303)
+    response.set_cookie(
+        COOKIE_NAME, token.strip(), max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https", path="/ui",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(_: UiPrincipal) -> Response:
+    response = RedirectResponse(LOGIN_PATH, status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/ui")
+    return response
+
+
+@router.get("")
+def home(_: UiPrincipal) -> Response:
+    return RedirectResponse("/ui/tickets", status_code=303)
+
+
+@router.get("/tickets", response_class=HTMLResponse)
+def ticket_list(
+    request: Request,
+    principal: UiPrincipal,
+    session: SessionDep,
+    status: Annotated[str, Query(max_length=20)] = "",
+    priority: Annotated[str, Query(max_length=20)] = "",
+    tag: Annotated[str, Query(max_length=64)] = "",
+    search: Annotated[str, Query(max_length=200)] = "",
+    cursor: Annotated[str, Query(max_length=200)] = "",
+) -> HTMLResponse:
+    statuses = list(get_args(TicketStatus))
+    priorities = [p.value for p in Priority]
+    filters = queries.TicketFilters(
+        status=status if status in statuses else None,
+        priority=priority if priority in priorities else None,
+        tag=tag or None,
+        search=search or None,
+    )
+    try:
+        rows, next_cursor = queries.list_tickets(session, filters, limit=50, cursor=cursor or None)
+    except queries.BadCursor:
+        rows, next_cursor = queries.list_tickets(session, filters, limit=50)
+    return _page(
+        request, "tickets.html", tickets=rows, next_cursor=next_cursor, principal=principal,
+        statuses=statuses, priorities=priorities,
+        filters={"status": status, "priority": priority, "tag": tag, "search": search},
+    )
+
+
+@router.get("/tickets/{ticket_ref}", response_class=HTMLResponse)
+def ticket_page(
+    request: Request,
+    ticket_ref: str,
+    principal: UiPrincipal,
+    session: SessionDep,
+) -> HTMLResponse:
+    ticket = load_ticket(session, ticket_ref)
+    mails = list(
+        session.scalars(
+            select(EmailLog)
+            .options(undefer(EmailLog.body_text))
+            .where(EmailLog.ticket_id == ticket.id)
+            .order_by(EmailLog.email_received_at, EmailLog.id)
+        )
+    )
+    files = queries.attachments_of(session, [m.id for m in mails])
+    notes = [c for c in ticket.comments if c.email_log_id is None]
+    return _page(
+        request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
+        principal=principal,
+    )
+
+
+@router.get("/emails/{email_id}/raw")
+def raw_download(
+    email_id: int, _: UiPrincipal, session: SessionDep
+) -> Response:
+    return emails.raw_email(email_id, session)
+
+
+@router.get("/emails/{email_id}/attachments/{attachment_id}")
+def attachment_download(
+    email_id: int,
+    attachment_id: int,
+    _: UiPrincipal,
+    session: SessionDep,
+) -> Response:
+    return emails.download_attachment(email_id, attachment_id, session)

@@ -1,0 +1,215 @@
+"""The `push_to_backend` workflow action, and follow-up mail becoming remote comments.
+
+A push opens a pending link and queues the remote create in the message's own transaction;
+from then on every further email linked to the ticket is queued as a comment (with its
+attachments) to each instance the ticket is linked to. A broken link blocks both: the
+action reports it and does nothing unless `new_if_broken` asks for a fresh remote ticket.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailticket.backends import links
+from mailticket.backends.base import TicketDraft
+from mailticket.backends.delivery import draft_to_payload, enqueue_op
+from mailticket.backends.models import RemoteLink
+from mailticket.backends.registry import BackendConfigError, UnknownBackend, registry_for
+from mailticket.models import Attachment, Comment, Ticket
+from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
+
+log = logging.getLogger(__name__)
+
+PUSHED_NOTE = "backend_pushed"
+
+
+class PushToBackendParams(ActionParams):
+    backend: str
+    # Local custom field -> remote field (per project; on top of the instance's mappings).
+    field_mappings: dict[str, str] = Field(default_factory=dict)
+    # Fixed remote field values for this workflow (e.g. a component or queue).
+    fields: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    attachments: bool = True
+    # A broken link (remote ticket deleted) blocks the push unless this asks for a new one.
+    new_if_broken: bool = False
+
+    @field_validator("backend")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a configured backend instance")
+        return value.strip()
+
+
+def _draft(ctx: ActionContext, ticket: Ticket, params: PushToBackendParams,
+           instance_mappings: dict[str, str]) -> TicketDraft:
+    mappings = {**instance_mappings, **params.field_mappings}
+    custom: dict[str, Any] = {
+        remote: ticket.custom_fields[local]
+        for local, remote in mappings.items()
+        if local in (ticket.custom_fields or {})
+    }
+    custom.update(params.fields)
+    return TicketDraft(
+        subject=ticket.subject,
+        text=ticket.description,
+        html=ctx.email.html,
+        requester_email=ticket.requester_email,
+        requester_name=ctx.email.from_name or None,
+        priority=ticket.priority,
+        tags=tuple(ticket.tags or ()),
+        local_number=ticket.ticket_number,
+        custom_fields=custom,
+    )
+
+
+def _queue_attachments(ctx: ActionContext, ticket_id: int, backend: str, link_id: int) -> int:
+    rows = ctx.session.scalars(
+        select(Attachment)
+        .where(Attachment.email_log_id == ctx.email_log.id)
+        .order_by(Attachment.part_index)
+    ).all()
+    for row in rows:
+        enqueue_op(
+            ctx.session, backend=backend, operation="create_attachment", ticket_id=ticket_id,
+            payload={
+                "email_log_id": row.email_log_id, "part_index": row.part_index,
+                "filename": row.filename, "content_type": row.content_type, "public": True,
+            },
+            key_parts=(ctx.email.message_id, row.part_index, link_id),
+        )
+    return len(rows)
+
+
+@action("push_to_backend", PushToBackendParams)
+def push_to_backend(ctx: ActionContext, params: PushToBackendParams) -> dict[str, Any]:
+    """Mirror the ticket into an external system (queued; delivered by the outbox)."""
+    if ctx.ticket is None:
+        raise ActionError("no ticket to push: put create_ticket before push_to_backend")
+    try:
+        instance = registry_for(ctx.settings.backends_file).get(params.backend)
+    except (UnknownBackend, BackendConfigError) as exc:
+        raise ActionError(str(exc)) from exc
+    ticket = ctx.ticket
+    current = links.current_link(ctx.session, ticket.id, params.backend)
+    if current is not None and current.state != "broken":
+        return {"pushed": False, "reason": f"already {current.state}", "link_id": current.id}
+    if current is not None and not params.new_if_broken:
+        # Blocked, but not an error of this message: raising would roll back the whole
+        # workflow, and with it the email's link to its ticket.
+        log.warning("%s: link to %s is broken; not pushed", ticket.ticket_number, params.backend)
+        return {
+            "pushed": False,
+            "reason": f"link to {params.backend} is broken ({current.broken_reason}); "
+            "re-link it or push with new_if_broken",
+            "link_id": current.id,
+        }
+    link = links.open_pending(ctx.session, ticket.id, params.backend)
+    draft = _draft(ctx, ticket, params, dict(instance.config.custom_field_mappings))
+    item = enqueue_op(
+        ctx.session, backend=params.backend, operation="create_ticket", ticket_id=ticket.id,
+        payload={"draft": draft_to_payload(draft)}, key_parts=(ticket.id, link.id),
+    )
+    queued = _queue_attachments(ctx, ticket.id, params.backend, link.id) if params.attachments else 0
+    if ctx.created:
+        # This email is the remote ticket's body; a reply that triggered the first push
+        # still becomes a comment (mirror_followup), its attachments queued only once
+        # because both use the same operation key.
+        ctx.notes.setdefault(PUSHED_NOTE, []).append(params.backend)
+    return {"pushed": True, "link_id": link.id, "outbox_id": item.id, "attachments": queued}
+
+
+def mirror_followup(ctx: ActionContext) -> list[str]:
+    """Queue this email as a comment on every remote twin of its ticket; instance names.
+
+    Called by the pipeline after workflows ran. The email that opened or pushed the ticket
+    is already in the remote create, so it is skipped.
+    """
+    ticket_id = ctx.ticket.id if ctx.ticket is not None else ctx.email_log.ticket_id
+    if ticket_id is None or ctx.created or ctx.ignored:
+        return []
+    pushed = set(ctx.notes.get(PUSHED_NOTE, ()))
+    queued: list[str] = []
+    current: list[RemoteLink] = links.links_of(ctx.session, ticket_id)
+    for link in current:
+        if link.backend in pushed:
+            continue
+        if link.state == "broken":
+            log.warning(
+                "not mirroring %s to %s: link broken (%s)",
+                ctx.email.message_id, link.backend, link.broken_reason,
+            )
+            continue
+        sender = ctx.email.from_name or ctx.email.from_address or "unknown sender"
+        enqueue_op(
+            ctx.session, backend=link.backend, operation="create_comment", ticket_id=ticket_id,
+            payload={
+                "text": f"{sender} wrote:\n\n{ctx.email.text.strip()}\n",
+                "public": True,
+                "author_email": ctx.email.from_address or None,
+                "email_log_id": ctx.email_log.id,
+            },
+            key_parts=(ctx.email.message_id, link.id),
+        )
+        _queue_attachments(ctx, ticket_id, link.backend, link.id)
+        queued.append(link.backend)
+    return queued
+
+
+def queue_ticket_update(
+    session: Session, ticket: Ticket, *, status: str | None = None, priority: str | None = None,
+    stamp: str | None = None,
+) -> list[str]:
+    """Queue a local status/priority change to every live remote twin; instance names.
+
+    For the API and CLI, called in the transaction that changes the ticket. Changes that
+    came *from* a backend (sync.py) do not call this, so nothing echoes back. `stamp`
+    tells two changes to the same values apart (default: the ticket's updated_at).
+    """
+    if status is None and priority is None:
+        return []
+    when = stamp or (ticket.updated_at.isoformat() if ticket.updated_at else "")
+    queued = []
+    for link in links.links_of(session, ticket.id):
+        if link.state == "broken":
+            continue
+        if status in ("closed", "resolved") and priority is None:
+            enqueue_op(
+                session, backend=link.backend, operation="close_ticket", ticket_id=ticket.id,
+                payload={"resolution": None, "local_status": status},
+                key_parts=(ticket.id, link.id, status, when),
+            )
+        else:
+            enqueue_op(
+                session, backend=link.backend, operation="patch_ticket", ticket_id=ticket.id,
+                payload={"patch": {"status": status, "priority": priority}},
+                key_parts=(ticket.id, link.id, status, priority, when),
+            )
+        queued.append(link.backend)
+    return queued
+
+
+def queue_comment(session: Session, ticket: Ticket, comment: Comment) -> list[str]:
+    """Queue an agent's comment (API) to every live remote twin; instance names.
+    An internal note goes out as the vendor's internal/private note."""
+    queued = []
+    for link in links.links_of(session, ticket.id):
+        if link.state == "broken":
+            continue
+        enqueue_op(
+            session, backend=link.backend, operation="create_comment", ticket_id=ticket.id,
+            payload={
+                "text": comment.body,
+                "public": not comment.is_internal,
+                "author_email": comment.author_email,
+                "comment_id": comment.id,
+            },
+            key_parts=("comment", comment.id, link.id),
+        )
+        queued.append(link.backend)
+    return queued

@@ -1,0 +1,305 @@
+"""Back from the backend: remote status and comments onto local tickets.
+
+Webhooks are hints: a delivery is verified, deduplicated on its id, and then the ticket is
+re-read with `get_ticket` (a webhook body may be stale or partial). Backends without
+webhooks are polled through `query_tickets(updated_since)`. Remote statuses map to local
+ones through the backend's normalisation (configurable `status_map` on each instance) with
+Waldur's resolved / canceled semantics; a status nobody mapped is reported, never guessed.
+Remote comments come back as internal comments, except the ones we wrote ourselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket import tickets
+from mailticket.backends import links
+from mailticket.backends.base import (
+    Cap,
+    Normalized,
+    RemoteComment,
+    RemoteRef,
+    RemoteTicket,
+    TicketBackend,
+)
+from mailticket.backends.errors import NotFound, Unsupported, WebhookSignatureError
+from mailticket.backends.models import RemoteCommentRef, RemoteLink, SyncCursor, WebhookDelivery
+from mailticket.backends.registry import BackendRegistry
+from mailticket.models import Ticket
+from mailticket.outbox_models import utcnow
+
+log = logging.getLogger(__name__)
+
+# Normalized remote state -> local ticket status. Canceled closes without counting as
+# resolved (resolved_at stays empty and the remote resolution is recorded).
+LOCAL_STATUS: Mapping[Normalized, str] = {
+    Normalized.open: "open",
+    Normalized.pending: "pending",
+    Normalized.resolved: "resolved",
+    Normalized.closed: "closed",
+    Normalized.canceled: "closed",
+}
+# Search indexes of some vendors lag behind writes; each poll re-reads this much overlap.
+POLL_OVERLAP = timedelta(minutes=2)
+
+
+@dataclass
+class SyncReport:
+    updated: int = 0
+    unchanged: int = 0
+    unknown_status: list[str] = field(default_factory=list)
+    broken: int = 0
+    comments: int = 0
+    unlinked: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "updated": self.updated, "unchanged": self.unchanged, "broken": self.broken,
+            "comments": self.comments, "unlinked": self.unlinked,
+            "unknown_status": self.unknown_status,
+        }
+
+
+def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
+                 report: SyncReport) -> None:
+    """Bring one local ticket in line with its remote twin's status."""
+    link.last_status_raw = remote.status_raw[:255]
+    link.last_status = remote.status.value
+    link.last_synced_at = utcnow()
+    if remote.status is Normalized.unknown:
+        log.warning(
+            "backend %s: remote status %r of %s is not mapped (add it to status_map)",
+            link.backend, remote.status_raw, link.remote_key or link.remote_id,
+        )
+        report.unknown_status.append(f"{link.remote_key or link.remote_id}: {remote.status_raw}")
+        return
+    ticket = session.get_one(Ticket, link.ticket_id)
+    wanted = LOCAL_STATUS[remote.status]
+    resolution = "canceled" if remote.status is Normalized.canceled else None
+    fields = dict(ticket.custom_fields or {})
+    if ticket.status == wanted and fields.get("remote_resolution") == resolution:
+        report.unchanged += 1
+        return
+    ticket.status = wanted
+    if remote.status in (Normalized.resolved, Normalized.closed):
+        ticket.resolved_at = ticket.resolved_at or utcnow()
+    elif remote.status is Normalized.canceled:
+        ticket.resolved_at = None
+    else:
+        ticket.resolved_at = None
+    if resolution is None:
+        fields.pop("remote_resolution", None)
+    else:
+        fields["remote_resolution"] = resolution
+    ticket.custom_fields = fields
+    report.updated += 1
+    session.flush()
+
+
+def mirror_comments(session: Session, link: RemoteLink, comments: list[RemoteComment],
+                    report: SyncReport) -> None:
+    """Remote comments we did not write, once each, as internal local comments."""
+    for rc in comments:
+        if rc.op_key is not None:
+            continue  # ours: the backend kept the key we created it with
+        known = session.scalars(
+            select(RemoteCommentRef.id).where(
+                RemoteCommentRef.link_id == link.id, RemoteCommentRef.remote_comment_id == rc.id
+            )
+        ).first()
+        if known is not None:
+            continue
+        ticket = session.get_one(Ticket, link.ticket_id)
+        who = f" by {rc.author}" if rc.author else ""
+        comment = tickets.add_comment(
+            session, ticket, f"[{link.backend} {'public' if rc.public else 'internal'}"
+            f" comment{who}]\n{rc.text}", internal=True, author_email=None, source="backend",
+        )
+        links.remember_comment(session, link, rc.id, "in", comment.id)
+        report.comments += 1
+
+
+async def _read(
+    backend: TicketBackend[Any], ref: RemoteRef, fallback: RemoteTicket | None
+) -> RemoteTicket | NotFound | None:
+    try:
+        return await backend.get_ticket(ref)
+    except NotFound as exc:
+        return exc
+    except Unsupported:
+        # Write-only backends (the generic webhook): the delivery's own word is all we have.
+        return fallback
+
+
+def _link_snapshot(session: Session, backend: str, remote_id: str) -> RemoteRef | None:
+    link = links.by_remote_id(session, backend, remote_id)
+    if link is None or link.state != "linked":
+        return None
+    return links.ref_of(link)
+
+
+async def refresh_link(
+    session_factory: sessionmaker[Session],
+    backend: TicketBackend[Any],
+    remote_id: str,
+    report: SyncReport,
+    *,
+    extra_comments: list[RemoteComment] | None = None,
+    known: RemoteTicket | None = None,
+    fallback: RemoteTicket | None = None,
+    before_commit: Callable[[Session], bool] | None = None,
+) -> None:
+    """Re-read one remote ticket (unless `known`) and apply status and comments locally."""
+    with session_factory() as session:
+        ref = _link_snapshot(session, backend.name, remote_id)
+    if ref is None:
+        report.unlinked += 1
+        if before_commit is not None:
+            with session_factory() as session, session.begin():
+                before_commit(session)
+        return
+    remote = known if known is not None else await _read(backend, ref, fallback)
+    comments: list[RemoteComment] = []
+    if not isinstance(remote, NotFound):
+        comments = await backend.list_comments(ref)
+    listed = {c.id for c in comments}
+    # A webhook's copy of a comment lacks what the listing knows (e.g. that it is ours).
+    comments += [c for c in extra_comments or [] if c.id not in listed]
+    with session_factory() as session, session.begin():
+        if before_commit is not None and before_commit(session) is False:
+            return
+        link = links.by_remote_id(session, backend.name, remote_id)
+        if link is None or link.state != "linked":
+            return
+        if isinstance(remote, NotFound):
+            links.mark_broken(session, link, f"remote ticket gone: {remote}")
+            report.broken += 1
+            return
+        if remote is not None:
+            apply_remote(session, link, remote, report)
+        mirror_comments(session, link, comments, report)
+
+
+def seen_delivery(session: Session, backend: str, delivery_id: str) -> bool:
+    return session.scalars(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.backend == backend, WebhookDelivery.delivery_id == delivery_id
+        )
+    ).first() is not None
+
+
+async def handle_webhook(
+    session_factory: sessionmaker[Session],
+    backend: TicketBackend[Any],
+    headers: Mapping[str, str],
+    body: bytes,
+) -> dict[str, Any]:
+    """Verify (WebhookSignatureError propagates), dedupe, re-read, apply. Returns a summary.
+
+    The delivery id is recorded in the same transaction as the changes it caused, so a
+    delivery that failed half-way is processed again when the vendor retries it.
+    """
+    event = backend.parse_webhook(headers, body)
+    if not event.delivery_id:
+        raise WebhookSignatureError("delivery carries no delivery id", backend=backend.name)
+    with session_factory() as session:
+        if seen_delivery(session, backend.name, event.delivery_id):
+            return {"status": "duplicate", "delivery_id": event.delivery_id}
+    report = SyncReport()
+    fresh = {"ok": True}
+
+    def claim(session: Session) -> bool:
+        # A concurrent redelivery may have won since the check above.
+        if seen_delivery(session, backend.name, event.delivery_id):
+            fresh["ok"] = False
+            return False
+        session.add(WebhookDelivery(
+            backend=backend.name, delivery_id=event.delivery_id, event=event.event[:64]
+        ))
+        session.flush()
+        return True
+
+    extra = [event.comment] if event.comment is not None else []
+    try:
+        if event.ticket_id is None:
+            with session_factory() as session, session.begin():
+                claim(session)
+        else:
+            fallback = None
+            if event.status_raw is not None:
+                fallback = RemoteTicket(
+                    ref=RemoteRef(backend.name, event.ticket_id), status_raw=event.status_raw,
+                    status=backend.normalize_status(event.status_raw, backend.default_statuses()),
+                )
+            await refresh_link(session_factory, backend, event.ticket_id, report,
+                               extra_comments=extra, fallback=fallback, before_commit=claim)
+    except IntegrityError:
+        # The same delivery, arriving twice at once: the other request's commit won.
+        fresh["ok"] = False
+    if not fresh["ok"]:
+        return {"status": "duplicate", "delivery_id": event.delivery_id}
+    return {"status": "ok", "delivery_id": event.delivery_id, "event": event.event,
+            **report.as_dict()}
+
+
+async def poll_backend(
+    session_factory: sessionmaker[Session],
+    backend: TicketBackend[Any],
+    *,
+    now: datetime | None = None,
+) -> SyncReport:
+    """One polling pass over tickets updated since the stored cursor."""
+    report = SyncReport()
+    started = now or utcnow()
+    with session_factory() as session:
+        cursor_row = session.get(SyncCursor, backend.name)
+        since = cursor_row.updated_since if cursor_row is not None else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # SQLite hands stored UTC back without a zone
+    query_since = since - POLL_OVERLAP if since is not None else None
+    newest = since
+    cursor: str | None = None
+    while True:
+        page = await backend.query_tickets(updated_since=query_since, cursor=cursor)
+        for remote in page.items:
+            await refresh_link(session_factory, backend, remote.ref.id, report, known=remote)
+            if remote.updated_at is not None and (newest is None or remote.updated_at > newest):
+                newest = remote.updated_at
+        cursor = page.cursor
+        if cursor is None:
+            break
+    with session_factory() as session, session.begin():
+        row = session.get(SyncCursor, backend.name)
+        if row is None:
+            row = SyncCursor(backend=backend.name)
+            session.add(row)
+        row.updated_since = newest or started
+        row.polled_at = started
+    return report
+
+
+async def poll_all(
+    session_factory: sessionmaker[Session], registry: BackendRegistry
+) -> dict[str, SyncReport | Exception]:
+    """Poll every instance that can be polled; one failing instance does not stop the rest."""
+    results: dict[str, SyncReport | Exception] = {}
+    for name in registry.names():
+        backend = registry.build(name)
+        try:
+            if not backend.supports(Cap.POLLING):
+                continue
+            results[name] = await poll_backend(session_factory, backend)
+        except Exception as exc:  # per-instance boundary: reported, the next one still runs
+            log.warning("polling %s failed: %s", name, exc, exc_info=True)
+            results[name] = exc
+        finally:
+            await backend.aclose()
+    return results

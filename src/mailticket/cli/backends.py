@@ -1,0 +1,179 @@
+"""`mailticket backends list|test|refresh|deliver|poll`: external ticket systems."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from mailticket.backends.errors import AuthError, BackendError
+from mailticket.backends.registry import (
+    BackendConfigError,
+    BackendRegistry,
+    UnknownBackend,
+    registry_for,
+)
+from mailticket.settings import Settings
+
+
+def _registry(settings: Settings) -> BackendRegistry:
+    try:
+        return registry_for(settings.backends_file)
+    except BackendConfigError as exc:
+        print(f"mailticket: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    from mailticket.cli import settings_or_exit
+
+    settings = settings_or_exit()
+    registry = _registry(settings)
+    if not registry.instances:
+        where = settings.backends_file or "BACKENDS_FILE (not set)"
+        print(f"no backends configured in {where}")
+        return 0
+    for name in registry.names():
+        inst = registry.get(name)
+        caps = ",".join(sorted(c.value for c in inst.cls.capabilities)) or "-"
+        print(f"{name:<20} {inst.kind:<12} {caps}")
+    return 0
+
+
+async def _with_backend(registry: BackendRegistry, name: str, what: str) -> Any:
+    backend = registry.build(name)
+    try:
+        if what == "test":
+            return await backend.test_connection()
+        return await backend.refresh_reference_data()
+    finally:
+        await backend.aclose()
+
+
+def _run(args: argparse.Namespace, what: str) -> int:
+    from mailticket.cli import settings_or_exit
+
+    registry = _registry(settings_or_exit())
+    try:
+        result = asyncio.run(_with_backend(registry, args.name, what))
+    except UnknownBackend as exc:
+        print(f"mailticket: {exc}", file=sys.stderr)
+        return 2
+    except AuthError as exc:
+        print(f"mailticket: {args.name}: authentication failed: {exc}", file=sys.stderr)
+        print("  check the credentials in BACKENDS_FILE (and the account's permissions)",
+              file=sys.stderr)
+        return 1
+    except BackendError as exc:
+        print(f"mailticket: {args.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if what == "test":
+        print(f"{args.name}: ok, {result}")
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.items())) or "nothing to refresh"
+        print(f"{args.name}: refreshed {counts}")
+    return 0
+
+
+def _deliver(args: argparse.Namespace) -> int:
+    from mailticket.backends.delivery import deliver_backend_ops
+    from mailticket.cli import settings_or_exit
+    from mailticket.db import make_engine, make_session_factory
+
+    settings = settings_or_exit()
+    registry = _registry(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        report = asyncio.run(deliver_backend_ops(
+            make_session_factory(engine), registry, settings, target=args.name
+        ))
+    finally:
+        engine.dispose()
+    print(f"delivered {report.done}, retry later {report.retried}, dead {report.dead}")
+    return 0 if report.dead == 0 else 1
+
+
+def _poll(args: argparse.Namespace) -> int:
+    from mailticket.backends.sync import poll_backend
+    from mailticket.cli import settings_or_exit
+    from mailticket.db import make_engine, make_session_factory
+
+    settings = settings_or_exit()
+    registry = _registry(settings)
+    engine = make_engine(settings.database_url)
+
+    async def once() -> Any:
+        backend = registry.build(args.name)
+        try:
+            return await poll_backend(make_session_factory(engine), backend)
+        finally:
+            await backend.aclose()
+
+    try:
+        report = asyncio.run(once())
+    except (UnknownBackend, BackendError) as exc:
+        print(f"mailticket: {args.name}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{args.name}: {report.as_dict()}")
+    return 0
+
+
+def _relink(args: argparse.Namespace) -> int:
+    from mailticket import tickets
+    from mailticket.backends import links
+    from mailticket.backends.base import RemoteRef
+    from mailticket.cli import settings_or_exit
+    from mailticket.db import make_engine, make_session_factory
+
+    settings = settings_or_exit()
+    try:
+        _registry(settings).get(args.name)
+    except UnknownBackend as exc:
+        print(f"mailticket: {exc}", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session, session.begin():
+            ticket = tickets.find_ticket(session, args.ticket)
+            if ticket is None:
+                print(f"mailticket: no ticket {args.ticket}", file=sys.stderr)
+                return 1
+            if links.by_remote_id(session, args.name, args.remote_id) is not None:
+                print(f"mailticket: {args.name} {args.remote_id} is already linked",
+                      file=sys.stderr)
+                return 1
+            ref = RemoteRef(args.name, args.remote_id, args.key, args.url)
+            link = links.relink(session, ticket.id, ref)
+            print(f"{ticket.ticket_number} linked to {args.name} {args.key or args.remote_id}"
+                  f" (link {link.id})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backends", help="external ticket systems (Jira, Zammad, ...)")
+    s = p.add_subparsers(dest="backends_command", metavar="ACTION", required=True)
+    s.add_parser("list", help="configured instances").set_defaults(func=_list)
+    test = s.add_parser("test", help="check URL and credentials with one real call")
+    test.add_argument("name")
+    test.set_defaults(func=lambda a: _run(a, "test"))
+    refresh = s.add_parser("refresh", help="re-read reference data (queues, sources, ...)")
+    refresh.add_argument("name")
+    refresh.set_defaults(func=lambda a: _run(a, "refresh"))
+    deliver = s.add_parser("deliver", help="perform due backend operations once (cron/tests)")
+    deliver.add_argument("name", nargs="?", help="only this instance")
+    deliver.set_defaults(func=_deliver)
+    poll = s.add_parser("poll", help="pull remote status changes of one instance once")
+    poll.add_argument("name")
+    poll.set_defaults(func=_poll)
+    relink = s.add_parser("relink", help="point a ticket (e.g. with a broken link) at a remote one")
+    relink.add_argument("ticket", help="TKT-… number or id")
+    relink.add_argument("name", help="backend instance")
+    relink.add_argument("remote_id", help="the vendor's stable id")
+    relink.add_argument("--key", help="what humans see (OPS-12, ticket number)")
+    relink.add_argument("--url")
+    relink.set_defaults(func=_relink)

@@ -1,0 +1,46 @@
+"""`mailticket serve [--host --port]`: the HTTP API and thread view on their own (uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from mailticket.live.logs import configure_logging
+from mailticket.runtime import build_runtime
+
+
+def _listen_default(api_listen: str | None) -> tuple[str, int]:
+    if not api_listen:
+        return "127.0.0.1", 8000
+    host, _, port = api_listen.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mailticket.api.app import create_app
+    from mailticket.cli import settings_or_exit
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_format)
+    host, port = _listen_default(settings.api_listen)
+    runtime = build_runtime(settings)
+    try:
+        uvicorn.run(
+            create_app(runtime), host=args.host or host, port=args.port or port,
+            log_config=None, proxy_headers=args.proxy_headers,
+        )
+    finally:
+        runtime.close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="serve the HTTP API and thread view (no mail sources)")
+    p.add_argument("--host", help="default: API_LISTEN's host, else 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: API_LISTEN's port, else 8000")
+    p.add_argument(
+        "--proxy-headers", action="store_true",
+        help="trust X-Forwarded-* (only behind your own reverse proxy)",
+    )
+    p.set_defaults(func=_serve)

@@ -1,0 +1,84 @@
+"""`mailticket tokens create|list|revoke`: API bearer tokens."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket.api import tokens
+from mailticket.db import make_engine, make_session_factory
+
+
+def _session_factory() -> tuple[Engine, sessionmaker[Session]]:
+    from mailticket.cli import settings_or_exit
+
+    engine = make_engine(settings_or_exit().database_url)
+    return engine, make_session_factory(engine)
+
+
+def _create(args: argparse.Namespace) -> int:
+    engine, factory = _session_factory()
+    try:
+        with factory() as session:
+            try:
+                row, plain = tokens.create_token(session, name=args.name, scope=args.scope)
+            except tokens.TokenError as exc:
+                print(f"mailticket: {exc}", file=sys.stderr)
+                return 2
+            session.commit()
+            # The only time the token is ever shown: only its hash is stored.
+            print(plain)
+            print(
+                f"token {row.id} {row.name!r} scope {row.scope}: store it now, "
+                "it is not shown again",
+                file=sys.stderr,
+            )
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    engine, factory = _session_factory()
+    try:
+        with factory() as session:
+            for row in tokens.list_tokens(session):
+                state = "revoked" if row.revoked_at else "active"
+                used = row.last_used_at.isoformat() if row.last_used_at else "never"
+                print(f"{row.id:>5} {row.scope:<6} {state:<8} last used {used:<32} {row.name}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    engine, factory = _session_factory()
+    try:
+        with factory() as session:
+            try:
+                row = tokens.revoke_token(session, args.id)
+            except tokens.TokenError as exc:
+                print(f"mailticket: {exc}", file=sys.stderr)
+                return 1
+            session.commit()
+            print(f"token {row.id} {row.name!r} revoked")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("tokens", help="API bearer tokens (stored hashed; shown once)")
+    s = p.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    create = s.add_parser("create", help="create a token and print it once")
+    create.add_argument("--scope", choices=tokens.SCOPES, required=True)
+    create.add_argument("--name", required=True, help="who or what uses it")
+    create.set_defaults(func=_create)
+    ls = s.add_parser("list", help="tokens, their scope and last use (never the token)")
+    ls.set_defaults(func=_list)
+    revoke = s.add_parser("revoke", help="revoke a token by id; it stops working at once")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(func=_revoke)

@@ -1,0 +1,65 @@
+"""The API through a real uvicorn server and a real HTTP client (no in-process transport)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from tests.api.conftest import Api
+from tests.api.server import free_port, running
+from tests.mailfactory import make_email
+
+
+def test_thread_over_real_http(api: Api) -> None:
+    first = api.ingest(make_email(subject="Printer on fire", message_id="<p1@example.com>"),
+                       received_at=datetime(2025, 12, 15, 10, 0, tzinfo=UTC))
+    api.ingest(make_email(subject="Re: Printer on fire", in_reply_to="<p1@example.com>",
+                          message_id="<p2@example.com>"),
+               received_at=datetime(2025, 12, 15, 11, 0, tzinfo=UTC))
+    with running(api.app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/healthz").json()["status"] == "ok"
+        denied = http.get(f"/api/v1/tickets/{first.ticket_id}/emails")
+        assert denied.status_code == 401
+        assert denied.headers["content-type"] == "application/problem+json"
+        r = http.get(f"/api/v1/tickets/{first.ticket_number}/emails", headers=api.auth())
+        assert r.status_code == 200
+        inbound = [m for m in r.json()["emails"] if m["direction"] == "in"]
+        assert [m["email_message_id"] for m in inbound] == ["<p1@example.com>", "<p2@example.com>"]
+        assert inbound[1]["matched_by"] == "in_reply_to"
+        spec = http.get("/openapi.json").json()
+        assert "/api/v1/tickets/{ticket_id}/emails" in spec["paths"]
+        assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_mailticket_serve_command(api: Api, db_url: str) -> None:
+    """`mailticket serve` as an operator starts it: its own process, settings from the env."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailticket.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("mailticket serve did not become ready")
+        assert httpx.get(f"{base}/api/v1/tickets").status_code == 401
+        r = httpx.get(f"{base}/api/v1/tickets", headers=api.auth())
+        assert r.status_code == 200 and r.json() == {"tickets": [], "next_cursor": None}
+    finally:
+        proc.terminate()
+        # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailticket.runtime import Runtime
+from tests.backends.fakes.jira import FakeJira
+from tests.backends.helpers import PUSH_WORKFLOW, write_backends
+
+
+@pytest.fixture
+def fake_jira() -> Iterator[FakeJira]:
+    with FakeJira() as server:
+        yield server
+
+
+def jira_instance(server: FakeJira, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "jira", "base_url": server.url, "project_key": server.project,
+        "email": server.email, "api_token": server.token,
+        "webhook_secret": server.webhook_secret, "timeout": 5,
+        "status_map": {"Done": "resolved"}, **extra,
+    }
+
+
+@pytest.fixture
+def jira_runtime(
+    make_runtime: Callable[..., Runtime], fake_jira: FakeJira, tmp_path: Path
+) -> Runtime:
+    backends = write_backends(tmp_path / "backends.yaml", {"jira": jira_instance(fake_jira)})
+    return make_runtime(workflows_path=PUSH_WORKFLOW, backends_file=backends)

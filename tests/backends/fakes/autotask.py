@@ -1,0 +1,194 @@
+"""Fake Autotask REST: zone lookup, Tickets, Notes, Attachments, TimeEntries, picklists."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.backends.fakes._server import FakeVendor
+
+API = "/ATServicesRest/V1.0"
+REQUIRED = ("companyID", "title", "status", "priority", "queueID")
+PICKLISTS = {
+    "queueID": [(29683354, "Client Portal"), (29683378, "Monitoring Alert"),
+                (8, "Retired", False)],
+    "source": [(-1, "Insourced"), (2, "Phone"), (4, "Email")],
+    "status": [(1, "New"), (5, "Complete"), (7, "Waiting Customer"), (8, "In Progress")],
+    "priority": [(1, "High"), (2, "Medium"), (3, "Low"), (4, "Critical")],
+}
+
+
+def errors(*messages: str, status: int = 500) -> JSONResponse:
+    return JSONResponse({"errors": list(messages)}, status)
+
+
+class FakeAutotask(FakeVendor):
+    def __init__(self, user: str = "api@example.org", secret: str = "s3cret",
+                 code: str = "INTEGRATION") -> None:
+        self.user, self.secret, self.code = user, secret, code
+        self.auth_status = 500  # Autotask's "bad credentials" often arrives as a 500
+        self.tickets: dict[int, dict[str, Any]] = {}
+        self.notes: list[dict[str, Any]] = []
+        self.attachments: list[dict[str, Any]] = []
+        self.time_entries: list[dict[str, Any]] = []
+        self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
+        self._next = 1000
+        super().__init__()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/atservicesrest/v1.0/zoneInformation", self.zone),
+            Route(f"{API}/Tickets/entityInformation", self.entity_info),
+            Route(f"{API}/Tickets/entityInformation/fields", self.fields),
+            Route(f"{API}/Tickets", self.tickets_root, methods=["POST", "PATCH"]),
+            Route(f"{API}/Tickets/query", self.query, methods=["POST"]),
+            Route(f"{API}/Tickets/query/next", self.query_next),
+            Route(f"{API}/Tickets/{{tid:int}}", self.one),
+            Route(f"{API}/Tickets/{{tid:int}}/Notes", self.add_note, methods=["POST"]),
+            Route(f"{API}/Tickets/{{tid:int}}/Attachments", self.add_attachment,
+                  methods=["POST"]),
+            Route(f"{API}/TimeEntries/query", self.time_query, methods=["POST"]),
+        ]
+
+    def tick(self) -> str:
+        self.clock += timedelta(seconds=1)
+        return self.clock.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    def nid(self) -> int:
+        self._next += 1
+        return self._next
+
+    def set_status(self, tid: int, status: int) -> None:
+        self.tickets[tid].update(status=status, lastActivityDate=self.tick())
+
+    def add_time_entry(self, tid: int, hours: float = 0.5) -> None:
+        self.time_entries.append({"id": self.nid(), "ticketID": tid, "hoursWorked": hours})
+
+    async def zone(self, request: Request) -> Response:
+        if request.query_params.get("user", "").lower() != self.user:
+            return errors("Zone information could not be determined", status=404)
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse({"zoneName": "Fake Zone", "url": f"{base}/ATServicesRest/",
+                             "webUrl": f"{base}/web/", "ci": 1})
+
+    def _denied(self, request: Request) -> Response | None:
+        h = request.headers
+        if (h.get("username"), h.get("secret"), h.get("apiintegrationcode")) == (
+            self.user, self.secret, self.code):
+            return None
+        if self.auth_status == 401:
+            return JSONResponse({"errors": ["Unauthorized"]}, 401)
+        return errors("Unable to authenticate: the user name or secret is invalid, "
+                      "or the ApiIntegrationCode is not valid")
+
+    async def entity_info(self, request: Request) -> Response:
+        return self._denied(request) or JSONResponse(
+            {"info": {"name": "Ticket", "canCreate": True, "canQuery": True}})
+
+    async def fields(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        out = [{"name": "title", "isRequired": True, "isPickList": False}]
+        for name, values in PICKLISTS.items():
+            out.append({"name": name, "isRequired": True, "isPickList": True,
+                        "picklistValues": [{"value": str(v[0]), "label": v[1],
+                                            "isActive": v[2] if len(v) > 2 else True}
+                                           for v in values]})
+        return JSONResponse({"fields": out})
+
+    async def tickets_root(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        body = await request.json()
+        if request.method == "PATCH":
+            ticket = self.tickets.get(int(body.get("id", 0)))
+            if ticket is None:
+                return errors(f"Ticket {body.get('id')} not found")
+            ticket.update(body)
+            ticket["lastActivityDate"] = self.tick()
+            return JSONResponse({"itemId": ticket["id"]})
+        missing = [f for f in REQUIRED if body.get(f) in (None, "")]
+        if missing:
+            return errors(*(f"Missing Required Field: {f}" for f in missing))
+        if len(body.get("externalID") or "") > 50:
+            return errors("externalID: value exceeds the maximum length of 50")
+        tid = self.nid()
+        self.tickets[tid] = {**body, "id": tid, "ticketNumber": f"T20260101.{tid:04d}",
+                             "lastActivityDate": self.tick()}
+        return JSONResponse({"itemId": tid})
+
+    async def one(self, request: Request) -> Response:
+        return self._denied(request) or JSONResponse(
+            {"item": self.tickets.get(request.path_params["tid"])})
+
+    def _filter(self, rows: list[dict[str, Any]], flt: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+        for f in flt:
+            field, value = f["field"], f["value"]
+            if f["op"] == "eq":
+                rows = [r for r in rows if r.get(field) == value]
+            elif f["op"] == "gt":
+                rows = [r for r in rows if str(r.get(field, "")) > str(value)]
+        return rows
+
+    def _page(self, request: Request, search: dict[str, Any], offset: int) -> Response:
+        rows = self._filter(list(self.tickets.values()), search.get("filter", []))
+        rows.sort(key=lambda r: r["id"])
+        size = int(search.get("maxRecords", 500))
+        chunk = rows[offset : offset + size]
+        if "includeFields" in search:
+            chunk = [{k: r.get(k) for k in search["includeFields"]} for r in chunk]
+        nxt = None
+        if offset + size < len(rows):
+            nxt = str(request.url_for("query_next").include_query_params(
+                offset=offset + size, search=json.dumps(search)))
+        return JSONResponse({"items": chunk, "pageDetails": {
+            "count": len(chunk), "requestCount": size, "prevPageUrl": None,
+            "nextPageUrl": nxt}})
+
+    async def query(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        return self._page(request, await request.json(), 0)
+
+    async def query_next(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        qp = request.query_params
+        return self._page(request, json.loads(qp["search"]), int(qp["offset"]))
+
+    async def add_note(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        tid = request.path_params["tid"]
+        if tid not in self.tickets:
+            return errors(f"Ticket {tid} not found")
+        body = await request.json()
+        if not body.get("description") or body.get("noteType") is None:
+            return errors("Missing Required Field: description/noteType")
+        note = {**body, "id": self.nid(), "ticketID": tid}
+        self.notes.append(note)
+        return JSONResponse({"itemId": note["id"]})
+
+    async def add_attachment(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        tid = request.path_params["tid"]
+        if tid not in self.tickets:
+            return errors(f"Ticket {tid} not found")
+        att = {**(await request.json()), "id": self.nid(), "parentID": tid}
+        self.attachments.append(att)
+        return JSONResponse({"itemId": att["id"]})
+
+    async def time_query(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        search = await request.json()
+        rows = self._filter(self.time_entries, search.get("filter", []))
+        return JSONResponse({"items": rows[: int(search.get("maxRecords", 500))],
+                             "pageDetails": {"count": len(rows), "nextPageUrl": None}})

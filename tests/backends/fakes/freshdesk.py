@@ -1,0 +1,172 @@
+"""Fake Freshdesk API v2: tickets, notes, replies, multipart attachments, search, paging."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.backends.fakes._server import FakeVendor
+
+
+def invalid(*errors: tuple[str, str, str]) -> JSONResponse:
+    return JSONResponse({"description": "Validation failed", "errors": [
+        {"field": f, "message": m, "code": c} for f, m, c in errors]}, 400)
+
+
+class FakeFreshdesk(FakeVendor):
+    def __init__(self, api_key: str = "fdkey") -> None:
+        self.api_key = api_key
+        self.tickets: dict[int, dict[str, Any]] = {}
+        self.conversations: dict[int, list[dict[str, Any]]] = {}
+        self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
+        self._next = 10
+        super().__init__()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/v2/agents/me", self.me),
+            Route("/api/v2/tickets", self.tickets_root, methods=["GET", "POST"]),
+            Route("/api/v2/tickets/{tid:int}", self.one, methods=["GET", "PUT"]),
+            Route("/api/v2/tickets/{tid:int}/notes", self.note, methods=["POST"]),
+            Route("/api/v2/tickets/{tid:int}/reply", self.reply, methods=["POST"]),
+            Route("/api/v2/tickets/{tid:int}/conversations", self.conversation_list),
+            Route("/api/v2/search/tickets", self.search),
+        ]
+
+    def tick(self) -> str:
+        self.clock += timedelta(seconds=1)
+        return self.clock.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def nid(self) -> int:
+        self._next += 1
+        return self._next
+
+    def set_status(self, tid: int, status: int) -> None:
+        self.tickets[tid].update(status=status, updated_at=self.tick())
+
+    def _denied(self, request: Request) -> Response | None:
+        expected = base64.b64encode(f"{self.api_key}:X".encode()).decode()
+        if request.headers.get("authorization") == f"Basic {expected}":
+            return None
+        return JSONResponse({"code": "invalid_credentials",
+                             "message": "You have to be logged in to perform this action."}, 401)
+
+    async def me(self, request: Request) -> Response:
+        return self._denied(request) or JSONResponse(
+            {"id": 1, "contact": {"email": "agent@example.org"}})
+
+    async def tickets_root(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        if request.method == "GET":
+            qp = request.query_params
+            rows = [t for t in self.tickets.values()
+                    if t["updated_at"] >= qp.get("updated_since", "")]
+            rows.sort(key=lambda t: t["updated_at"])
+            per, page = int(qp.get("per_page", 30)), int(qp.get("page", 1))
+            headers = {}
+            if page * per < len(rows):
+                headers["Link"] = f'<{request.url.include_query_params(page=page + 1)}>; rel="next"'
+            return JSONResponse(rows[(page - 1) * per : page * per], 200, headers)
+        body = await request.json()
+        problems = [(f, "It should be a/an String", "missing_field")
+                    for f in ("email", "subject") if not body.get(f)]
+        if body.get("status") not in (2, 3, 4, 5):
+            problems.append(("status", "It should be one of these values: '2,3,4,5'",
+                             "invalid_value"))
+        if problems:
+            return invalid(*problems)
+        tid = self.nid()
+        now = self.tick()
+        self.tickets[tid] = {**body, "id": tid, "created_at": now, "updated_at": now,
+                             "custom_fields": body.get("custom_fields", {})}
+        return JSONResponse(self.tickets[tid], 201)
+
+    async def one(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        ticket = self.tickets.get(request.path_params["tid"])
+        if ticket is None:
+            return Response(status_code=404)
+        if request.method == "PUT":
+            body = await request.json()
+            if "status" in body and body["status"] not in (2, 3, 4, 5):
+                return invalid(("status", "It should be one of these values: '2,3,4,5'",
+                                "invalid_value"))
+            custom = body.pop("custom_fields", {})
+            ticket.update(body)
+            ticket["custom_fields"].update(custom)
+            ticket["updated_at"] = self.tick()
+        return JSONResponse(ticket)
+
+    def agent_note(self, tid: int, body: str, private: bool = True) -> dict[str, Any]:
+        """A human agent (user 2, not the API key's agent 1) adds a note in the UI."""
+        return self._add(tid, {"body": body, "private": private, "kind": "note",
+                               "attachments": []}, user_id=2)
+
+    def _add(self, tid: int, entry: dict[str, Any], user_id: int = 1) -> dict[str, Any]:
+        entry.update(id=self.nid(), ticket_id=tid, created_at=self.tick(), user_id=user_id)
+        self.conversations.setdefault(tid, []).append(entry)
+        return entry
+
+    async def note(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        tid = request.path_params["tid"]
+        if tid not in self.tickets:
+            return Response(status_code=404)
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form()
+            files = [f for f in form.getlist("attachments[]") if isinstance(f, UploadFile)]
+            atts = [{"id": self.nid(), "name": f.filename, "content_type": f.content_type,
+                     "data": await f.read()} for f in files]
+            body: dict[str, Any] = {"body": form.get("body"),
+                                    "private": form.get("private") != "false",
+                                    "attachments": atts}
+        else:
+            body = await request.json()
+            body = {"body": body.get("body"), "private": body.get("private", True),
+                    "attachments": []}
+        if not body["body"]:
+            return invalid(("body", "It should be a/an String", "missing_field"))
+        entry = self._add(tid, {**body, "kind": "note"})
+        out = {**entry, "attachments": [{k: v for k, v in a.items() if k != "data"}
+                                        for a in entry["attachments"]]}
+        return JSONResponse(out, 201)
+
+    async def reply(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        tid = request.path_params["tid"]
+        if tid not in self.tickets:
+            return Response(status_code=404)
+        body = await request.json()
+        entry = self._add(tid, {"body": body["body"], "private": False, "kind": "reply",
+                                "attachments": []})
+        return JSONResponse(entry, 201)
+
+    async def conversation_list(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        items = self.conversations.get(request.path_params["tid"], [])
+        return JSONResponse([{"id": c["id"], "body": c["body"], "body_text": c["body"],
+                              "private": c["private"], "user_id": c["user_id"],
+                              "created_at": c["created_at"]} for c in items])
+
+    async def search(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        query = request.query_params["query"]
+        if not (query.startswith('"') and query.endswith('"')):
+            return invalid(("query", "It should be wrapped in double quotes", "invalid_value"))
+        name, _, value = query.strip('"').partition(":")
+        value = value.strip("'")
+        rows = [t for t in self.tickets.values()
+                if t["custom_fields"].get(f"cf_{name}") == value]
+        return JSONResponse({"results": rows, "total": len(rows)})
