@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,19 @@ if TYPE_CHECKING:
     from mailticket.runtime import Runtime
 from tests.dbutil import TemplateDatabases, drop_pg, pg_available
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+def _find_corpus() -> Path:
+    """The shared corpus: MAILTICKET_CORPUS, else ../shared/corpus beside the checkout, else
+    the workplace's /work/shared/corpus (a clone elsewhere, e.g. in CI)."""
+    beside = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    candidates = [Path("/work/shared/corpus")]
+    if os.environ.get("MAILTICKET_CORPUS"):
+        candidates.insert(0, Path(os.environ["MAILTICKET_CORPUS"]))
+    candidates.insert(-1, beside)
+    return next((c for c in candidates if c.is_dir()), beside)
+
+
+CORPUS = _find_corpus()
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
