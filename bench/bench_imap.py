@@ -49,12 +49,55 @@ def ledger_count(factory) -> int:  # type: ignore[no-untyped-def]
         return int(s.scalar(select(func.count()).select_from(ImapLedgerEntry)) or 0)
 
 
+async def send_auto_replies(runtime) -> None:  # type: ignore[no-untyped-def]
+    """Deliver the queued auto-replies to a local aiosmtpd sink and time it."""
+    from tests.smtp_sink import SmtpSink
+
+    from mailticket.outbound.smtp import deliver_outgoing_mail
+
+    with SmtpSink() as sink:
+        settings = runtime.settings.model_copy(
+            update={"smtp_host": "127.0.0.1", "smtp_port": sink.port, "smtp_tls": "plain"}
+        )
+        t0 = time.perf_counter()
+        total = 0
+        while True:
+            report = await deliver_outgoing_mail(runtime.session_factory, settings, batch=200)
+            total += report.done
+            if report.total == 0:
+                break
+        took = time.perf_counter() - t0
+        print(f"auto-replies: {total} sent in {took:.2f}s = {total / max(took, 1e-9):.0f} msg/s"
+              f" (sink received {len(sink.messages)})")
+
+
+async def big_attachment(dovecot, box, handler, factory, engine, mb: int) -> None:  # type: ignore[no-untyped-def]
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "big@example.com", "support@example.com", "dump"
+    msg["Message-ID"] = f"<big-{uuid.uuid4().hex}@example.com>"
+    msg.set_content("Core dump attached.")
+    msg.add_attachment(b"\x5a" * (mb << 20), maintype="application", subtype="octet-stream",
+                       filename="core.bin")
+    raw = msg.as_bytes()
+    await asyncio.to_thread(dovecot.append, raw)
+    del raw, msg
+    src = ImapSource(box, handler, factory, engine, max_message_size=(mb + 32) << 20)
+    t0 = time.perf_counter()
+    stored = await src.run_once()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{mb} MB attachment: {stored} stored in {time.perf_counter() - t0:.1f}s,"
+          f" peak RSS now {rss:.0f} MB")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int, nargs="?", default=5000)
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--database-url")
     ap.add_argument("--fake", action="store_true", help="stand-in handler instead of the pipeline")
+    ap.add_argument("--big-mb", type=int, default=50, help="one message with an attachment this big")
     args = ap.parse_args()
 
     pg_name = None
@@ -89,6 +132,8 @@ async def main() -> None:
         stored = await src.run_once()
         drain = time.perf_counter() - t0
         print(f"drain: {stored} messages in {drain:.2f}s = {stored / drain:.0f} msg/s")
+        if not args.fake:
+            await send_auto_replies(runtime)
 
         live = ImapSource(box, handler, factory, engine, max_message_size=25 << 20,
                           poll_interval=3600)
@@ -112,6 +157,8 @@ async def main() -> None:
         )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS: {rss:.0f} MB")
+        if args.big_mb:
+            await big_attachment(dovecot, box, handler, factory, engine, args.big_mb)
     finally:
         dovecot.stop()
         engine.dispose()

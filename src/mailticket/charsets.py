@@ -93,7 +93,7 @@ def resolve_charset(declared: str | None) -> tuple[str, ...]:
     name = _ALIASES.get(label, label)
     try:
         return (codecs.lookup(name).name,)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a label with a NUL in it
         return ()
 
 

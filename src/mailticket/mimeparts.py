@@ -62,7 +62,9 @@ def repair_boundary(msg: Message) -> bool:
         return False
     head = f'Content-Type: {msg.get_content_type()}; boundary="{boundary}"\n\n'
     inner = email.message_from_bytes(
-        head.encode("ascii", "surrogateescape") + body.encode("ascii", "surrogateescape")
+        # Surrogates are the raw 8-bit bytes the parser kept; anything else is text it
+        # already decoded, written back as UTF-8.
+        head.encode("utf-8", "surrogateescape") + body.encode("utf-8", "surrogateescape")
     )
     parts = inner.get_payload()
     if not isinstance(parts, list) or not parts:

@@ -113,11 +113,12 @@ def _prepare(raw: bytes) -> bytes:
     if not data.strip(b"\x00 \t\n"):
         raise ParseError("empty message")
     head, sep, body = data.partition(b"\n\n")
-    if _SPACE_BEFORE_COLON.search(head):
+    fixed = head.replace(b"\x00", b"")  # NUL is never header text (and PostgreSQL refuses it)
+    if _SPACE_BEFORE_COLON.search(fixed):
         # RFC 822's obsolete syntax allows "From  : x"; the stdlib would read a first line
         # like that as an mbox separator and other such lines as body text.
-        data = _SPACE_BEFORE_COLON.sub(rb"\1:", head) + sep + body
-    return data
+        fixed = _SPACE_BEFORE_COLON.sub(rb"\1:", fixed)
+    return data if fixed == head else fixed + sep + body
 
 
 def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
