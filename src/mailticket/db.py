@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Engine, create_engine, event
+from sqlalchemy import JSON, Dialect, Engine, String, TypeDecorator, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -14,6 +14,21 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 class Base(DeclarativeBase):
     pass
+
+
+class ClippedString(TypeDecorator[str]):
+    """A VARCHAR(n) for values that come from outside (mail headers, vendor answers):
+    an overlong value is cut to n instead of failing the whole message on PostgreSQL
+    (SQLite never enforces the length, so without this the two databases disagree)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        length: int | None = getattr(self.impl_instance, "length", None)
+        if value is not None and length is not None and len(value) > length:
+            return value[:length]
+        return value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

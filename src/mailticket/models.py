@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mailticket.db import Base, JSONType
+from mailticket.db import Base, ClippedString, JSONType
 
 
 def _now() -> Any:
@@ -43,7 +43,7 @@ class Ticket(Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     # Lower-cased address of whoever opened the ticket; by-email lookups and the
     # `participants` subject policy use it without scanning the log.
-    requester_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    requester_email: Mapped[str | None] = mapped_column(ClippedString(320), index=True)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tticket_tickets.id"))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=_now(), index=True
@@ -66,7 +66,7 @@ class Comment(Base):
         ForeignKey("tticket_tickets.id"), nullable=False, index=True
     )
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
-    author_email: Mapped[str | None] = mapped_column(String(320))
+    author_email: Mapped[str | None] = mapped_column(ClippedString(320))
     is_internal: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # email | api | system
     source: Mapped[str] = mapped_column(String(16), nullable=False, default="email")
@@ -116,7 +116,7 @@ class EmailLog(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tticket_tickets.id"))
     email_message_id: Mapped[str] = mapped_column(Text, nullable=False)
     email_subject: Mapped[str | None] = mapped_column(Text)
-    email_from: Mapped[str] = mapped_column(String(320), nullable=False, default="")
+    email_from: Mapped[str] = mapped_column(ClippedString(320), nullable=False, default="")
     email_from_name: Mapped[str | None] = mapped_column(Text)
     email_to: Mapped[str | None] = mapped_column(Text)
     email_received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -148,7 +148,7 @@ class Attachment(Base):
     )
     part_index: Mapped[int] = mapped_column(Integer, nullable=False)
     filename: Mapped[str] = mapped_column(Text, nullable=False)
-    content_type: Mapped[str] = mapped_column(String(255), nullable=False)
+    content_type: Mapped[str] = mapped_column(ClippedString(255), nullable=False)
     size: Mapped[int] = mapped_column(Integer, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailticket.db import Base
+from mailticket.db import Base, ClippedString
 from mailticket.outbox_models import _DB_NOW, utcnow
 
 LINK_STATES = ("pending", "linked", "broken")
@@ -36,7 +36,7 @@ class RemoteLink(Base):
     # pending | linked | broken
     state: Mapped[str] = mapped_column(String(10), nullable=False, default="pending")
     broken_reason: Mapped[str | None] = mapped_column(Text)
-    last_status_raw: Mapped[str | None] = mapped_column(String(255))
+    last_status_raw: Mapped[str | None] = mapped_column(ClippedString(255))
     last_status: Mapped[str | None] = mapped_column(String(16))  # Normalized value
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
