@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
+
 from mailticket.settings import ConfigError, Settings, load_settings
 
 COMMAND_MODULES: list[str] = [
@@ -48,6 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except DBAPIError as exc:
+        # A missing table or an unreachable server is an operator's problem to fix, not a
+        # traceback to read: say which database and what to try.
+        print(f"mailticket: database error: {exc.orig}", file=sys.stderr)
+        print(
+            "  (is DATABASE_URL right, the server up, and the schema migrated?"
+            " run `mailticket db upgrade`)",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 
