@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -224,6 +225,21 @@ service imap-login {{
                     raise RuntimeError(f"APPEND failed: {data!r}")
         finally:
             imap.logout()
+
+    def deliver_many(self, raws: Iterable[bytes]) -> None:
+        """Put messages straight into INBOX's Maildir new/, as a local delivery agent does.
+        Much faster than APPEND for big benchmark mailboxes (Dovecot rewrites its uid list
+        on every APPEND); Dovecot indexes them at the next SELECT."""
+        imap = self.client()
+        try:
+            imap.select("INBOX")  # makes Dovecot create ~/Maildir
+        finally:
+            imap.logout()
+        new = self.home / self.user / "Maildir" / "new"
+        for i, raw in enumerate(raws):
+            path = new / f"{time.time_ns()}.{i}.bench"
+            path.write_bytes(raw)
+            shutil.chown(path, "dovecot", "dovecot")
 
     def create(self, folder: str) -> None:
         imap = self.client()

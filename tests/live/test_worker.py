@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket import metrics
 from mailticket.live.config import MailboxConfig
 from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapError, ImapSession, TlsUnavailable
@@ -196,6 +197,10 @@ async def test_xoauth2_login(tmp_path: Path) -> None:
         http.shutdown()
 
 
+def connected(label: str) -> float | None:
+    return metrics.REGISTRY.value("mailticket_imap_connected", mailbox=label)
+
+
 async def test_reconnects_after_the_server_goes_away(
     tmp_path: Path, engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
@@ -208,11 +213,13 @@ async def test_reconnects_after_the_server_goes_away(
     try:
         server.append(message("before the outage"))
         await wait_for(lambda: counts(session_factory)["email_log"] == 1)
+        assert connected(box.label) == 1.0
         server.halt()
-        await asyncio.sleep(1.5)  # the worker notices and backs off
+        await wait_for(lambda: connected(box.label) == 0.0)  # noticed; backing off
         server.start()
         server.append(message("after the outage"))
         await wait_for(lambda: counts(session_factory)["email_log"] == 2, timeout=30)
+        assert connected(box.label) == 1.0
     finally:
         src.stop.set()
         await asyncio.wait_for(task, 15)

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import quarantine
+from mailticket import metrics, quarantine
 from mailticket.live import ledger
 from mailticket.live.config import MailboxConfig
 from mailticket.live.dbgate import write_gate
@@ -245,6 +245,7 @@ class ImapSource:
                         await _wait(stop, asyncio.sleep(self.poll_interval))
                         continue
                     await self.imap.open()
+                    metrics.set_imap_state(self.box.label, connected=True)
                     log.info(
                         "connected mailbox=%s idle=%s uidvalidity=%s",
                         self.box.label, self.box.idle and self.imap.has("IDLE"),
@@ -257,10 +258,12 @@ class ImapSource:
                         "mailbox error mailbox=%s error=%r retry_in=%.0fs",
                         self.box.label, exc, backoff,
                     )
+                    metrics.set_imap_state(self.box.label, connected=False)
                     await self.imap.close()
                     await _wait(stop, asyncio.sleep(backoff))
                     backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
+            metrics.set_imap_state(self.box.label, connected=False)
             await self.imap.close()
             await asyncio.to_thread(self.lock.release)
 

@@ -143,14 +143,30 @@ class ImapSession:
         self.timeout = timeout
         self.client: aioimaplib.IMAP4 | None = None
         self.uidvalidity = 0
+        self.lost = False
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        # aioimaplib leaves a waiting IDLE hanging when the socket dies; wake it so the
+        # source reconnects now instead of when IDLE would have been renewed (minutes).
+        self.lost = True
+        client = self.client
+        if client is not None and client.protocol.has_pending_idle_command():
+            client.protocol.idle_queue.put_nowait(aioimaplib.STOP_WAIT_SERVER_PUSH)
 
     async def open(self) -> None:
         box, host, port = self.box, self.box.host, self.box.port_or_default
+        self.lost = False
         if box.tls == "starttls":
-            client = _StartTlsIMAP4(host, port, timeout=self.timeout, ssl_context=ssl_context(box))
+            client = _StartTlsIMAP4(
+                host, port, timeout=self.timeout, ssl_context=ssl_context(box),
+                conn_lost_cb=self._connection_lost,
+            )
         else:
             context = ssl_context(box) if box.tls == "ssl" else None
-            client = _IMAP4(host, port, timeout=self.timeout, ssl_context=context)
+            client = _IMAP4(
+                host, port, timeout=self.timeout, ssl_context=context,
+                conn_lost_cb=self._connection_lost,
+            )
         self.client = client
         await client.wait_hello_from_server()
         if box.oauth2_token_command is not None:
@@ -245,20 +261,27 @@ class ImapSession:
     async def wait_for_news(self, timeout: float) -> bool:
         """IDLE until the server reports something or `timeout` passes; True on news."""
         client = self._c
+        if self.lost:
+            raise ImapError("connection lost")
         idle = await client.idle_start(timeout=timeout)
         news = False
         try:
             while client.has_pending_idle():
                 pushed = await client.wait_server_push(timeout=timeout + self.timeout)
                 if pushed == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    if self.lost:
+                        raise ImapError("connection lost while idling")
                     break
                 if any(b"EXISTS" in bytes(x) or b"RECENT" in bytes(x) for x in pushed):
                     news = True
                     break
         finally:
-            if client.has_pending_idle():
-                client.idle_done()
-            await asyncio.wait_for(idle, self.timeout)
+            if not self.lost:
+                if client.has_pending_idle():
+                    client.idle_done()
+                await asyncio.wait_for(idle, self.timeout)
+            else:
+                idle.cancel()
         return news
 
     async def close(self) -> None:
