@@ -18,17 +18,18 @@ class Base(DeclarativeBase):
 
 class ClippedString(TypeDecorator[str]):
     """A VARCHAR(n) for values that come from outside (mail headers, vendor answers):
-    an overlong value is cut to n instead of failing the whole message on PostgreSQL
-    (SQLite never enforces the length, so without this the two databases disagree)."""
+    an overlong value is cut to n and NUL dropped, instead of failing the whole message on
+    PostgreSQL (SQLite accepts both, so without this the two databases disagree)."""
 
     impl = String
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        value = value.replace("\x00", "")  # PostgreSQL text cannot hold NUL
         length: int | None = getattr(self.impl_instance, "length", None)
-        if value is not None and length is not None and len(value) > length:
-            return value[:length]
-        return value
+        return value[:length] if length is not None and len(value) > length else value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

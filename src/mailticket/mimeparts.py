@@ -82,7 +82,8 @@ def walk(msg: Message, hint: str | None) -> Walk:
 
 
 def _visit(part: Message, out: Walk, *, inside_message: bool) -> None:
-    ctype = part.get_content_type()
+    # A part's own header block can carry NUL (the top-level one is cleaned before parsing).
+    ctype = part.get_content_type().replace("\x00", "")
     out.part_types.append(ctype)
     for defect in part.defects:
         out.defect(type(defect).__name__)
