@@ -30,6 +30,9 @@ class Resolution:
     match: ThreadMatch | None
     # Other live tickets the message's own headers tie to the same conversation.
     also: list[int] = field(default_factory=list)
+    # The matched ticket itself. The session's identity map only holds objects weakly: kept
+    # here, the actions that link the mail find it there instead of loading it again.
+    ticket: Ticket | None = field(default=None, repr=False, compare=False)
 
 
 def _candidates(email: ParsedEmail, classification: Classification) -> list[tuple[str, str]]:
@@ -97,6 +100,7 @@ def resolve(
     by_number = _tickets_by_number(session, {n.upper() for n in numbers})
 
     first: ThreadMatch | None = None
+    first_ticket: Ticket | None = None
     related: dict[int, Ticket] = {}
     for signal, mid in candidates:
         # For "referenced_by" only mail that pointed at this id counts, not a copy of it.
@@ -111,12 +115,13 @@ def resolve(
         for ticket in hits:
             if first is None:
                 first = ThreadMatch(ticket.id, ticket.ticket_number, signal, mid)
+                first_ticket = ticket
             if signal in _MERGING_SIGNALS:
                 related.setdefault(ticket.id, ticket)
 
     if first is not None:
         also = [tid for tid in related if tid != first.ticket_id]
-        return Resolution(first, also)
+        return Resolution(first, also, first_ticket)
 
     number = subject_ticket_number(email.subject)
     if number:
@@ -125,5 +130,7 @@ def resolve(
             settings.ticket_subject_match is SubjectMatchPolicy.any
             or _is_participant(session, found, email.from_address)
         ):
-            return Resolution(ThreadMatch(found.id, found.ticket_number, "subject", number))
+            return Resolution(
+                ThreadMatch(found.id, found.ticket_number, "subject", number), ticket=found
+            )
     return Resolution(None)
