@@ -57,6 +57,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if url.startswith(("postgresql+psycopg2", "postgresql:", "postgres:")):
+        # psycopg2's own executemany is one round trip per row; this pages UPDATEs and
+        # upserts (INSERTs already go out as multi-row VALUES).
+        kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, **kwargs)
 
 

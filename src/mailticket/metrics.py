@@ -186,3 +186,13 @@ def set_imap_state(mailbox: str, connected: bool) -> None:
         "mailticket_imap_connected", "1 while the IMAP connection of a mailbox is up.",
         1.0 if connected else 0.0, mailbox=mailbox,
     )
+
+
+BATCH_FALLBACKS = "mailticket_batch_fallbacks_total"
+
+
+def count_batch_fallback() -> None:
+    REGISTRY.inc(
+        BATCH_FALLBACKS,
+        "Batches redone one message at a time because a message in them failed.",
+    )

@@ -28,6 +28,14 @@ def _now() -> Any:
     return func.now()
 
 
+def _written_after(target: str, column: str) -> Any:
+    """A relationship nobody reads. It exists for the unit of work: when one flush writes a
+    row and the row it points at (a batch does, see `mailticket.batch`), the ORM orders
+    statements by relationships, not by foreign keys, and would otherwise be free to
+    write the pointing row first."""
+    return relationship(target, foreign_keys=column, lazy="raise", viewonly=False)
+
+
 class Ticket(Base):
     __tablename__ = "tticket_tickets"
 
@@ -76,6 +84,7 @@ class Comment(Base):
     )
 
     ticket: Mapped[Ticket] = relationship(back_populates="comments", foreign_keys=[ticket_id])
+    email_log_row: Mapped[EmailLog | None] = _written_after("EmailLog", "Comment.email_log_id")
 
 
 class RawMessage(Base):
@@ -135,6 +144,9 @@ class EmailLog(Base):
         DateTime(timezone=True), nullable=False, server_default=_now()
     )
 
+    ticket_row: Mapped[Ticket | None] = _written_after("Ticket", "EmailLog.ticket_id")
+    raw_row: Mapped[RawMessage | None] = _written_after("RawMessage", "EmailLog.raw_message_id")
+
 
 class Attachment(Base):
     """Attachment metadata; the bytes stay in the raw message and are cut out on demand."""
@@ -154,6 +166,9 @@ class Attachment(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=_now()
     )
+
+    ticket_row: Mapped[Ticket | None] = _written_after("Ticket", "Attachment.ticket_id")
+    email_log_row: Mapped[EmailLog] = _written_after("EmailLog", "Attachment.email_log_id")
 
 
 class ThreadRef(Base):
@@ -203,6 +218,10 @@ class WorkflowExecution(Base):
         DateTime(timezone=True), nullable=False, server_default=_now(), index=True
     )
 
+    email_log_row: Mapped[EmailLog | None] = _written_after(
+        "EmailLog", "WorkflowExecution.email_log_id"
+    )
+
 
 class QuarantineEntry(Base):
     """A message that could not be processed: raw bytes kept, reason given, retryable."""
@@ -227,3 +246,5 @@ class QuarantineEntry(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=_now(), onupdate=_now()
     )
+
+    raw_row: Mapped[RawMessage] = _written_after("RawMessage", "QuarantineEntry.raw_message_id")

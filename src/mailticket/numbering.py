@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from mailticket.batch import current
 from mailticket.models import TicketCounter
 
 PREFIX = "TKT"
@@ -33,6 +34,10 @@ def allocate_ticket_number(session: Session, tz: ZoneInfo, now: datetime | None 
     number back and numbers stay gap-free.
     """
     day = (now or datetime.now(tz)).astimezone(tz).strftime("%Y%m%d")
+    batch = current(session)
+    if batch is not None:
+        # The batch locks the row once and writes the last value back when it ends.
+        return format_ticket_number(day, batch.next_counter(day))
     dialect = session.get_bind().dialect.name
     stmt: object
     if dialect == "postgresql":

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailticket.db import Base, JSONType
-from mailticket.models import EmailLog
+from mailticket.models import EmailLog, Ticket
 
 # CURRENT_TIMESTAMP works as a column default on both SQLite and PostgreSQL (now() does not
 # exist in SQLite); rows written from Python also carry an explicit UTC value.
@@ -18,6 +18,11 @@ _DB_NOW = text("CURRENT_TIMESTAMP")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite keeps no zone: every stored and compared time must be UTC to sort correctly.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class OutboxItem(Base):
@@ -57,6 +62,11 @@ class OutboxItem(Base):
         server_default=_DB_NOW,
     )
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Never read: orders the INSERTs when a batch flushes a ticket and its outbox item together.
+    ticket_row: Mapped[Ticket | None] = relationship(
+        "Ticket", foreign_keys=[ticket_id], lazy="raise", viewonly=False
+    )
 
 
 # The auto-reply rate limit counts our recent mail to one recipient; without this index that

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailticket.batch import add_with_id
 from mailticket.models import QuarantineEntry, RawMessage
 
 if TYPE_CHECKING:
@@ -28,8 +29,7 @@ def store_raw(session: Session, raw: bytes, source: str | None) -> RawMessage:
     row = RawMessage(
         sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw, source=source
     )
-    session.add(row)
-    session.flush()
+    add_with_id(session, row)
     return row
 
 

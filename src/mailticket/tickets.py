@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from mailticket.batch import add_with_id, current
 from mailticket.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
 from mailticket.numbering import allocate_ticket_number
@@ -59,8 +60,10 @@ def create_ticket_from_email(
         },
         requester_email=email.from_address or None,
     )
-    session.add(ticket)
-    session.flush()
+    add_with_id(session, ticket)
+    batch = current(session)
+    if batch is not None:
+        batch.keep_ticket(ticket)
     _attach_email(session, ticket, email, log, is_reply=False)
     return ticket
 
@@ -101,15 +104,10 @@ def _attach_email(
 ) -> None:
     log.ticket_id = ticket.id
     log.is_reply = is_reply
+    # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
     record_thread_refs(
         session, ticket.id, email.message_id, [*email.in_reply_to, *email.references]
     )
-    if email.attachments:
-        session.execute(
-            update(Attachment)
-            .where(Attachment.email_log_id == log.id)
-            .values(ticket_id=ticket.id)
-        )
 
 
 def add_tags(ticket: Ticket, tags: Iterable[str]) -> list[str]:
@@ -142,6 +140,8 @@ def add_comment(
 def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
     ticket: Ticket | None
+    if current(session) is not None:
+        session.flush()  # a ticket the batch opened must be findable like any other
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         ticket = session.get(Ticket, int(ref))
     else:
@@ -160,6 +160,9 @@ def merge_tickets(session: Session, target: Ticket, sources: Iterable[Ticket]) -
     (e.g. its parent arrived after a reply to it). Mail, comments and thread ids move; the
     old ticket stays as a pointer so its number keeps resolving.
     """
+    batch = current(session)
+    if batch is not None:
+        batch.write_refs()  # the refs it kept back must be in the table to be moved
     for src in sources:
         if src.id == target.id or src.merged_into_id is not None:
             continue

@@ -16,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailticket import outbox
+from mailticket.batch import AUTO_REPLY_ACTION, add_with_id, current
 from mailticket.models import EmailLog, Ticket
 from mailticket.outbound.compose import compose, new_message_id, reply_subject, thread_headers
-from mailticket.outbound.loop import AUTO_REPLY_ACTION, as_utc, reply_recipient
+from mailticket.outbound.loop import reply_recipient
 from mailticket.outbound.templates import MailTemplates
-from mailticket.outbox_models import OutboxItem
+from mailticket.outbox_models import OutboxItem, as_utc, utcnow
 from mailticket.settings import Settings
 from mailticket.threading import record_thread_refs
 from mailticket.types import ParsedEmail
@@ -74,12 +75,17 @@ def queue_auto_reply(
     extra: dict[str, Any] | None = None,
 ) -> QueuedReply:
     key = idempotency_key(email.message_id, template)
-    existing = session.scalars(select(OutboxItem).where(OutboxItem.idempotency_key == key)).first()
-    if existing is not None:
-        return QueuedReply(str(existing.payload.get("message_id")), existing.id, None, True)
-
-    if ticket.id is None:
-        session.flush()
+    batch = current(session)
+    # In a batch every message is new (duplicates never reach the workflows), so a key that
+    # exists anyway fails the batch's INSERT and the careful path answers it from here.
+    if batch is None:
+        existing = session.scalars(
+            select(OutboxItem).where(OutboxItem.idempotency_key == key)
+        ).first()
+        if existing is not None:
+            return QueuedReply(str(existing.payload.get("message_id")), existing.id, None, True)
+        if ticket.id is None:
+            session.flush()
     now = as_utc(now)
     templates = templates or MailTemplates.from_settings(settings)
     rendered = templates.render(template, template_context(settings, ticket, email, extra or {}))
@@ -120,24 +126,30 @@ def queue_auto_reply(
         body_text=rendered.text,
         created_at=now,
     )
-    session.add(entry)
-    session.flush()
+    add_with_id(session, entry)
+    if batch is not None:
+        batch.note_logged(entry)
+        batch.note_reply(to_address, now)
     # Our own id as "self" (a reply to it threads straight here), the ids it points at as refs.
     record_thread_refs(session, ticket.id, message.message_id, message.references)
-    item = outbox.enqueue(
-        session,
-        kind=SMTP_KIND,
-        target=SMTP_TARGET,
-        operation=SEND_OPERATION,
-        payload={
-            "mail_from": settings.mail_from_address,
-            "rcpt_to": [to_address],
-            "message_id": message.message_id,
-            "email_log_id": entry.id,
-            # The exact bytes: a retry sends the identical message, Message-ID included.
-            "message_b64": base64.b64encode(message.raw).decode("ascii"),
-        },
-        idempotency_key=key,
-        ticket_id=ticket.id,
-    )
+    payload = {
+        "mail_from": settings.mail_from_address,
+        "rcpt_to": [to_address],
+        "message_id": message.message_id,
+        "email_log_id": entry.id,
+        # The exact bytes: a retry sends the identical message, Message-ID included.
+        "message_b64": base64.b64encode(message.raw).decode("ascii"),
+    }
+    if batch is not None:
+        item = OutboxItem(
+            kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
+            idempotency_key=key, ticket_id=ticket.id,
+            status="pending", attempts=0, next_attempt_at=utcnow(),
+        )
+        add_with_id(session, item)
+    else:
+        item = outbox.enqueue(
+            session, kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION,
+            payload=payload, idempotency_key=key, ticket_id=ticket.id,
+        )
     return QueuedReply(message.message_id, item.id, entry.id, False)

@@ -8,15 +8,12 @@ send.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from email import charset, policy
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import format_datetime, formataddr
 
 from mailticket.numbering import canonical_ticket_number
@@ -36,9 +33,6 @@ _MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 MAX_REFERENCES = 20
 MAX_SUBJECT_CHARS = 900
 
-_UTF8_QP = charset.Charset("utf-8")
-_UTF8_QP.body_encoding = charset.QP
-_WIRE = policy.compat32.clone(linesep="\r\n")
 
 
 def clean_header(value: str) -> str:
@@ -114,23 +108,13 @@ def compose(
     html_body: str | None,
     date: datetime,
 ) -> Composed:
-    # compat32 classes rather than EmailMessage: the modern policy re-parses every header
-    # it is given and cost more than the rest of an auto-reply together. Safety does not
-    # depend on it: every value below is one clean line (clean_header) or our own.
-    text_part = _text_part(text_body, "plain")
-    msg: Message
-    if html_body is None:
-        msg = text_part
-    else:
-        html_part = _text_part(html_body, "html")
-        msg = MIMEMultipart("alternative")
-        for part in (text_part, html_part):
-            del part["MIME-Version"]  # belongs on the message only
-            msg.attach(part)
+    # Written out directly: the stdlib's generator re-folds every header through
+    # email.header and cost more than the rest of an auto-reply together. This is safe
+    # because every value below is one clean line (clean_header), our own, or encoded here.
     clean_subject = clean_header(subject)
     headers = [
-        ("From", formataddr((clean_header(from_name), clean_header(from_address)), "utf-8")),
-        ("To", formataddr((clean_header(to_name), clean_header(to_address)), "utf-8")),
+        ("From", _address(from_name, from_address)),
+        ("To", _address(to_name, to_address)),
         ("Subject", _encoded(clean_subject)),
         ("Date", format_datetime(date)),
         ("Message-ID", message_id),
@@ -145,21 +129,66 @@ def compose(
         ("Auto-Submitted", "auto-replied"),
         ("X-Auto-Response-Suppress", "All"),
         ("Precedence", "auto_reply"),
+        ("MIME-Version", "1.0"),
     ]
-    # Our headers first, in this order, then the MIME ones the classes set.
-    mime = list(msg.items())
-    for name in {name for name, _ in mime}:
-        del msg[name]
-    for name, value in [*headers, *mime]:
-        msg[name] = value
-    raw = msg.as_bytes(policy=_WIRE)
+    lines = [_fold(name, value) for name, value in headers]
+    if html_body is None:
+        lines += _TEXT_HEADERS["plain"]
+        body = _qp(text_body)
+    else:
+        # "=_" never occurs in quoted-printable output, so no body line can match it.
+        boundary = f"=_mailticket_{secrets.token_hex(12)}"
+        lines.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
+        body = b"".join(
+            b"--" + boundary.encode() + b"\r\n"
+            + "\r\n".join(_TEXT_HEADERS[subtype]).encode() + b"\r\n\r\n"
+            + _qp(content)
+            for subtype, content in (("plain", text_body), ("html", html_body))
+        ) + b"--" + boundary.encode() + b"--\r\n"
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
     return Composed(message_id, clean_subject, in_reply_to, references, raw)
 
 
-def _text_part(body: str, subtype: str) -> Message:
-    part = MIMENonMultipart("text", subtype)
-    part.set_payload(body, _UTF8_QP)  # quoted-printable: stays readable in raw form
-    return part
+_TEXT_HEADERS = {
+    subtype: [f'Content-Type: text/{subtype}; charset="utf-8"',
+              "Content-Transfer-Encoding: quoted-printable"]
+    for subtype in ("plain", "html")
+}
+_FOLD_AT = 78
+
+
+def _fold(name: str, value: str) -> str:
+    """One header, folded at spaces so lines stay within 78 characters where a space allows
+    (RFC 5322 §2.1.1); a longer word stays whole (our values never reach the 998 limit)."""
+    line = f"{name}:"
+    folded: list[str] = []
+    for word in value.split(" "):
+        if len(line) + 1 + len(word) > _FOLD_AT and line != f"{name}:" and line != "":
+            folded.append(line)
+            line = ""
+        line += " " + word
+    folded.append(line)
+    return "\r\n".join(folded)
+
+
+def _qp(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends: stays readable in raw form."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    encoded = binascii.b2a_qp(data, istext=True)
+    if not encoded.endswith(b"\n"):
+        encoded += b"\n"
+    return encoded.replace(b"\n", b"\r\n")
+
+
+def _address(name: str, address: str) -> str:
+    name, address = clean_header(name), clean_header(address)
+    if not address.isascii():
+        return formataddr((name, address), "utf-8")
+    if not name:
+        return address
+    if name.isascii():
+        return formataddr((name, address))
+    return " ".join([*_encoded_words(name), f"<{address}>"])
 
 
 def _encoded(value: str) -> str:

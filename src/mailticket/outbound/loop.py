@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailticket.models import EmailLog
+from mailticket.batch import count_recent_replies, current
+from mailticket.outbox_models import as_utc
 from mailticket.settings import Settings
 from mailticket.types import Classification, ParsedEmail
 
@@ -28,8 +28,6 @@ _NO_REPLY_LOCAL = re.compile(
     re.IGNORECASE,
 )
 
-# The `action` of an outgoing log row that was an automatic answer (the rate limit counts these).
-AUTO_REPLY_ACTION = "auto_reply"
 
 
 def reply_recipient(email: ParsedEmail) -> tuple[str, str]:
@@ -81,19 +79,12 @@ def _address_reason(settings: Settings, address: str, role: str) -> str | None:
 
 
 def recent_auto_replies(session: Session, address: str, *, since: datetime) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(EmailLog)
-            .where(
-                EmailLog.direction == "out",
-                EmailLog.email_to == address,
-                EmailLog.created_at >= since,
-                EmailLog.action == AUTO_REPLY_ACTION,
-            )
-        )
-        or 0
-    )
+    batch = current(session)
+    if batch is not None:
+        counted = batch.recent_replies(address, since)
+        if counted is not None:
+            return counted
+    return count_recent_replies(session, address, since)
 
 
 def should_auto_reply(
@@ -131,11 +122,6 @@ def should_auto_reply(
             f"(AUTO_REPLY_RATE_LIMIT={limit})"
         )
     return True, "ok"
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite keeps no zone: every stored and compared time must be UTC to sort correctly.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _human(window: timedelta) -> str:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from mailticket.models import ThreadRef
+from mailticket.batch import current, upsert_refs
 
 
 def record_thread_refs(
@@ -22,15 +20,10 @@ def record_thread_refs(
         rows[own_id] = "self"
     if not rows:
         return
-    values = [{"message_id": m, "ticket_id": ticket_id, "kind": k} for m, k in rows.items()]
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(ThreadRef)
-    # A ref that later turns out to be a message we hold upgrades to "self".
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
-        set_={"kind": stmt.excluded.kind},
-        where=stmt.excluded.kind == "self",
+    batch = current(session)
+    if batch is not None:
+        batch.add_refs(ticket_id, rows)
+        return
+    upsert_refs(
+        session, [{"message_id": m, "ticket_id": ticket_id, "kind": k} for m, k in rows.items()]
     )
-    # Parameters apart from the statement: one cached compiled form, whatever the row count.
-    session.execute(stmt, values)

@@ -9,11 +9,13 @@ or References: the last gives ghost parents) and a TKT number inside the id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailticket.batch import Ref, current, get_ticket
 from mailticket.models import EmailLog, ThreadRef, Ticket
 from mailticket.numbering import canonical_ticket_number
 from mailticket.settings import Settings, SubjectMatchPolicy
@@ -35,7 +37,7 @@ class Resolution:
     ticket: Ticket | None = field(default=None, repr=False, compare=False)
 
 
-def _candidates(email: ParsedEmail, classification: Classification) -> list[tuple[str, str]]:
+def candidates(email: ParsedEmail, classification: Classification) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = [("in_reply_to", mid) for mid in email.in_reply_to]
     out += [("references", mid) for mid in reversed(email.references)]
     if classification.is_automated:
@@ -55,7 +57,7 @@ def _candidates(email: ParsedEmail, classification: Classification) -> list[tupl
 def _live(session: Session, ticket: Ticket) -> Ticket:
     hops = 0
     while ticket.merged_into_id is not None and hops < 20:
-        ticket = session.get_one(Ticket, ticket.merged_into_id)
+        ticket = get_ticket(session, ticket.merged_into_id)
         hops += 1
     return ticket
 
@@ -63,16 +65,25 @@ def _live(session: Session, ticket: Ticket) -> Ticket:
 def _tickets_by_number(session: Session, numbers: set[str]) -> dict[str, Ticket]:
     if not numbers:
         return {}
-    rows = session.scalars(select(Ticket).where(Ticket.ticket_number.in_(numbers)))
+    batch = current(session)
+    rows: Iterable[Ticket]
+    if batch is not None:
+        rows = batch.tickets_by_number(numbers).values()
+    else:
+        rows = session.scalars(select(Ticket).where(Ticket.ticket_number.in_(numbers)))
     return {t.ticket_number.upper(): _live(session, t) for t in rows}
 
 
-def _refs_by_id(session: Session, ids: list[str]) -> dict[str, list[ThreadRef]]:
-    found: dict[str, list[ThreadRef]] = {}
+def _refs_by_id(session: Session, ids: list[str]) -> dict[str, list[Ref]]:
     if not ids:
-        return found
-    for ref in session.scalars(select(ThreadRef).where(ThreadRef.message_id.in_(ids))):
-        found.setdefault(ref.message_id, []).append(ref)
+        return {}
+    batch = current(session)
+    if batch is not None:
+        found = batch.refs_for(ids)
+    else:
+        found = {}
+        for ref in session.scalars(select(ThreadRef).where(ThreadRef.message_id.in_(ids))):
+            found.setdefault(ref.message_id, []).append(Ref(ref.message_id, ref.ticket_id, ref.kind))
     for refs in found.values():
         refs.sort(key=lambda r: (_KIND_RANK.get(r.kind, 9), r.ticket_id))
     return found
@@ -94,18 +105,18 @@ def _is_participant(session: Session, ticket: Ticket, address: str) -> bool:
 def resolve(
     session: Session, settings: Settings, email: ParsedEmail, classification: Classification
 ) -> Resolution:
-    candidates = _candidates(email, classification)
-    refs = _refs_by_id(session, [mid for _, mid in candidates])
-    numbers = {n for _, mid in candidates if (n := canonical_ticket_number(mid))}
+    pairs = candidates(email, classification)
+    refs = _refs_by_id(session, [mid for _, mid in pairs])
+    numbers = {n for _, mid in pairs if (n := canonical_ticket_number(mid))}
     by_number = _tickets_by_number(session, {n.upper() for n in numbers})
 
     first: ThreadMatch | None = None
     first_ticket: Ticket | None = None
     related: dict[int, Ticket] = {}
-    for signal, mid in candidates:
+    for signal, mid in pairs:
         # For "referenced_by" only mail that pointed at this id counts, not a copy of it.
         hits = [
-            _live(session, session.get_one(Ticket, r.ticket_id))
+            _live(session, get_ticket(session, r.ticket_id))
             for r in refs.get(mid, [])
             if signal != "referenced_by" or r.kind == "ref"
         ]

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mailticket import tickets
+from mailticket.batch import get_ticket
 from mailticket.models import Ticket
 from mailticket.numbering import TICKET_NUMBER_RE, canonical_ticket_number
 from mailticket.settings import Priority
@@ -66,7 +67,7 @@ def create_ticket(ctx: ActionContext, params: CreateTicketParams) -> dict[str, A
     if ctx.ticket is not None:
         return _result(ctx.ticket, created=ctx.created, linked=ctx.linked)
     if ctx.thread is not None:
-        _link(ctx, ctx.session.get_one(Ticket, ctx.thread.ticket_id))
+        _link(ctx, get_ticket(ctx.session, ctx.thread.ticket_id))
         assert ctx.ticket is not None
         return _result(ctx.ticket, created=False, linked=True)
     ticket = tickets.create_ticket_from_email(
@@ -103,7 +104,7 @@ def link_email_to_ticket(ctx: ActionContext, params: LinkParams) -> dict[str, An
 def _ticket_or_fail(ctx: ActionContext, what: str) -> Ticket:
     ticket = ctx.ticket
     if ticket is None and ctx.thread is not None:
-        ticket = ctx.session.get_one(Ticket, ctx.thread.ticket_id)
+        ticket = get_ticket(ctx.session, ctx.thread.ticket_id)
     if ticket is None:
         raise ActionError(f"{what} needs a ticket: put create_ticket or link_email_to_ticket first")
     return ticket
