@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -51,6 +52,9 @@ class FakeHandler:
             entry = quarantine.quarantine_raw(session, raw, source, f"ValueError: {exc}", message_id)
             return Outcome(source=source, message_id=entry.message_id, action="quarantined")
         return Outcome(source=source, message_id=message_id, action="logged")
+
+    def process_batch(self, session: Session, items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+        return [self.process_in_session(session, raw, source) for raw, source in items]
 
 
 def count(session_factory: Any, model: type, *where: object) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from typing import Protocol
@@ -46,6 +46,10 @@ class MessageHandler(Protocol):
     """`mailticket.pipeline.Pipeline` satisfies this: process in the caller's transaction."""
 
     def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome: ...
+
+    def process_batch(
+        self, session: Session, items: Sequence[tuple[bytes, str]]
+    ) -> list[Outcome]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ class ImapSource:
 
     def _store(self, uidvalidity: int, items: list[_Item]) -> list[_Stored]:
         with write_gate(self.engine), self.session_factory() as session:
+            whole = [(item.raw, self._source(item.uid)) for item in items if not item.headers_only]
+            outcomes = iter(self.handler.process_batch(session, whole))
             entries = []
             for item in items:
                 source = self._source(item.uid)
@@ -201,7 +207,7 @@ class ImapSource:
                     )
                     action = "quarantined"
                 else:
-                    outcome = self.handler.process_in_session(session, item.raw, source)
+                    outcome = next(outcomes)
                     message_id, action = outcome.message_id, outcome.action
                 entry = ledger.record(
                     session, mailbox=self.box.key, folder=self.box.folder,

@@ -81,6 +81,7 @@ class MaildirSource:
     def _batch(self, names: list[str]) -> int:
         done: list[tuple[str, str]] = []
         with write_gate(self.engine), self.session_factory() as session:
+            whole: list[tuple[str, bytes, str]] = []
             for name in names:
                 file = self.path / "new" / name
                 try:
@@ -95,10 +96,11 @@ class MaildirSource:
                         session, head, source, f"too large: {len(raw)} bytes",
                         str(message_id).strip() if message_id else None,
                     )
-                    action = "quarantined"
+                    done.append((name, "quarantined"))
                 else:
-                    action = self.handler.process_in_session(session, raw, source).action
-                done.append((name, action))
+                    whole.append((name, raw, source))
+            outcomes = self.handler.process_batch(session, [(raw, src) for _, raw, src in whole])
+            done += [(name, o.action) for (name, _, _), o in zip(whole, outcomes, strict=True)]
             session.commit()
         moved = 0
         for name, action in done:

@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,10 +280,17 @@ class _Kick:
         self._loop = loop
 
     def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome:
-        outcome = self.handler.process_in_session(session, raw, source)
-        if self._loop is not None and outcome.action in ("created", "linked"):
+        return self._kick([self.handler.process_in_session(session, raw, source)])[0]
+
+    def process_batch(
+        self, session: Session, items: Sequence[tuple[bytes, str]]
+    ) -> list[Outcome]:
+        return self._kick(self.handler.process_batch(session, items))
+
+    def _kick(self, outcomes: list[Outcome]) -> list[Outcome]:
+        if self._loop is not None and any(o.action in ("created", "linked") for o in outcomes):
             self._loop.call_soon_threadsafe(self.event.set)
-        return outcome
+        return outcomes
 
 
 def _now() -> datetime:

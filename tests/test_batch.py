@@ -1,0 +1,268 @@
+"""Batch mode gives exactly what one message at a time gives, and falls back when it must.
+
+The harness runs the same messages twice on the same database: once one by one (each in
+its own savepoint, the careful path) and rolled back, then as one batch. Ids differ between
+the two runs (sequences are not transactional), so the comparison is by ticket number and
+Message-ID.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailticket import metrics
+from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket, WorkflowExecution
+from mailticket.outbox_models import OutboxItem
+from mailticket.runtime import Runtime
+from mailticket.types import Outcome
+from tests.mailfactory import make_email
+
+DAY = "TKT-20251215"
+
+
+def _scenario() -> list[tuple[bytes, str]]:
+    """Every way a message can relate to another, several of them inside the batch itself."""
+    mails: list[bytes] = []
+    add = mails.append
+    add(make_email(message_id="<root1@c.example>", subject="Printer broken #printer"))
+    add(make_email(message_id="<root2@c.example>", subject="URGENT: server down",
+                   sender="ops@d.example"))
+    # Replies to messages earlier in the same batch: In-Reply-To, References only, subject.
+    add(make_email(message_id="<r1@c.example>", subject="Re: Printer broken",
+                   in_reply_to="<root1@c.example>", references="<root1@c.example>"))
+    add(make_email(message_id="<r2@d.example>", references="<x@nowhere> <root2@c.example>",
+                   sender="ops@d.example"))
+    add(make_email(message_id="<r3@c.example>", subject=f"Re: [{DAY}-001] still broken"))
+    # A reply naming our outgoing Message-ID (only the number inside it is known here).
+    add(make_email(message_id="<r4@c.example>", in_reply_to=f"<{DAY}-002-0a1b2c@example.com>"))
+    # Ghost parent: two mails sharing an unknown parent join one ticket.
+    add(make_email(message_id="<g1@e.example>", references="<ghost@e.example>",
+                   sender="g@e.example"))
+    add(make_email(message_id="<g2@e.example>", references="<ghost@e.example>",
+                   sender="g@e.example"))
+    # A reply that arrives before its parent; the parent then joins (and merges) its ticket.
+    add(make_email(message_id="<late-child@f.example>", in_reply_to="<late-parent@f.example>",
+                   sender="f@f.example"))
+    add(make_email(message_id="<other@f.example>", sender="f@f.example",
+                   references="<late-child@f.example>"))
+    add(make_email(message_id="<late-parent@f.example>", sender="f@f.example"))
+    # Two tickets, then one mail whose References name both: they merge.
+    add(make_email(message_id="<ma@m.example>", sender="m@m.example", subject="part a"))
+    add(make_email(message_id="<mb@m.example>", sender="m@m.example", subject="part b"))
+    add(make_email(message_id="<mc@m.example>", sender="m@m.example",
+                   references="<ma@m.example> <mb@m.example>"))
+    add(make_email(message_id="<md@m.example>", sender="m@m.example",
+                   in_reply_to="<ma@m.example>"))
+    # The same Message-ID twice in one batch, and automated mail of each kind.
+    add(make_email(message_id="<dup@c.example>", subject="twice"))
+    add(make_email(message_id="<dup@c.example>", subject="twice"))
+    add(make_email(message_id="<ooo@c.example>", subject="Out of office",
+                   in_reply_to="<root1@c.example>", headers={"Auto-Submitted": "auto-replied"}))
+    add(make_email(message_id="<news@list.example>", subject="Newsletter",
+                   headers={"List-Id": "<news.list.example>", "Precedence": "bulk"}))
+    add(make_email(message_id="<spam@s.example>", subject="cheap", headers={"X-Spam-Flag": "YES"}))
+    add(make_email(message_id="<nr@c.example>", sender="noreply@c.example", subject="receipt"))
+    add(make_email(message_id="<ny@c.example>", subject="Møde i morgen — spørgsmål"))
+    # One sender, many new tickets: the auto-reply rate limit (10 per window) must count
+    # the replies queued earlier in the same batch.
+    for i in range(12):
+        add(make_email(message_id=f"<flood{i}@h.example>", sender="flood@h.example",
+                       subject=f"question {i}"))
+    return [(raw, f"test:{n}") for n, raw in enumerate(mails)]
+
+
+def _with_attachment() -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = "att@c.example"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = "see attached"
+    msg["Message-ID"] = "<att@c.example>"
+    msg["In-Reply-To"] = "<root1@c.example>"
+    msg.set_content("log attached")
+    msg.add_attachment(b"\x00\x01log", maintype="application", subtype="octet-stream",
+                       filename="log.bin")
+    return msg.as_bytes()
+
+
+def _outcome(o: Outcome) -> tuple[Any, ...]:
+    return (o.source, o.message_id, o.action, o.ticket_number, o.matched_by, o.classification,
+            o.workflows)
+
+
+def _snapshot(s: Session) -> dict[str, Any]:
+    numbers = {t.id: t.ticket_number for t in s.scalars(select(Ticket))}
+    out_ids = set(s.scalars(select(EmailLog.email_message_id).where(EmailLog.direction == "out")))
+    logs = {}
+    for e in s.scalars(select(EmailLog).where(EmailLog.direction == "in")):
+        logs[e.email_message_id] = (numbers.get(e.ticket_id), e.is_reply, e.matched_by,
+                                    e.matched_value, e.action, e.classification)
+    def strip_ids(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip_ids(v) for k, v in value.items()
+                    if not k.endswith("_id") and k not in ("duration_ms",)}
+        if isinstance(value, list):
+            return [strip_ids(v) for v in value]
+        return value
+    executions = sorted(
+        (x.email_message_id or "", x.workflow_name, x.status, repr(strip_ids(x.steps)),
+         repr(strip_ids(x.result)), x.error or "")
+        for x in s.scalars(select(WorkflowExecution))
+    )
+    return {
+        "tickets": sorted(
+            (t.ticket_number, t.subject, t.status, t.priority, tuple(t.tags),
+             numbers.get(t.merged_into_id), t.requester_email, t.assigned_to_user_id)
+            for t in s.scalars(select(Ticket))
+        ),
+        "logs": logs,
+        "out": sorted(
+            (numbers.get(e.ticket_id), e.email_to, e.email_subject)
+            for e in s.scalars(select(EmailLog).where(EmailLog.direction == "out"))
+        ),
+        "outbox": sorted((numbers.get(o.ticket_id), o.kind, o.status)
+                         for o in s.scalars(select(OutboxItem))),
+        "comments": sorted((numbers.get(c.ticket_id), c.body, c.is_internal, c.source)
+                           for c in s.scalars(select(Comment))),
+        "refs": sorted((r.message_id, numbers[r.ticket_id], r.kind)
+                       for r in s.scalars(select(ThreadRef)) if r.message_id not in out_ids),
+        "out_refs": sorted((numbers[r.ticket_id], r.kind) for r in s.scalars(select(ThreadRef))
+                           if r.message_id in out_ids),
+        "attachments": sorted((numbers.get(a.ticket_id), a.filename, a.size)
+                              for a in s.scalars(select(Attachment))),
+        "executions": executions,
+    }
+
+
+def _both_ways(rt: Runtime, items: list[tuple[bytes, str]]) -> tuple[Any, Any]:
+    with rt.session_factory() as s:
+        careful = [rt.pipeline.process_in_session(s, raw, src) for raw, src in items]
+        expected = (list(map(_outcome, careful)), _snapshot(s))
+        s.rollback()
+    with rt.session_factory() as s:
+        fast = rt.pipeline.process_batch(s, items)
+        s.commit()
+    with rt.session_factory() as s:
+        got = (list(map(_outcome, fast)), _snapshot(s))
+    return expected, got
+
+
+def _fallbacks() -> float:
+    return metrics.REGISTRY.value(metrics.BATCH_FALLBACKS) or 0.0
+
+
+def test_batch_equals_one_by_one(make_runtime: Callable[..., Runtime]) -> None:
+    rt = make_runtime()
+    # Something stored before the batch, so lookups hit old rows as well as new ones.
+    old = rt.pipeline.process(make_email(message_id="<old@c.example>", subject="old one"), "pre")
+    items = [
+        *_scenario(),
+        (make_email(message_id="<o1@c.example>", in_reply_to="<old@c.example>"), "x:1"),
+        (make_email(message_id="<old@c.example>"), "x:2"),  # redelivery of a stored mail
+        (_with_attachment(), "x:3"),
+    ]
+    before = _fallbacks()
+    expected, got = _both_ways(rt, items)
+    assert _fallbacks() == before, "the scenario must run on the fast path"
+    assert got == expected
+    outcomes = {o[1]: o for o in got[0]}
+    # Spot checks that the scenario exercised what it claims to.
+    assert outcomes["<r1@c.example>"][2:5] == ("linked", f"{DAY}-002", "in_reply_to")
+    assert outcomes["<o1@c.example>"][3] == old.ticket_number
+    assert [o[2] for o in got[0] if o[1] == "<dup@c.example>"] == ["created", "duplicate"]
+    assert got[1]["logs"]["<g2@e.example>"][0] == got[1]["logs"]["<g1@e.example>"][0]
+    assert len([o for o in got[1]["out"] if o[1] == "flood@h.example"]) == 10
+    assert any(t[5] is not None for t in got[1]["tickets"]), "a merge happened"
+    assert got[1]["attachments"][0][0] == f"{DAY}-002"
+
+
+def test_failing_workflow_sends_the_batch_down_the_careful_path(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "workflows:\n"
+        "  - name: tickets\n"
+        "    classification_trigger: support_request\n"
+        "    workflow_steps:\n"
+        "      - action: create_ticket\n"
+        "      - action: send_auto_reply\n"
+        "        on_error: continue\n"
+        "  - name: newsletters to a ticket that does not exist\n"
+        "    classification_trigger: bulk\n"
+        "    workflow_steps:\n"
+        "      - action: link_email_to_ticket\n"
+        "        params: {ticket_number: TKT-20200101-999}\n"
+    )
+    rt = make_runtime(workflows_path=wf)
+    before = _fallbacks()
+    expected, got = _both_ways(rt, _scenario())
+    assert _fallbacks() == before + 1
+    assert got == expected
+    failed = [x for x in got[1]["executions"] if x[2] == "failed"]
+    assert [x[0] for x in failed] == ["<news@list.example>"]
+    assert "TKT-20200101-999 does not exist" in failed[0][5]
+
+
+def test_a_message_that_breaks_before_storage_is_quarantined_alone(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = make_runtime()
+    classify = rt.pipeline.classifier.classify
+
+    def picky(email: Any) -> Any:
+        if email.message_id == "<poison@c.example>":
+            raise ValueError("classifier bug")
+        return classify(email)
+
+    monkeypatch.setattr(rt.pipeline.classifier, "classify", picky)
+    items = [(make_email(message_id=f"<ok{i}@c.example>", sender=f"u{i}@c.example"), f"s{i}")
+             for i in range(5)]
+    items.insert(2, (make_email(message_id="<poison@c.example>"), "poison"))
+    before = _fallbacks()
+    with rt.session_factory() as s:
+        outcomes = rt.pipeline.process_batch(s, items)
+        s.commit()
+    assert _fallbacks() == before
+    assert [o.action for o in outcomes] == ["created"] * 2 + ["quarantined"] + ["created"] * 3
+    assert "classifier bug" in (outcomes[2].error or "")
+    assert [o.ticket_number for o in outcomes if o.ticket_number] == [
+        f"{DAY}-{n:03d}" for n in range(1, 6)
+    ]
+
+
+def test_concurrent_batches_never_share_a_ticket_number(
+    make_runtime: Callable[..., Runtime], db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite admits one writer; the race is PostgreSQL's")
+    rt = make_runtime()
+    results: dict[int, list[Outcome]] = {}
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            msgs = (
+                (f"w{n}", make_email(message_id=f"<w{n}-{i}@c.example>", sender=f"w{n}.{i}@c.example"))
+                for i in range(120)
+            )
+            results[n] = list(rt.pipeline.ingest_many(msgs, batch_size=40))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    numbers = [o.ticket_number for outs in results.values() for o in outs]
+    assert sorted(numbers) == [f"{DAY}-{n:03d}" for n in range(1, 361)]
