@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, func, inspect, select, text, update
+from sqlalchemy import ColumnDefault, DateTime, Table, func, insert, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstanceState, Session
 
 from mailticket.db import Base
 from mailticket.models import EmailLog, ThreadRef, Ticket, TicketCounter
@@ -121,8 +122,8 @@ class Batch:
 
     def finish(self) -> None:
         """Write what the batch kept back: the ORM rows, thread refs and counters."""
-        _same_columns(self.session.new, datetime.now(UTC))
-        self.session.flush()
+        _insert_new(self.session, datetime.now(UTC))
+        self.session.flush()  # what is left: changes to rows that existed before the batch
         self.write_refs()
         for day in sorted(self._counters_dirty):
             self.session.execute(
@@ -268,7 +269,10 @@ class Batch:
         ]
         self._refs_pending.clear()
         self.session.flush()  # the tickets they point at first
-        upsert_refs(self.session, values)
+        for chunk in _chunks(values, 1000):
+            # One statement with many VALUES rows: compiled per batch, but one round trip
+            # and one plan instead of a statement per row.
+            self.session.connection().execute(_upsert_refs_stmt(self.session, list(chunk)))
 
     def next_counter(self, day: str) -> int:
         if day not in self.counters:
@@ -278,39 +282,68 @@ class Batch:
         return self.counters[day]
 
 
-def _same_columns(new: Iterable[object], now: datetime) -> None:
-    """Give every new row a value for every column, as the database would have.
-
-    The ORM puts rows of one table into one multi-row INSERT only while they name the same
-    columns; a row that leaves a nullable column unset, or a timestamp to its server
-    default, would split the batch into many statements.
-    """
-    for obj in new:
+def _insert_new(session: Session, now: datetime) -> None:
+    """INSERT the batch's new rows with one multi-row statement per table, then let go of
+    them. The unit of work does the same statements but spends more on bookkeeping per
+    object than the database spends on the row; nothing reads these objects afterwards."""
+    by_table: dict[Table, list[tuple[object, dict[str, Any]]]] = {}
+    for obj in list(session.new):
         state = inspect(obj)
-        for attr in state.mapper.column_attrs:
-            if attr.key in state.dict:
-                continue
-            column = attr.columns[0]
-            if column.default is not None or column.primary_key:
-                continue
-            if column.server_default is None:
-                setattr(obj, attr.key, None)
-            elif isinstance(column.type, DateTime):
-                setattr(obj, attr.key, now)
+        values = _column_values(state, now)
+        if values is not None:
+            by_table.setdefault(state.mapper.local_table, []).append((obj, values))
+    connection = session.connection()
+    for table in Base.metadata.sorted_tables:  # parents before the rows pointing at them
+        for _keys, group in groupby(
+            sorted(by_table.get(table, []), key=lambda item: sorted(item[1])),
+            key=lambda item: sorted(item[1]),
+        ):
+            rows = list(group)
+            connection.execute(insert(table), [values for _, values in rows])
+            for obj, _ in rows:
+                session.expunge(obj)
 
 
-def upsert_refs(session: Session, values: list[dict[str, Any]]) -> None:
+def _column_values(state: InstanceState[Any], now: datetime) -> dict[str, Any] | None:
+    """Every column's value as the INSERT needs it; None when only the ORM knows how."""
+    values: dict[str, Any] = {}
+    for attr in state.mapper.column_attrs:
+        column = attr.columns[0]
+        if attr.key in state.dict:
+            values[column.key] = state.dict[attr.key]
+        elif column.primary_key:
+            continue  # the database assigns it
+        elif column.default is not None:
+            default = column.default
+            if not isinstance(default, ColumnDefault):
+                return None
+            values[column.key] = default.arg(None) if default.is_callable else default.arg
+        elif column.server_default is None:
+            values[column.key] = None
+        elif isinstance(column.type, DateTime):
+            values[column.key] = now  # what CURRENT_TIMESTAMP would have given
+        else:
+            return None
+    return values
+
+
+def _upsert_refs_stmt(session: Session, rows: list[dict[str, Any]] | None = None) -> Any:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(ThreadRef)
+    if rows is not None:
+        stmt = stmt.values(rows)
     # A ref that later turns out to be a message we hold upgrades to "self".
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
         set_={"kind": stmt.excluded.kind},
         where=stmt.excluded.kind == "self",
     )
+
+
+def upsert_refs(session: Session, values: list[dict[str, Any]]) -> None:
     # Parameters apart from the statement: one cached compiled form, whatever the row count.
-    session.execute(stmt, values)
+    session.execute(_upsert_refs_stmt(session), values)
 
 
 def current_counter(session: Session, day: str) -> int:

@@ -33,7 +33,7 @@ def _written_after(target: str, column: str) -> Any:
     row and the row it points at (a batch does, see `mailticket.batch`), the ORM orders
     statements by relationships, not by foreign keys, and would otherwise be free to
     write the pointing row first."""
-    return relationship(target, foreign_keys=column, lazy="raise", viewonly=False)
+    return relationship(target, foreign_keys=column, lazy="raise", viewonly=False, cascade="")
 
 
 class Ticket(Base):

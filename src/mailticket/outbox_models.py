@@ -65,7 +65,7 @@ class OutboxItem(Base):
 
     # Never read: orders the INSERTs when a batch flushes a ticket and its outbox item together.
     ticket_row: Mapped[Ticket | None] = relationship(
-        "Ticket", foreign_keys=[ticket_id], lazy="raise", viewonly=False
+        "Ticket", foreign_keys=[ticket_id], lazy="raise", viewonly=False, cascade=""
     )
 
 
