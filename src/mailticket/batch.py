@@ -22,7 +22,18 @@ from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnDefault, DateTime, Table, func, insert, inspect, select, text, update
+from sqlalchemy import (
+    JSON,
+    ColumnDefault,
+    DateTime,
+    Table,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstanceState, Session
@@ -30,6 +41,7 @@ from sqlalchemy.orm import InstanceState, Session
 from mailticket.db import Base
 from mailticket.models import EmailLog, ThreadRef, Ticket, TicketCounter
 from mailticket.outbox_models import as_utc
+from mailticket.pgcopy import CopyValueError, copy_rows
 
 _KEY = "mailticket.batch"
 _T = TypeVar("_T")
@@ -293,13 +305,20 @@ def _insert_new(session: Session, now: datetime) -> None:
         if values is not None:
             by_table.setdefault(state.mapper.local_table, []).append((obj, values))
     connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
     for table in Base.metadata.sorted_tables:  # parents before the rows pointing at them
         for _keys, group in groupby(
             sorted(by_table.get(table, []), key=lambda item: sorted(item[1])),
             key=lambda item: sorted(item[1]),
         ):
             rows = list(group)
-            connection.execute(insert(table), [values for _, values in rows])
+            if postgres:
+                try:
+                    copy_rows(connection, table, [values for _, values in rows])
+                except CopyValueError:  # raised before anything was sent
+                    connection.execute(insert(table), [values for _, values in rows])
+            else:
+                connection.execute(insert(table), [values for _, values in rows])
             for obj, _ in rows:
                 session.expunge(obj)
 
@@ -318,6 +337,8 @@ def _column_values(state: InstanceState[Any], now: datetime) -> dict[str, Any] |
             if not isinstance(default, ColumnDefault):
                 return None
             values[column.key] = default.arg(None) if default.is_callable else default.arg
+        elif isinstance(column.type, JSON):
+            continue  # left out: None here would be stored as JSON null, not SQL NULL
         elif column.server_default is None:
             values[column.key] = None
         elif isinstance(column.type, DateTime):

@@ -30,6 +30,7 @@ class Rendered:
     html: str | None
 
 
+@lru_cache(maxsize=1)
 def default_templates_dir() -> Path:
     # src/mailticket/outbound/templates.py -> project root
     return Path(__file__).resolve().parents[3] / "templates" / "email"
