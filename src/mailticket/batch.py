@@ -281,10 +281,19 @@ class Batch:
         ]
         self._refs_pending.clear()
         self.session.flush()  # the tickets they point at first
-        for chunk in _chunks(values, 1000):
-            # One statement with many VALUES rows: compiled per batch, but one round trip
-            # and one plan instead of a statement per row.
-            self.session.connection().execute(_upsert_refs_stmt(self.session, list(chunk)))
+        if self.ids.postgres:
+            # Three arrays, one statement: one round trip and one plan for the whole batch,
+            # and a statement text that never changes (no compiling per row count).
+            self.session.connection().execute(
+                _UNNEST_REFS,
+                {
+                    "m": [v["message_id"] for v in values],
+                    "t": [v["ticket_id"] for v in values],
+                    "k": [v["kind"] for v in values],
+                },
+            )
+        else:
+            upsert_refs(self.session, values)
 
     def next_counter(self, day: str) -> int:
         if day not in self.counters:
@@ -348,23 +357,26 @@ def _column_values(state: InstanceState[Any], now: datetime) -> dict[str, Any] |
     return values
 
 
-def _upsert_refs_stmt(session: Session, rows: list[dict[str, Any]] | None = None) -> Any:
+# A ref that later turns out to be a message we hold upgrades to "self" (both forms below).
+_UNNEST_REFS = text(
+    "INSERT INTO tticket_thread_refs (message_id, ticket_id, kind) "
+    "SELECT * FROM unnest(CAST(:m AS text[]), CAST(:t AS integer[]), CAST(:k AS text[])) "
+    "ON CONFLICT (message_id, ticket_id) DO UPDATE SET kind = excluded.kind "
+    "WHERE excluded.kind = 'self'"
+)
+
+
+def upsert_refs(session: Session, values: list[dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(ThreadRef)
-    if rows is not None:
-        stmt = stmt.values(rows)
-    # A ref that later turns out to be a message we hold upgrades to "self".
-    return stmt.on_conflict_do_update(
+    stmt = stmt.on_conflict_do_update(
         index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
         set_={"kind": stmt.excluded.kind},
         where=stmt.excluded.kind == "self",
     )
-
-
-def upsert_refs(session: Session, values: list[dict[str, Any]]) -> None:
     # Parameters apart from the statement: one cached compiled form, whatever the row count.
-    session.execute(_upsert_refs_stmt(session), values)
+    session.execute(stmt, values)
 
 
 def current_counter(session: Session, day: str) -> int:

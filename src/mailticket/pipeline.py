@@ -11,10 +11,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -37,6 +38,42 @@ if TYPE_CHECKING:
     from mailticket.workflows.schema import WorkflowSet
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+Prepared = tuple[ParsedEmail, Classification]
+
+
+def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Lookahead:
+    """The next batch's parse, run in `pool` from when `start` is first called."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        prepare: Callable[[Sequence[tuple[bytes, str]]], list[Prepared | None]],
+        chunk: list[tuple[bytes, str]] | None,
+    ) -> None:
+        self.pool, self.prepare, self.chunk = pool, prepare, chunk
+        self.future: Future[list[Prepared | None]] | None = None
+
+    def start(self) -> None:
+        if self.chunk and self.future is None:
+            self.future = self.pool.submit(self.prepare, self.chunk)
+
+    def result(self) -> list[Prepared | None] | None:
+        self.start()  # a batch that went the careful way never started it
+        return self.future.result() if self.future is not None else None
 
 
 def received_at_of(email: ParsedEmail, given: datetime | None) -> datetime:
@@ -106,22 +143,44 @@ class Pipeline:
         )
         return outcome
 
+    def prepare(self, items: Sequence[tuple[bytes, str]]) -> list[Prepared | None]:
+        """Parse and classify, touching no database: safe to run in another thread while
+        this batch is being written (`ingest_many` does). None: it failed, the
+        careful path will quarantine it."""
+        prepared: list[Prepared | None] = []
+        for raw, _source in items:
+            try:
+                email = parse_email(raw, domain=self.settings.mail_domain)
+                prepared.append((email, self.classifier.classify(email)))
+            except Exception:  # noqa: BLE001 - handled one by one after the batch
+                prepared.append(None)
+        return prepared
+
     def process_batch(
-        self, session: Session, items: Sequence[tuple[bytes, str]]
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, str]],
+        *,
+        prepared: Sequence[Prepared | None] | None = None,
+        on_write: Callable[[], None] | None = None,
     ) -> list[Outcome]:
         """Process many messages in the caller's transaction; the caller commits.
 
         Fast path: one savepoint and one flush for the whole batch (see `batch`). When any
         message in it fails, the batch's writes are rolled back and every message is done
         again one at a time, with its own savepoint, so the result is what
-        `process_in_session` would have given for each.
+        `process_in_session` would have given for each. `on_write` is called when the
+        fast path starts writing, the part of a batch that mostly waits on the database.
         """
         if len(items) < 2:
             return [self.process_in_session(session, raw, source) for raw, source in items]
         started = time.perf_counter()
         try:
             with session.begin_nested():
-                fast = self._fast_batch(session, items)
+                fast = self._fast_batch(
+                    session, items, self.prepare(items) if prepared is None else prepared,
+                    on_write,
+                )
         except OperationalError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch boundary; nothing is lost here
@@ -150,30 +209,33 @@ class Pipeline:
         """Bulk ingest: many messages per commit; outcomes are yielded only once the batch
         holding them is committed."""
         size = batch_size or self.settings.ingest_batch_size
-        pending: list[tuple[bytes, str]] = []
-        with self.session_factory() as session:
-            for source, raw in items:
-                pending.append((raw, source))
-                if len(pending) >= size:
-                    outcomes = self.process_batch(session, pending)
+        chunks = _chunked(((raw, source) for source, raw in items), size)
+        # A thread parses the next batch while this one is written: parsing is CPU, writing
+        # is mostly waiting on the database, so the two overlap. It starts only then, so it
+        # does not take the GIL from this batch's own Python work.
+        with ThreadPoolExecutor(1, thread_name_prefix="mailticket-parse") as parser:
+            current = next(chunks, None)
+            with self.session_factory() as session:
+                prepared = self.prepare(current) if current else None
+                while current is not None:
+                    following = next(chunks, None)
+                    ahead = _Lookahead(parser, self.prepare, following)
+                    outcomes = self.process_batch(
+                        session, current, prepared=prepared, on_write=ahead.start
+                    )
                     session.commit()
                     yield from outcomes
-                    pending.clear()
                     session.expunge_all()
-            outcomes = self.process_batch(session, pending)
-            session.commit()
-            yield from outcomes
+                    prepared = ahead.result()
+                    current = following
 
     def _fast_batch(
-        self, session: Session, items: Sequence[tuple[bytes, str]]
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, str]],
+        prepared: Sequence[Prepared | None],
+        on_write: Callable[[], None] | None = None,
     ) -> list[Outcome | None]:
-        prepared: list[tuple[ParsedEmail, Classification] | None] = []
-        for raw, _source in items:
-            try:
-                email = parse_email(raw, domain=self.settings.mail_domain)
-                prepared.append((email, self.classifier.classify(email)))
-            except Exception:  # noqa: BLE001 - handled one by one after the batch
-                prepared.append(None)
         ready = [p for p in prepared if p is not None]
         work = batch.start(session, block=len(items) * 2)
         try:
@@ -187,6 +249,8 @@ class Pipeline:
                 outcomes.append(
                     self._handle(session, raw, source, None, None, email, classification)
                 )
+            if on_write is not None:
+                on_write()
             work.finish()
             return outcomes
         finally:
