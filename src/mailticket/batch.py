@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import groupby
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     ColumnDefault,
     DateTime,
     Table,
+    event,
     func,
     insert,
     inspect,
@@ -36,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import InstanceState, Session
+from sqlalchemy.orm import InstanceState, Mapper, ORMExecuteState, Session
 
 from mailticket.db import Base
 from mailticket.models import EmailLog, ThreadRef, Ticket, TicketCounter
@@ -125,16 +127,41 @@ class Batch:
     replies: dict[str, list[datetime]] = field(default_factory=dict)
     _replies_since: datetime | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    # New rows kept out of the session: adding thousands of objects to it and taking them
+    # out again after the bulk INSERT costs more than writing them.
+    unattached: list[object] = field(default_factory=list)
     _counters_dirty: set[str] = field(default_factory=set)
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
         self.session.info.pop(_KEY, None)
+        if event.contains(self.session, "do_orm_execute", self._before_orm_execute):
+            event.remove(self.session, "do_orm_execute", self._before_orm_execute)
+
+    def add(self, obj: object) -> None:
+        self.unattached.append(obj)
+
+    def attach(self) -> None:
+        """Hand the rows kept out of the session to it, so a flush writes them."""
+        if self.unattached:
+            self.session.add_all(self.unattached)
+            self.unattached.clear()
+
+    def flush(self) -> None:
+        self.attach()
+        self.session.flush()
+
+    def _before_orm_execute(self, _state: ORMExecuteState) -> None:
+        # Any ORM query in the middle of a batch must see the batch's rows, as autoflush
+        # would have shown them: in the session they go, and autoflush runs right after.
+        self.attach()
 
     def finish(self) -> None:
         """Write what the batch kept back: the ORM rows, thread refs and counters."""
-        _insert_new(self.session, datetime.now(UTC))
+        rest = _insert_new(self.session, self.unattached, datetime.now(UTC))
+        self.unattached.clear()
+        self.session.add_all(rest)
         self.session.flush()  # what is left: changes to rows that existed before the batch
         self.write_refs()
         for day in sorted(self._counters_dirty):
@@ -151,7 +178,7 @@ class Batch:
         wanted = sorted(set(message_ids) - self._logged_known)
         if not wanted:
             return
-        self.session.flush()  # rows the batch logged count too
+        self.flush()  # rows the batch logged count too
         for chunk in _chunks(wanted):
             rows = self.session.execute(
                 select(EmailLog.id, EmailLog.email_message_id, EmailLog.ticket_id,
@@ -280,7 +307,7 @@ class Batch:
             for (mid, tid), kind in self._refs_pending.items()
         ]
         self._refs_pending.clear()
-        self.session.flush()  # the tickets they point at first
+        self.flush()  # the tickets they point at first
         if self.ids.postgres:
             # Three arrays, one statement: one round trip and one plan for the whole batch,
             # and a statement text that never changes (no compiling per row count).
@@ -303,16 +330,22 @@ class Batch:
         return self.counters[day]
 
 
-def _insert_new(session: Session, now: datetime) -> None:
-    """INSERT the batch's new rows with one multi-row statement per table, then let go of
-    them. The unit of work does the same statements but spends more on bookkeeping per
-    object than the database spends on the row; nothing reads these objects afterwards."""
+def _insert_new(session: Session, unattached: list[object], now: datetime) -> list[object]:
+    """INSERT the batch's new rows with one statement per table (COPY on PostgreSQL), then
+    let go of them: the unit of work does the same but spends more on bookkeeping per object
+    than the database spends on the row, and nothing reads these objects afterwards.
+    Returns the unattached rows only the ORM knows how to write."""
     by_table: dict[Table, list[tuple[object, dict[str, Any]]]] = {}
-    for obj in list(session.new):
+    rest: list[object] = []
+    attached = list(session.new)
+    for obj in [*attached, *unattached]:
         state = inspect(obj)
         values = _column_values(state, now)
         if values is not None:
             by_table.setdefault(state.mapper.local_table, []).append((obj, values))
+        elif state.session_id is None:
+            rest.append(obj)
+    in_session = set(map(id, attached))
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
     for table in Base.metadata.sorted_tables:  # parents before the rows pointing at them
@@ -329,30 +362,54 @@ def _insert_new(session: Session, now: datetime) -> None:
             else:
                 connection.execute(insert(table), [values for _, values in rows])
             for obj, _ in rows:
-                session.expunge(obj)
+                if id(obj) in in_session:
+                    session.expunge(obj)
+    return rest
+
+
+# How each column of a new row gets its INSERT value when the object does not hold one.
+_DB_ASSIGNS, _OMIT, _NULL, _NOW, _DEFAULT, _ORM_ONLY = range(6)
+
+
+@lru_cache(maxsize=64)
+def _column_plan(mapper: Mapper[Any]) -> tuple[tuple[str, str, int, Any], ...]:
+    plan = []
+    for attr in mapper.column_attrs:
+        column = attr.columns[0]
+        default = column.default
+        if column.primary_key:
+            how, arg = _DB_ASSIGNS, None
+        elif default is not None:
+            if isinstance(default, ColumnDefault):
+                how, arg = _DEFAULT, default
+            else:
+                how, arg = _ORM_ONLY, None
+        elif isinstance(column.type, JSON):
+            how, arg = _OMIT, None  # None here would be stored as JSON null, not SQL NULL
+        elif column.server_default is None:
+            how, arg = _NULL, None
+        elif isinstance(column.type, DateTime):
+            how, arg = _NOW, None  # what CURRENT_TIMESTAMP would have given
+        else:
+            how, arg = _ORM_ONLY, None
+        plan.append((attr.key, column.key, how, arg))
+    return tuple(plan)
 
 
 def _column_values(state: InstanceState[Any], now: datetime) -> dict[str, Any] | None:
     """Every column's value as the INSERT needs it; None when only the ORM knows how."""
     values: dict[str, Any] = {}
-    for attr in state.mapper.column_attrs:
-        column = attr.columns[0]
-        if attr.key in state.dict:
-            values[column.key] = state.dict[attr.key]
-        elif column.primary_key:
-            continue  # the database assigns it
-        elif column.default is not None:
-            default = column.default
-            if not isinstance(default, ColumnDefault):
-                return None
-            values[column.key] = default.arg(None) if default.is_callable else default.arg
-        elif isinstance(column.type, JSON):
-            continue  # left out: None here would be stored as JSON null, not SQL NULL
-        elif column.server_default is None:
-            values[column.key] = None
-        elif isinstance(column.type, DateTime):
-            values[column.key] = now  # what CURRENT_TIMESTAMP would have given
-        else:
+    held = state.dict
+    for attr_key, column_key, how, default in _column_plan(state.mapper):
+        if attr_key in held:
+            values[column_key] = held[attr_key]
+        elif how == _NULL:
+            values[column_key] = None
+        elif how == _NOW:
+            values[column_key] = now
+        elif how == _DEFAULT:
+            values[column_key] = default.arg(None) if default.is_callable else default.arg
+        elif how == _ORM_ONLY:
             return None
     return values
 
@@ -401,6 +458,7 @@ def start(session: Session, block: int) -> Batch:
         raise RuntimeError("a batch is already running in this session")
     batch = Batch(session=session, ids=IdBlocks(session, block))
     session.info[_KEY] = batch
+    event.listen(session, "do_orm_execute", batch._before_orm_execute)
     return batch
 
 
@@ -415,12 +473,21 @@ def get_ticket(session: Session, ticket_id: int) -> Ticket:
     return batch.ticket(ticket_id) if batch is not None else session.get_one(Ticket, ticket_id)
 
 
+def add_row(session: Session, obj: Base) -> None:
+    """session.add, except in a batch, which writes the row itself."""
+    batch = current(session)
+    if batch is not None:
+        batch.add(obj)
+    else:
+        session.add(obj)
+
+
 def add_with_id(session: Session, obj: Base) -> None:
     """Add a new row and make sure it has its id: from the batch's block, else by a flush."""
     batch = current(session)
     if batch is not None:
         obj.id = batch.ids.take(type(obj))  # type: ignore[attr-defined]
-        session.add(obj)
+        batch.add(obj)
     else:
         session.add(obj)
         session.flush()

@@ -491,5 +491,6 @@ class Pipeline:
             )
             for part in email.attachments
         ]
-        session.add_all(rows)
+        for row in rows:
+            batch.add_row(session, row)
         return rows

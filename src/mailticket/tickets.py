@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailticket.batch import add_with_id, current
+from mailticket.batch import add_row, add_with_id, current
 from mailticket.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
 from mailticket.numbering import allocate_ticket_number
@@ -94,7 +94,7 @@ def link_email(
         source="email",
         email_log_id=log.id,
     )
-    session.add(comment)
+    add_row(session, comment)
     ticket.updated_at = datetime.now(UTC)
     return comment
 
@@ -140,8 +140,9 @@ def add_comment(
 def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
     ticket: Ticket | None
-    if current(session) is not None:
-        session.flush()  # a ticket the batch opened must be findable like any other
+    batch = current(session)
+    if batch is not None:
+        batch.flush()  # a ticket the batch opened must be findable like any other
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         ticket = session.get(Ticket, int(ref))
     else:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from mailticket.batch import current
+from mailticket.batch import add_row, current
 from mailticket.models import Ticket, WorkflowExecution
 from mailticket.workflows.registry import ActionContext, ActionError, get_action
 from mailticket.workflows.schema import Step, Workflow, WorkflowSet
@@ -38,7 +38,7 @@ def run_workflows(ctx: ActionContext, workflows: WorkflowSet) -> list[WorkflowEx
             execution = _skipped(ctx, wf)
         else:
             execution = _run(ctx, wf)
-        ctx.session.add(execution)
+        add_row(ctx.session, execution)
         executions.append(execution)
         if execution.status == OK and wf.stop:
             break
