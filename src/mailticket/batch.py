@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     JSON,
     ColumnDefault,
+    Connection,
     DateTime,
     Table,
     event,
@@ -92,21 +93,37 @@ class IdBlocks:
 
     def take(self, model: type[Base]) -> int:
         table = model.__tablename__
+        # On the connection, not the session: an ORM execute would hand the batch's rows
+        # to the session (see Batch._before_orm_execute).
+        connection = self.session.connection()
         if not self.postgres:
             if table not in self._next:
-                top = self.session.execute(text(f'SELECT max(id) FROM "{table}"')).scalar()
+                top = connection.execute(text(f'SELECT max(id) FROM "{table}"')).scalar()
                 self._next[table] = int(top or 0) + 1
             value = self._next[table]
             self._next[table] = value + 1
             return value
         free = self._free.setdefault(table, [])
         if not free:
-            rows = self.session.execute(
-                text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-                {"t": table, "n": self.block},
+            rows = connection.execute(
+                text("SELECT nextval(CAST(:s AS regclass)) FROM generate_series(1, :n)"),
+                {"s": _sequence(connection, table), "n": self.block},
             ).scalars()
             free.extend(sorted((int(v) for v in rows), reverse=True))
         return free.pop()
+
+
+_SEQUENCES: dict[tuple[str, str], str] = {}
+
+
+def _sequence(connection: Connection, table: str) -> str:
+    key = (str(connection.engine.url), table)
+    if key not in _SEQUENCES:
+        name = connection.execute(
+            text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+        ).scalar_one()
+        _SEQUENCES[key] = str(name)
+    return _SEQUENCES[key]
 
 
 @dataclass

@@ -252,5 +252,32 @@ def _json_safe(result: Any) -> dict[str, Any]:
     whole message fail when the row is flushed."""
     if not isinstance(result, dict):
         raise TypeError(f"action returned {type(result).__name__}, not a dict")
+    copied = _plain_copy(result)
+    if copied is not _NOT_PLAIN:
+        return copied  # type: ignore[no-any-return]
     safe: dict[str, Any] = json.loads(json.dumps(result, default=str))
     return safe
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_copy(value: Any, depth: int = 0) -> Any:
+    """A copy of a value made only of JSON types (the usual case, no JSON round trip
+    needed); _NOT_PLAIN when something else is inside."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if depth > 8:
+        return _NOT_PLAIN
+    if type(value) is dict:
+        out = {}
+        for key, item in value.items():
+            copied = _plain_copy(item, depth + 1)
+            if type(key) is not str or copied is _NOT_PLAIN:
+                return _NOT_PLAIN
+            out[key] = copied
+        return out
+    if type(value) is list:
+        items = [_plain_copy(item, depth + 1) for item in value]
+        return _NOT_PLAIN if any(i is _NOT_PLAIN for i in items) else items
+    return _NOT_PLAIN
