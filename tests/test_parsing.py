@@ -581,3 +581,42 @@ def test_defects_are_short_strings() -> None:
     p = parse_email(raw)
     assert "CloseBoundaryNotFoundDefect" in p.defects
     assert all(isinstance(d, str) and len(d) <= 200 for d in p.defects)
+
+
+def test_address_fast_path_agrees_with_the_stdlib_parser(corpus_dir: Path) -> None:
+    """The regex shortcut for common address shapes must give exactly what getaddresses
+    gives, on every address header of the corpus and on the shapes at its edges."""
+    import email as stdlib_email
+    from email.utils import getaddresses
+
+    from mailticket import headerfields
+
+    def reference(values: list[str]) -> list[tuple[str, str]]:
+        out = []
+        for value in values:
+            text = headerfields._FOLD.sub(" ", headerfields.unescape_surrogates(value, None))
+            try:
+                pairs = [(n, a) for n, a in getaddresses([text]) if "@" in a or a == text.strip()]
+            except RecursionError:
+                pairs = []
+            if not pairs:
+                pairs = [("", a) for a in headerfields._ADDRESS.findall(text)]
+            out += [(headerfields.decode_header(n, None).strip("\"' "), a.strip().strip("<>").lower())
+                    for n, a in pairs]
+        return out
+
+    cases = [[v] for v in (
+        "a@b.c", "John Doe <J@X.y>", '"Doe, John" <j@x.y>', '"Doe,  John"  <j@x.y>',
+        "J. Doe <j@x.y>", "=?utf-8?q?J=C3=B8rn?= <j@x.y>", "<j@x.y>", "Mr  Big <b@c.d>",
+        "x <a..b@c.d>", '"" <a@b.c>', "Jörn <j@x.y>", "a@b.c, d@e.f", "(comment) a@b.c",
+    )]
+    for path in sorted(p for p in corpus_dir.rglob("*") if p.is_file()):
+        msg = stdlib_email.message_from_bytes(path.read_bytes())
+        for name in ("from", "to", "cc", "reply-to", "sender"):
+            values = msg.get_all(name)
+            if values:
+                cases.append([str(v) for v in values])
+    fast = sum(1 for c in cases if len(c) == 1 and headerfields._SIMPLE.fullmatch(c[0]))
+    assert fast > len(cases) // 2, "the shortcut should cover the common shapes"
+    for values in cases:
+        assert headerfields.addresses(values, None) == reference(values), values

@@ -20,6 +20,15 @@ from mailticket.types import EmbeddedMessage
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"'()\[\]]+@[^\s<>@,;:\"'()\[\]]+")
 _FOLD = re.compile(r"\r?\n[ \t]*")
+# The shapes nearly every address header has, read without the stdlib's address parser
+# (a third of parsing time): "a@b", "Name <a@b>", "Two Words <a@b>", "\"Any, text\" <a@b>".
+# Anything else (comments, groups, lists, escapes, odd spacing) goes to getaddresses.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_SIMPLE = re.compile(
+    rf'\s*(?:(?P<bare>{_ADDR_SPEC})'
+    rf'|(?:(?P<words>[\w=?+/-]+(?: [\w=?+/-]+)*)|"(?P<quoted>[^"\\]*)") ?<(?P<addr>{_ADDR_SPEC})>)\s*'
+)
 
 HeaderIndex = dict[str, list[str]]
 
@@ -59,6 +68,12 @@ def addresses(values: list[str] | None, hint: str | None) -> list[tuple[str, str
     out: list[tuple[str, str]] = []
     for value in values or ():
         text = _FOLD.sub(" ", unescape_surrogates(value, hint))
+        simple = _SIMPLE.fullmatch(text)
+        if simple is not None:
+            name = simple["words"] or simple["quoted"] or ""
+            addr = simple["bare"] or simple["addr"]
+            out.append((decode_header(name, hint).strip("\"' "), addr.lower()))
+            continue
         try:
             # A lone local part ("MAILER-DAEMON") is still who sent it.
             pairs = [(n, a) for n, a in getaddresses([text]) if "@" in a or a == text.strip()]
