@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket import batch, metrics, quarantine, threading, tickets
 from mailticket.backends.actions import mirror_followup
+from mailticket.db import new_row
 from mailticket.models import Attachment, EmailLog, RawMessage, Ticket, WorkflowExecution
 from mailticket.numbering import canonical_ticket_number
 from mailticket.outbound.loop import reply_recipient
@@ -457,7 +458,8 @@ class Pipeline:
         raw_row: RawMessage,
         received_at: datetime | None,
     ) -> EmailLog:
-        return EmailLog(
+        return new_row(
+            EmailLog,
             email_message_id=email.message_id,
             email_subject=email.subject,
             email_from=email.from_address,
@@ -481,7 +483,8 @@ class Pipeline:
         self, session: Session, email: ParsedEmail, entry: EmailLog
     ) -> list[Attachment]:
         rows = [
-            Attachment(
+            new_row(
+                Attachment,
                 email_log_id=entry.id,
                 part_index=part.index,
                 filename=part.filename[:500] or f"attachment-{part.index}",

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailticket.batch import add_with_id
+from mailticket.db import new_row
 from mailticket.models import QuarantineEntry, RawMessage
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ class QuarantineNotFound(LookupError):
 
 
 def store_raw(session: Session, raw: bytes, source: str | None) -> RawMessage:
-    row = RawMessage(
+    row = new_row(
+        RawMessage,
         sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw, source=source
     )
     add_with_id(session, row)

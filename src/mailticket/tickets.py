@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailticket.batch import add_row, add_with_id, current
+from mailticket.db import new_row
 from mailticket.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
 from mailticket.numbering import allocate_ticket_number
@@ -44,7 +45,8 @@ def create_ticket_from_email(
     tags = extract_tags(email.text)
     if assigned_to_user_id is None and settings.ticket_auto_assign:
         assigned_to_user_id = settings.ticket_default_assignee_id
-    ticket = Ticket(
+    ticket = new_row(
+        Ticket,
         ticket_number=allocate_ticket_number(session, settings.tz, now),
         subject=(email.subject or "(no subject)")[:MAX_SUBJECT],
         description=format_description(email, log.email_received_at),
@@ -86,7 +88,8 @@ def link_email(
     if ticket.status in REOPENABLE_STATUSES:
         ticket.status = "open"
         ticket.resolved_at = None
-    comment = Comment(
+    comment = new_row(
+        Comment,
         ticket_id=ticket.id,
         body=email.text.strip(),
         author_email=email.from_address or None,

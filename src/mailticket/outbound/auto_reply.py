@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailticket import outbox
 from mailticket.batch import AUTO_REPLY_ACTION, add_with_id, current
+from mailticket.db import new_row
 from mailticket.models import EmailLog, Ticket
 from mailticket.outbound.compose import compose, new_message_id, reply_subject, thread_headers
 from mailticket.outbound.loop import reply_recipient
@@ -106,7 +107,8 @@ def queue_auto_reply(
         html_body=rendered.html,
         date=now,
     )
-    entry = EmailLog(
+    entry = new_row(
+        EmailLog,
         ticket_id=ticket.id,
         email_message_id=message.message_id,
         email_subject=message.subject,
@@ -141,7 +143,8 @@ def queue_auto_reply(
         "message_b64": base64.b64encode(message.raw).decode("ascii"),
     }
     if batch is not None:
-        item = OutboxItem(
+        item = new_row(
+            OutboxItem,
             kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
             idempotency_key=key, ticket_id=ticket.id,
             status="pending", attempts=0, next_attempt_at=utcnow(),

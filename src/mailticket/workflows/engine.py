@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from mailticket.batch import add_row, current
+from mailticket.db import new_row
 from mailticket.models import Ticket, WorkflowExecution
 from mailticket.workflows.registry import ActionContext, ActionError, get_action
 from mailticket.workflows.schema import Step, Workflow, WorkflowSet
@@ -228,7 +229,8 @@ def _execution(
     error: str | None,
     started: float,
 ) -> WorkflowExecution:
-    return WorkflowExecution(
+    return new_row(
+        WorkflowExecution,
         workflow_name=wf.name,
         email_log_id=ctx.email_log.id,
         email_message_id=ctx.email.message_id,
