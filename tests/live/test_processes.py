@@ -73,7 +73,8 @@ def assert_each_once(factory: sessionmaker[Session], dovecot: Dovecot, n: int) -
 def test_kill_9_mid_batch_then_restart_stores_every_message_once(
     dovecot: Dovecot, pg_url: str, tmp_path: Path
 ) -> None:
-    n = 400
+    # Enough that three kills, each after at least one committed batch, land mid-drain.
+    n = 1200
     dovecot.append_many([message(f"load {i}", sender=f"c{i}@example.com") for i in range(n)])
     engine = make_engine(pg_url)
     factory = make_session_factory(engine)

@@ -118,14 +118,37 @@ class ImapSource:
         uidvalidity = self.imap.uidvalidity
         known = await asyncio.to_thread(self._known, uidvalidity, listed)
         todo = [uid for uid in listed if uid not in known]
+        chunks = [todo[start : start + BATCH] for start in range(0, len(todo), BATCH)]
         stored = 0
-        for start in range(0, len(todo), BATCH):
-            if self.stop.is_set():
-                break
-            stored += await self._batch(todo[start : start + BATCH])
+        # The next batch is fetched while this one is stored (the store runs in a thread);
+        # the two never overlap on the connection itself: the flags for a batch are set
+        # only after the fetch in flight has finished.
+        ahead: asyncio.Task[list[_Item]] | None = None
+        try:
+            for index, chunk in enumerate(chunks):
+                if self.stop.is_set():
+                    break
+                items = await (ahead if ahead is not None else self._collect(chunk))
+                ahead = None
+                if not items:
+                    continue
+                storing = asyncio.ensure_future(
+                    asyncio.to_thread(self._store, self.imap.uidvalidity, items)
+                )
+                if index + 1 < len(chunks) and not self.stop.is_set():
+                    ahead = asyncio.ensure_future(self._collect(chunks[index + 1]))
+                done = await storing
+                if ahead is not None:
+                    await asyncio.wait({ahead})
+                stored += await self._finish_batch(done)
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
         return stored
 
-    async def _batch(self, uids: list[int]) -> int:
+    async def _collect(self, uids: list[int]) -> list[_Item]:
+        """Sizes, then the messages (headers only when too big), in UID order."""
         sizes = await self.imap.sizes(uids)
         items: list[_Item] = []
         group: list[int] = []
@@ -145,10 +168,11 @@ class ImapSource:
             group_bytes += size
         if group:
             items.extend(await self._fetch_full(group, sizes))
-        if not items:
-            return 0
         items.sort(key=lambda item: item.uid)
-        stored = await asyncio.to_thread(self._store, self.imap.uidvalidity, items)
+        return items
+
+    async def _finish_batch(self, stored: list[_Stored]) -> int:
+        """Stored and committed: now flag, move or delete them on the server."""
         await self.imap.finish([s.uid for s in stored])
         await asyncio.to_thread(self._mark_done, [s.ledger_id for s in stored])
         for s in stored:
