@@ -146,7 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--preload", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: INGEST_BATCH_SIZE")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
 

@@ -266,3 +266,27 @@ def test_concurrent_batches_never_share_a_ticket_number(
     assert not errors
     numbers = [o.ticket_number for outs in results.values() for o in outs]
     assert sorted(numbers) == [f"{DAY}-{n:03d}" for n in range(1, 361)]
+
+
+def test_ingest_batches_are_capped_by_count_and_bytes() -> None:
+    from mailticket.pipeline import _chunked
+
+    small = [(b"x" * 400, f"s{i}") for i in range(10)]
+    assert [len(c) for c in _chunked(iter(small), 500, 1000)] == [2, 2, 2, 2, 2]
+    assert [len(c) for c in _chunked(iter(small), 3, 10**9)] == [3, 3, 3, 1]
+    # A message bigger than the budget still goes, alone.
+    big = [(b"x" * 5000, "big"), (b"y", "a"), (b"z", "b")]
+    assert [len(c) for c in _chunked(iter(big), 500, 1000)] == [1, 2]
+
+
+def test_ingest_many_with_tiny_batches_gives_the_same_tickets(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    rt = make_runtime(ingest_batch_bytes=2048)
+    items = [(src, raw) for raw, src in _scenario()]
+    outcomes = list(rt.pipeline.ingest_many(items))
+    assert [o.source for o in outcomes] == [src for src, _ in items]
+    created = [o for o in outcomes if o.action == "created"]
+    assert [o.ticket_number for o in created] == [f"{DAY}-{n:03d}" for n in range(1, len(created) + 1)]
+    by_id = {o.message_id: o for o in outcomes}
+    assert by_id["<r1@c.example>"].ticket_number == by_id["<root1@c.example>"].ticket_number

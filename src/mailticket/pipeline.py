@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -39,19 +39,26 @@ if TYPE_CHECKING:
     from mailticket.workflows.schema import WorkflowSet
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 Prepared = tuple[ParsedEmail, Classification]
 
 
-def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
-    chunk: list[_T] = []
+def _chunked(
+    items: Iterable[tuple[bytes, str]], size: int, max_bytes: int
+) -> Iterator[list[tuple[bytes, str]]]:
+    """Batches of at most `size` messages and, beyond their first, `max_bytes` raw bytes."""
+    chunk: list[tuple[bytes, str]] = []
+    held = 0
     for item in items:
+        if chunk and held + len(item[0]) > max_bytes:
+            yield chunk
+            chunk, held = [], 0
         chunk.append(item)
+        held += len(item[0])
         if len(chunk) >= size:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 
@@ -210,7 +217,9 @@ class Pipeline:
         """Bulk ingest: many messages per commit; outcomes are yielded only once the batch
         holding them is committed."""
         size = batch_size or self.settings.ingest_batch_size
-        chunks = _chunked(((raw, source) for source, raw in items), size)
+        chunks = _chunked(
+            ((raw, source) for source, raw in items), size, self.settings.ingest_batch_bytes
+        )
         # A thread parses the next batch while this one is written: parsing is CPU, writing
         # is mostly waiting on the database, so the two overlap. It starts only then, so it
         # does not take the GIL from this batch's own Python work.

@@ -69,9 +69,11 @@ class Settings(BaseSettings):
     ticket_timezone: str = "UTC"
     ticket_subject_match: SubjectMatchPolicy = SubjectMatchPolicy.any
     email_unmatched_action: UnmatchedAction = UnmatchedAction.log
-    # Messages per transaction when ingesting in bulk; each message still has its own
-    # savepoint, so one failure never loses its neighbours.
-    ingest_batch_size: int = Field(default=200, ge=1, le=10_000)
+    # Messages per transaction when ingesting in bulk, and the most raw bytes one batch may
+    # hold in memory. A batch is written in one go; when a message in it fails, the batch
+    # is redone one message at a time, so one failure never loses its neighbours.
+    ingest_batch_size: int = Field(default=500, ge=1, le=10_000)
+    ingest_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Domain used in Message-IDs of mail we generate (replies, synthetic ids).
     mail_domain: str = "mailticket.local"
     # Addresses that belong to us: mail from them is never answered nor treated as customer mail.
