@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 
 Prepared = tuple[ParsedEmail, Classification]
+# A failed batch is halved until it is this small, then done one message at a time.
+_ONE_BY_ONE = 4
 
 
 def _chunked(
@@ -175,30 +177,34 @@ class Pipeline:
         """Process many messages in the caller's transaction; the caller commits.
 
         Fast path: one savepoint and one flush for the whole batch (see `batch`). When any
-        message in it fails, the batch's writes are rolled back and every message is done
-        again one at a time, with its own savepoint, so the result is what
-        `process_in_session` would have given for each. `on_write` is called when the
-        fast path starts writing, the part of a batch that mostly waits on the database.
+        message in it fails, the batch's writes are rolled back and its two halves are
+        tried again in order, down to a few messages, which are done one at a time with a
+        savepoint each: the result is what `process_in_session` gives for each message, and
+        one bad message costs a few retries instead of the whole batch going slow. `on_write`
+        is called when the fast path starts writing, the part that mostly waits on the
+        database.
         """
         if len(items) < 2:
             return [self.process_in_session(session, raw, source) for raw, source in items]
+        if prepared is None:
+            prepared = self.prepare(items)
         started = time.perf_counter()
         try:
             with session.begin_nested():
-                fast = self._fast_batch(
-                    session, items, self.prepare(items) if prepared is None else prepared,
-                    on_write,
-                )
+                fast = self._fast_batch(session, items, prepared, on_write)
         except OperationalError:
             raise
         except Exception as exc:  # noqa: BLE001 - the batch boundary; nothing is lost here
-            # Not a quarantine: the one-by-one pass below finds the message and holds it.
-            log.info(
-                "batch of %d redone one message at a time: %s",
-                len(items), quarantine.describe(exc),
-            )
+            # Not a quarantine: the retries below find the message and hold it.
+            log.info("batch of %d split and retried: %s", len(items), quarantine.describe(exc))
             metrics.count_batch_fallback()
-            return [self.process_in_session(session, raw, source) for raw, source in items]
+            if len(items) <= _ONE_BY_ONE:
+                return [self.process_in_session(session, raw, source) for raw, source in items]
+            half = len(items) // 2
+            return [
+                *self.process_batch(session, items[:half], prepared=prepared[:half]),
+                *self.process_batch(session, items[half:], prepared=prepared[half:]),
+            ]
         per_message = (time.perf_counter() - started) / len(items)
         outcomes: list[Outcome] = []
         for (raw, source), outcome in zip(items, fast, strict=True):
