@@ -28,11 +28,9 @@ from sqlalchemy import (
     ColumnDefault,
     Connection,
     DateTime,
-    Table,
     event,
     func,
     insert,
-    inspect,
     select,
     text,
     update,
@@ -40,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstanceState, Mapper, ORMExecuteState, Session
+from sqlalchemy.orm.attributes import instance_state
 
 from mailticket.db import Base
 from mailticket.models import EmailLog, ThreadRef, Ticket, TicketCounter
@@ -352,11 +351,11 @@ def _insert_new(session: Session, unattached: list[object], now: datetime) -> li
     let go of them: the unit of work does the same but spends more on bookkeeping per object
     than the database spends on the row, and nothing reads these objects afterwards.
     Returns the unattached rows only the ORM knows how to write."""
-    by_table: dict[Table, list[tuple[object, dict[str, Any]]]] = {}
+    by_table: dict[Any, list[tuple[object, dict[str, Any]]]] = {}
     rest: list[object] = []
     attached = list(session.new)
     for obj in [*attached, *unattached]:
-        state = inspect(obj)
+        state = instance_state(obj)
         values = _column_values(state, now)
         if values is not None:
             by_table.setdefault(state.mapper.local_table, []).append((obj, values))
@@ -366,9 +365,11 @@ def _insert_new(session: Session, unattached: list[object], now: datetime) -> li
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
     for table in Base.metadata.sorted_tables:  # parents before the rows pointing at them
+        # Rows of one table name the same columns in the same order (one column plan per
+        # mapper) unless some left a column out; each such group is written on its own.
         for _keys, group in groupby(
-            sorted(by_table.get(table, []), key=lambda item: sorted(item[1])),
-            key=lambda item: sorted(item[1]),
+            sorted(by_table.get(table, []), key=lambda item: tuple(item[1])),
+            key=lambda item: tuple(item[1]),
         ):
             rows = list(group)
             if postgres:
