@@ -620,3 +620,37 @@ def test_address_fast_path_agrees_with_the_stdlib_parser(corpus_dir: Path) -> No
     assert fast > len(cases) // 2, "the shortcut should cover the common shapes"
     for values in cases:
         assert headerfields.addresses(values, None) == reference(values), values
+
+
+def test_date_shortcut_agrees_with_mail_parser_first(corpus_dir: Path) -> None:
+    """parse_date tries the stdlib first; on every corpus Date it must give what trying
+    mail-parser first gave."""
+    import email as stdlib_email
+    from datetime import UTC
+    from email.utils import parsedate_to_datetime
+
+    from mailparser.dates import parse_mail_date
+
+    from mailticket import headerfields
+
+    def mail_parser_first(raw: str) -> object:
+        when = parse_mail_date(raw).value
+        if when is None:
+            try:
+                when = parsedate_to_datetime(headerfields.unescape_surrogates(raw).strip())
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        try:
+            return when.astimezone(UTC)
+        except (OverflowError, ValueError):
+            return None
+
+    dates = ["Mon, 15 Dec 2025 08:00:00 +0000", "Thu 29 Apr 2010 23:34:45 +0900",
+             "15 Dec 2025 08:00:00", "not a date", "Mon, 15 Dec 2025 08:00:00 GMT"]
+    for path in sorted(p for p in corpus_dir.rglob("*") if p.is_file()):
+        msg = stdlib_email.message_from_bytes(path.read_bytes())
+        dates += [str(v) for v in (msg.get_all("date") or [])[:1]]
+    for raw in dates:
+        assert headerfields.parse_date([raw])[0] == mail_parser_first(raw), raw

@@ -101,6 +101,17 @@ def parse_date(values: list[str] | None) -> tuple[datetime | None, str | None]:
     if not values:
         return None, None
     raw = values[0]
+    # The stdlib first: it is twice as fast, and wherever it finds a zone, mail-parser (the
+    # fallback for odd formats) reads the same instant (checked on the whole corpus).
+    try:
+        quick = parsedate_to_datetime(unescape_surrogates(raw).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        quick = None
+    if quick is not None and quick.tzinfo is not None:
+        try:
+            return quick.astimezone(UTC), None
+        except (OverflowError, ValueError):
+            pass
     result = parse_mail_date(raw)
     when = result.value
     if when is None:

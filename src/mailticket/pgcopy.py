@@ -57,14 +57,18 @@ def _text(value: Any) -> str:
     return _escape(value)
 
 
-def _processors(connection: Connection, table: Table, keys: Sequence[str]) -> list[Callable[[Any], Any] | None]:
-    dialect = connection.dialect
-    out: list[Callable[[Any], Any] | None] = []
-    for key in keys:
-        column_type = table.c[key].type
-        # psycopg2 wraps bytes in its own adapter; COPY wants the bytes themselves.
-        out.append(None if isinstance(column_type, LargeBinary) else column_type.bind_processor(dialect))
-    return out
+def _converter(connection: Connection, table: Table, key: str) -> Callable[[Any], str]:
+    """value -> COPY field for one column, the type's bind processing included."""
+    column_type = table.c[key].type
+    if isinstance(column_type, LargeBinary):
+        return _text  # psycopg2 wraps bytes in its own adapter; COPY wants the bytes
+    process = column_type.bind_processor(connection.dialect)
+    if process is None:
+        return _text
+    if isinstance(column_type, JSON):
+        # A JSON column's None is JSON null, as with INSERT; other types' is SQL NULL.
+        return lambda value: _text(process(value))
+    return lambda value: "\\N" if value is None else _text(process(value))
 
 
 def copy_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -72,19 +76,12 @@ def copy_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any
     if not rows:
         return
     keys = list(rows[0])
-    processors = _processors(connection, table, keys)
-    json_keys = {key for key in keys if isinstance(table.c[key].type, JSON)}
+    converters = [(key, _converter(connection, table, key)) for key in keys]
     buffer = io.StringIO()
+    write = buffer.write
     for row in rows:
-        fields = []
-        for key, process in zip(keys, processors, strict=True):
-            value = row[key]
-            # A JSON column's None is JSON null, as with INSERT; other types' is SQL NULL.
-            if process is not None and (value is not None or key in json_keys):
-                value = process(value)
-            fields.append(_text(value))
-        buffer.write("\t".join(fields))
-        buffer.write("\n")
+        write("\t".join([convert(row[key]) for key, convert in converters]))
+        write("\n")
     buffer.seek(0)
     columns = ", ".join(connection.dialect.identifier_preparer.quote(k) for k in keys)
     name = connection.dialect.identifier_preparer.format_table(table)
