@@ -21,7 +21,9 @@ def make_email(
     in_reply_to: str | None = None,
     references: str | None = None,
     headers: dict[str, str] | None = None,
+    attachments: list[tuple[bytes, str, str]] | None = None,
 ) -> bytes:
+    """attachments: (payload, "maintype/subtype", filename) each."""
     n = next(_seq)
     msg = EmailMessage()
     msg["From"] = sender
@@ -37,4 +39,7 @@ def make_email(
     for name, value in (headers or {}).items():
         msg[name] = value
     msg.set_content(body)
+    for payload, content_type, filename in attachments or ():
+        maintype, _, subtype = content_type.partition("/")
+        msg.add_attachment(payload, maintype=maintype, subtype=subtype, filename=filename)
     return msg.as_bytes()

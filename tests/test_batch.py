@@ -78,21 +78,6 @@ def _scenario() -> list[tuple[bytes, str]]:
     return [(raw, f"test:{n}") for n, raw in enumerate(mails)]
 
 
-def _with_attachment() -> bytes:
-    from email.message import EmailMessage
-
-    msg = EmailMessage()
-    msg["From"] = "att@c.example"
-    msg["To"] = "support@example.com"
-    msg["Subject"] = "see attached"
-    msg["Message-ID"] = "<att@c.example>"
-    msg["In-Reply-To"] = "<root1@c.example>"
-    msg.set_content("log attached")
-    msg.add_attachment(b"\x00\x01log", maintype="application", subtype="octet-stream",
-                       filename="log.bin")
-    return msg.as_bytes()
-
-
 def _outcome(o: Outcome) -> tuple[Any, ...]:
     return (o.source, o.message_id, o.action, o.ticket_number, o.matched_by, o.classification,
             o.workflows)
@@ -173,7 +158,10 @@ def test_batch_equals_one_by_one(make_runtime: Callable[..., Runtime]) -> None:
         *_scenario(),
         (make_email(message_id="<o1@c.example>", in_reply_to="<old@c.example>"), "x:1"),
         (make_email(message_id="<old@c.example>"), "x:2"),  # redelivery of a stored mail
-        (_with_attachment(), "x:3"),
+        (make_email(message_id="<att@c.example>", sender="att@c.example", subject="see attached",
+                    in_reply_to="<root1@c.example>", body="log attached",
+                    attachments=[(b"\x00\x01log", "application/octet-stream", "log.bin")]),
+         "x:3"),
     ]
     before = _fallbacks()
     expected, got = _both_ways(rt, items)
@@ -255,12 +243,14 @@ def test_a_message_that_breaks_before_storage_is_quarantined_alone(
     ]
 
 
-def test_concurrent_batches_never_share_a_ticket_number(
-    make_runtime: Callable[..., Runtime], db_url: str
-) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite admits one writer; the race is PostgreSQL's")
-    rt = make_runtime()
+def test_concurrent_batches_never_share_a_ticket_number(pg_url: str) -> None:
+    # PostgreSQL only: SQLite admits one writer at a time, so there is no race to lose.
+    from mailticket.runtime import build_runtime
+    from mailticket.settings import load_settings
+    from tests.conftest import SEED_DAY
+
+    rt = build_runtime(load_settings(database_url=pg_url, _env_file=None))
+    rt.pipeline.clock = lambda: SEED_DAY
     results: dict[int, list[Outcome]] = {}
     errors: list[BaseException] = []
 
@@ -279,6 +269,7 @@ def test_concurrent_batches_never_share_a_ticket_number(
         t.start()
     for t in threads:
         t.join()
+    rt.close()
     assert not errors
     numbers = [o.ticket_number for outs in results.values() for o in outs]
     assert sorted(numbers) == [f"{DAY}-{n:03d}" for n in range(1, 361)]
