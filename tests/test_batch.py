@@ -297,3 +297,20 @@ def test_ingest_many_with_tiny_batches_gives_the_same_tickets(
     assert [o.ticket_number for o in created] == [f"{DAY}-{n:03d}" for n in range(1, len(created) + 1)]
     by_id = {o.message_id: o for o in outcomes}
     assert by_id["<r1@c.example>"].ticket_number == by_id["<root1@c.example>"].ticket_number
+
+
+def test_a_batch_of_only_unparseable_messages_is_quarantined_without_retries(
+    make_runtime: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = make_runtime()
+
+    def broken(email: Any) -> Any:
+        raise ValueError("classifier bug")
+
+    monkeypatch.setattr(rt.pipeline.classifier, "classify", broken)
+    before = _fallbacks()
+    with rt.session_factory() as s:
+        outcomes = rt.pipeline.process_batch(s, _scenario()[:6])
+        s.commit()
+    assert [o.action for o in outcomes] == ["quarantined"] * 6
+    assert _fallbacks() == before

@@ -1,8 +1,10 @@
-"""The per-message boundary: bytes in, a ticket / link / log entry / quarantine entry out.
+"""The message boundaries: bytes in, a ticket / link / log entry / quarantine entry out.
 
-Each message runs inside its own SAVEPOINT. Whatever goes wrong in it rolls back that
-message only and moves its raw bytes to quarantine; the messages around it keep flowing.
-This is the one place that catches every exception.
+One message (`process_in_session`) runs inside its own SAVEPOINT: whatever goes wrong in it
+rolls back that message only and moves its raw bytes to quarantine; the messages around it
+keep flowing. A batch (`process_batch`, see `mailticket.batch`) runs in one SAVEPOINT and,
+when anything in it fails, is retried in halves down to single messages, so it ends exactly
+as the one-message boundary would have. These are the places that catch every exception.
 """
 
 from __future__ import annotations
@@ -272,8 +274,10 @@ class Pipeline:
         finally:
             work.close()
 
-    def _prefetch(self, work: batch.Batch, ready: list[tuple[ParsedEmail, Classification]]) -> None:
+    def _prefetch(self, work: batch.Batch, ready: list[Prepared]) -> None:
         """Everything the batch's messages could look up, in a handful of queries."""
+        if not ready:
+            return
         work.prefetch_logged(email.message_id for email, _ in ready)
         ids: list[str] = []
         numbers: set[str] = set()
