@@ -361,21 +361,26 @@ def upsert_refs(session: Session, values: list[dict[str, Any]]) -> None:
     session.execute(stmt, values)
 
 
-def current_counter(session: Session, day: str) -> int:
-    """Today's counter, its row locked until commit (concurrent workers queue behind us)."""
+def counter_upsert(session: Session, day: str, step: int) -> Any:
+    """Add `step` to the day's ticket counter (creating it), returning the new value. The
+    row stays locked until commit, so concurrent workers queue behind the caller."""
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
+    return (
         insert(TicketCounter)
-        .values(day=day, last_value=0)
+        .values(day=day, last_value=step)
         .on_conflict_do_update(
             index_elements=[TicketCounter.day],
-            set_={"last_value": TicketCounter.last_value},
+            set_={"last_value": TicketCounter.last_value + step},
         )
         .returning(TicketCounter.last_value)
     )
+
+
+def current_counter(session: Session, day: str) -> int:
+    """Today's counter, its row locked until commit (concurrent workers queue behind us)."""
     # On the connection: an ORM execute would autoflush the batch half-way.
-    return int(session.connection().execute(stmt).scalar_one())
+    return int(session.connection().execute(counter_upsert(session, day, 0)).scalar_one())
 
 
 def start(session: Session, block: int) -> Batch:

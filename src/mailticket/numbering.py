@@ -6,12 +6,9 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from mailticket.batch import current
-from mailticket.models import TicketCounter
+from mailticket.batch import counter_upsert, current
 
 PREFIX = "TKT"
 # Past 999 a day the counter simply grows a digit; every matcher accepts 3 or more.
@@ -38,23 +35,7 @@ def allocate_ticket_number(session: Session, tz: ZoneInfo, now: datetime | None 
     if batch is not None:
         # The batch locks the row once and writes the last value back when it ends.
         return format_ticket_number(day, batch.next_counter(day))
-    dialect = session.get_bind().dialect.name
-    stmt: object
-    if dialect == "postgresql":
-        ins = pg_insert(TicketCounter).values(day=day, last_value=1)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[TicketCounter.day],
-            set_={"last_value": TicketCounter.last_value + 1},
-        ).returning(TicketCounter.last_value)
-    elif dialect == "sqlite":
-        ins_l = sqlite_insert(TicketCounter).values(day=day, last_value=1)
-        stmt = ins_l.on_conflict_do_update(
-            index_elements=[TicketCounter.day],
-            set_={"last_value": TicketCounter.last_value + 1},
-        ).returning(TicketCounter.last_value)
-    else:  # pragma: no cover - only the two supported databases reach here
-        raise RuntimeError(f"unsupported database {dialect}")
-    value = session.execute(stmt).scalar_one()
+    value = session.execute(counter_upsert(session, day, 1)).scalar_one()
     return format_ticket_number(day, int(value))
 
 
