@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.dbutil import create_pg, drop_pg  # noqa: E402
 
-from mailticket import migrate  # noqa: E402
 from mailticket.api import tokens  # noqa: E402
-from mailticket.db import make_engine, make_session_factory  # noqa: E402
+from mailticket.store import migrate  # noqa: E402
+from mailticket.store.db import make_engine, make_session_factory  # noqa: E402
 
 CLASSES = ("support_request", "support_request", "support_request", "auto_reply", "bounce")
 MATCHES = ("in_reply_to", "references", "subject", "in_reply_to")

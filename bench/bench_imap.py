@@ -28,12 +28,12 @@ from tests.dbutil import create_pg, drop_pg  # noqa: E402
 from tests.live.dovecot import Dovecot  # noqa: E402
 from tests.mailfactory import make_email  # noqa: E402
 
-from mailticket import migrate  # noqa: E402
-from mailticket.db import make_engine, make_session_factory  # noqa: E402
 from mailticket.live.config import MailboxConfig  # noqa: E402
 from mailticket.live.imap import ImapSource, MessageHandler  # noqa: E402
 from mailticket.live.models import ImapLedgerEntry  # noqa: E402
 from mailticket.settings import load_settings  # noqa: E402
+from mailticket.store import migrate  # noqa: E402
+from mailticket.store.db import make_engine, make_session_factory  # noqa: E402
 
 
 def corpus_like(i: int) -> bytes:

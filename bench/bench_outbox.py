@@ -23,12 +23,12 @@ from tests.dbutil import create_pg, drop_pg
 from tests.outbound.helpers import NOW, make_ticket, parsed
 from tests.smtp_sink import SmtpSink
 
-from mailticket import migrate, outbox
-from mailticket.db import make_engine, make_session_factory
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.outbound.templates import MailTemplates
 from mailticket.settings import load_settings
+from mailticket.store import migrate, outbox
+from mailticket.store.db import make_engine, make_session_factory
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mailticket.parsing import parse_email
+from mailticket.reading.parsing import parse_email
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 SMALL = 20 * 1024

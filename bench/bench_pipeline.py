@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.dbutil import create_pg, drop_pg
 
-from mailticket.db import make_engine
-from mailticket.parsing import parse_email
+from mailticket.reading.parsing import parse_email
 from mailticket.runtime import build_runtime
 from mailticket.settings import load_settings
+from mailticket.store.db import make_engine
 
 WORDS = ("printer network invoice login password vpn outlook server backup license "
          "laptop screen slow error crash update install access account billing").split()
@@ -162,7 +162,7 @@ def main() -> None:
     name = "mt_bench_pipeline"
     url = create_pg(name)
     try:
-        from mailticket import migrate
+        from mailticket.store import migrate
 
         migrate.upgrade(url)
         if args.preload:

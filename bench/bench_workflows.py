@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 from tests.dbutil import create_pg, drop_pg  # noqa: E402
 from tests.mailfactory import make_email  # noqa: E402
 
-from mailticket import migrate  # noqa: E402
-from mailticket.db import make_engine, make_session_factory  # noqa: E402
-from mailticket.models import EmailLog, RawMessage  # noqa: E402
-from mailticket.parsing import parse_email  # noqa: E402
+from mailticket.reading.parsing import parse_email  # noqa: E402
 from mailticket.settings import load_settings  # noqa: E402
+from mailticket.store import migrate  # noqa: E402
+from mailticket.store.db import make_engine, make_session_factory  # noqa: E402
+from mailticket.store.models import EmailLog, RawMessage  # noqa: E402
 from mailticket.types import Classification  # noqa: E402
 from mailticket.workflows import registry  # noqa: E402
 from mailticket.workflows.engine import run_workflows  # noqa: E402

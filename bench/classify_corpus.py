@@ -17,8 +17,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from mailticket.classification import Classifier, builtin_rules
-from mailticket.parsing import ParseError, parse_email
+from mailticket.reading.classification import Classifier, builtin_rules
+from mailticket.reading.parsing import ParseError, parse_email
 from mailticket.types import ParsedEmail
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

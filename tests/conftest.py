@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.db import make_engine, make_session_factory
 from mailticket.settings import Settings, load_settings
+from mailticket.store.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
     from mailticket.runtime import Runtime

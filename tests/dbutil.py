@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from mailticket import migrate
+from mailticket.store import migrate
 
 PG_ADMIN_DSN = os.environ.get("MAILTICKET_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 PG_URL_BASE = os.environ.get("MAILTICKET_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")

@@ -18,9 +18,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailticket import metrics
-from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket, WorkflowExecution
-from mailticket.outbox_models import OutboxItem
 from mailticket.runtime import Runtime
+from mailticket.store.models import (
+    Attachment,
+    Comment,
+    EmailLog,
+    ThreadRef,
+    Ticket,
+    WorkflowExecution,
+)
+from mailticket.store.outbox_models import OutboxItem
 from mailticket.types import Outcome
 from tests.mailfactory import make_email
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mailticket.classification import (
+from mailticket.reading.classification import (
     Classifier,
     PatternRule,
     RuleFileError,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mailticket.classification import Classifier, builtin_rules
-from mailticket.parsing import parse_email
+from mailticket.reading.classification import Classifier, builtin_rules
+from mailticket.reading.parsing import parse_email
 from mailticket.types import Classification
 from tests.mailfactory import make_email
 

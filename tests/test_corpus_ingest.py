@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from mailticket.models import EmailLog, QuarantineEntry, Ticket
+from mailticket.reading.sources import iter_messages
 from mailticket.runtime import Runtime
-from mailticket.sources import iter_messages
+from mailticket.store.models import EmailLog, QuarantineEntry, Ticket
 from tests.conftest import FIXTURES
 
 ANY_WF = FIXTURES / "workflows" / "any_create.yaml"

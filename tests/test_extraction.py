@@ -1,4 +1,4 @@
-from mailticket.extraction import detect_priority, extract_tags, merge_tags
+from mailticket.reading.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.settings import Priority
 
 

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.db import make_engine, make_session_factory
-from mailticket.numbering import allocate_ticket_number
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.ticketing.numbering import allocate_ticket_number
 
 UTCZ = ZoneInfo("UTC")
 

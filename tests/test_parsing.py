@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mailticket.charsets import decode_bytes, decode_header
-from mailticket.htmltext import html_to_text
-from mailticket.parsing import (
+from mailticket.reading.charsets import decode_bytes, decode_header
+from mailticket.reading.htmltext import html_to_text
+from mailticket.reading.parsing import (
     ParseError,
     extract_attachment,
     normalize_message_id,
@@ -589,7 +589,7 @@ def test_address_fast_path_agrees_with_the_stdlib_parser(corpus_dir: Path) -> No
     import email as stdlib_email
     from email.utils import getaddresses
 
-    from mailticket import headerfields
+    from mailticket.reading import headerfields
 
     def reference(values: list[str]) -> list[tuple[str, str]]:
         out = []
@@ -631,7 +631,7 @@ def test_date_shortcut_agrees_with_mail_parser_first(corpus_dir: Path) -> None:
 
     from mailparser.dates import parse_mail_date
 
-    from mailticket import headerfields
+    from mailticket.reading import headerfields
 
     def mail_parser_first(raw: str) -> object:
         when = parse_mail_date(raw).value

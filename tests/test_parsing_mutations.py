@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mailticket.parsing import ParseError, parse_email
+from mailticket.reading.parsing import ParseError, parse_email
 from mailticket.runtime import Runtime
 
 

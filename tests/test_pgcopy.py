@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from mailticket import migrate
-from mailticket.db import make_engine
-from mailticket.models import EmailLog, RawMessage, Ticket
-from mailticket.pgcopy import CopyValueError, copy_rows
+from mailticket.store import migrate
+from mailticket.store.db import make_engine
+from mailticket.store.models import EmailLog, RawMessage, Ticket
+from mailticket.store.pgcopy import CopyValueError, copy_rows
 
 AWKWARD = "tab\there\nnew line\r\ncr \\ backslash \\N not null, ünïcödé ☃ \\x00 text"
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from mailticket.models import Attachment, EmailLog, Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Attachment, EmailLog, Ticket
 
 LONG = "a" * 450
 

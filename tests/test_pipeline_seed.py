@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from mailticket.models import Comment, EmailLog, Ticket, WorkflowExecution
 from mailticket.runtime import Runtime
+from mailticket.store.models import Comment, EmailLog, Ticket, WorkflowExecution
 from tests.conftest import FIXTURES
 
 SEED = FIXTURES / "emails" / "seed"

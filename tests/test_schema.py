@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from mailticket.migrate import head_revisions, is_at_head
 from mailticket.model_registry import metadata
+from mailticket.store.migrate import head_revisions, is_at_head
 
 
 def test_migrations_match_models(engine: Engine) -> None:

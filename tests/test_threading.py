@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import func, select
 
-from mailticket.models import Comment, EmailLog, Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Comment, EmailLog, Ticket
 from mailticket.types import Outcome
 from tests.conftest import FIXTURES
 from tests.mailfactory import make_email
@@ -165,7 +165,7 @@ def test_link_email_to_unknown_ticket_fails_clearly(
     rt = make_runtime(workflows_path=wf)
     out = ingest(rt, make_email())
     assert out.action == "logged" and out.ticket_number is None
-    from mailticket.models import WorkflowExecution
+    from mailticket.store.models import WorkflowExecution
 
     with rt.session_factory() as s:
         ex = s.scalars(select(WorkflowExecution)).one()
@@ -176,8 +176,8 @@ def test_link_email_to_unknown_ticket_fails_clearly(
 def test_poison_message_is_quarantined_and_retryable(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mailticket import quarantine
-    from mailticket.models import QuarantineEntry
+    from mailticket.store.models import QuarantineEntry
+    from mailticket.ticketing import quarantine
 
     good = make_email()
     real = rt.classifier.classify

@@ -1,6 +1,10 @@
 import pytest
 
-from mailticket.numbering import TICKET_NUMBER_RE, canonical_ticket_number, format_ticket_number
+from mailticket.reading.ticketnumbers import (
+    TICKET_NUMBER_RE,
+    canonical_ticket_number,
+    format_ticket_number,
+)
 from mailticket.threading.subject import strip_reply_prefixes, subject_ticket_number
 
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.models import EmailLog, RawMessage, Ticket, WorkflowExecution
 from mailticket.settings import Settings
+from mailticket.store.models import EmailLog, RawMessage, Ticket, WorkflowExecution
 from mailticket.types import Classification, ParsedEmail
 from mailticket.workflows import registry
 from mailticket.workflows.engine import run_workflows

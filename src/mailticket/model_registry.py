@@ -3,13 +3,13 @@
 Alembic's env and the schema test import this; each feature adds its models module here.
 """
 
-from mailticket import (
+from mailticket.api import models as api_models  # noqa: F401
+from mailticket.backends import models as backend_models  # noqa: F401
+from mailticket.live import models as live_models  # noqa: F401
+from mailticket.store import (
     models,  # noqa: F401
     outbox_models,  # noqa: F401
 )
-from mailticket.api import models as api_models  # noqa: F401
-from mailticket.backends import models as backend_models  # noqa: F401
-from mailticket.db import Base
-from mailticket.live import models as live_models  # noqa: F401
+from mailticket.store.db import Base
 
 metadata = Base.metadata

@@ -2,7 +2,7 @@
 
 One message (`process_in_session`) runs inside its own SAVEPOINT: whatever goes wrong in it
 rolls back that message only and moves its raw bytes to quarantine; the messages around it
-keep flowing. A batch (`process_batch`, see `mailticket.batch`) runs in one SAVEPOINT and,
+keep flowing. A batch (`process_batch`, see `mailticket.store.batch`) runs in one SAVEPOINT and,
 when anything in it fails, is retried in halves down to single messages, so it ends exactly
 as the one-message boundary would have. These are the places that catch every exception.
 """
@@ -23,21 +23,23 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import batch, metrics, quarantine, threading, tickets
+from mailticket import metrics, threading
 from mailticket.backends.actions import mirror_followup
-from mailticket.db import new_row
-from mailticket.models import Attachment, EmailLog, RawMessage, Ticket, WorkflowExecution
-from mailticket.numbering import canonical_ticket_number
 from mailticket.outbound.loop import reply_recipient
-from mailticket.outbox_models import as_utc
-from mailticket.parsing import parse_email
+from mailticket.reading.parsing import parse_email
+from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Settings, UnmatchedAction
+from mailticket.store import batch
+from mailticket.store.db import new_row
+from mailticket.store.models import Attachment, EmailLog, RawMessage, Ticket, WorkflowExecution
+from mailticket.store.outbox_models import as_utc
+from mailticket.ticketing import quarantine, tickets
 from mailticket.types import Classification, Outcome, ParsedEmail
 from mailticket.workflows.engine import run_workflows
 from mailticket.workflows.registry import ActionContext, get_action
 
 if TYPE_CHECKING:
-    from mailticket.classification import Classifier
+    from mailticket.reading.classification import Classifier
     from mailticket.workflows.schema import WorkflowSet
 
 log = logging.getLogger(__name__)

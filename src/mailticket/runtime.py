@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.classification import Classifier
-from mailticket.db import make_engine, make_session_factory
 from mailticket.pipeline import Pipeline
+from mailticket.reading.classification import Classifier
 from mailticket.settings import Settings
+from mailticket.store.db import make_engine, make_session_factory
 from mailticket.workflows.loader import load_workflows
 from mailticket.workflows.schema import WorkflowSet
 

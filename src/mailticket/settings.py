@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     email_workflows_enabled: bool = True
 
     # --- storage and workflows -------------------------------------------------------------
-    database_url: str = "sqlite:///mailticket.db"
+    database_url: str = "sqlite:///mailticket.store.db"
     workflows_path: Path | None = None
     classification_rules_path: Path | None = None
     ticket_timezone: str = "UTC"

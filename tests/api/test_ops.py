@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from mailticket import metrics
-from mailticket.outbox_models import OutboxItem
+from mailticket.store.outbox_models import OutboxItem
 from tests.api.conftest import Api
 from tests.mailfactory import make_email
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from mailticket.models import Ticket
+from mailticket.store.models import Ticket
 from tests.api.conftest import Api
 from tests.mailfactory import make_email
 

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from mailticket.backends.delivery import KIND, deliver_backend_ops
 from mailticket.backends.models import RemoteLink
 from mailticket.backends.registry import registry_for
-from mailticket.outbox import DrainReport, RetryPolicy
-from mailticket.outbox_models import OutboxItem, utcnow
 from mailticket.runtime import Runtime
+from mailticket.store.outbox import DrainReport, RetryPolicy
+from mailticket.store.outbox_models import OutboxItem, utcnow
 
 HERE = Path(__file__).parent
 PUSH_WORKFLOW = HERE / "push_workflow.yaml"

@@ -13,10 +13,10 @@ from mailticket.backends import links
 from mailticket.backends.delivery import KIND, deliver_backend_ops, enqueue_op
 from mailticket.backends.models import RemoteLink
 from mailticket.backends.registry import registry_for
-from mailticket.db import make_engine, make_session_factory
-from mailticket.models import Ticket
-from mailticket.outbox import claim
 from mailticket.settings import load_settings
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.models import Ticket
+from mailticket.store.outbox import claim
 from tests.backends.conftest import jira_instance
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import POLICY, write_backends

@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from mailticket.backends.models import RemoteLink
-from mailticket.models import WorkflowExecution
-from mailticket.outbox_models import utcnow
 from mailticket.runtime import Runtime
+from mailticket.store.models import WorkflowExecution
+from mailticket.store.outbox_models import utcnow
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import count, drain, drain_until_quiet, items, link_of
 from tests.backends.mail import mail

@@ -8,8 +8,8 @@ from pathlib import Path
 from mailticket.backends import fake
 from mailticket.backends.registry import registry_for
 from mailticket.backends.sync import poll_backend
-from mailticket.models import Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Ticket
 from tests.backends.helpers import (
     drain,
     drain_until_quiet,

@@ -9,8 +9,8 @@ from mailticket.backends.models import RemoteCommentRef, WebhookDelivery
 from mailticket.backends.registry import registry_for
 from mailticket.backends.sync import poll_backend
 from mailticket.backends.webhook_api import build_router
-from mailticket.models import Comment, Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Comment, Ticket
 from tests.backends.fakes.asgi import AsgiServer
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import count, drain, drain_until_quiet, items, link_of

@@ -10,8 +10,8 @@ import pytest
 from mailticket.backends.actions import queue_ticket_update
 from mailticket.backends.throttle import TokenBucket
 from mailticket.cli import main
-from mailticket.models import Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Ticket
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import drain, drain_until_quiet, items, link_of
 from tests.backends.mail import mail

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from mailticket.backends.models import WebhookDelivery
 from mailticket.backends.webhook_api import build_router
-from mailticket.models import Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Ticket
 from tests.backends.fakes.asgi import AsgiServer
 from tests.backends.fakes.webhook_receiver import FakeReceiver
 from tests.backends.helpers import (

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mailticket.live.worker import Worker
-from mailticket.models import Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Ticket
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import link_of
 from tests.backends.mail import mail

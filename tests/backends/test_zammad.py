@@ -12,8 +12,8 @@ from sqlalchemy import select
 from mailticket.backends.registry import registry_for
 from mailticket.backends.sync import poll_backend
 from mailticket.backends.webhook_api import build_router
-from mailticket.models import Comment, Ticket
 from mailticket.runtime import Runtime
+from mailticket.store.models import Comment, Ticket
 from tests.backends.fakes.asgi import AsgiServer
 from tests.backends.fakes.zammad import FakeZammad
 from tests.backends.helpers import (

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailticket import quarantine
 from mailticket.live.models import ImapLedgerEntry
-from mailticket.models import EmailLog, QuarantineEntry
+from mailticket.store.models import EmailLog, QuarantineEntry
+from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 from tests.mailfactory import make_email
 

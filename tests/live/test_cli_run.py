@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from mailticket.db import make_engine, make_session_factory
 from mailticket.live.logs import JsonFormatter
-from mailticket.models import EmailLog, Ticket
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.models import EmailLog, Ticket
 from tests.live.helpers import message
 
 

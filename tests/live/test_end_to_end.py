@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import select
 
 from mailticket.live.worker import Worker
-from mailticket.models import EmailLog, Ticket
 from mailticket.runtime import Runtime, build_runtime
 from mailticket.settings import load_settings
+from mailticket.store.models import EmailLog, Ticket
 from tests.dbutil import TemplateDatabases, drop_pg
 from tests.live.dovecot import Dovecot
 from tests.mailfactory import make_email

@@ -11,7 +11,7 @@ from mailticket.live.config import MailboxConfig
 from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapSession
 from mailticket.live.models import ImapLedgerEntry
-from mailticket.models import QuarantineEntry
+from mailticket.store.models import QuarantineEntry
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import FakeHandler, counts, message
 
@@ -174,7 +174,7 @@ async def test_real_pipeline_creates_tickets_and_idle_delivers_within_seconds(
     import asyncio
     import time
 
-    from mailticket.models import EmailLog, Ticket
+    from mailticket.store.models import EmailLog, Ticket
 
     runtime = make_runtime(email_unmatched_action="create_ticket")
     box = mailbox.model_copy(update={"after": "move:Processed"})

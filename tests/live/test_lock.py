@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 from sqlalchemy import Engine, text, update
 
-from mailticket.db import make_engine
 from mailticket.live.lock import SourceLock, lock_key
 from mailticket.live.models import SourceLease
+from mailticket.store.db import make_engine
 
 
 def test_only_one_holder_until_released(engine: Engine) -> None:
@@ -28,7 +28,7 @@ def test_only_one_holder_until_released(engine: Engine) -> None:
 
 
 def test_sqlite_lease_of_a_dead_worker_expires(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from mailticket import migrate
+    from mailticket.store import migrate
 
     url = f"sqlite:///{tmp_path}/lease.db"
     migrate.upgrade(url)

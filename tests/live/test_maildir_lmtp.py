@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.db import make_engine, make_session_factory
 from mailticket.live.lmtp import parse_listen, start_receiver
 from mailticket.live.maildir import MaildirSource, seen_name
+from mailticket.store.db import make_engine, make_session_factory
 from mailticket.types import Outcome
 from tests.live.dovecot import free_port
 from tests.live.helpers import FakeHandler, counts, message

@@ -14,9 +14,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.db import make_engine, make_session_factory
 from mailticket.live.models import ImapLedgerEntry
-from mailticket.models import EmailLog, QuarantineEntry, Ticket
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.models import EmailLog, QuarantineEntry, Ticket
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import message
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailticket.models import EmailLog, Ticket
 from mailticket.settings import Settings, load_settings
+from mailticket.store.models import EmailLog, Ticket
 from mailticket.types import Classification, ParsedEmail
 
 NOW = datetime(2025, 12, 15, 10, 0, tzinfo=UTC)

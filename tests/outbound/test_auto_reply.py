@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.models import EmailLog, ThreadRef
 from mailticket.outbound.auto_reply import idempotency_key, queue_auto_reply
 from mailticket.outbound.compose import (
     clean_header,
@@ -22,8 +21,9 @@ from mailticket.outbound.compose import (
     thread_headers,
 )
 from mailticket.outbound.templates import MailTemplates, TemplateRenderError
-from mailticket.outbox_models import OutboxItem
 from mailticket.settings import Settings
+from mailticket.store.models import EmailLog, ThreadRef
+from mailticket.store.outbox_models import OutboxItem
 from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
 
 

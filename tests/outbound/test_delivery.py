@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket.cli import outbox as outbox_cli
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
-from mailticket.outbox import RetryPolicy
-from mailticket.outbox_models import OutboxItem, as_utc
 from mailticket.settings import Settings
+from mailticket.store.outbox import RetryPolicy
+from mailticket.store.outbox_models import OutboxItem, as_utc
 from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
 from tests.smtp_sink import SmtpSink, free_port
 

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.models import EmailLog
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.loop import should_auto_reply
-from mailticket.outbox_models import OutboxItem
 from mailticket.settings import Settings
+from mailticket.store.models import EmailLog
+from mailticket.store.outbox_models import OutboxItem
 from mailticket.types import Classification, ParsedEmail
 from mailticket.workflows.registry import ActionContext, ActionError, get_action
 from tests.outbound.helpers import NOW, human, mail_settings, make_ticket, parsed

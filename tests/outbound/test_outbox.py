@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import outbox
-from mailticket.db import make_engine, make_session_factory
-from mailticket.outbox import (
+from mailticket.store import outbox
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.outbox import (
     OutboxError,
     OutboxItem,
     PermanentError,

@@ -8,10 +8,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailticket.models import EmailLog, Ticket
 from mailticket.outbound.smtp import deliver_outgoing_mail
-from mailticket.outbox_models import OutboxItem
 from mailticket.runtime import Runtime
+from mailticket.store.models import EmailLog, Ticket
+from mailticket.store.outbox_models import OutboxItem
 from tests.mailfactory import make_email
 from tests.smtp_sink import SmtpSink
 

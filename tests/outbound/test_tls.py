@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.smtp import deliver_outgoing_mail
-from mailticket.outbox import RetryPolicy
-from mailticket.outbox_models import OutboxItem
 from mailticket.settings import Settings
+from mailticket.store.outbox import RetryPolicy
+from mailticket.store.outbox_models import OutboxItem
 from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
 from tests.smtp_sink import SmtpSink
 

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from mailticket.api.auth import SessionDep, require
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import AttachmentList, AttachmentOut
-from mailticket.models import Attachment, EmailLog, RawMessage
-from mailticket.parsing import ParseError, extract_attachment
+from mailticket.reading.parsing import ParseError, extract_attachment
+from mailticket.store.models import Attachment, EmailLog, RawMessage
 
 router = APIRouter(
     prefix="/api/v1/emails", tags=["emails"], dependencies=[Depends(require("read"))]

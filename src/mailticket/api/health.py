@@ -13,10 +13,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailticket import metrics
 from mailticket.api.auth import RuntimeDep
 from mailticket.api.schemas import Health
-from mailticket.migrate import is_at_head
-from mailticket.models import QuarantineEntry
-from mailticket.outbox_models import OutboxItem
 from mailticket.runtime import Runtime
+from mailticket.store.migrate import is_at_head
+from mailticket.store.models import QuarantineEntry
+from mailticket.store.outbox_models import OutboxItem
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import DateTime, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailticket.db import Base
-from mailticket.models import Ticket
+from mailticket.store.db import Base
+from mailticket.store.models import Ticket
 
 _DB_NOW = text("CURRENT_TIMESTAMP")
 

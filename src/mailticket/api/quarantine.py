@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 
-from mailticket import quarantine as service
 from mailticket.api.auth import ReadPrincipal, RuntimeDep, SessionDep, require
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import OutcomeOut, QuarantineDetail, QuarantineList, QuarantineOut
 from mailticket.api.tokens import scope_allows
-from mailticket.models import QuarantineEntry, RawMessage
+from mailticket.store.models import QuarantineEntry, RawMessage
+from mailticket.ticketing import quarantine as service
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
 

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from mailticket.models import Attachment, EmailLog, Ticket
+from mailticket.store.models import Attachment, EmailLog, Ticket
 
 
 class BadCursor(ValueError):

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from mailticket import tickets as ticket_service
 from mailticket.api import queries
 from mailticket.api.auth import RuntimeDep, SessionDep, WritePrincipal, require
 from mailticket.api.errors import Problem
@@ -28,8 +27,9 @@ from mailticket.api.schemas import (
     TicketSummary,
 )
 from mailticket.backends.actions import queue_comment, queue_ticket_update
-from mailticket.models import Ticket
 from mailticket.settings import Priority
+from mailticket.store.models import Ticket
+from mailticket.ticketing import tickets as ticket_service
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 

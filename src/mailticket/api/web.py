@@ -30,8 +30,8 @@ from mailticket.api.auth import (
 from mailticket.api.auth import authenticate as check_token
 from mailticket.api.schemas import TicketStatus
 from mailticket.api.tickets import load_ticket
-from mailticket.models import EmailLog
 from mailticket.settings import Priority
+from mailticket.store.models import EmailLog
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "templates" / "web"
 LOGIN_PATH = "/ui/login"

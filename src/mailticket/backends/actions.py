@@ -20,7 +20,7 @@ from mailticket.backends.base import TicketDraft
 from mailticket.backends.delivery import draft_to_payload, enqueue_op
 from mailticket.backends.models import RemoteLink
 from mailticket.backends.registry import BackendConfigError, UnknownBackend, registry_for
-from mailticket.models import Attachment, Comment, Ticket
+from mailticket.store.models import Attachment, Comment, Ticket
 from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
 
 log = logging.getLogger(__name__)

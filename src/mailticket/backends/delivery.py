@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import outbox
 from mailticket.backends import links
 from mailticket.backends.base import (
     AttachmentDraft,
@@ -32,10 +31,17 @@ from mailticket.backends.base import (
 from mailticket.backends.errors import BackendError, NotFound, RateLimited
 from mailticket.backends.models import RemoteLink
 from mailticket.backends.registry import BackendRegistry, UnknownBackend
-from mailticket.models import EmailLog, RawMessage
-from mailticket.outbox import DrainReport, OutboxItem, PermanentError, RetryPolicy, TransientError
-from mailticket.parsing import parse_email
+from mailticket.reading.parsing import parse_email
 from mailticket.settings import Settings
+from mailticket.store import outbox
+from mailticket.store.models import EmailLog, RawMessage
+from mailticket.store.outbox import (
+    DrainReport,
+    OutboxItem,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+)
 
 log = logging.getLogger(__name__)
 

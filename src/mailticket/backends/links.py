@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from mailticket.backends.base import RemoteRef
 from mailticket.backends.models import RemoteCommentRef, RemoteLink
-from mailticket.outbox_models import utcnow
+from mailticket.store.outbox_models import utcnow
 
 
 class LinkBroken(Exception):

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailticket.db import Base, ClippedString
-from mailticket.outbox_models import _DB_NOW, utcnow
+from mailticket.store.db import Base, ClippedString
+from mailticket.store.outbox_models import _DB_NOW, utcnow
 
 LINK_STATES = ("pending", "linked", "broken")
 

@@ -20,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import tickets
 from mailticket.backends import links
 from mailticket.backends.base import (
     Cap,
@@ -33,8 +32,9 @@ from mailticket.backends.base import (
 from mailticket.backends.errors import NotFound, Unsupported, WebhookSignatureError
 from mailticket.backends.models import RemoteCommentRef, RemoteLink, SyncCursor, WebhookDelivery
 from mailticket.backends.registry import BackendRegistry
-from mailticket.models import Ticket
-from mailticket.outbox_models import utcnow
+from mailticket.store.models import Ticket
+from mailticket.store.outbox_models import utcnow
+from mailticket.ticketing import tickets
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace, what: str) -> int:
 def _deliver(args: argparse.Namespace) -> int:
     from mailticket.backends.delivery import deliver_backend_ops
     from mailticket.cli import settings_or_exit
-    from mailticket.db import make_engine, make_session_factory
+    from mailticket.store.db import make_engine, make_session_factory
 
     settings = settings_or_exit()
     registry = _registry(settings)
@@ -97,7 +97,7 @@ def _deliver(args: argparse.Namespace) -> int:
 def _poll(args: argparse.Namespace) -> int:
     from mailticket.backends.sync import poll_backend
     from mailticket.cli import settings_or_exit
-    from mailticket.db import make_engine, make_session_factory
+    from mailticket.store.db import make_engine, make_session_factory
 
     settings = settings_or_exit()
     registry = _registry(settings)
@@ -122,11 +122,11 @@ def _poll(args: argparse.Namespace) -> int:
 
 
 def _relink(args: argparse.Namespace) -> int:
-    from mailticket import tickets
     from mailticket.backends import links
     from mailticket.backends.base import RemoteRef
     from mailticket.cli import settings_or_exit
-    from mailticket.db import make_engine, make_session_factory
+    from mailticket.store.db import make_engine, make_session_factory
+    from mailticket.ticketing import tickets
 
     settings = settings_or_exit()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mailticket import migrate
+from mailticket.store import migrate
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

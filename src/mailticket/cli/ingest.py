@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
+from mailticket.reading.sources import iter_messages
 from mailticket.runtime import build_runtime
-from mailticket.sources import iter_messages
 
 
 class Progress:

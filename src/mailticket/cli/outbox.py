@@ -7,8 +7,8 @@ import asyncio
 import json
 import sys
 
-from mailticket import outbox
-from mailticket.db import make_engine, make_session_factory
+from mailticket.store import outbox
+from mailticket.store.db import make_engine, make_session_factory
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -7,9 +7,9 @@ import sys
 
 from sqlalchemy import select
 
-from mailticket import quarantine
-from mailticket.models import QuarantineEntry, RawMessage
 from mailticket.runtime import build_runtime
+from mailticket.store.models import QuarantineEntry, RawMessage
+from mailticket.ticketing import quarantine
 
 
 def _list(args: argparse.Namespace) -> int:

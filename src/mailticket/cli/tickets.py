@@ -6,9 +6,9 @@ import argparse
 
 from sqlalchemy import select
 
-from mailticket.db import make_engine, make_session_factory
-from mailticket.models import Comment, EmailLog, Ticket
-from mailticket.tickets import find_ticket
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.models import Comment, EmailLog, Ticket
+from mailticket.ticketing.tickets import find_ticket
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.api import tokens
-from mailticket.db import make_engine, make_session_factory
+from mailticket.store.db import make_engine, make_session_factory
 
 
 def _session_factory() -> tuple[Engine, sessionmaker[Session]]:

@@ -21,12 +21,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import metrics, quarantine
+from mailticket import metrics
 from mailticket.live import ledger
 from mailticket.live.config import MailboxConfig
 from mailticket.live.dbgate import write_gate
 from mailticket.live.imap_client import ImapError, ImapSession
 from mailticket.live.lock import SourceLock
+from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 
 log = logging.getLogger(__name__)

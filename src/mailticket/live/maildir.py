@@ -15,9 +15,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import quarantine
 from mailticket.live.dbgate import write_gate
 from mailticket.live.imap import MessageHandler
+from mailticket.ticketing import quarantine
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailticket.db import Base
+from mailticket.store.db import Base
 
 
 class ImapLedgerEntry(Base):

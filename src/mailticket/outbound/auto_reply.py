@@ -15,15 +15,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailticket import outbox
-from mailticket.batch import AUTO_REPLY_ACTION, add_with_id, current
-from mailticket.db import new_row
-from mailticket.models import EmailLog, Ticket
 from mailticket.outbound.compose import compose, new_message_id, reply_subject, thread_headers
 from mailticket.outbound.loop import reply_recipient
 from mailticket.outbound.templates import MailTemplates
-from mailticket.outbox_models import OutboxItem, as_utc, utcnow
 from mailticket.settings import Settings
+from mailticket.store import outbox
+from mailticket.store.batch import AUTO_REPLY_ACTION, add_with_id, current
+from mailticket.store.db import new_row
+from mailticket.store.models import EmailLog, Ticket
+from mailticket.store.outbox_models import OutboxItem, as_utc, utcnow
 from mailticket.threading import record_thread_refs
 from mailticket.types import ParsedEmail
 

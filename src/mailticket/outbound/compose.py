@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr
 
-from mailticket.numbering import canonical_ticket_number
+from mailticket.reading.ticketnumbers import canonical_ticket_number
 
 # Leading reply/forward markers ("Re:", "AW:", "SV:", "Fwd:", "Re[2]:") the customer's mailer
 # added; they are noise in front of our ticket tag.

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from mailticket.batch import count_recent_replies, current
-from mailticket.outbox_models import as_utc
 from mailticket.settings import Settings
+from mailticket.store.batch import count_recent_replies, current
+from mailticket.store.outbox_models import as_utc
 from mailticket.types import Classification, ParsedEmail
 
 NO_REPLY_LABELS = frozenset({"auto_reply", "bounce", "bulk", "spam"})

@@ -15,11 +15,11 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import outbox
 from mailticket.outbound.auto_reply import SEND_OPERATION, SMTP_KIND
-from mailticket.outbox import DrainReport, PermanentError, RetryPolicy, TransientError
-from mailticket.outbox_models import OutboxItem
 from mailticket.settings import Settings, SmtpTls
+from mailticket.store import outbox
+from mailticket.store.outbox import DrainReport, PermanentError, RetryPolicy, TransientError
+from mailticket.store.outbox_models import OutboxItem
 
 # 30 s doubling to 1 h: fifteen attempts span about eight hours, so a relay outage of
 # that long loses nothing; jitter keeps a backlog from hitting the relay all at once.

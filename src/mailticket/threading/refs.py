@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from mailticket.batch import current, upsert_refs
+from mailticket.store.batch import current, upsert_refs
 
 
 def record_thread_refs(

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailticket.batch import Ref, current, get_ticket
-from mailticket.models import EmailLog, ThreadRef, Ticket
-from mailticket.numbering import canonical_ticket_number
+from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Settings, SubjectMatchPolicy
+from mailticket.store.batch import Ref, current, get_ticket
+from mailticket.store.models import EmailLog, ThreadRef, Ticket
 from mailticket.threading.subject import subject_ticket_number
 from mailticket.types import Classification, ParsedEmail, ThreadMatch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mailticket.numbering import canonical_ticket_number
+from mailticket.reading.ticketnumbers import canonical_ticket_number
 
 # Reply/forward prefixes in the languages our customers write in, plus list tags like
 # "[support]" that mailers put in front; "Re[2]:" and "Re:Re:" chains included.

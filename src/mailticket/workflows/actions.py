@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mailticket import tickets
-from mailticket.batch import get_ticket
-from mailticket.models import Ticket
-from mailticket.numbering import TICKET_NUMBER_RE, canonical_ticket_number
+from mailticket.reading.ticketnumbers import TICKET_NUMBER_RE, canonical_ticket_number
 from mailticket.settings import Priority
+from mailticket.store.batch import get_ticket
+from mailticket.store.models import Ticket
+from mailticket.ticketing import tickets
 from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, NoParams, action
 
 

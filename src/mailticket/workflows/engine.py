@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from mailticket.batch import add_row, current
-from mailticket.db import new_row
-from mailticket.models import Ticket, WorkflowExecution
+from mailticket.store.batch import add_row, current
+from mailticket.store.db import new_row
+from mailticket.store.models import Ticket, WorkflowExecution
 from mailticket.workflows.registry import ActionContext, ActionError, get_action
 from mailticket.workflows.schema import Step, Workflow, WorkflowSet
 

@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from mailticket.models import EmailLog, Ticket
 from mailticket.settings import Settings
+from mailticket.store.models import EmailLog, Ticket
 from mailticket.types import Classification, ParsedEmail, ThreadMatch
 
 ACTION_MODULES: list[str] = [

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser
 
-from mailticket.charsets import decode_bytes_noted, decode_header
-from mailticket.headerfields import embedded_message, header_index
+from mailticket.reading.charsets import decode_bytes_noted, decode_header
+from mailticket.reading.headerfields import embedded_message, header_index
 from mailticket.types import AttachmentPart, EmbeddedMessage
 
 # message/* types whose body is a whole mail we report as embedded; the other message/*

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mailticket.db import Base, JSONType
-from mailticket.models import EmailLog, Ticket
+from mailticket.store.db import Base, JSONType
+from mailticket.store.models import EmailLog, Ticket
 
 # CURRENT_TIMESTAMP works as a column default on both SQLite and PostgreSQL (now() does not
 # exist in SQLite); rows written from Python also carry an explicit UTC value.

@@ -17,8 +17,8 @@ from sqlalchemy import JSON, ColumnDefault, DateTime, insert
 from sqlalchemy.orm import InstanceState, Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 
-from mailticket.db import Base
-from mailticket.pgcopy import CopyValueError, copy_rows
+from mailticket.store.db import Base
+from mailticket.store.pgcopy import CopyValueError, copy_rows
 
 
 def write_new_rows(session: Session, unattached: list[object], now: datetime) -> list[object]:

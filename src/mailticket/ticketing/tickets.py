@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailticket.batch import add_row, add_with_id, current
-from mailticket.db import new_row
-from mailticket.extraction import detect_priority, extract_tags, merge_tags
-from mailticket.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
-from mailticket.numbering import allocate_ticket_number
+from mailticket.reading.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.settings import Priority, Settings
+from mailticket.store.batch import add_row, add_with_id, current
+from mailticket.store.db import new_row
+from mailticket.store.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
 from mailticket.threading import record_thread_refs
+from mailticket.ticketing.numbering import allocate_ticket_number
 from mailticket.types import Classification, ParsedEmail
 
 OPEN_STATUSES = frozenset({"open", "pending"})

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.outbox_models import OutboxItem, utcnow
+from mailticket.store.outbox_models import OutboxItem, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from mailticket.classification_rules import (
+from mailticket.reading.classification_rules import (
     AUTO_REPLY,
     BOUNCE,
     BULK,

@@ -14,8 +14,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 from mailparser.dates import parse_mail_date
 
-from mailticket.charsets import decode_header, unescape_surrogates
-from mailticket.msgids import normalize_message_id, parse_id_list
+from mailticket.reading.charsets import decode_header, unescape_surrogates
+from mailticket.reading.msgids import normalize_message_id, parse_id_list
 from mailticket.types import EmbeddedMessage
 
 _ADDRESS = re.compile(r"[^\s<>@,;:\"'()\[\]]+@[^\s<>@,;:\"'()\[\]]+")

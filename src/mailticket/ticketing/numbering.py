@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from mailticket.batch import counter_upsert, current
-
-PREFIX = "TKT"
-# Past 999 a day the counter simply grows a digit; every matcher accepts 3 or more.
-TICKET_NUMBER_RE = re.compile(r"TKT-(\d{8})-(\d{3,})", re.IGNORECASE)
-
-
-def format_ticket_number(day: str, value: int) -> str:
-    return f"{PREFIX}-{day}-{value:03d}"
-
-
-def canonical_ticket_number(text: str) -> str | None:
-    m = TICKET_NUMBER_RE.search(text)
-    return f"{PREFIX}-{m.group(1)}-{m.group(2)}" if m else None
+from mailticket.reading.ticketnumbers import format_ticket_number
+from mailticket.store.batch import counter_upsert, current
 
 
 def allocate_ticket_number(session: Session, tz: ZoneInfo, now: datetime | None = None) -> str:
@@ -39,9 +26,4 @@ def allocate_ticket_number(session: Session, tz: ZoneInfo, now: datetime | None 
     return format_ticket_number(day, int(value))
 
 
-__all__ = [
-    "TICKET_NUMBER_RE",
-    "allocate_ticket_number",
-    "canonical_ticket_number",
-    "format_ticket_number",
-]
+__all__ = ["allocate_ticket_number"]

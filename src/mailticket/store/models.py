@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mailticket.db import Base, ClippedString, JSONType
+from mailticket.store.db import Base, ClippedString, JSONType
 
 
 def _now() -> Any:
@@ -30,7 +30,7 @@ def _now() -> Any:
 
 def _written_after(target: str, column: str) -> Any:
     """A relationship nobody reads. It exists for the unit of work: when one flush writes a
-    row and the row it points at (a batch does, see `mailticket.batch`), the ORM orders
+    row and the row it points at (a batch does, see `mailticket.store.batch`), the ORM orders
     statements by relationships, not by foreign keys, and would otherwise be free to
     write the pointing row first."""
     return relationship(target, foreign_keys=column, lazy="raise", viewonly=False, cascade="")

@@ -16,8 +16,8 @@ class MigrationsNotFound(RuntimeError):
 
 
 def _project_root() -> Path:
-    # src/mailticket/migrate.py -> project root holding alembic.ini and migrations/
-    return Path(__file__).resolve().parents[2]
+    # src/mailticket/store/migrate.py -> project root holding alembic.ini and migrations/
+    return Path(__file__).resolve().parents[3]
 
 
 def alembic_config(database_url: str) -> Config:

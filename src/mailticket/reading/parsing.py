@@ -15,8 +15,8 @@ from email.message import Message
 
 import mailparser
 
-from mailticket.charsets import decode_header
-from mailticket.headerfields import (
+from mailticket.reading.charsets import decode_header
+from mailticket.reading.headerfields import (
     addresses,
     decoded_headers,
     first_message_id,
@@ -25,9 +25,9 @@ from mailticket.headerfields import (
     parse_date,
     return_path,
 )
-from mailticket.htmltext import html_to_text
-from mailticket.mimeparts import repair_boundary, walk
-from mailticket.msgids import (
+from mailticket.reading.htmltext import html_to_text
+from mailticket.reading.mimeparts import repair_boundary, walk
+from mailticket.reading.msgids import (
     canonical_bytes,
     normalize_message_id,
     parse_id_list,

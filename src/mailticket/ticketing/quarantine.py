@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.batch import add_with_id
-from mailticket.db import new_row
-from mailticket.models import QuarantineEntry, RawMessage
+from mailticket.store.batch import add_with_id
+from mailticket.store.db import new_row
+from mailticket.store.models import QuarantineEntry, RawMessage
 
 if TYPE_CHECKING:
-    from mailticket.pipeline import Pipeline
     from mailticket.types import Outcome
+
+
+class Reprocessor(Protocol):
+    """What `retry` needs of the pipeline (named by shape, so this module, which the
+    pipeline uses, does not import it back)."""
+
+    session_factory: sessionmaker[Session]
+
+    def process_in_session(
+        self, session: Session, raw: bytes, source: str, *, raw_message: RawMessage | None = ...
+    ) -> Outcome: ...
 
 
 class QuarantineNotFound(LookupError):
@@ -90,7 +100,7 @@ def quarantine_raw(
     )
 
 
-def retry(pipeline: Pipeline, entry_id: int) -> Outcome:
+def retry(pipeline: Reprocessor, entry_id: int) -> Outcome:
     """Run a held message through the pipeline again; it is released when that works."""
     with pipeline.session_factory() as session:
         entry = session.get(QuarantineEntry, entry_id)

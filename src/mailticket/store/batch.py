@@ -33,12 +33,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from mailticket.bulkwrite import write_new_rows
-from mailticket.db import Base
-from mailticket.models import EmailLog, ThreadRef, Ticket, TicketCounter
-from mailticket.outbox_models import as_utc
+from mailticket.store.bulkwrite import write_new_rows
+from mailticket.store.db import Base
+from mailticket.store.models import EmailLog, ThreadRef, Ticket, TicketCounter
+from mailticket.store.outbox_models import as_utc
 
-_KEY = "mailticket.batch"
+_KEY = "mailticket.store.batch"
 _T = TypeVar("_T")
 # Bound parameters per IN list: far below SQLite's limit, big enough to be one query here.
 _CHUNK = 500

@@ -1,0 +1,24 @@
+"""The shape of a ticket number, TKT-YYYYMMDD-XXX: how one is written and found in text.
+
+Reading, threading and ticketing all need it; allocating a new one is `ticketing.numbering`.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "TKT"
+# Past 999 a day the counter simply grows a digit; every matcher accepts 3 or more.
+TICKET_NUMBER_RE = re.compile(r"TKT-(\d{8})-(\d{3,})", re.IGNORECASE)
+
+
+def format_ticket_number(day: str, value: int) -> str:
+    return f"{PREFIX}-{day}-{value:03d}"
+
+
+def canonical_ticket_number(text: str) -> str | None:
+    m = TICKET_NUMBER_RE.search(text)
+    return f"{PREFIX}-{m.group(1)}-{m.group(2)}" if m else None
+
+
+__all__ = ["PREFIX", "TICKET_NUMBER_RE", "canonical_ticket_number", "format_ticket_number"]
