@@ -31,12 +31,11 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import warnings
 
 import yaml
 
@@ -168,7 +167,17 @@ def load_published(cache: Path) -> list[Case]:
             print(f"(missing {path}: published fixtures skipped)", file=sys.stderr)
             continue
         for c in json.loads(path.read_text(encoding="utf-8")):
-            cases.append(Case(c["source"], c["id"], c["lang"], c["text"], c["html"], c["expected"], c["keeps_signature"]))
+            cases.append(
+                Case(
+                    c["source"],
+                    c["id"],
+                    c["lang"],
+                    c["text"],
+                    c["html"],
+                    c["expected"],
+                    c["keeps_signature"],
+                )
+            )
     return cases
 
 
@@ -179,7 +188,15 @@ def load_heldout(folder: Path) -> list[Case]:
         part = doc.get("part", "dev")
         for c in doc["cases"]:
             cases.append(
-                Case(f"held-out:{part}", c["id"], c["lang"], c.get("text"), c.get("html"), c["expected"].strip(), False)
+                Case(
+                    f"held-out:{part}",
+                    c["id"],
+                    c["lang"],
+                    c.get("text"),
+                    c.get("html"),
+                    c["expected"].strip(),
+                    False,
+                )
             )
     return cases
 
@@ -198,7 +215,11 @@ def run(cases: list[Case], tools: dict[str, Tool]) -> dict[str, dict[str, tuple[
     return results
 
 
-def table(title: str, groups: dict[str, list[Case]], results: dict[str, dict[str, tuple[bool, bool, bool]]]) -> None:
+def table(
+    title: str,
+    groups: dict[str, list[Case]],
+    results: dict[str, dict[str, tuple[bool, bool, bool]]],
+) -> None:
     names = list(results)
     print(f"\n## {title}\n")
     head = f"{'group':<24}{'n':>5}  " + "  ".join(f"{n[:18]:>18}" for n in names)
@@ -238,8 +259,13 @@ def main() -> None:
     by_source["ALL published"] = pub
     by_source["ALL held-out"] = held
     table("per source", dict(by_source), results)
-    for label, subset in (("held-out, per language", held), ("held-out frozen, per language", [c for c in held if c.source.endswith("frozen")])):
-        by_lang: dict[str, list[Case]] = {lang: [c for c in subset if c.lang == lang] for lang in LANGS}
+    for label, subset in (
+        ("held-out, per language", held),
+        ("held-out frozen, per language", [c for c in held if c.source.endswith("frozen")]),
+    ):
+        by_lang: dict[str, list[Case]] = {
+            lang: [c for c in subset if c.lang == lang] for lang in LANGS
+        }
         table(label, by_lang, results)
     styles: dict[str, list[Case]] = defaultdict(list)
     for c in held:
@@ -250,7 +276,9 @@ def main() -> None:
             if not e:
                 p = split_reply(c.text, c.html)
                 got = p.body_with_signature if c.keeps_signature else p.new_text
-                print(f"\n--- {c.source}/{c.id} [{c.lang}] leak={lk} loss={ls} method={p.method}/{p.source}")
+                print(
+                    f"\n--- {c.source}/{c.id} [{c.lang}] leak={lk} loss={ls} method={p.method}/{p.source}"
+                )
                 print("expected:", repr(c.expected[:300]))
                 print("got:     ", repr(got[:300]))
 

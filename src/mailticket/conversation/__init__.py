@@ -11,7 +11,19 @@
 customer message; `split_reply` treats it as a quote boundary in every language.
 """
 
-from mailticket.conversation.markers import REPLY_MARKER, REPLY_MARKERS, is_reply_marker, reply_marker
+from mailticket.conversation.markers import (
+    REPLY_MARKER,
+    REPLY_MARKERS,
+    is_reply_marker,
+    reply_marker,
+)
 from mailticket.conversation.quotes import ReplyParts, split_reply
 
-__all__ = ["REPLY_MARKER", "REPLY_MARKERS", "ReplyParts", "is_reply_marker", "reply_marker", "split_reply"]
+__all__ = [
+    "REPLY_MARKER",
+    "REPLY_MARKERS",
+    "ReplyParts",
+    "is_reply_marker",
+    "reply_marker",
+    "split_reply",
+]

@@ -44,12 +44,17 @@ _BOUNDARY_CLASSES = frozenset(
 # Outlook desktop puts the earlier mail's header in a div with a thin top border.
 _OUTLOOK_BORDER = re.compile(r"border-top\s*:\s*solid\s+#?[\w]+\s+[\d.]+pt", re.IGNORECASE)
 # Lines inside these are quoted (one more level).
-_QUOTE_CLASSES = frozenset({"gmail_quote", "yahoo_quoted", "protonmail_quote", "moz-forward-container"})
+_QUOTE_CLASSES = frozenset(
+    {"gmail_quote", "yahoo_quoted", "protonmail_quote", "moz-forward-container"}
+)
 _INTRO_CLASSES = frozenset({"gmail_attr", "moz-cite-prefix", "gmail_quote_attribution"})
 _SIGNATURE_CLASSES = frozenset(
     {"gmail_signature", "moz-signature", "signature", "yahoo-signature", "x_signature"}
 )
-_SIGNATURE_IDS = re.compile(r"^(?:x_)?(?:signature|AppleMailSignature|Signature|ms-outlook-mobile-signature)$", re.IGNORECASE)
+_SIGNATURE_IDS = re.compile(
+    r"^(?:x_)?(?:signature|AppleMailSignature|Signature|ms-outlook-mobile-signature)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -152,7 +157,9 @@ class _Walker(HTMLParser):
             self.boundary_evidence = boundary
         if tag == "blockquote":
             frame.depth = 1
-            frame.evidence = "html:blockquote" + ("[type=cite]" if a.get("type", "").lower() == "cite" else "")
+            frame.evidence = "html:blockquote" + (
+                "[type=cite]" if a.get("type", "").lower() == "cite" else ""
+            )
         elif classes & _INTRO_CLASSES:
             frame.mark, frame.evidence = Mark.INTRO, "html:." + sorted(classes & _INTRO_CLASSES)[0]
         elif "gmail_quote" in classes and tag != "blockquote":

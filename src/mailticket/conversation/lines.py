@@ -39,7 +39,9 @@ class Line:
 
 
 _QUOTE_PREFIX = re.compile(r"^((?:[ \t]{0,3}>)+)[ \t]?")
-_INVISIBLE = str.maketrans({"\u00a0": " ", "\u200b": None, "\ufeff": None, "\u202f": " ", "\u3000": " "})
+_INVISIBLE = str.maketrans(
+    {"\u00a0": " ", "\u200b": None, "\ufeff": None, "\u202f": " ", "\u3000": " "}
+)
 
 
 def clean(s: str) -> str:

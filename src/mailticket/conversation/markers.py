@@ -59,19 +59,40 @@ def is_reply_marker(line: str) -> bool:
 # at all ("2024年1月15日(月) 10:00 田中太郎 <taro@example.com>:"); that form is caught by the
 # date + address rule in quotes.py.
 _WROTE = [
-    r"wrote", r"writes", r"sent", r"said",  # en
-    r"schrieb", r"geschrieben",  # de
-    r"a\s+[ée]crit", r"[ée]crit",  # fr
-    r"escribi[óo]", r"escribe",  # es
-    r"escreveu", r"escreve",  # pt
-    r"ha\s+scritto", r"scrisse",  # it
-    r"schreef", r"geschreven",  # nl
-    r"skrev", r"skriver",  # da, sv, no
+    r"wrote",
+    r"writes",
+    r"sent",
+    r"said",  # en
+    r"schrieb",
+    r"geschrieben",  # de
+    r"a\s+[ée]crit",
+    r"[ée]crit",  # fr
+    r"escribi[óo]",
+    r"escribe",  # es
+    r"escreveu",
+    r"escreve",  # pt
+    r"ha\s+scritto",
+    r"scrisse",  # it
+    r"schreef",
+    r"geschreven",  # nl
+    r"skrev",
+    r"skriver",  # da, sv, no
     r"kirjoitti",  # fi
-    r"napisa[łl]\s*\(a\)", r"napisa[łl]a?", r"pisze", r"nades[łl]a[łl]",  # pl
-    r"写道", r"寫道", r"のメール", r"のメッセージ", r"さんは書きました", r"は書きました", r"書きました",  # zh, ja
-    r"napsal\s*\(a\)", r"napsal",  # cs (shares clients with pl)
-    r"написал\s*\(а\)", r"написал",  # ru
+    r"napisa[łl]\s*\(a\)",
+    r"napisa[łl]a?",
+    r"pisze",
+    r"nades[łl]a[łl]",  # pl
+    r"写道",
+    r"寫道",
+    r"のメール",
+    r"のメッセージ",
+    r"さんは書きました",
+    r"は書きました",
+    r"書きました",  # zh, ja
+    r"napsal\s*\(a\)",
+    r"napsal",  # cs (shares clients with pl)
+    r"написал\s*\(а\)",
+    r"написал",  # ru
 ]
 WROTE_RE = re.compile(r"(?:" + "|".join(_WROTE) + r")[^:：]{0,80}[:：]\s*$", re.IGNORECASE)
 
@@ -90,21 +111,21 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "from": (
         "from", "von", "de", "fra", "från", "van", "od", "da", "lähettäjä", "mittente",
         "remitente", "afzender", "expéditeur", "envoyé par", "发件人", "發件人", "寄件者",
-        "差出人", "送信者", "od kogo",
+        "差出人", "送信者", "od kogo", "от", "от кого",
     ),
     "date": (
         "sent", "date", "gesendet", "datum", "envoyé", "enviado", "enviada em", "enviado em",
         "fecha", "sendt", "skickat", "verzonden", "wysłano", "wysłane", "data", "inviato",
         "lähetetty", "päivämäärä", "发送时间", "日期", "寄件日期", "送信日時", "日付", "时间",
-        "enviado el", "dato", "tid", "gesendet am", "sent at", "received",
+        "enviado el", "dato", "tid", "gesendet am", "sent at", "received", "отправлено", "дата",
     ),
     "to": (
         "to", "an", "à", "a", "para", "til", "till", "aan", "do", "vastaanottaja", "destinatario",
-        "收件人", "收件者", "宛先", "pour", "destinataire", "per", "adressat",
+        "收件人", "收件者", "宛先", "pour", "destinataire", "per", "adressat", "кому",
     ),
     "subject": (
         "subject", "betreff", "objet", "asunto", "assunto", "oggetto", "emne", "ämne", "onderwerp",
-        "temat", "aihe", "主题", "主旨", "件名", "sujet", "tema", "otsikko",
+        "temat", "aihe", "主题", "主旨", "件名", "sujet", "tema", "otsikko", "тема",
     ),
     "cc": ("cc", "kopie", "kopia", "kopio", "dw", "抄送", "副本", "copie", "bcc", "cco", "kopi"),
 }  # fmt: skip
@@ -112,7 +133,9 @@ FIELD_ROLE: dict[str, str] = {name: role for role, names in _FIELDS.items() for 
 _FIELD_NAMES = sorted(FIELD_ROLE, key=len, reverse=True)
 # "*From:* x", "From: x", "De : x" (French spacing), "发件人：x"
 HEADER_FIELD_RE = re.compile(
-    r"^[*_\s]*(?P<name>" + "|".join(re.escape(n) for n in _FIELD_NAMES) + r")[*_]*\s*[:：][*_]*(?P<value>.*)$",
+    r"^[*_\s]*(?P<name>"
+    + "|".join(re.escape(n) for n in _FIELD_NAMES)
+    + r")[*_]*\s*[:：][*_]*(?P<value>.*)$",
     re.IGNORECASE,
 )
 
@@ -141,7 +164,8 @@ _FORWARDED = [
 ]  # fmt: skip
 _PHRASES = "|".join(re.escape(p) for p in sorted(_ORIGINAL + _FORWARDED, key=len, reverse=True))
 SEPARATOR_RE = re.compile(
-    r"^[\s>]*[-=_*~─—–]{0,}\s*(?:" + _PHRASES + r")\s*[:：]?\s*[-=_*~─—–]{0,}\s*[:：]?\s*$", re.IGNORECASE
+    r"^[\s>]*[-=_*~─—–]{0,}\s*(?:" + _PHRASES + r")\s*[:：]?\s*[-=_*~─—–]{0,}\s*[:：]?\s*$",
+    re.IGNORECASE,
 )
 FORWARD_RE = re.compile("|".join(re.escape(p) for p in _FORWARDED), re.IGNORECASE)
 # Outlook's plain-text rule above a header block.

@@ -20,6 +20,7 @@ signature-like lines below it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mailticket.conversation.html import html_lines
@@ -86,7 +87,16 @@ def _join(parts: list[str]) -> str:
     return out
 
 
+_DASHED = re.compile(r"^[-–—=]{2,}\s*(?P<inner>.+?)\s*[-–—=]{2,}$")
+_OLD_GMAIL = re.compile(r"^\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b.*<[^<>@\s]+@[^<>\s]+>$")
+
+
 def _is_intro(s: str, quote_follows: bool) -> bool:
+    dashed = _DASHED.match(s)
+    if dashed:  # Android's "---- John Smith wrote ----"
+        s = dashed.group("inner").rstrip(":：") + ":"
+    if quote_follows and _OLD_GMAIL.match(s):  # Gmail's old "2011/4/7 Name <address>"
+        return True
     if len(s) > _MAX_INTRO_CHARS or not s.endswith((":", "：")):
         return False
     anchored = bool(EMAIL_RE.search(s) or DIGIT_RE.search(s) or INTRO_OPENER_RE.match(s))
@@ -95,6 +105,12 @@ def _is_intro(s: str, quote_follows: bool) -> bool:
     # No verb (Gmail in Japanese: "2024年1月15日(月) 10:00 田中太郎 <taro@example.com>:"): a date
     # and an address, and only directly above a quote.
     return quote_follows and bool(EMAIL_RE.search(s) and DIGIT_RE.search(s)) and len(s) <= 200
+
+
+def _intro_start(s: str) -> bool:
+    if s.endswith((".", "!", "?", "。", "！", "？")):
+        return False
+    return bool(INTRO_OPENER_RE.match(s) or DIGIT_RE.search(s) or EMAIL_RE.search(s))
 
 
 def _next_content(lines: list[Line], j: int) -> int | None:
@@ -115,8 +131,9 @@ def _intro_end(lines: list[Line], i: int) -> int | None:
         nxt = _next_content(lines, j)
         quote_follows = nxt is not None and lines[nxt].depth > 0
         if _is_intro(_join(parts), quote_follows):
-            # Prefer the attribution that starts lower: "Thanks\nOn … wrote:" keeps "Thanks".
-            if j > i and _is_intro(_join(parts[1:]), quote_follows):
+            # "Thanks\nOn … wrote:" keeps "Thanks": line i joins the attribution only if it
+            # looks like its start (an opening word, a date, an address), not like a sentence.
+            if j > i and _is_intro(_join(parts[1:]), quote_follows) and not _intro_start(parts[0]):
                 return None
             return j
     return None
@@ -219,7 +236,11 @@ def _split(lines: list[Line]) -> _Split:
     if boundary is not None:
         # The rule or blank lines right above an Outlook header belong to it.
         b = boundary
-        while b > 0 and (lines[b - 1].blank or RULE_RE.match(lines[b - 1].text)) and b - 1 not in quoted:
+        while (
+            b > 0
+            and (lines[b - 1].blank or RULE_RE.match(lines[b - 1].text))
+            and b - 1 not in quoted
+        ):
             b -= 1
             if RULE_RE.match(lines[b].text):
                 boundary = b
@@ -234,7 +255,9 @@ def _render(lines: list[Line], idx: list[int], quoted: bool) -> str:
     prev: int | None = None
     for k in idx:
         line = lines[k]
-        text = line.raw.rstrip() if quoted else (line.raw.rstrip() if line.depth == 0 else line.text)
+        text = (
+            line.raw.rstrip() if quoted else (line.raw.rstrip() if line.depth == 0 else line.text)
+        )
         if prev is not None and k != prev + 1 and out and out[-1]:
             out.append("")
         if not text.strip():
@@ -256,6 +279,12 @@ def _parts(lines: list[Line], source: str) -> ReplyParts:
         sig_at = marked[0]
     if sig_at is None:
         sig_at = find_signature([lines[k].text for k in kept])
+        # A list footer below the signature ("-Maarten\n\n____\nriak-users mailing list"):
+        # look once more above the cut.
+        if sig_at is not None:
+            above = find_signature([lines[k].text for k in kept[:sig_at]])
+            if above is not None:
+                sig_at = above
     new_idx = kept if sig_at is None else kept[:sig_at]
     sig_idx = [] if sig_at is None else kept[sig_at:]
     return ReplyParts(
@@ -298,5 +327,8 @@ def split_reply(text: str | None, html: str | None) -> ReplyParts:
     at = _locate(lines, html_parts)
     if at is None or at == 0:
         return html_parts
-    forced = [*lines[:at], *(Line(ln.raw, ln.text, ln.depth, Mark.BOUNDARY, html_parts.method) for ln in lines[at:])]
+    forced = [
+        *lines[:at],
+        *(Line(ln.raw, ln.text, ln.depth, Mark.BOUNDARY, html_parts.method) for ln in lines[at:]),
+    ]
     return _parts(forced, "text")

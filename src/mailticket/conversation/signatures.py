@@ -22,8 +22,11 @@ _MAX_SIG_LINES = 10
 _MAX_SIG_LINE = 90
 _DELIMITER = re.compile(r"^(?:--|—|––|-- ?)\s*$")
 _RULE = re.compile(r"^[-_=~*─—–]{5,}\s*$")
-_NAME_WORD = r"[A-ZÀ-ÞĄĆĘŁŃÓŚŹŻ][\w'.-]*"
-_NAME = re.compile(rf"^(?:[-–—/~]\s*)?{_NAME_WORD}(?:\s+(?:{_NAME_WORD}|van|von|de|der|den|da|di|la|le)){{0,3}}\.?$")
+# A capitalised word or an initial ("J."); "Svar." (a one-word answer) is no name.
+_NAME_WORD = r"(?:[A-ZÀ-ÞĄĆĘŁŃÓŚŹŻ]\.|[A-ZÀ-ÞĄĆĘŁŃÓŚŹŻ][\w'-]*)"
+_NAME = re.compile(
+    rf"^(?:[-–—/~]\s*)?{_NAME_WORD}(?:\s+(?:{_NAME_WORD}|van|von|de|der|den|da|di|la|le)){{0,3}}$"
+)
 _DASH_NAME = re.compile(r"^[-–—/~]\s*\w[\w'.]*(?:\s+\w[\w'.]*){0,3}$")
 _NOT_NAMES = frozenset(
     {
@@ -34,6 +37,28 @@ _NOT_NAMES = frozenset(
         "please", "urgent", "asap", "cheers",
     }
 )  # fmt: skip
+# A name in Chinese or Japanese: two to five Han characters (a family and a given name).
+_CJK_NAME = re.compile(r"^[\u4e00-\u9fff々]{2,5}$")
+_CJK_NOT_NAMES = frozenset(
+    {
+        "好的",
+        "是的",
+        "谢谢",
+        "謝謝",
+        "收到",
+        "可以",
+        "明白",
+        "了解",
+        "不是",
+        "没有",
+        "已经",
+        "拜托",
+        "以上",
+        "確認",
+        "承知",
+        "了解です",
+    }
+)
 _SENTENCE_END = re.compile(r"[.?!:;。？！]$")
 
 
@@ -55,9 +80,14 @@ def _sig_like(lines: list[str]) -> bool:
 
 
 def _is_name(s: str) -> bool:
-    if s.casefold().strip(" .!,") in _NOT_NAMES:
+    if s.casefold().strip(" .!,") in _NOT_NAMES or s in _CJK_NOT_NAMES:
         return False
-    return bool(_NAME.match(s) or _DASH_NAME.match(s))
+    return bool(_NAME.match(s) or _DASH_NAME.match(s) or _CJK_NAME.match(s.replace(" ", "")))
+
+
+def _short_sig_line(s: str) -> bool:
+    """A line of a name block: company, role, phone, address, link."""
+    return len(s) <= 48 and len(s.split()) <= 6 and not _SENTENCE_END.search(s.rstrip(")"))
 
 
 def _sent_from(s: str) -> bool:
@@ -66,7 +96,9 @@ def _sent_from(s: str) -> bool:
         return False
     rest = s[m.end() :].strip()
     # "Sent from my iPhone" yes; "Sent from my desk, is much easier than my phone." no.
-    return len(rest) <= 45 and len(rest.split()) <= 6 and not _SENTENCE_END.search(rest.rstrip(")>"))
+    return (
+        len(rest) <= 45 and len(rest.split()) <= 6 and not _SENTENCE_END.search(rest.rstrip(")>"))
+    )
 
 
 def find_signature(lines: list[str]) -> int | None:
@@ -98,15 +130,31 @@ def find_signature(lines: list[str]) -> int | None:
         after = lines[i + 1 :]
         if REGARDS_RE.match(s) and _sig_like(after):
             return i
-        if THANKS_RE.match(s) and any(after) and _sig_like(after) and _is_name(next(x for x in after if x)):
+        if (
+            THANKS_RE.match(s)
+            and any(after)
+            and _sig_like(after)
+            and _is_name(next(x for x in after if x))
+        ):
             return i
         if SIGNOFF_WITH_NAME_RE.match(s) and not any(after[:3]) and _sig_like(after):
             return i
-    # A bare name as the last line, set off by a blank line: "Adrian", "-Abhishek", "/B".
-    last = content[-1]
-    if last != first_content and last > 0 and not lines[last - 1] and _is_name(lines[last]):
-        if len(lines[last].split()) <= 3:
-            return last
+    # A bare name set off by a blank line, last or above a few short lines (role, company,
+    # phone): "Adrian", "-Abhishek", "/B", "佐藤花子\n株式会社サンプル 経理部".
+    for back in range(0, 4):
+        if len(content) <= back + 1:
+            break
+        k = content[-1 - back]
+        if k == first_content or not k or lines[k - 1]:
+            continue
+        below = [lines[x] for x in content[len(content) - back :]]
+        if not (
+            _is_name(lines[k])
+            and len(lines[k].split()) <= 4
+            and all(_short_sig_line(b) for b in below)
+        ):
+            continue
+        return k
     del n
     return None
 
