@@ -44,6 +44,7 @@ from mailticket.store import outbox
 from mailticket.store.models import EmailLog, RawMessage
 from mailticket.store.outbox import (
     Deferred,
+    DeliveryError,
     DrainReport,
     OutboxItem,
     PermanentError,
@@ -208,8 +209,7 @@ class BackendDelivery:
         except NotFound as exc:
             if link is None or link.ref is None:
                 raise PermanentError(_describe(exc)) from exc
-            await self._break_if_gone(backend, link, exc)
-            raise AssertionError("unreachable")  # _break_if_gone always raises
+            raise await self._break_if_gone(backend, link, exc) from exc
         except Unsupported as exc:
             raise Unperformable(
                 f"{backend.kind} cannot {item.operation.replace('_', ' ')} here: {exc}"
@@ -241,9 +241,10 @@ class BackendDelivery:
 
     async def _break_if_gone(
         self, backend: TicketBackend[Any], link: _Link, exc: NotFound
-    ) -> None:
+    ) -> DeliveryError:
         """A write said "not found": only a read of the ticket itself tells whether the
-        ticket is gone or the error is about something else the request named."""
+        ticket is gone or the error is about something else the request named. Returns
+        the outcome to raise."""
         assert link.ref is not None
         shown = link.ref.key or link.ref.id
         try:
@@ -251,26 +252,26 @@ class BackendDelivery:
         except NotFound as gone:
             reason, broken_id = str(exc), link.id
             self._tx(lambda s: links.mark_broken(s, s.get_one(RemoteLink, broken_id), reason))
-            raise PermanentError(
+            return PermanentError(
                 f"remote ticket {shown} no longer exists ({reason}; read back: {gone}); "
                 "link marked broken, nothing recreated"
-            ) from exc
+            )
         except Unsupported:
-            raise PermanentError(
+            return PermanentError(
                 f"{_describe(exc)} (the remote ticket cannot be read back to tell whether it "
                 "is gone; link kept)"
-            ) from exc
+            )
         except BackendError as read:
             if read.retryable:
-                raise TransientError(
+                return TransientError(
                     f"{_describe(exc)}; reading {shown} back to check failed: {read}"
-                ) from exc
-            raise PermanentError(f"{_describe(exc)}; reading {shown} back: {read}") from exc
-        raise PermanentError(
+                )
+            return PermanentError(f"{_describe(exc)}; reading {shown} back: {read}")
+        return PermanentError(
             f"{_describe(exc)}, but remote ticket {shown} still exists: the error is about "
             "something else the request names (a wrong id in the instance's configuration?); "
             "link kept"
-        ) from exc
+        )
 
     def _usable_link(self, item: OutboxItem) -> _Link:
         assert item.ticket_id is not None

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tests.backends.fakes._server import FakeVendor
 
@@ -50,6 +51,17 @@ _OQL = re.compile(
 
 def answer(code: int, message: str | None, objects: Any = None) -> JSONResponse:
     return JSONResponse({"code": code, "message": message, "objects": objects})
+
+
+class _Lost(Response):
+    """The operation was applied; its answer is cut off mid-body (the ambiguous write)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": b'{"code":0,', "more_body": True})
+        raise ConnectionAbortedError("fake iTop drops the answer on purpose")
 
 
 class Refused(Exception):
@@ -84,6 +96,7 @@ class FakeITop(FakeVendor):
         self._next = 100
         self.comments_seen: list[str] = []
         self.operations: list[str] = []
+        self._lose: list[str] = []
         super().__init__()
 
     def routes(self) -> list[Route]:
@@ -108,6 +121,11 @@ class FakeITop(FakeVendor):
     def delete(self, key: int) -> None:
         with self._lock:
             del self.objects["UserRequest"][key]
+
+    def lose_answer(self, operation: str) -> None:
+        """Apply the next `operation` (e.g. "core/create") but lose its answer."""
+        with self._lock:
+            self._lose.append(operation)
 
     def database_down(self, times: int = 1) -> None:
         """The web server answers, the database does not: HTTP 500 text/html."""
@@ -211,9 +229,14 @@ class FakeITop(FakeVendor):
         if handler is None:
             return answer(11, f"Error: Unknown operation '{op}'")
         try:
-            return handler(data)
+            resp = handler(data)
         except Refused as exc:
             return answer(exc.code, exc.message)
+        with self._lock:
+            if op in self._lose:
+                self._lose.remove(op)
+                return _Lost()
+        return resp
 
     def list_operations(self, data: dict[str, Any]) -> Response:
         verbs = ("core/create", "core/get", "core/update", "core/apply_stimulus", "core/delete")
