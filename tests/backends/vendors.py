@@ -309,7 +309,170 @@ class ZendeskVendor(Vendor):
         self.fake.delete(int(rid))
 
 
-VENDORS: list[type[Vendor]] = [JiraVendor, ITopVendor, ZammadVendor, ZendeskVendor]
+class AutotaskVendor(Vendor):
+    kind = "autotask"
+    reference_kinds = ("queues", "sources", "statuses", "priorities")
+    known_requester = "30"
+    API = "/ATServicesRest/V1.0"
+
+    def start(self) -> None:
+        AutotaskBackend.zone_cache.clear()
+        self._stack.callback(AutotaskBackend.zone_cache.clear)
+        self.fake = FakeAutotask()
+        self.url = self._stack.enter_context(serve(self.fake.app))
+
+    def instance(self, **over: Any) -> dict[str, Any]:
+        return {"kind": "autotask", "username": self.fake.user, "secret": self.fake.secret,
+                "integration_code": self.fake.code,
+                "zone_lookup_url": f"{self.url}/atservicesrest/v1.0/", "company_id": 0,
+                "queue_id": 29683354, "source": 4, "timeout": 5,
+                "max_requests_per_hour": None, **over}
+
+    def bad_credentials(self) -> dict[str, Any]:
+        return {"secret": "nope"}
+
+    def lose_answer(self, what: str) -> None:
+        self.fake.drop_after("POST", f"{self.API}/Tickets" if what == "create"
+                             else f"{self.API}/Tickets/")
+
+    def not_found_on_next_comment(self, rid: str) -> None:
+        self.fake.fail_next(JSONResponse({"errors": [f"Ticket {rid} not found"]}, 404),
+                            path_prefix=f"{self.API}/Tickets/{rid}/Notes")
+
+    def tickets(self) -> list[str]:
+        return [str(k) for k in self.fake.tickets]
+
+    def comments(self, rid: str) -> list[str]:
+        return [str(n["description"]) for n in self.fake.notes if n["ticketID"] == int(rid)]
+
+    def visible_text(self, rid: str) -> str:
+        t = self.fake.tickets[int(rid)]
+        return f"{t['title']} {t['description']}"
+
+    def requester_of(self, rid: str) -> str | None:
+        return str(self.fake.tickets[int(rid)].get("contactID"))
+
+    def resolve(self, rid: str) -> None:
+        self.fake.set_status(int(rid), 5)
+
+    def is_open(self, rid: str) -> bool:
+        return self.fake.tickets[int(rid)]["status"] in (1, 8)
+
+    def is_resolved(self, rid: str) -> bool:
+        return self.fake.tickets[int(rid)]["status"] == 5
+
+    def delete(self, rid: str) -> None:
+        self.fake.delete(int(rid))
+
+
+class ServiceNowVendor(Vendor):
+    kind = "servicenow"
+    reference_kinds = ("groups", "states", "close_codes")
+    known_requester = "6816f79cc0a8016401c5a33be04be441"
+    TABLE = "/api/now/table/incident"
+
+    def start(self) -> None:
+        self.fake = FakeServiceNow()
+        self.url = self._stack.enter_context(serve(self.fake.app))
+
+    def instance(self, **over: Any) -> dict[str, Any]:
+        return {"kind": "servicenow", "base_url": self.url, "username": self.fake.user,
+                "password": self.fake.password, "timeout": 5, **over}
+
+    def bad_credentials(self) -> dict[str, Any]:
+        return {"password": "wrong"}
+
+    def lose_answer(self, what: str) -> None:
+        if what == "create":
+            self.fake.drop_after("POST", self.TABLE)
+        else:
+            self.fake.drop_after("PATCH", f"{self.TABLE}/")
+
+    def not_found_on_next_comment(self, rid: str) -> None:
+        self.fake.fail_next(failure(404, "No Record found", "Record doesn't exist or ACL "
+                                    "restricts the record retrieval"),
+                            path_prefix=f"{self.TABLE}/{rid}")
+
+    def tickets(self) -> list[str]:
+        return list(self.fake.incidents)
+
+    def comments(self, rid: str) -> list[str]:
+        return [j["value"] for j in self.fake.journal if j["element_id"] == rid]
+
+    def visible_text(self, rid: str) -> str:
+        rec = self.fake.incidents[rid]
+        return " ".join([rec["short_description"], rec["description"],
+                         rec["correlation_display"]])
+
+    def requester_of(self, rid: str) -> str | None:
+        return self.fake.incidents[rid].get("caller_id")
+
+    def resolve(self, rid: str) -> None:
+        self.fake.set_state(rid, "6")
+
+    def is_open(self, rid: str) -> bool:
+        return self.fake.incidents[rid]["state"] in ("1", "2")
+
+    def is_resolved(self, rid: str) -> bool:
+        return self.fake.incidents[rid]["state"] == "6"
+
+    def delete(self, rid: str) -> None:
+        self.fake.delete(rid)
+
+
+class FreshdeskVendor(Vendor):
+    kind = "freshdesk"
+    reference_kinds = ("groups", "ticket_fields", "statuses")
+    known_requester = "4401"
+
+    def start(self) -> None:
+        self.fake = FakeFreshdesk()  # a stock helpdesk: no custom fields
+        self.url = self._stack.enter_context(serve(self.fake.app))
+
+    def instance(self, **over: Any) -> dict[str, Any]:
+        return {"kind": "freshdesk", "base_url": self.url, "api_key": self.fake.api_key,
+                "timeout": 5, **over}
+
+    def bad_credentials(self) -> dict[str, Any]:
+        return {"api_key": "wrong"}
+
+    def lose_answer(self, what: str) -> None:
+        self.fake.drop_after("POST", "/api/v2/tickets" if what == "create"
+                             else "/api/v2/tickets/")
+
+    def not_found_on_next_comment(self, rid: str) -> None:
+        self.fake.fail_next(JSONResponse({"code": "access_denied", "message": "Record not "
+                                          "found"}, 404),
+                            path_prefix=f"/api/v2/tickets/{rid}/notes")
+
+    def tickets(self) -> list[str]:
+        return [str(k) for k in self.fake.tickets]
+
+    def comments(self, rid: str) -> list[str]:
+        return [str(c["body"]) for c in self.fake.conversations.get(int(rid), [])]
+
+    def visible_text(self, rid: str) -> str:
+        t = self.fake.tickets[int(rid)]
+        return " ".join([t["subject"], t["description"], *t["tags"]])
+
+    def requester_of(self, rid: str) -> str | None:
+        return str(self.fake.tickets[int(rid)]["requester_id"])
+
+    def resolve(self, rid: str) -> None:
+        self.fake.set_status(int(rid), 4)
+
+    def is_open(self, rid: str) -> bool:
+        return self.fake.tickets[int(rid)]["status"] == 2
+
+    def is_resolved(self, rid: str) -> bool:
+        return self.fake.tickets[int(rid)]["status"] == 4
+
+    def delete(self, rid: str) -> None:
+        self.fake.delete(int(rid))
+
+
+VENDORS: list[type[Vendor]] = [JiraVendor, ITopVendor, ZammadVendor, ZendeskVendor,
+                               AutotaskVendor, ServiceNowVendor, FreshdeskVendor]
 
 __all__ = ["VENDORS", "Vendor", "AutotaskBackend", "FakeAutotask", "FakeFreshdesk",
            "FakeReceiver", "FakeServiceNow", "FakeSmax", "FakeZammad", "FakeZendesk",
