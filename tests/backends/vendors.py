@@ -471,9 +471,108 @@ class FreshdeskVendor(Vendor):
         self.fake.delete(int(rid))
 
 
-VENDORS: list[type[Vendor]] = [JiraVendor, ITopVendor, ZammadVendor, ZendeskVendor,
-                               AutotaskVendor, ServiceNowVendor, FreshdeskVendor]
+class SmaxVendor(Vendor):
+    kind = "smax"
+    reference_kinds = ("groups", "services")
+    known_requester = "10020"
+    REST = f"/rest/{TENANT}"
 
-__all__ = ["VENDORS", "Vendor", "AutotaskBackend", "FakeAutotask", "FakeFreshdesk",
-           "FakeReceiver", "FakeServiceNow", "FakeSmax", "FakeZammad", "FakeZendesk",
-           "TENANT", "WEBHOOK_SECRET", "failure"]
+    def start(self) -> None:
+        self.fake = FakeSmax()
+        self.url = self._stack.enter_context(serve(self.fake.app))
+
+    def instance(self, **over: Any) -> dict[str, Any]:
+        return {"kind": "smax", "base_url": self.url, "tenant_id": TENANT,
+                "login": self.fake.login, "password": self.fake.password,
+                "requested_by_person": "10016", "timeout": 5, **over}
+
+    def bad_credentials(self) -> dict[str, Any]:
+        return {"password": "nope"}
+
+    def lose_answer(self, what: str) -> None:
+        self.fake.drop_after("POST", f"{self.REST}/ems/bulk" if what == "create"
+                             else f"{self.REST}/collaboration/comments/Request/")
+
+    def not_found_on_next_comment(self, rid: str) -> None:
+        self.fake.fail_next(JSONResponse({"code": 404, "message": "Request not found"}, 404),
+                            path_prefix=f"{self.REST}/collaboration/comments/Request/{rid}")
+
+    def tickets(self) -> list[str]:
+        return list(self.fake.requests)
+
+    def comments(self, rid: str) -> list[str]:
+        return [str(c["Body"]) for c in self.fake.comments if c["EntityId"] == rid]
+
+    def visible_text(self, rid: str) -> str:
+        rec = self.fake.requests[rid]
+        return f"{rec['DisplayLabel']} {rec['Description']}"
+
+    def requester_of(self, rid: str) -> str | None:
+        return str(self.fake.requests[rid]["RequestedByPerson"])
+
+    def resolve(self, rid: str) -> None:
+        self.fake.set_phase(rid, "Review", "RequestStatusComplete")
+
+    def is_open(self, rid: str) -> bool:
+        return self.fake.requests[rid]["PhaseId"] in ("Log", "Classify", "Escalate", "Fulfill")
+
+    def is_resolved(self, rid: str) -> bool:
+        return self.fake.requests[rid]["PhaseId"] == "Review"
+
+    def delete(self, rid: str) -> None:
+        self.fake.delete(rid)
+
+
+class WebhookVendor(Vendor):
+    kind = "webhook"
+    pollable = False
+
+    def start(self) -> None:
+        self.fake = self._stack.enter_context(FakeReceiver(WEBHOOK_SECRET))
+        self.url = self.fake.url
+
+    def instance(self, **over: Any) -> dict[str, Any]:
+        return {"kind": "webhook", "url": f"{self.url}/hook", "secret": WEBHOOK_SECRET,
+                "timeout": 5, **over}
+
+    def bad_credentials(self) -> dict[str, Any]:
+        return {"secret": "whsec_" + base64.b64encode(b"not-the-receivers-secret").decode()}
+
+    def lose_answer(self, what: str) -> None:
+        self.fake.fail("POST", r"/hook", "drop_after")
+
+    def not_found_on_next_comment(self, rid: str) -> None:
+        self.fake.respond("POST", r"/hook", Resp(404, {"error": f"no ticket {rid}"}))
+
+    def _events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.fake.events.values() if e["type"] == kind]
+
+    def tickets(self) -> list[str]:
+        return [str(e["ticket"]["id"]) for e in self._events("ticket.created")]
+
+    def comments(self, rid: str) -> list[str]:
+        return [str(e["comment"]["body"]) for e in self._events("comment.created")
+                if str(e["ticket"]["id"]) == rid]
+
+    def visible_text(self, rid: str) -> str:
+        (created,) = [e for e in self._events("ticket.created") if str(e["ticket"]["id"]) == rid]
+        return str(created["ticket"]["number"])
+
+    def _last_status(self, rid: str) -> str:
+        changes = [e for e in self.fake.events.values()
+                   if e["type"] in ("ticket.updated", "ticket.closed")
+                   and str(e["ticket"]["id"]) == rid and e["ticket"].get("status")]
+        return str(changes[-1]["ticket"]["status"]) if changes else "open"
+
+    def is_open(self, rid: str) -> bool:
+        return self._last_status(rid) == "open"
+
+    def is_resolved(self, rid: str) -> bool:
+        return self._last_status(rid) in ("resolved", "closed")
+
+
+VENDORS: list[type[Vendor]] = [JiraVendor, ITopVendor, ZammadVendor, ZendeskVendor,
+                               AutotaskVendor, ServiceNowVendor, FreshdeskVendor, SmaxVendor,
+                               WebhookVendor]
+
+__all__ = ["VENDORS", "Vendor"]
