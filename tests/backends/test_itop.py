@@ -17,7 +17,6 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     op_key,
-    op_marker,
 )
 from mailticket.backends.errors import (
     AmbiguousResult,
@@ -58,6 +57,11 @@ async def backend(url: str) -> AsyncIterator[ITopBackend]:
     b = ITopBackend("itop", config(url))
     yield b
     await b.aclose()
+
+
+def op_marker(key: str) -> str:
+    """The footer's marker, spelled out (a test must not trust the code under test)."""
+    return "m2t-" + key[:20]
 
 
 DRAFT = TicketDraft(subject="Mail quota", text="Mailbox <full>\nplease help", priority="high",
