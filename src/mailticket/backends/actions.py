@@ -13,6 +13,7 @@ status its remote twin should have (`expected_status`), and a ticket whose statu
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -186,12 +187,14 @@ def queue_ticket_update(
 
     Called in the transaction that changes the ticket (API, CLI, a reopening reply). A
     status already sent, or already learned from the backend (sync.py keeps
-    `expected_status`), queues nothing, so remote changes never echo back. `stamp` tells
-    two changes to the same values apart (default: the ticket's updated_at).
+    `expected_status`), queues nothing, so remote changes never echo back. `stamp` names
+    the change, so the same change queued twice is one operation (a mail's Message-ID);
+    without one, every call is a change of its own (two reopens within the same second of
+    `updated_at` are still two).
     """
     if status is None and priority is None:
         return []
-    when = stamp or (ticket.updated_at.isoformat() if ticket.updated_at else "")
+    when = stamp or uuid.uuid4().hex
     queued = []
     for link in links.links_of(session, ticket.id):
         if link.state == "broken":
