@@ -25,6 +25,18 @@ def failure(status: int, message: str, detail: str = "") -> JSONResponse:
     )
 
 
+def _holds(have: str, op: str, value: str) -> bool:
+    if op == "STARTSWITH":
+        return have.startswith(value)
+    if op == "LIKE":
+        return value in have
+    if op == "IN":
+        return have in value.split(",")
+    if op == ">":
+        return have > value
+    return have == value
+
+
 class FakeServiceNow(FakeVendor):
     def __init__(self, user: str = "svc", password: str = "pw") -> None:
         self.user, self.password = user, password
@@ -103,13 +115,7 @@ class FakeServiceNow(FakeVendor):
             if m is None:
                 raise ValueError(f"unsupported query term {term!r}")
             field, op, value = m.groups()
-            have = rec.get(field, "")
-            ok = {"STARTSWITH": lambda: have.startswith(value),
-                  "LIKE": lambda: value in have,
-                  "IN": lambda: have in value.split(","),
-                  ">": lambda: have > value,
-                  "=": lambda: have == value}[op]()
-            if not ok:
+            if not _holds(rec.get(field, ""), op, value):
                 return False
         return True
 
