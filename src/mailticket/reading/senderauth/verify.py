@@ -83,8 +83,15 @@ def dkim_checks(raw: bytes, dns: DnsClient, from_domain: str | None, mode: str) 
             result, detail = ("pass" if ok else "fail"), None
         except dkim.DnsTimeoutError as exc:
             result, detail = "temperror", str(exc)
-        except dkim.DKIMException as exc:
+        except dkim.KeyFormatError as exc:  # no key published, or an unusable one
             result, detail = "permerror", str(exc)
+        except dkim.ValidationError as exc:
+            # dkimpy reports a changed body like a malformed tag; only the former is a
+            # signature that failed (RFC 8601 §2.7.1), the rest could not be processed.
+            text = str(exc)
+            result, detail = ("fail" if "body hash mismatch" in text else "neutral"), text
+        except dkim.DKIMException as exc:
+            result, detail = "neutral", str(exc)
         if verifier.domain:
             domain = verifier.domain.decode("ascii", "replace").lower()
             selector = verifier.selector.decode("ascii", "replace") if verifier.selector else ""
