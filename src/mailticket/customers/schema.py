@@ -93,4 +93,4 @@ class CustomersFileSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # None: `customers:` with nothing under it, deliberately no customers.
-    customers: list[dict[str, Any]] | None
+    customers: list[Any] | None

@@ -29,13 +29,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays as holidays_pkg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mailticket.customers.schema import CustomerKey
+from mailticket.customers.schema import KEY_PATTERN, CustomerKey
 from mailticket.settings import Priority
 from mailticket.sla.calendar import BusinessCalendar, Range, always_open, week_from
 from mailticket.yamlconfig import ConfigIssue, YamlDocument, read_yaml
@@ -45,6 +45,7 @@ DEFAULT_WARNING_SHARE = 0.8
 
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*$", re.IGNORECASE)
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+KEY_RE = re.compile(KEY_PATTERN)
 _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
@@ -215,9 +216,10 @@ class SlaFileSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     warning_at: float = Field(default=DEFAULT_WARNING_SHARE, gt=0, lt=1)
     default_calendar: str | None = None
-    calendars: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    customers: dict[CustomerKey, dict[str, Any]] = Field(default_factory=dict)
-    policies: list[dict[str, Any]]
+    # Items are validated one by one (below), so one bad item hides none of the others.
+    calendars: dict[str, Any] = Field(default_factory=dict)
+    customers: dict[str, Any] = Field(default_factory=dict)
+    policies: list[Any]
 
 
 @dataclass(frozen=True)
@@ -274,8 +276,12 @@ class SlaConfig:
         """Customer keys the file names that the customer directory lacks (checked once
         the directory is loaded: in database mode it is not a file)."""
         have = set(known)
-        named = {p.customer: p.line for p in self.policies if p.customer is not None}
-        named.update({k: self.lines.get(k, 0) for k in self.customer_calendars})
+        named: dict[str, int] = {}
+        for key, line in [
+            *((k, self.lines.get(k, 0)) for k in self.customer_calendars),
+            *((p.customer, p.line) for p in self.policies if p.customer is not None),
+        ]:
+            named[key] = min(line, named.get(key, line))
         return [
             ConfigIssue(self.source, line, f"unknown customer {key!r}")
             for key, line in sorted(named.items(), key=lambda kv: kv[1])
@@ -300,16 +306,13 @@ def _build(doc: YamlDocument) -> SlaConfig | None:
     for name, raw in top.calendars.items():
         at_cal: tuple[str | int, ...] = ("calendars", name)
         spec = doc.validate(CalendarSpec, raw, at_cal)
-        if spec is None:
-            continue
-        if isinstance(spec.hours, dict):
-            problems = week_problems(spec.hours)
-            for key, reason in problems:
-                where = (*at_cal, "hours", key) if key is not None else (*at_cal, "hours")
-                doc.issue(doc.line_at(where), f"calendars.{name}.hours: {reason}")
-            if problems:
-                continue
-        calendars[name] = spec.build(name)
+        hours = raw.get("hours") if isinstance(raw, dict) else None
+        problems = week_problems(hours) if _hours_shape(hours) else []
+        for key, reason in problems:
+            where = (*at_cal, "hours", key) if key is not None else (*at_cal, "hours")
+            doc.issue(doc.line_at(where), f"calendars.{name}.hours: {reason}")
+        if spec is not None and not problems:
+            calendars[name] = spec.build(name)
     default = top.default_calendar
     if not top.calendars:
         if default is not None:
@@ -333,8 +336,12 @@ def _build(doc: YamlDocument) -> SlaConfig | None:
     lines: dict[str, int] = {}
     for key, raw in top.customers.items():
         at: tuple[str | int, ...] = ("customers", key)
-        spec = doc.validate(CustomerCalendarSpec, raw, at)
         lines[key] = doc.line_at(at)
+        if not KEY_RE.match(str(key)):
+            doc.issue(lines[key], f"customers: {key!r} is not a customer key (lower-case letters, "
+                      "digits, '.', '_' and '-')")
+            continue
+        spec = doc.validate(CustomerCalendarSpec, raw, at)
         if spec is not None:
             known_calendar(spec.calendar, (*at, "calendar"))
             customer_calendars[key] = spec.calendar
@@ -344,20 +351,23 @@ def _build(doc: YamlDocument) -> SlaConfig | None:
     names: dict[str, int] = {}
     for index, raw in enumerate(top.policies):
         at = ("policies", index)
+        line = doc.line_at(at)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str):
+            # Checked even for an invalid policy, so a duplicate shows in the same pass.
+            if name in names:
+                doc.issue(doc.line_at((*at, "name")),
+                          f"duplicate policy name {name!r} (first at line {names[name]})")
+            names.setdefault(name, line)
         spec = doc.validate(PolicySpec, raw, at)
         if spec is None:
             continue
-        line = doc.line_at(at)
         if spec.calendar is not None:
             known_calendar(spec.calendar, (*at, "calendar"))
         scope = (spec.customer, spec.priority.value if spec.priority else None)
         if scope in seen:
             doc.issue(line, f"a policy for {_scope(scope)} is already defined at line {seen[scope]}")
         seen.setdefault(scope, line)
-        if spec.name in names:
-            doc.issue(doc.line_at((*at, "name")),
-                      f"duplicate policy name {spec.name!r} (first at line {names[spec.name]})")
-        names.setdefault(spec.name, line)
         policies.append(SlaPolicy(
             name=spec.name,
             customer=spec.customer,
@@ -369,6 +379,15 @@ def _build(doc: YamlDocument) -> SlaConfig | None:
             line=line,
         ))
     return SlaConfig(calendars, default, customer_calendars, tuple(policies), doc.file, lines)
+
+
+def _hours_shape(hours: Any) -> TypeGuard[dict[str, str | list[str]]]:
+    """A mapping of day specs to a range or a list of ranges (else pydantic reports it)."""
+    return isinstance(hours, dict) and all(
+        isinstance(k, str)
+        and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v)))
+        for k, v in hours.items()
+    )
 
 
 def _scope(scope: tuple[str | None, str | None]) -> str:
