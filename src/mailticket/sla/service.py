@@ -83,7 +83,7 @@ def record_first_response(session: Session, ticket_id: int, at: datetime) -> Non
     row = session.get(TicketSla, ticket_id)
     if row is None:
         session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
-    elif row.first_response_at is None or at < row.first_response_at:
+    elif row.first_response_at is None or at < _aware(row.first_response_at):
         row.first_response_at, row.computed_at = at, None
     session.flush()
 
