@@ -165,6 +165,15 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("customer_shared_domains", "customer_shared_domains_extra")
+    @classmethod
+    def _shared_domain_entries(cls, value: list[str] | None) -> list[str] | None:
+        from mailticket.customers.shared import SharedDomains
+
+        if value is not None:
+            SharedDomains(value)  # raises a ValueError naming the bad entry
+        return value
+
     @field_validator("customers_path", "sla_path")
     @classmethod
     def _issue11_path_exists(cls, value: Path | None) -> Path | None:

@@ -25,7 +25,7 @@ from mailticket.customers.matcher import CustomerMatch
 from mailticket.customers.models import Customer, CustomerContact, CustomerDomain, TicketCustomer
 from mailticket.customers.schema import ContactSpec, CustomerSpec
 from mailticket.customers.shared import SharedDomains
-from mailticket.reading.senderauth.domains import is_public_suffix
+from mailticket.reading.maildomains import is_public_suffix
 from mailticket.store.models import Ticket
 from mailticket.yamlconfig import ConfigFileError, ConfigIssue
 
@@ -313,6 +313,7 @@ def sync_from_config(session: Session, config: CustomersConfig, *, now: datetime
         if key not in wanted and row.active:
             row.active, row.updated_at = False, now
             report.deactivated.append(key)
+    assigned: list[Customer] = []
     for spec in config.customers:
         row = rows.get(spec.key)
         if row is None:
@@ -323,17 +324,23 @@ def sync_from_config(session: Session, config: CustomersConfig, *, now: datetime
             if spec.id is not None:
                 row.id = spec.id
                 explicit_ids = True
-            session.add(row)
+                session.add(row)
+            else:
+                assigned.append(row)
             report.created.append(spec.key)
         elif (row.name, row.active, row.source) != (spec.name, spec.active, "yaml"):
             row.name, row.active, row.source, row.updated_at = spec.name, spec.active, "yaml", now
             report.updated.append(spec.key)
         else:
             report.unchanged.append(spec.key)
+    # Rows with the file's ids first, then the sequence past them, then the rest: in one
+    # flush PostgreSQL could hand a new row an id the file claims.
     session.flush()
     if explicit_ids:
         _advance_id_sequence(session)
-    ids = dict(session.execute(select(Customer.key, Customer.id)).tuples())
+    session.add_all(assigned)
+    session.flush()
+    ids = {key: cid for key, cid in session.execute(select(Customer.key, Customer.id))}
     for spec in config.customers:
         if spec.active:
             session.add_all(CustomerDomain(customer_id=ids[spec.key], domain=d) for d in spec.domains)

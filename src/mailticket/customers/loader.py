@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mailticket.customers.schema import CustomersFileSpec, CustomerSpec
 from mailticket.customers.shared import SharedDomains
-from mailticket.reading.senderauth.domains import is_public_suffix
+from mailticket.reading.maildomains import is_public_suffix
 from mailticket.yamlconfig import YamlDocument, read_yaml
 
 WHAT = "`customers:` with a list of customers"
@@ -36,7 +36,15 @@ def load_customers(path: Path, shared: SharedDomains) -> CustomersConfig:
     if doc.data is not None:
         top = doc.validate(CustomersFileSpec, doc.data)
         if top is not None:
+            keys: dict[str, int] = {}
             for index, item in enumerate(top.customers or []):
+                key = item.get("key") if isinstance(item, dict) else None
+                if isinstance(key, str):
+                    # Checked even for an invalid item, so a duplicate shows in this pass.
+                    line = doc.line_at(("customers", index, "key"))
+                    if key in keys:
+                        doc.issue(line, f"duplicate customer key {key!r} (first at line {keys[key]})")
+                    keys.setdefault(key, line)
                 spec = doc.validate(CustomerSpec, item, ("customers", index))
                 if spec is not None:
                     found.append((index, spec))
@@ -54,7 +62,7 @@ def _check_whole(
     owners: dict[tuple[str, str], tuple[str, int]] = {}
     for index, spec in found:
         at: tuple[str | int, ...] = ("customers", index)
-        claims: list[tuple[str, str, int]] = [("key", spec.key, doc.line_at((*at, "key")))]
+        claims: list[tuple[str, str, int]] = []
         if spec.id is not None:
             claims.append(("id", str(spec.id), doc.line_at((*at, "id"))))
         for i, domain in enumerate(spec.domains):
@@ -73,14 +81,9 @@ def _check_whole(
             claims.append(("contact", contact.address, doc.line_at((*at, "contacts", i))))
         for kind, value, line in claims:
             first = owners.setdefault((kind, value), (spec.key, line))
-            if first == (spec.key, line):
-                continue
-            if kind == "key":
-                doc.issue(line, f"duplicate customer key {value!r} (first at line {first[1]})")
-            else:
+            if first != (spec.key, line):
                 doc.issue(
                     line,
-                    f"{kind} {value!r} already belongs to customer {first[0]!r} "
-                    f"(line {first[1]})",
+                    f"{kind} {value!r} already belongs to customer {first[0]!r} (line {first[1]})",
                 )
 

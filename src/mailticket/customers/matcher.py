@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mailticket.customers.models import Customer, CustomerContact, CustomerDomain
 from mailticket.customers.shared import SharedDomains
-from mailticket.reading.senderauth.domains import InvalidDomain, normalise_address, parent_chain
+from mailticket.reading.maildomains import InvalidDomain, normalise_address, parent_chain
 
 MatchedBy = Literal["address", "domain"]
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mailticket.reading.senderauth.domains import (
+from mailticket.reading.maildomains import (
     InvalidDomain,
     normalise_address,
     normalise_domain,

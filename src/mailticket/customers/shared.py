@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mailticket.reading.senderauth.domains import (
+from mailticket.reading.maildomains import (
     InvalidDomain,
     normalise_domain,
     organizational_domain,
@@ -60,6 +60,8 @@ class SharedDomains:
         self.brands: set[str] = set()
         for raw in entries:
             entry = raw.strip().lower()
+            if entry.startswith("*."):
+                raise InvalidDomain(f"{raw!r}: write the bare domain; it covers its subdomains")
             if entry.endswith(".*"):
                 brand = entry[:-2]
                 if not brand or "." in brand:

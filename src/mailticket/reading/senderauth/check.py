@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from mailticket.reading.maildomains import InvalidDomain, domain_of, normalise_domain
 from mailticket.reading.senderauth.dns import DnsClient
-from mailticket.reading.senderauth.domains import InvalidDomain, domain_of, normalise_domain
 from mailticket.reading.senderauth.headers import ArResult, Origin, read_origin
 from mailticket.reading.senderauth.verdict import Check, Policy, Verdict, aligned, decide
 from mailticket.reading.senderauth.verify import local_checks

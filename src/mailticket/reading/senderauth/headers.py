@@ -23,7 +23,7 @@ from typing import Any
 
 import authres
 
-from mailticket.reading.senderauth.domains import domain_of
+from mailticket.reading.maildomains import domain_of
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _BY = re.compile(r"\sby\s", re.IGNORECASE)

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mailticket.reading.senderauth.domains import organizational_domain
+from mailticket.reading.maildomains import organizational_domain
 
 Status = Literal["pass", "fail", "none"]
 SPOOFED_LABEL = "spoofed?"

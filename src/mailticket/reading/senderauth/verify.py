@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import dkim
 import spf
 
+from mailticket.reading.maildomains import domain_of, organizational_domain
 from mailticket.reading.senderauth.dns import DnsClient, DnsTempError
-from mailticket.reading.senderauth.domains import domain_of, organizational_domain
 from mailticket.reading.senderauth.headers import Origin
 from mailticket.reading.senderauth.verdict import Check, aligned
 
