@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from mailticket.customers.models import Customer, CustomerContact, CustomerDomain
@@ -141,23 +141,37 @@ def customers_involved(
     return out
 
 
+def _lookup_query() -> Any:
+    """Both lookups in one round trip, built once: the matcher runs for every message, and
+    building the statement cost more than the database answering it."""
+    contacts = (
+        select(literal("a").label("kind"), CustomerContact.address.label("value"),
+               Customer.id, Customer.key)
+        .join(Customer, Customer.id == CustomerContact.customer_id)
+        .where(CustomerContact.address.in_(bindparam("addresses", expanding=True)),
+               Customer.active.is_(True))
+    )
+    domains = (
+        select(literal("d").label("kind"), CustomerDomain.domain.label("value"),
+               Customer.id, Customer.key)
+        .join(Customer, Customer.id == CustomerDomain.customer_id)
+        .where(CustomerDomain.domain.in_(bindparam("domains", expanding=True)),
+               Customer.active.is_(True))
+    )
+    return union_all(contacts, domains)
+
+
+_LOOKUP = _lookup_query()
+
+
 def _lookup(
     session: Session, addresses: set[str], domains: set[str]
 ) -> tuple[dict[str, CustomerRef], dict[str, CustomerRef]]:
     contacts: dict[str, CustomerRef] = {}
     owners: dict[str, CustomerRef] = {}
-    if addresses:
-        rows = session.execute(
-            select(CustomerContact.address, Customer.id, Customer.key)
-            .join(Customer, Customer.id == CustomerContact.customer_id)
-            .where(CustomerContact.address.in_(sorted(addresses)), Customer.active.is_(True))
-        )
-        contacts = {address: CustomerRef(cid, key) for address, cid, key in rows}
-    if domains:
-        rows = session.execute(
-            select(CustomerDomain.domain, Customer.id, Customer.key)
-            .join(Customer, Customer.id == CustomerDomain.customer_id)
-            .where(CustomerDomain.domain.in_(sorted(domains)), Customer.active.is_(True))
-        )
-        owners = {domain: CustomerRef(cid, key) for domain, cid, key in rows}
+    if not addresses and not domains:
+        return contacts, owners
+    rows = session.execute(_LOOKUP, {"addresses": sorted(addresses), "domains": sorted(domains)})
+    for kind, value, cid, key in rows:
+        (contacts if kind == "a" else owners)[value] = CustomerRef(cid, key)
     return contacts, owners

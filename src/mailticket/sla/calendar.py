@@ -23,6 +23,7 @@ DAY = timedelta(days=1)
 # never gets near it; only a year-long run of closed days would.
 MAX_SEARCH_DAYS = 3 * 366
 
+_MEMO_DAYS = 4096  # about eleven years of days per calendar
 Range = tuple[int, int]  # minutes after local midnight, end exclusive, 0..1440
 
 
@@ -36,6 +37,9 @@ class BusinessCalendar:
     subdivision: str | None = None
     closed_days: frozenset[date] = frozenset()
     _holidays: Any = field(default=None, compare=False, repr=False)
+    _days: dict[date, list[tuple[datetime, datetime]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.week) != 7:
@@ -69,16 +73,22 @@ class BusinessCalendar:
         return None
 
     def day_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
-        """The opening intervals of one local date, as UTC instants."""
-        if self.is_closed(day):
-            return []
-        tz = self.tz
-        out = []
-        for start, end in self.week[day.weekday()]:
-            begin = _instant(day, start, tz, fold=0)
-            finish = _instant(day, end, tz, fold=1)
-            if finish > begin:
-                out.append((begin, finish))
+        """The opening intervals of one local date, as UTC instants. Memoised: a sweep asks
+        for the same few weeks of days for every ticket."""
+        cached = self._days.get(day)
+        if cached is not None:
+            return cached
+        out: list[tuple[datetime, datetime]] = []
+        if not self.is_closed(day):
+            tz = self.tz
+            for start, end in self.week[day.weekday()]:
+                begin = _instant(day, start, tz, fold=0)
+                finish = _instant(day, end, tz, fold=1)
+                if finish > begin:
+                    out.append((begin, finish))
+        if len(self._days) >= _MEMO_DAYS:
+            self._days.clear()
+        self._days[day] = out
         return out
 
     def intervals_from(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:

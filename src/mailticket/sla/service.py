@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import Executable, and_, insert, or_, select, text, update
+from sqlalchemy import Table, and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -128,8 +129,17 @@ def evaluate(config: SlaConfig, facts: TicketFacts, now: datetime) -> SlaState |
     )
 
 
-def save_state(session: Session, ticket_id: int, state: SlaState | None, now: datetime) -> TicketSla:
-    row = session.get(TicketSla, ticket_id)
+def save_state(
+    session: Session,
+    ticket_id: int,
+    state: SlaState | None,
+    now: datetime,
+    *,
+    row: TicketSla | None = None,
+) -> TicketSla:
+    """Store the state (`row`: the ticket's TicketSla when the caller loaded it already)."""
+    if row is None:
+        row = session.get(TicketSla, ticket_id)
     if row is None:
         row = TicketSla(ticket_id=ticket_id, paused=False)
         session.add(row)
@@ -154,6 +164,47 @@ def save_state(session: Session, ticket_id: int, state: SlaState | None, now: da
     return row
 
 
+@dataclass(frozen=True)
+class Claim:
+    ticket_id: int
+    kind: str
+    target: str
+    at: datetime
+    fired: bool = True
+    occurrence: str = ""
+    policy: str = ""
+
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        return self.ticket_id, self.kind, self.target, self.occurrence
+
+
+def claim_events(session: Session, claims: list[Claim]) -> set[tuple[int, str, str, str]]:
+    """Insert the events that do not exist yet; returns the keys this call inserted. Safe
+    against a concurrent claimer: the unique key decides, not a read before the write."""
+    if not claims:
+        return set()
+    dialect = session.get_bind().dialect.name
+    keys = ["ticket_id", "kind", "target", "occurrence"]
+    table = cast(Table, SlaEvent.__table__)
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+    else:  # pragma: no cover - the two supported databases are above
+        stmt = insert(table)
+    stmt = stmt.returning(table.c.ticket_id, table.c.kind, table.c.target, table.c.occurrence)
+    # One cached statement, sent as multi-row batches by SQLAlchemy's insertmanyvalues.
+    rows = session.execute(stmt, [
+        {"ticket_id": c.ticket_id, "kind": c.kind, "target": c.target,
+         "occurrence": c.occurrence, "at": c.at, "fired": c.fired}
+        for c in claims
+    ])
+    inserted = {(tid, kind, target, occurrence) for tid, kind, target, occurrence in rows}
+    return inserted
+
+
 def claim_event(
     session: Session,
     ticket_id: int,
@@ -164,47 +215,45 @@ def claim_event(
     occurrence: str = "",
     fired: bool = True,
 ) -> bool:
-    """Insert the event unless it exists; True when this call inserted it. Safe against a
-    concurrent claimer: the unique key decides, not a read before the write."""
-    dialect = session.get_bind().dialect.name
-    values = {
-        "ticket_id": ticket_id, "kind": kind, "target": target, "occurrence": occurrence,
-        "at": at, "fired": fired,
-    }
-    keys = ["ticket_id", "kind", "target", "occurrence"]
-    stmt: Executable
-    if dialect == "postgresql":
-        stmt = postgresql.insert(SlaEvent).values(**values).on_conflict_do_nothing(index_elements=keys)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(SlaEvent).values(**values).on_conflict_do_nothing(index_elements=keys)
-    else:  # pragma: no cover - the two supported databases are above
-        stmt = insert(SlaEvent).values(**values)
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    """One claim; True when this call inserted it."""
+    claim = Claim(ticket_id, kind, target, at, fired, occurrence)
+    return claim.key in claim_events(session, [claim])
 
 
-def raise_events(session: Session, ticket_id: int, state: SlaState) -> tuple[list[FiredEvent], list[FiredEvent]]:
-    """Claim the events `state` calls for: (fired for workflows, new breaches incl. unfired).
+def plan_events(ticket_id: int, state: SlaState) -> list[Claim]:
+    """Pure: the events `state` calls for, to be claimed.
 
     A breach seen before its warning records the warning unfired: a "will breach soon"
     after the fact only misleads. A breach of a target already completed (late) is
     recorded for the figures but not fired: there is nothing left to escalate.
     """
-    fired: list[FiredEvent] = []
-    breaches: list[FiredEvent] = []
+    out: list[Claim] = []
     for target in state.targets():
         name = target.target
         if target.state == "breached" and target.breached_at is not None:
             if target.warned_at is not None:
-                claim_event(session, ticket_id, SLA_WARNING, name, target.warned_at, fired=False)
-            live = target.completed_at is None
-            if claim_event(session, ticket_id, SLA_BREACHED, name, target.breached_at, fired=live):
-                event = FiredEvent(ticket_id, SLA_BREACHED, name, target.breached_at, state.policy)
-                breaches.append(event)
-                if live:
-                    fired.append(event)
+                out.append(Claim(ticket_id, SLA_WARNING, name, target.warned_at, False,
+                                 policy=state.policy))
+            out.append(Claim(ticket_id, SLA_BREACHED, name, target.breached_at,
+                             target.completed_at is None, policy=state.policy))
         elif target.state == "warning" and target.warned_at is not None:
-            if claim_event(session, ticket_id, SLA_WARNING, name, target.warned_at):
-                fired.append(FiredEvent(ticket_id, SLA_WARNING, name, target.warned_at, state.policy))
+            out.append(Claim(ticket_id, SLA_WARNING, name, target.warned_at, policy=state.policy))
+    return out
+
+
+def raise_events(session: Session, claims: list[Claim]) -> tuple[list[FiredEvent], list[FiredEvent]]:
+    """Claim the planned events: (newly fired for workflows, new breaches incl. unfired)."""
+    new = claim_events(session, claims)
+    fired: list[FiredEvent] = []
+    breaches: list[FiredEvent] = []
+    for claim in claims:
+        if claim.key not in new:
+            continue
+        event = FiredEvent(claim.ticket_id, claim.kind, claim.target, claim.at, claim.policy)
+        if claim.kind == SLA_BREACHED:
+            breaches.append(event)
+        if claim.fired:
+            fired.append(event)
     return fired, breaches
 
 
@@ -221,17 +270,28 @@ def try_sweep_lock(session: Session) -> bool:
 
 def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 1000) -> SweepReport:
     """Recompute the tickets that need it (stale, never computed, or due for a look) and
-    raise their events. Returns what fired, for the workflow engine."""
+    raise their events. Returns what fired, for the workflow engine. A handful of
+    statements per batch, whatever its size: the database round trip is the cost."""
     report = SweepReport()
-    for facts in _due_tickets(session, now, limit):
-        state = evaluate(config, facts, now)
-        save_state(session, facts.ticket_id, state, now)
+    facts = _due_tickets(session, now, limit)
+    ids = [f.ticket_id for f in facts]
+    rows = {
+        row.ticket_id: row
+        for row in session.scalars(select(TicketSla).where(TicketSla.ticket_id.in_(ids)))
+    } if ids else {}
+    claims: list[Claim] = []
+    for fact in facts:
+        state = evaluate(config, fact, now)
+        row = rows.get(fact.ticket_id)
+        if row is None:  # added here, not looked up again one by one in save_state
+            row = TicketSla(ticket_id=fact.ticket_id, paused=False)
+            session.add(row)
+        save_state(session, fact.ticket_id, state, now, row=row)
         report.evaluated += 1
         if state is not None:
-            fired, breaches = raise_events(session, facts.ticket_id, state)
-            report.events += fired
-            report.breaches += breaches
+            claims += plan_events(fact.ticket_id, state)
     session.flush()
+    report.events, report.breaches = raise_events(session, claims)
     return report
 
 
