@@ -260,3 +260,10 @@ def test_connecting_ip_from_received_variants(
     verdict = judge(delivered(message(), received=received), dns, verify="fallback")
     assert (verdict.context["connecting_ip"], verdict.context["helo"]) == (ip, helo)
     assert check(verdict, "spf")[0] == ("pass" if ip else "none")
+
+
+def test_bare_lf_line_endings_as_in_a_maildir(test_key: TestKey, dns: DnsClient) -> None:
+    raw = delivered(sign(message(), test_key), received=FOREIGN_RECEIVED).replace(b"\r\n", b"\n")
+    verdict = judge(raw, dns, verify="fallback")
+    assert check(verdict, "dkim") == ("pass", True)
+    assert verdict.status == "pass"
