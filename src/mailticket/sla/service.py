@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mailticket import metrics
 from mailticket.customers.models import Customer
 from mailticket.sla.clock import SlaState, StatusSpan, compute
 from mailticket.sla.config import SlaConfig
 from mailticket.sla.models import SlaEvent, TicketSla, TicketStatusChange
+from mailticket.store.batch import Batch
+from mailticket.store.db import new_row
 from mailticket.store.models import Ticket
 
 SLA_WARNING = "sla_warning"
@@ -79,14 +82,51 @@ def record_status(
     return True
 
 
-def record_first_response(session: Session, ticket_id: int, at: datetime) -> None:
-    """The first public agent reply; later ones change nothing."""
+def record_first_response(session: Session, ticket_id: int, at: datetime) -> timedelta | None:
+    """The first public agent reply; later ones change nothing. Returns the time from the
+    ticket's creation to it when this call set it (for the metrics), else None."""
     row = session.get(TicketSla, ticket_id)
     if row is None:
         session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
     elif row.first_response_at is None or at < _aware(row.first_response_at):
         row.first_response_at, row.computed_at = at, None
+    else:
+        return None
     session.flush()
+    created = session.scalar(select(Ticket.created_at).where(Ticket.id == ticket_id))
+    if created is None:
+        return None
+    elapsed = _aware(at) - _aware(created)
+    metrics.observe_first_response(max(elapsed.total_seconds(), 0.0))
+    return elapsed
+
+
+# --- in a unit of work (the pipeline, event runs) -------------------------------------------
+
+_TOUCHED = "sla.touched"
+
+
+def note_status(work: Batch, ticket_id: int, status: str, at: datetime, *, source: str) -> None:
+    """A status change made in a unit of work: its history row goes with the batch's rows
+    (no query: the caller knows the status changed), and the ticket is recomputed on the
+    next sweep (`mark_touched_stale`, which the batch's owner calls once it is written)."""
+    work.add(new_row(
+        TicketStatusChange, ticket_id=ticket_id, status=status, changed_at=at, source=source,
+    ))
+    touch(work, [ticket_id])
+
+
+def touch(work: Batch, ticket_ids: Iterable[int]) -> None:
+    """Tickets whose SLA inputs (status, priority, customer) the unit of work changed.
+    Kept without undo: marking a ticket stale that did not change costs one recomputation."""
+    work.memo.setdefault(_TOUCHED, set()).update(ticket_ids)
+
+
+def mark_touched_stale(work: Batch) -> None:
+    """After the unit of work is written: one UPDATE for every ticket it touched."""
+    touched: set[int] = work.memo.pop(_TOUCHED, set())
+    if touched:
+        mark_stale(work.session, sorted(touched))
 
 
 def mark_stale(session: Session, ticket_ids: Iterable[int] | None = None) -> None:
