@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 
 from mailticket.settings import ConfigError, Settings, load_settings
+from mailticket.workflows.loader import WorkflowLoadError
+from mailticket.yamlconfig import ConfigFileError
 
 COMMAND_MODULES: list[str] = [
     "mailticket.cli.db",
@@ -22,6 +24,8 @@ COMMAND_MODULES: list[str] = [
     "mailticket.cli.tokens",
     "mailticket.cli.serve",
     "mailticket.cli.backends",
+    "mailticket.cli.customers",
+    "mailticket.cli.sla",
 ]
 
 
@@ -50,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except (ConfigFileError, WorkflowLoadError) as exc:
+        # A configuration file with mistakes: each as file:line: reason, no traceback.
+        print(f"mailticket: configuration problems:\n{exc}", file=sys.stderr)
+        return 2
     except DBAPIError as exc:
         # A missing table or an unreachable server is an operator's problem to fix, not a
         # traceback to read: say which database and what to try.

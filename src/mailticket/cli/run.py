@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
-from mailticket.runtime import Runtime, build_runtime
+from mailticket.runtime import Runtime, build_runtime, prepare_worker
 from mailticket.settings import ConfigError
 
 
@@ -23,6 +24,15 @@ def _app_factory(runtime: Runtime) -> Callable[[], Any] | None:
     # Optional component: imported by name so installations without it still run.
     create_app = importlib.import_module("mailticket.api.app").create_app
     return lambda: create_app(runtime)
+
+
+def _sweeper(runtime: Runtime) -> Callable[[], object] | None:
+    if runtime.sla is None and not runtime.workflows.has_events:
+        return None
+    return lambda: run_sweep(
+        runtime.session_factory, runtime.settings, runtime.sla, runtime.workflows,
+        clock=runtime.clock,
+    )
 
 
 async def _forever(worker: Worker) -> None:
@@ -38,11 +48,13 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     runtime = build_runtime(settings)
     try:
+        prepare_worker(runtime)
         worker = Worker(
             settings, runtime.engine, runtime.session_factory, runtime.pipeline,
             process=runtime.pipeline.process,
             # --once serves nothing: the API would only be torn down again.
             app_factory=None if args.once else _app_factory(runtime),
+            sweep=_sweeper(runtime),
         )
         if not worker.describe():
             print(

@@ -68,6 +68,7 @@ def record_status(
     session: Session, ticket_id: int, status: str, at: datetime, *, source: str | None = None
 ) -> bool:
     """Append a status change (no-op when the status is unchanged); marks the SLA stale."""
+    at = _utc(at)
     last = session.scalar(
         select(TicketStatusChange.status)
         .where(TicketStatusChange.ticket_id == ticket_id)
@@ -85,6 +86,7 @@ def record_status(
 def record_first_response(session: Session, ticket_id: int, at: datetime) -> timedelta | None:
     """The first public agent reply; later ones change nothing. Returns the time from the
     ticket's creation to it when this call set it (for the metrics), else None."""
+    at = _utc(at)
     row = session.get(TicketSla, ticket_id)
     if row is None:
         session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
@@ -110,6 +112,7 @@ def note_status(work: Batch, ticket_id: int, status: str, at: datetime, *, sourc
     """A status change made in a unit of work: its history row goes with the batch's rows
     (no query: the caller knows the status changed), and the ticket is recomputed on the
     next sweep (`mark_touched_stale`, which the batch's owner calls once it is written)."""
+    at = _utc(at)
     work.add(new_row(
         TicketStatusChange, ticket_id=ticket_id, status=status, changed_at=at, source=source,
     ))
@@ -238,7 +241,7 @@ def claim_events(session: Session, claims: list[Claim]) -> set[tuple[int, str, s
     # One cached statement, sent as multi-row batches by SQLAlchemy's insertmanyvalues.
     rows = session.execute(stmt, [
         {"ticket_id": c.ticket_id, "kind": c.kind, "target": c.target,
-         "occurrence": c.occurrence, "at": c.at, "fired": c.fired}
+         "occurrence": c.occurrence, "at": _utc(c.at), "fired": c.fired}
         for c in claims
     ])
     inserted = {(tid, kind, target, occurrence) for tid, kind, target, occurrence in rows}
@@ -312,6 +315,7 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
     """Recompute the tickets that need it (stale, never computed, or due for a look) and
     raise their events. Returns what fired, for the workflow engine. A handful of
     statements per batch, whatever its size: the database round trip is the cost."""
+    now = _utc(now)
     report = SweepReport()
     facts = _due_tickets(session, now, limit)
     ids = [f.ticket_id for f in facts]
@@ -337,6 +341,7 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
 
 def refresh_ticket(session: Session, config: SlaConfig, ticket_id: int, now: datetime) -> SlaState | None:
     """Recompute one ticket now (after a change the API shows at once); no events."""
+    now = _utc(now)
     facts = _facts(session, [ticket_id])
     if not facts:
         return None
@@ -344,6 +349,24 @@ def refresh_ticket(session: Session, config: SlaConfig, ticket_id: int, now: dat
     save_state(session, ticket_id, state, now)
     session.flush()
     return state
+
+
+# --- reading, for the API, the CLI and the thread view --------------------------------------
+
+
+def states_of(session: Session, ticket_ids: Iterable[int]) -> dict[int, TicketSla]:
+    """Stored SLA state by ticket id (tickets without a computed state are missing): the
+    badge (`state`: on_track | warning | breached), due times, paused, the policy."""
+    ids = sorted(set(ticket_ids))
+    if not ids:
+        return {}
+    rows = session.scalars(select(TicketSla).where(TicketSla.ticket_id.in_(ids)))
+    return {row.ticket_id: row for row in rows if row.policy is not None}
+
+
+def state_clause(state: str) -> Any:
+    """Tickets whose SLA badge is `state` (for `select(Ticket).where(...)`)."""
+    return Ticket.id.in_(select(TicketSla.ticket_id).where(TicketSla.state == state))
 
 
 def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFacts]:
@@ -389,3 +412,10 @@ def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes for what was stored as UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
+
+
+def _utc(moment: datetime) -> datetime:
+    """Stored as UTC: SQLite keeps a datetime's wall time and drops its offset."""
+    if moment.tzinfo is None:
+        raise ValueError("SLA times must be timezone-aware")
+    return moment.astimezone(UTC)
