@@ -178,6 +178,11 @@ class Settings(BaseSettings):
             SharedDomains(value)  # raises a ValueError naming the bad entry
         return value
 
+    @field_validator("assignee_addresses", mode="before")
+    @classmethod
+    def _assignee_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
     @field_validator("assignee_addresses")
     @classmethod
     def _assignee_addresses(cls, value: dict[int, str]) -> dict[int, str]:

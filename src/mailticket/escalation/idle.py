@@ -64,13 +64,16 @@ def idle_claims(
     shortest = min(t.days or 0 for t in triggers)
     statuses = sorted({s for t in triggers for s in t.statuses})
     # A ticket younger than the shortest period cannot be idle for any trigger.
-    status_of: dict[int, str] = dict(session.execute(
-        select(Ticket.id, Ticket.status).where(
-            Ticket.status.in_(statuses),
-            Ticket.merged_into_id.is_(None),
-            Ticket.created_at <= now - timedelta(days=shortest),
+    status_of: dict[int, str] = {
+        tid: status
+        for tid, status in session.execute(
+            select(Ticket.id, Ticket.status).where(
+                Ticket.status.in_(statuses),
+                Ticket.merged_into_id.is_(None),
+                Ticket.created_at <= now - timedelta(days=shortest),
+            )
         )
-    ).tuples().all())
+    }
     ids = sorted(status_of)
     if not ids:
         return []

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mailticket.customers.schema import KEY_PATTERN
 from mailticket.types import SLA_BREACHED, SLA_WARNING, TICKET_IDLE, Classification, TicketEvent
@@ -130,14 +137,25 @@ class WorkflowSpec(BaseModel):
                 "missing required key 'classification_trigger' (or 'event_trigger' for "
                 "ticket events: sla_warning, sla_breached, ticket_idle)"
             )
-        if self.classification_trigger is not None and self.event_trigger is not None:
+        return self
+
+    # Field validators (not the model's): the error then points at the offending key.
+    @field_validator("event_trigger")
+    @classmethod
+    def _not_both(cls, value: EventTriggerSpec | None, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("classification_trigger") is not None:
             raise ValueError(
                 "a workflow runs for mail (classification_trigger) or for ticket events "
                 "(event_trigger), not both"
             )
-        if self.event_trigger is not None and "confidence_threshold" in self.model_fields_set:
+        return value
+
+    @field_validator("confidence_threshold")
+    @classmethod
+    def _threshold_for_mail(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("event_trigger") is not None:
             raise ValueError("confidence_threshold is for classification_trigger workflows")
-        return self
+        return value
 
 
 @dataclass(frozen=True)
