@@ -371,3 +371,22 @@ def test_stored_mail_is_never_sniffed(api: Api) -> None:
         assert r.headers["x-content-type-options"] == "nosniff", url
         assert r.headers["content-disposition"].startswith("attachment"), url
         assert not r.headers["content-type"].startswith("text/html"), url
+
+
+def test_405_names_every_method_of_the_path(api: Api) -> None:
+    r = api.client.request("OPTIONS", "/api/v1/tickets/1", headers=api.auth("read"))
+    _is_problem(r, 405)
+    assert r.headers["allow"] == "GET, PATCH"
+    api.client.post("/ui/login", data={"token": api.tokens["read"]})
+    page = api.client.post("/ui/tickets")
+    assert page.status_code == 405 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["allow"] == "GET" and 'id="error-back"' in page.text
+
+
+def test_ui_ids_out_of_range_are_4xx(api: Api) -> None:
+    api.client.post("/ui/login", data={"token": api.tokens["read"]})
+    big = "9" * 20
+    for url in (f"/ui/emails/{big}/raw", f"/ui/emails/1/attachments/{big}",
+                f"/ui/tickets/{big}", "/ui/tickets/%D9%A1", f"/ui/tickets?cursor={big}"):
+        r = api.client.get(url)
+        assert r.status_code < 500 and r.headers["content-type"].startswith("text/html"), url

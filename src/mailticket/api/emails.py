@@ -21,6 +21,7 @@ router = APIRouter(
 )
 
 EmailId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+AttachmentId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 # Stored mail is served as a download and never sniffed or rendered: an HTML part or an
 # attached HTML file must not run in our origin. Every byte-serving route uses these.
 DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
@@ -96,7 +97,7 @@ def list_attachments(email_id: EmailId, session: SessionDep) -> AttachmentList:
 )
 def download_attachment(
     email_id: EmailId,
-    attachment_id: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    attachment_id: AttachmentId,
     session: SessionDep,
 ) -> Response:
     """The attachment's bytes, cut out of the stored raw message."""

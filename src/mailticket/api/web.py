@@ -150,15 +150,15 @@ def ticket_page(
 
 @router.get("/emails/{email_id}/raw")
 def raw_download(
-    email_id: int, _: UiPrincipal, session: SessionDep
+    email_id: emails.EmailId, _: UiPrincipal, session: SessionDep
 ) -> Response:
     return emails.raw_email(email_id, session)
 
 
 @router.get("/emails/{email_id}/attachments/{attachment_id}")
 def attachment_download(
-    email_id: int,
-    attachment_id: int,
+    email_id: emails.EmailId,
+    attachment_id: emails.AttachmentId,
     _: UiPrincipal,
     session: SessionDep,
 ) -> Response:
