@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     api_test_endpoint_enabled: bool = False
     # Page size cap of GET /api/v1/tickets (the `limit` parameter).
     api_max_page_size: int = Field(default=200, ge=1, le=1000)
+    # Largest request body the HTTP API reads (413 above it), webhook deliveries included.
+    api_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
     # --- external ticket backends (see mailticket/backends/) ----------------------------------
     # YAML `{instances: {name: {kind: jira, ...}}}`; None: no backends configured.

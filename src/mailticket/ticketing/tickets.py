@@ -25,6 +25,9 @@ from mailticket.types import Classification, ParsedEmail
 OPEN_STATUSES = frozenset({"open", "pending"})
 REOPENABLE_STATUSES = frozenset({"resolved", "closed"})
 MAX_SUBJECT = 998
+# Ids are 32-bit integers in the schema; a larger number names no ticket (and must not
+# reach the database driver, which would refuse it).
+MAX_ID = 2_147_483_647
 
 
 def format_description(email: ParsedEmail, received_at: datetime | None) -> str:
@@ -141,8 +144,11 @@ def add_comment(
 def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
     ticket: Ticket | None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        ticket = session.get(Ticket, int(ref))
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        # Only ASCII digits are an id: str.isdigit() is also true for "¹" or "١".
+        ref = int(ref)
+    if isinstance(ref, int):
+        ticket = session.get(Ticket, ref) if 0 < ref <= MAX_ID else None
     else:
         ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == ref.upper()))
     hops = 0
