@@ -9,9 +9,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mailticket.cli.common import one_line_warnings, open_runtime, settings_or_exit
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
-from mailticket.runtime import Runtime, build_runtime
+from mailticket.runtime import Runtime
 from mailticket.settings import ConfigError
 
 
@@ -32,11 +33,11 @@ async def _forever(worker: Worker) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
     settings = settings_or_exit()
     configure_logging(settings.log_format)
-    runtime = build_runtime(settings)
+    if not getattr(args, "verbose", False):
+        one_line_warnings()
+    runtime = open_runtime(settings)
     try:
         worker = Worker(
             settings, runtime.engine, runtime.session_factory, runtime.pipeline,

@@ -37,7 +37,8 @@ def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str
         return {"sent": False, "reason": "not a new ticket (only_if_created)"}
     now = ctx.now or datetime.now(UTC)
     ok, reason = should_auto_reply(
-        ctx.session, ctx.settings, ctx.email, ctx.classification, now=now
+        ctx.session, ctx.settings, ctx.email, ctx.classification,
+        now=ctx.clock_now or now, received_at=ctx.email_log.email_received_at,
     )
     if not ok:
         return {"sent": False, "reason": reason}
