@@ -89,3 +89,23 @@ def test_max_age_is_configurable(make_runtime: Callable[..., Runtime]) -> None:
     anything.pipeline.process(make_email(sender="b@c.example"), "t",
                               received_at=SEED_DAY - timedelta(days=3000))
     assert _replies(anything) == 1
+
+
+def test_age_is_judged_by_arrival_not_by_the_senders_clock(
+    make_runtime: Callable[..., Runtime]
+) -> None:
+    rt = make_runtime(workflows_path=AUTO_REPLY_WF)
+    # Only a Date header, a year behind: the sender's clock is wrong, the mail is new.
+    skewed = make_email(sender="skewed@c.example").replace(b"Date: ", b"Date: Sun, 1 Dec 2024 "
+                                                           b"09:00:00 +0000\nX-Was: ", 1)
+    rt.pipeline.process(skewed, "t")
+    assert _replies(rt) == 1
+    # Our MTA stamped it three days ago (a mailbox that nobody read for a while).
+    stamped = make_email(
+        sender="late@c.example",
+        headers={"Received": "from mx.c.example by mail.example.com; Fri, 12 Dec 2025 "
+                             "10:00:00 +0000"},
+    )
+    rt.pipeline.process(stamped, "t")
+    assert _replies(rt) == 1
+    assert _last_reason(rt) == "received 3d ago, longer than AUTO_REPLY_MAX_AGE=1d"

@@ -44,6 +44,25 @@ def ensure_installed() -> None:
     )
 
 
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(group: int) -> bool:
+    # Zombies count as gone: the kernel closed their sockets when they exited.
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
 def _certificate(workdir: Path) -> tuple[Path, Path]:
     cert, key = workdir / "cert.pem", workdir / "key.pem"
     subprocess.run(
@@ -152,10 +171,13 @@ service imap-login {{
         (self.workdir / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
         conf = self.workdir / "dovecot.conf"
         conf.write_text(self._config())
-        self.proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr.log", "wb"),
-        )
+        # Its own session and process group: the master and every process it forks (login,
+        # imap, auth) can be stopped together, see halt().
+        with open(self.workdir / "stderr.log", "ab") as stderr:
+            self.proc = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(conf)],
+                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -181,14 +203,27 @@ service imap-login {{
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def halt(self) -> None:
-        """Stop the server but keep its mail: `start()` brings the same mailbox back."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """Stop the server but keep its mail: `start()` brings the same mailbox back.
+
+        Every process of the server goes, not only the master: an `imap` process serving a
+        connected client outlives a SIGTERM to its master and keeps answering. When this
+        returns, no process of the group is left, so every client connection is closed."""
+        if self.proc is None:
+            return
+        group = self.proc.pid  # start_new_session: the master leads its own group
+        _signal_group(group, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(group, signal.SIGKILL)  # whatever is left of the group, at once
+        if self.proc.poll() is None:
+            self.proc.wait()
+        deadline = time.monotonic() + 10
+        while _group_alive(group):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot processes of group {group} survived SIGKILL")
+            time.sleep(0.01)
         self.proc = None
 
     def reset_mail(self) -> None:

@@ -7,7 +7,6 @@ with autoescape on: mail is attacker-controlled text.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any, get_args
 from urllib.parse import urlsplit
 
@@ -30,10 +29,11 @@ from mailticket.api.auth import (
 from mailticket.api.auth import authenticate as check_token
 from mailticket.api.schemas import TicketStatus
 from mailticket.api.tickets import load_ticket
+from mailticket.bundled import data_path
 from mailticket.settings import Priority
 from mailticket.store.models import EmailLog
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "templates" / "web"
+TEMPLATE_DIR = data_path("templates", "web")
 LOGIN_PATH = "/ui/login"
 COOKIE_MAX_AGE = 8 * 3600
 SECURITY_HEADERS = {

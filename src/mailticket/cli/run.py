@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mailticket.cli.common import one_line_warnings, open_runtime, settings_or_exit
+from mailticket.cli.common import one_line_warnings, require_database, settings_or_exit
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
-from mailticket.runtime import Runtime
+from mailticket.runtime import Runtime, build_runtime
 from mailticket.settings import ConfigError
 
 
@@ -37,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)
     if not getattr(args, "verbose", False):
         one_line_warnings()
-    runtime = open_runtime(settings)
+    # Nothing opens the database before the worker runs: the configuration is checked first.
+    runtime = build_runtime(settings)
     try:
         worker = Worker(
             settings, runtime.engine, runtime.session_factory, runtime.pipeline,
@@ -52,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        require_database(settings)
         if args.once:
             asyncio.run(worker.run_once())
             return 1 if worker.failures else 0

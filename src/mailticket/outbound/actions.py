@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mailticket.outbound.auto_reply import queue_auto_reply
-from mailticket.outbound.loop import should_auto_reply
+from mailticket.outbound.loop import arrival_time, should_auto_reply
 from mailticket.outbound.templates import TemplateRenderError
 from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
 
@@ -38,7 +38,8 @@ def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str
     now = ctx.now or datetime.now(UTC)
     ok, reason = should_auto_reply(
         ctx.session, ctx.settings, ctx.email, ctx.classification,
-        now=ctx.clock_now or now, received_at=ctx.email_log.email_received_at,
+        now=ctx.clock_now or now,
+        received_at=arrival_time(ctx.email, ctx.email_log.email_received_at),
     )
     if not ok:
         return {"sent": False, "reason": reason}

@@ -87,6 +87,18 @@ def recent_auto_replies(session: Session, address: str, *, since: datetime) -> i
     return count_recent_replies(session, address, since)
 
 
+def arrival_time(email: ParsedEmail, logged_at: datetime | None) -> datetime | None:
+    """When the message reached us, as far as a server can vouch for it: the time the
+    pipeline logged (the source's word or the newest Received stamp), unless all it had was
+    the Date header. Date is the sender's clock, which may be wrong by a year; judging age
+    by it would silence a customer for the fault of their laptop."""
+    if logged_at is None:
+        return None
+    if not email.headers.get("received") and logged_at == email.date:
+        return None
+    return logged_at
+
+
 def should_auto_reply(
     session: Session,
     settings: Settings,
