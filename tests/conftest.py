@@ -45,7 +45,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-_NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+# Tool caches (pytest, mypy, ruff, hypothesis under schemathesis) are not the tests' writing.
+_NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                ".hypothesis"}
 
 
 def _repository_files() -> set[str]:
