@@ -69,7 +69,7 @@ def _database_url() -> str | None:
     # themselves failed to load.
     try:
         return settings_or_exit().database_url
-    except CliError:
+    except Exception:  # noqa: BLE001 - whatever broke the settings, the raw value is masked
         return os.environ.get("DATABASE_URL")
 
 

@@ -118,17 +118,17 @@ class _WarningsInOneLine(logging.Formatter):
 
 
 def cli_logging(verbose: bool) -> None:
-    """Log warnings to stderr, unless something (pytest, an embedding program) already
-    listens, and then leave its handlers alone."""
+    """Log errors to stderr (with --verbose also warnings, with their tracebacks), unless
+    something (pytest, an embedding program) already listens: then leave its handlers alone.
+    A command reports its own expected failures (`quarantined FILE: reason`), so the
+    pipeline's warning about the same message would only say it twice."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.WARNING)
+    handler.setLevel(logging.WARNING if verbose else logging.ERROR)
     root.addHandler(handler)
-    if not verbose:
-        one_line_warnings(handler)
 
 
 def one_line_warnings(*handlers: logging.Handler) -> None:
