@@ -103,6 +103,19 @@ def test_corpus_sweep_skips_cleanly_without_a_corpus(tmp_path: Path) -> None:
     assert "corpus sweep skipped" in out.stdout
 
 
+def test_corpus_sweep_runs_the_corpus_tests_over_the_corpus_it_is_given() -> None:
+    curated = TESTS / "fixtures" / "emails" / "corpus"
+    out = subprocess.run(
+        [ROOT / "scripts" / "test-corpus", "-q", "-p", "no:cacheprovider",
+         "-k", "every_corpus_file_gets_a_sane_classification"],
+        capture_output=True, text=True, timeout=600, cwd=TESTS,
+        env={**os.environ, "MAILTICKET_CORPUS": str(curated)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"corpus sweep over {curated}" in out.stdout
+    assert "1 passed" in out.stdout
+
+
 def test_ci_runs_the_suite_and_the_corpus_sweep() -> None:
     lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line and not line.startswith("#")]
