@@ -88,6 +88,11 @@ def link_email(
     _attach_email(work, ticket, email, log, is_reply=True)
     if classification.is_automated:
         return None
+    # A customer who writes "#printer" in a reply means it as much as in the first mail.
+    # Quoted lines are left out: they repeat tags the ticket has (or that an agent removed).
+    # Priority stays as it is: it is set when the ticket opens, later only by people.
+    if tags := extract_tags(_unquoted(email.text)):
+        add_tags(ticket, tags)
     if ticket.status in REOPENABLE_STATUSES:
         ticket.status = "open"
         ticket.resolved_at = None
@@ -112,6 +117,10 @@ def _attach_email(
     log.is_reply = is_reply
     # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
     record_thread_refs(work, ticket.id, email.message_id, [*email.in_reply_to, *email.references])
+
+
+def _unquoted(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
 
 
 def add_tags(ticket: Ticket, tags: Iterable[str]) -> list[str]:
