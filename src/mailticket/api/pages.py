@@ -8,7 +8,6 @@ attacker-controlled text.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -17,7 +16,9 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
 from starlette.templating import Jinja2Templates
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "templates" / "web"
+from mailticket.bundled import data_path
+
+TEMPLATE_DIR = data_path("templates", "web")
 UI_PREFIX = "/ui"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

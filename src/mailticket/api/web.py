@@ -29,11 +29,9 @@ from mailticket.api.pages import SECURITY_HEADERS
 from mailticket.api.pages import page as _page
 from mailticket.api.schemas import TicketStatus
 from mailticket.api.tickets import load_ticket
-from mailticket.bundled import data_path
 from mailticket.settings import Priority
 from mailticket.store.models import EmailLog
 
-TEMPLATE_DIR = data_path("templates", "web")
 LOGIN_PATH = "/ui/login"
 COOKIE_MAX_AGE = 8 * 3600
 
