@@ -421,6 +421,7 @@ class Pipeline:
             email_log=entry,
             raw_message_id=raw_row.id,
             now=self._now(entry),
+            clock_now=self.clock(),
             suspect=suspect,
             joined=tuple(resolution.joined),
         )
@@ -444,8 +445,8 @@ class Pipeline:
         # (no backends configured: no lookup on the hot path), on each of its tickets.
         if self.settings.backends_file is not None:
             targets: list[Ticket | None] = [*ctx.tickets] or [None]
-            for ticket in targets:
-                ctx.ticket = ticket
+            for target in targets:
+                ctx.ticket = target
                 mirror_followup(ctx)
             ctx.ticket = first
 
@@ -456,12 +457,14 @@ class Pipeline:
         elif ctx.linked:
             entry.matched_by = "workflow"
         entry.action = "created" if ctx.created else "linked" if ctx.linked else "logged"
+        # A logged message (an out-of-office, say) may still sit on a ticket: name it.
+        ticket = first or (work.ticket(on_ticket) if on_ticket else None)
         return Outcome(
             source=source,
             message_id=email.message_id,
             action=entry.action,  # type: ignore[arg-type]
-            ticket_number=first.ticket_number if first is not None else None,
-            ticket_id=first.id if first is not None else entry.ticket_id,
+            ticket_number=ticket.ticket_number if ticket is not None else None,
+            ticket_id=on_ticket,
             matched_by=entry.matched_by,
             classification=classification.label,
             confidence=round(classification.confidence, 4),

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from mailticket.cli.common import CliError, open_runtime, settings_or_exit
 from mailticket.customers.directory import list_customers
-from mailticket.runtime import build_runtime, check_customer_names, sync_customers
+from mailticket.runtime import check_customer_names, sync_customers
 from mailticket.yamlconfig import ConfigFileError
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    runtime = build_runtime(settings_or_exit())
+    runtime = open_runtime(settings_or_exit())
     try:
         with runtime.session_factory() as session:
             rows = list_customers(session, active=None if args.all else True)
@@ -32,14 +30,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    runtime = build_runtime(settings_or_exit())
+    runtime = open_runtime(settings_or_exit())
     try:
         if runtime.customers is None:
-            print("mailticket customers sync: CUSTOMERS_PATH is not set (customers are "
-                  "managed through the API)", file=sys.stderr)
-            return 2
+            raise CliError(
+                "CUSTOMERS_PATH is not set: customers are managed through the API", code=2
+            )
         with runtime.session_factory() as session:
             report = sync_customers(runtime, session)
             issues = check_customer_names(runtime, session)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mailticket.cli.common import one_line_warnings, require_database, settings_or_exit
 from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
@@ -27,6 +28,7 @@ def _app_factory(runtime: Runtime) -> Callable[[], Any] | None:
 
 
 def _sweeper(runtime: Runtime) -> Callable[[], object] | None:
+    """The SLA / escalation sweep the worker schedules (None: nothing to sweep for)."""
     if runtime.sla is None and not runtime.workflows.has_events:
         return None
     return lambda: run_sweep(
@@ -42,13 +44,13 @@ async def _forever(worker: Worker) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
     settings = settings_or_exit()
     configure_logging(settings.log_format)
+    if not getattr(args, "verbose", False):
+        one_line_warnings()
+    # Nothing opens the database before the worker runs: the configuration is checked first.
     runtime = build_runtime(settings)
     try:
-        prepare_worker(runtime)
         worker = Worker(
             settings, runtime.engine, runtime.session_factory, runtime.pipeline,
             process=runtime.pipeline.process,
@@ -63,6 +65,9 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        require_database(settings)
+        # Customers synced, every customer the SLA file and the workflows name checked.
+        prepare_worker(runtime)
         if args.once:
             asyncio.run(worker.run_once())
             return 1 if worker.failures else 0

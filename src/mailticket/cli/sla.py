@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
+from mailticket.cli.common import open_runtime, settings_or_exit
 from mailticket.escalation.job import run_sweep
-from mailticket.runtime import build_runtime, prepare_worker
+from mailticket.runtime import prepare_worker
 
 
 def _at(value: str) -> datetime:
@@ -20,9 +21,7 @@ def _at(value: str) -> datetime:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    runtime = build_runtime(settings_or_exit())
+    runtime = open_runtime(settings_or_exit())
     try:
         prepare_worker(runtime)
         at: datetime | None = args.at

@@ -4,24 +4,36 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from typing import get_args
 
 from sqlalchemy import or_, select
 
+from mailticket.api.schemas import SettableStatus
+from mailticket.cli.common import CliError, open_engine, settings_or_exit
 from mailticket.customers.models import Customer
-from mailticket.customers.scope import badges
+from mailticket.customers.scope import CustomerBadge, badges
 from mailticket.sla.models import TicketSla
 from mailticket.sla.service import states_of
-from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.db import make_session_factory
 from mailticket.store.models import Comment, EmailLog, EmailTicket, Ticket
 from mailticket.store.senderauth_models import sender_auth_of
 from mailticket.ticketing.tickets import find_ticket
 
+# Merged tickets are pointers to the ticket they joined; the list never shows them.
+LISTED_STATUSES: tuple[str, ...] = get_args(SettableStatus)
+_ROW = (
+    "{number:<18} {status:<8} {priority:<8} {customer:<12.12} {sla:<28.28} "
+    "{requester:<30.30} {subject}"
+)
+
 
 def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "-"
+    """Stored times are UTC (SQLite hands them back without their zone)."""
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment is not None else "-"
 
 
 def _sla_brief(row: TicketSla | None) -> str:
+    """The badge and the next due time: `warning due 2025-12-15 13:00 UTC`."""
     if row is None or row.state is None:
         return "-"
     dues = [d for d in (row.first_response_due_at, row.resolution_due_at) if d is not None]
@@ -30,35 +42,60 @@ def _sla_brief(row: TicketSla | None) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    settings = settings_or_exit()
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        query = select(Ticket).where(Ticket.merged_into_id.is_(None))
-        if args.status:
-            query = query.where(Ticket.status == args.status)
-        if args.customer:
-            owner = select(Customer.id).where(Customer.key == args.customer)
-            query = query.where(Ticket.customer_id.in_(owner))
-        rows = session.scalars(query.order_by(Ticket.id.desc()).limit(args.limit)).all()
-        ids = [t.id for t in rows]
-        customers, slas = badges(session, ids), states_of(session, ids)
-        for t in rows:
-            tags = ",".join(t.tags or [])
-            badge = customers.get(t.id)
-            print(
-                f"{t.ticket_number:<18} {t.status:<8} {t.priority:<8} "
-                f"{(badge.key if badge else '-'):<12.12} {_sla_brief(slas.get(t.id)):<28} "
-                f"{(t.requester_email or '-'):<30.30} {t.subject[:60]}"
-                + (f"  #{tags}" if tags else "")
-            )
-    engine.dispose()
+    engine = open_engine(settings_or_exit())
+    try:
+        with make_session_factory(engine)() as session:
+            query = select(Ticket).where(Ticket.merged_into_id.is_(None))
+            if args.status:
+                query = query.where(Ticket.status == args.status)
+            if args.customer:
+                owner = select(Customer.id).where(Customer.key == args.customer)
+                query = query.where(Ticket.customer_id.in_(owner))
+            rows = session.scalars(query.order_by(Ticket.id.desc()).limit(args.limit)).all()
+            if not rows:
+                what = " ".join(x for x in (args.status, args.customer) if x)
+                print(f"no {what} tickets" if what else "no tickets")
+                return 0
+            ids = [t.id for t in rows]
+            customers, slas = badges(session, ids), states_of(session, ids)
+            print(_ROW.format(number="TICKET", status="STATUS", priority="PRIORITY",
+                              customer="CUSTOMER", sla="SLA", requester="REQUESTER",
+                              subject="SUBJECT  #TAGS"))
+            for t in rows:
+                tags = ",".join(t.tags or [])
+                badge = customers.get(t.id)
+                print(
+                    _ROW.format(number=t.ticket_number, status=t.status, priority=t.priority,
+                                customer=badge.key if badge else "-",
+                                sla=_sla_brief(slas.get(t.id)),
+                                requester=t.requester_email or "-", subject=t.subject[:60])
+                    + (f"  #{tags}" if tags else "")
+                )
+    finally:
+        engine.dispose()
     return 0
 
 
+def _how(e: EmailLog) -> str:
+    """What the log row says about a message: its label (in) or what sent it (out)."""
+    if e.direction == "out":
+        what = (e.action or "sent").replace("_", " ")
+        return f"outgoing {what}, to {e.email_to or '?'}"
+    how = f" via {e.matched_by}" if e.matched_by else ""
+    return f"{e.classification or 'unclassified'}{how}"
+
+
+def _customer(badge: CustomerBadge | None) -> str:
+    if badge is None:
+        return "-"
+    out = f"{badge.key} ({badge.name}, id {badge.customer_id})"
+    if badge.matched_by:
+        out += f" by {badge.matched_by}" + (f" {badge.matched_value}" if badge.matched_value else "")
+    return out
+
+
 def _show_sla(row: TicketSla | None) -> None:
-    if row is None or row.policy is None:
+    if row is None or row.state is None:
         print("sla: -")
         return
     print(f"sla: {row.state}{' (paused)' if row.paused else ''}  policy {row.policy!r}, "
@@ -69,29 +106,19 @@ def _show_sla(row: TicketSla | None) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    settings = settings_or_exit()
-    engine = make_engine(settings.database_url)
+    engine = open_engine(settings_or_exit())
     try:
         with make_session_factory(engine)() as session:
             ticket = find_ticket(session, args.number)
             if ticket is None:
-                print(f"mailticket: no ticket {args.number}")
-                return 1
+                raise CliError(f"no ticket {args.number}")
             print(f"{ticket.ticket_number}  [{ticket.status}, {ticket.priority}]  {ticket.subject}")
             print(f"requester: {ticket.requester_email or '-'}  tags: {', '.join(ticket.tags or []) or '-'}")
             badge = badges(session, [ticket.id]).get(ticket.id)
-            customer = "-"
-            if badge is not None:
-                customer = f"{badge.key} ({badge.name}, id {badge.customer_id})"
-                if badge.matched_by:
-                    customer += f" by {badge.matched_by}" + (
-                        f" {badge.matched_value}" if badge.matched_value else ""
-                    )
-            print(f"assignee: {ticket.assigned_to_user_id or '-'}  customer: {customer}")
+            print(f"assignee: {ticket.assigned_to_user_id or '-'}  customer: {_customer(badge)}")
             _show_sla(states_of(session, [ticket.id]).get(ticket.id))
             print()
+            # Its own mail and mail it shares with other tickets (multi-ticket threading).
             linked = select(EmailTicket.email_log_id).where(EmailTicket.ticket_id == ticket.id)
             emails = session.scalars(
                 select(EmailLog)
@@ -101,10 +128,9 @@ def _show(args: argparse.Namespace) -> int:
             auth = sender_auth_of(session, [e.id for e in emails])
             for e in emails:
                 arrow = "<-" if e.direction == "in" else "->"
-                how = f" via {e.matched_by}" if e.matched_by else ""
                 when = e.email_received_at.isoformat() if e.email_received_at else "?"
                 spoofed = "  spoofed?" if e.id in auth and auth[e.id].suspect else ""
-                print(f"{arrow} {when}  {e.email_from}  [{e.classification}{how}]{spoofed}")
+                print(f"{arrow} {when}  {e.email_from}  [{_how(e)}]{spoofed}")
                 print(f"   {e.email_subject or ''}")
                 print(f"   {e.email_message_id}")
             comments = session.scalars(
@@ -124,9 +150,9 @@ def _show(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("tickets", help="list tickets and show their threads")
     s = p.add_subparsers(dest="tickets_command", metavar="ACTION", required=True)
-    ls = s.add_parser("list", help="newest tickets first (customer and SLA state shown)")
-    ls.add_argument("--status")
-    ls.add_argument("--customer", help="only this customer's tickets (its key)")
+    ls = s.add_parser("list", help="newest tickets first, with customer and SLA state")
+    ls.add_argument("--status", choices=LISTED_STATUSES)
+    ls.add_argument("--customer", metavar="KEY", help="only this customer's tickets")
     ls.add_argument("--limit", type=int, default=50)
     ls.set_defaults(func=_list)
     show = s.add_parser("show", help="a ticket, its customer, SLA state and email thread")
