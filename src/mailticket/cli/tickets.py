@@ -22,7 +22,7 @@ from mailticket.ticketing.tickets import find_ticket
 # Merged tickets are pointers to the ticket they joined; the list never shows them.
 LISTED_STATUSES: tuple[str, ...] = get_args(SettableStatus)
 _ROW = (
-    "{number:<18} {status:<8} {priority:<8} {customer:<12.12} {sla:<28.28} "
+    "{number:<18} {status:<8} {priority:<8} {customer:<12.12} {sla:<36.36} "
     "{requester:<30.30} {subject}"
 )
 
