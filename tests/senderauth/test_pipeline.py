@@ -148,3 +148,14 @@ def test_nothing_checked_or_stored_without_configuration(
     with env.session() as s:
         assert s.scalar(select(func.count()).select_from(EmailSenderAuth)) == 0
         assert s.get_one(Ticket, outcome.ticket_id).customer_id == 101
+
+
+def test_a_policy_nothing_can_pass_is_refused() -> None:
+    import pytest
+
+    from mailticket.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="SENDER_AUTH_POLICY=no_pass would mark every"):
+        load_settings(_env_file=None, sender_auth_policy="no_pass")
+    ok = load_settings(_env_file=None, sender_auth_policy="no_pass", sender_auth_verify="always")
+    assert ok.sender_auth_policy == "no_pass"

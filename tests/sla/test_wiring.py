@@ -156,3 +156,21 @@ def test_a_reply_to_a_resolved_ticket_resumes_the_resolution_clock(
     # 2h used on Monday; 14h left from Tue 12:00: Tue 12-17 (5), Wed (8), Thu 9-10 (1)
     assert utc(state(env, tid).resolution_due_at) == berlin(2025, 12, 18, 10, 0)
     api.client.close()
+
+
+def test_a_priority_change_through_the_api_picks_another_policy(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    env = setup(make_runtime, tmp_path)
+    api = build_api(env.runtime)
+    opened = env.ingest(make_email(sender="jane@acme.example"))
+    env.sweep()
+    assert state(env, opened.ticket_id).policy == "Standard"
+    changed = api.client.patch(f"/api/v1/tickets/{opened.ticket_id}",
+                               json={"priority": "critical"}, headers=api.auth("write"))
+    assert changed.status_code == 200
+    env.sweep()
+    row = state(env, opened.ticket_id)
+    assert row.policy == "ACME urgent"
+    assert utc(row.first_response_due_at) == berlin(2025, 12, 15, 11, 0)
+    api.client.close()
