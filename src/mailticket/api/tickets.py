@@ -191,11 +191,9 @@ def add_comment(
     row = ticket_service.add_comment(
         session, ticket, comment.body, internal=comment.visibility == "internal",
         author_email=comment.author_email or f"token:{principal.name}", source="api",
+        now=runtime.clock(),  # a public comment may be the SLA's first response
     )
     session.flush()
-    if not row.is_internal:
-        # An agent's public answer: the SLA's first response, if it is the first.
-        sla_service.record_first_response(session, ticket.id, runtime.clock())
     queue_comment(session, ticket, row)
     session.commit()
     return CommentOut.model_validate(row)

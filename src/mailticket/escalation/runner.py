@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -58,9 +59,7 @@ def run_events(
                 email_log=None, raw_message_id=None, now=now, ticket=ticket, event=event,
                 tickets=[ticket],
             )
-            ran = run_event_workflows(
-                ctx, workflows, customer=lambda t=ticket: _customer(work, t)  # type: ignore[misc]
-            )
+            ran = run_event_workflows(ctx, workflows, customer=partial(_customer, work, ticket))
             for execution in ran:
                 metrics.count_event_run(event.kind, execution.status)
                 log.info(

@@ -150,7 +150,10 @@ def add_comment(
     internal: bool,
     author_email: str | None = None,
     source: str = "api",
+    now: datetime | None = None,
 ) -> Comment:
+    """An agent's comment. A public one is an answer to the customer: the first is the
+    ticket's SLA first response (at `now`, the caller's clock)."""
     comment = Comment(
         ticket_id=ticket.id,
         body=body,
@@ -161,6 +164,8 @@ def add_comment(
     session.add(comment)
     ticket.updated_at = datetime.now(UTC)
     session.flush()
+    if not internal:
+        sla_service.record_first_response(session, ticket.id, now or datetime.now(UTC))
     return comment
 
 

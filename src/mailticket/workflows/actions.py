@@ -175,8 +175,8 @@ def create_ticket(ctx: ActionContext, params: CreateTicketParams) -> dict[str, A
         return _group_result(ctx, created=False, linked=True)
     explicit = _explicit_customer(ctx, params)
     if params.split_by == "customer":
-        found = _split_customers(ctx, mail)
-        for match in found or [None]:  # type: ignore[list-item]
+        each: list[CustomerMatch | None] = [*_split_customers(ctx, mail)] or [None]
+        for match in each:
             _open(ctx, mail, params, match, None)
         return _group_result(ctx, created=True, linked=False)
     sender = None
