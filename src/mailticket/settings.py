@@ -45,6 +45,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def parse_duration(text: str) -> timedelta:
+    """ "3h", "90m", "45s", "2d" or plain seconds; ValueError otherwise."""
+    m = _DURATION.match(text)
+    if m is None:
+        raise ValueError(f"not a duration: {text!r} (e.g. 30d, 12h, 90m, 45s)")
+    return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()])
+
+
 class ConfigError(Exception):
     """Raised at start-up when a setting is invalid; the message names the variable."""
 
@@ -95,6 +103,9 @@ class Settings(BaseSettings):
     auto_reply_rate_limit: int = Field(default=10, ge=0)
     # "3h", "90m", "45s", "2d" or plain seconds.
     auto_reply_rate_window: timedelta = timedelta(hours=3)
+    # Delivered outbox items are deleted this long after delivery ("30d", "12h", seconds);
+    # 0 keeps them forever. Dead items are kept until an operator retries or removes them.
+    outbox_retention: timedelta = timedelta(days=30)
 
     # --- live sources (`mailticket run`; see mailticket/live/) --------------------------------
     # YAML list of mailboxes (keys as in live/config.py); IMAP_* adds one more mailbox.
@@ -143,11 +154,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
         return value
 
-    @field_validator("auto_reply_rate_window", mode="before")
+    @field_validator("auto_reply_rate_window", "outbox_retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str) and (m := _DURATION.match(value)):
-            return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()])
+        if isinstance(value, str) and _DURATION.match(value):
+            return parse_duration(value)
         return value
 
     @field_validator("mail_from")
