@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,8 +101,16 @@ def _record_group(
     session: Session, group: Sequence[tuple[OutboxItem, Outcome]], policy: RetryPolicy
 ) -> list[str]:
     statuses = []
+    rows = {
+        row.id: row
+        for row in session.scalars(
+            select(OutboxItem)
+            .where(OutboxItem.id.in_([item.id for item, _ in group]))
+            .with_for_update()
+        )
+    }
     for item, outcome in group:
-        row = session.get(OutboxItem, item.id, with_for_update=True)
+        row = rows.get(item.id)
         if row is None:
             raise OutboxError(f"outbox item {item.id} vanished while being delivered")
         if not isinstance(outcome, BaseException):

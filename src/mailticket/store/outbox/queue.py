@@ -160,14 +160,15 @@ def claim(
     if _dialect(session) == "postgresql":
         due = due.with_for_update(skip_locked=True)
     ids = list(session.scalars(due))
-    claimed: list[int] = []
-    for item_id in ids:
-        # Guarded per row: on SQLite there is no row locking, so a row another worker took
-        # between our select and this update (its lease now in the future) is skipped.
-        result = session.execute(
+    if not ids:
+        return []
+    # Guarded: on SQLite there is no row locking, so a row another worker took between our
+    # select and this update (its lease now in the future) is skipped.
+    claimed = list(
+        session.scalars(
             update(OutboxItem)
             .where(
-                OutboxItem.id == item_id,
+                OutboxItem.id.in_(ids),
                 OutboxItem.status.in_(("pending", "in_flight")),
                 OutboxItem.next_attempt_at <= now,
             )
@@ -177,10 +178,10 @@ def claim(
                 attempts=OutboxItem.attempts + 1,
                 updated_at=now,
             )
+            .returning(OutboxItem.id)
             .execution_options(synchronize_session=False)
         )
-        if getattr(result, "rowcount", 0) == 1:
-            claimed.append(item_id)
+    )
     if not claimed:
         return []
     items = session.scalars(
@@ -193,13 +194,13 @@ def claim(
 
 
 def mark_done(session: Session, item: OutboxItem, result: dict[str, Any] | None = None) -> None:
+    """Record a performed item (written at the session's next flush, as mark_failed)."""
     now = utcnow()
     item.status = "done"
     item.result = result
     item.last_error = None
     item.done_at = now
     item.updated_at = now
-    session.flush()
 
 
 def mark_failed(
@@ -230,7 +231,6 @@ def mark_failed(
         )
         item.status = "pending"
         item.next_attempt_at = now + delay
-    session.flush()
     return item.status
 
 
