@@ -156,7 +156,7 @@ def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
         message_id=message_id,
         message_id_synthetic=synthetic,
         in_reply_to=id_list(index.get("in-reply-to")),
-        references=id_list(index.get("references")),
+        references=id_list(index.get("references"), bare=True),
         subject=decode_header(subject[0], hint) if subject else "",
         from_address=senders[0][1] if senders else "",
         from_name=senders[0][0] if senders else "",
