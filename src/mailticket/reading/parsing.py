@@ -33,6 +33,7 @@ from mailticket.reading.msgids import (
     parse_id_list,
     synthetic_message_id,
 )
+from mailticket.reading.sniff import not_mail
 from mailticket.types import AttachmentPart, ParsedEmail
 
 __all__ = [
@@ -112,6 +113,9 @@ def _prepare(raw: bytes) -> bytes:
     data = canonical_bytes(bytes(raw))
     if not data.strip(b"\x00 \t\n"):
         raise ParseError("empty message")
+    refused = not_mail(data)
+    if refused is not None:
+        raise ParseError(f"not an email message: {refused}")
     head, sep, body = data.partition(b"\n\n")
     fixed = head.replace(b"\x00", b"")  # NUL is never header text (and PostgreSQL refuses it)
     if _SPACE_BEFORE_COLON.search(fixed):
