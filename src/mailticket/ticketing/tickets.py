@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailticket.reading.extraction import detect_priority, extract_tags, merge_tags
+from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Priority, Settings
 from mailticket.store.batch import add_row, add_with_id, current
 from mailticket.store.db import new_row
@@ -149,7 +150,8 @@ def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         ticket = session.get(Ticket, int(ref))
     else:
-        ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == ref.upper()))
+        number = canonical_ticket_number(ref) or ref.upper()  # "-0042" is ticket -042
+        ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == number))
     hops = 0
     while ticket is not None and ticket.merged_into_id is not None and hops < 20:
         ticket = session.get(Ticket, ticket.merged_into_id)
