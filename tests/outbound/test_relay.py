@@ -21,7 +21,7 @@ from mailticket.outbound.smtp import CONNECTIONS, deliver_outgoing_mail
 from mailticket.settings import Settings
 from mailticket.store.outbox import CircuitBreaker, RetryPolicy
 from mailticket.store.outbox_models import OutboxItem
-from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
+from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed, work
 from tests.outbound.relays import BrokenRelay
 from tests.smtp_sink import SmtpSink, free_port
 
@@ -33,7 +33,7 @@ def _queue(factory: sessionmaker[Session], cfg: Settings, n: int) -> None:
         for i in range(n):
             inbound = parsed(from_address=f"customer{i}@example.org")
             ticket = make_ticket(s, inbound)
-            queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
+            queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
 
 
 def _states(factory: sessionmaker[Session]) -> dict[str, int]:

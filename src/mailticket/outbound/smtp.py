@@ -194,7 +194,7 @@ async def deliver_outgoing_mail(
     try:
         return await outbox.drain(
             session_factory, kind=SMTP_KIND, handler=relay.send, policy=policy, batch=batch,
-            lanes=connections, breaker=breaker,
+            lanes=connections, ordered=False, breaker=breaker,
         )
     finally:
         await relay.aclose()

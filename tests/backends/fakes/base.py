@@ -42,9 +42,10 @@ class Resp:
 class Fault:
     method: str
     pattern: str
-    action: str  # "429" | "503" | "drop_before" | "drop_after" | "500"
+    action: str  # "429" | "503" | "drop_before" | "drop_after" | "500" | "respond"
     retry_after: str = "7"
     times: int = 1
+    response: Resp | None = None  # for "respond": answered instead of the route
 
 
 Handler = Callable[[Req], Resp]
@@ -68,6 +69,11 @@ class FakeVendor:
              retry_after: str = "7") -> None:
         with self.lock:
             self.faults.append(Fault(method, pattern, action, retry_after, times))
+
+    def respond(self, method: str, pattern: str, response: Resp, *, times: int = 1) -> None:
+        """Answer the next matching request with `response` (the vendor's own error shape)."""
+        with self.lock:
+            self.faults.append(Fault(method, pattern, "respond", times=times, response=response))
 
     @property
     def url(self) -> str:
@@ -130,6 +136,9 @@ class FakeVendor:
         fault = self._take_fault(req.method, req.path)
         if fault is not None and fault.action == "drop_before":
             return self._drop(h, req)
+        if fault is not None and fault.action == "respond" and fault.response is not None:
+            return self._write(h, req, Resp(fault.response.status, fault.response.body,
+                                            dict(fault.response.headers)))
         if fault is not None and fault.action in ("429", "503", "500"):
             resp = Resp(int(fault.action), {"error": f"injected {fault.action}"},
                         {"Retry-After": fault.retry_after} if fault.action != "500" else {})

@@ -32,6 +32,12 @@ class FakeZendesk(FakeVendor):
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.audits: dict[int, list[dict[str, Any]]] = {}
+        self.users: dict[int, dict[str, Any]] = {
+            7: {"id": 7, "email": email, "name": "Integration", "role": "agent"},
+            501: {"id": 501, "email": "carol@example.com", "name": "Carol Customer",
+                  "role": "end-user"},
+        }
         self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
         self._next = 100
         super().__init__()
@@ -42,8 +48,13 @@ class FakeZendesk(FakeVendor):
             Route("/api/v2/tickets.json", self.tickets_root, methods=["GET", "POST"]),
             Route("/api/v2/tickets/{tid:int}.json", self.one, methods=["GET", "PUT"]),
             Route("/api/v2/tickets/{tid:int}/comments.json", self.list_comments),
+            Route("/api/v2/tickets/{tid:int}/audits", self.list_audits),
+            Route("/api/v2/tickets/show_many", self.show_many),
             Route("/api/v2/uploads.json", self.upload, methods=["POST"]),
             Route("/api/v2/search.json", self.search, methods=["GET"]),
+            Route("/api/v2/users/search", self.user_search),
+            Route("/api/v2/groups", self.groups),
+            Route("/api/v2/ticket_fields", self.ticket_fields),
         ]
 
     def tick(self) -> str:
@@ -56,6 +67,33 @@ class FakeZendesk(FakeVendor):
 
     def set_status(self, tid: int, status: str) -> None:
         self.tickets[tid].update(status=status, updated_at=self.tick())
+
+    def delete(self, tid: int) -> None:
+        del self.tickets[tid]
+
+    def _audit(self, tid: int, events: list[dict[str, Any]], metadata: Any,
+               author: int = 7) -> dict[str, Any]:
+        audit = {"id": self.nid(), "ticket_id": tid, "author_id": author,
+                 "created_at": iso(self.clock), "events": events,
+                 "metadata": {"custom": dict((metadata or {}).get("custom") or {}),
+                              "system": {"ip_address": "127.0.0.1"}}}
+        self.audits.setdefault(tid, []).append(audit)
+        return audit
+
+    def _requester(self, t: dict[str, Any]) -> int | None:
+        """requester_id, or requester {email, name}: found, else a new end user."""
+        if t.get("requester_id") is not None:
+            return int(t["requester_id"]) if int(t["requester_id"]) in self.users else -1
+        r = t.get("requester")
+        if not isinstance(r, dict) or not r.get("email"):
+            return 7  # the API user
+        for user in self.users.values():
+            if user["email"] == str(r["email"]).lower():
+                return int(user["id"])
+        uid = self.nid()
+        self.users[uid] = {"id": uid, "email": str(r["email"]).lower(),
+                           "name": r.get("name") or r["email"], "role": "end-user"}
+        return uid
 
     def _auth(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -80,6 +118,7 @@ class FakeZendesk(FakeVendor):
         entry = {"id": self.nid(), "type": "Comment", "body": body, "public": public,
                  "author_id": 99, "attachments": []}
         self.comments[tid].append(entry)
+        self._audit(tid, [entry], None, author=99)
         self.tickets[tid]["updated_at"] = self.tick()
         return entry
 
@@ -113,16 +152,23 @@ class FakeZendesk(FakeVendor):
             return JSONResponse({"error": "RecordInvalid", "description": "Record validation errors",
                                  "details": {"subject": [{"description": "Subject: cannot be blank"}]}},
                                 422)
+        requester = self._requester(t)
+        if requester == -1:
+            return JSONResponse({"error": "RecordInvalid", "description": "Record validation "
+                                 "errors", "details": {"requester": [
+                                     {"description": "Requester: is invalid"}]}}, 422)
         tid = self.nid()
         now = self.tick()
         ticket = {"id": tid, "subject": t["subject"], "status": "new",
                   "priority": t.get("priority"), "external_id": t.get("external_id"),
-                  "tags": t.get("tags", []), "requester": t.get("requester"),
+                  "tags": [str(x).lower() for x in t.get("tags", [])],
+                  "requester": t.get("requester"), "requester_id": requester,
                   "custom_fields": t.get("custom_fields", []), "created_at": now,
                   "updated_at": now}
         self.tickets[tid] = ticket
         comment = self._add_comment(tid, t.get("comment") or {})
-        answer = {"ticket": ticket, "audit": {"id": self.nid(), "events": [comment]}}
+        audit = self._audit(tid, [comment], t.get("metadata"))
+        answer = {"ticket": ticket, "audit": audit}
         if key:
             self.idempotency[key] = (hashlib.sha256(raw).hexdigest(), answer)
         return JSONResponse(answer, 201, {"x-idempotency-lookup": "miss"})
@@ -141,6 +187,7 @@ class FakeZendesk(FakeVendor):
                                  "details": {"status": [{"description":
                                              "Status: closed prevents ticket update"}]}}, 422)
         t = (await request.json())["ticket"]
+        metadata = t.pop("metadata", None)  # write-only: kept on the audit
         events = []
         if "comment" in t:
             try:
@@ -150,7 +197,46 @@ class FakeZendesk(FakeVendor):
                                     422)
         ticket.update(t)
         ticket["updated_at"] = self.tick()
-        return JSONResponse({"ticket": ticket, "audit": {"id": self.nid(), "events": events}})
+        audit = self._audit(tid, events, metadata)
+        return JSONResponse({"ticket": ticket, "audit": audit})
+
+    async def list_audits(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        tid = request.path_params["tid"]
+        if tid not in self.tickets:
+            return self._missing()
+        audits = self.audits.get(tid, [])
+        return JSONResponse({"audits": audits, "count": len(audits), "next_page": None,
+                             "previous_page": None})
+
+    async def show_many(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        ids = [int(x) for x in request.query_params.get("ids", "").split(",") if x]
+        return JSONResponse({"tickets": [self.tickets[i] for i in ids if i in self.tickets]})
+
+    async def user_search(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        query = request.query_params.get("query", "")
+        wanted = query.removeprefix("email:").strip('"').lower()
+        users = [u for u in self.users.values() if u["email"] == wanted]
+        return JSONResponse({"users": users, "count": len(users), "next_page": None})
+
+    async def groups(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        return JSONResponse({"groups": [{"id": 5, "name": "Support"},
+                                        {"id": 6, "name": "Billing"}], "count": 2})
+
+    async def ticket_fields(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        return JSONResponse({"ticket_fields": [
+            {"id": 1, "title": "Subject", "type": "subject"},
+            {"id": 360, "title": "Site", "type": "text"},
+            {"id": 361, "title": "Plan", "type": "tagger"}], "count": 3})
 
     async def list_comments(self, request: Request) -> Response:
         if not self._auth(request):

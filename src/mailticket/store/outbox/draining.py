@@ -4,9 +4,10 @@ outcome, and hand back whatever was claimed but never attempted.
 - Claims and records are short write transactions that take the database's write turn
   (store.gate: one gate per SQLite database, BEGIN IMMEDIATE) in a worker thread, so they
   neither fail against the mail sources writing at the same moment nor block the event loop.
-- Outcomes are recorded in groups while the next items are performed (a group commit): the
-  recording costs one transaction per group, and an item's outcome is written as soon as the
-  one before has landed. A recording that fails ("database is locked", a dropped connection)
+- Outcomes of independent items (`ordered=False`, mail) are recorded in groups while the next
+  items are performed (a group commit): one transaction per group, and an item's outcome is
+  written as soon as the one before has landed. Items that depend on earlier ones' outcomes
+  (the default) have each outcome written before the next item starts. A recording that fails ("database is locked", a dropped connection)
   is retried; it is never the reason an item is performed twice.
 - `lanes` items are performed at once (an SMTP relay's connections); a handler that raises
   TargetDown opens the target's circuit breaker: the claimed items for it are deferred with
@@ -65,14 +66,16 @@ class DrainReport:
     done: int = 0
     retried: int = 0
     dead: int = 0
+    unable: int = 0
 
     @property
     def total(self) -> int:
-        return self.done + self.retried + self.dead
+        return self.done + self.retried + self.dead + self.unable
 
     def __add__(self, other: DrainReport) -> DrainReport:
         return DrainReport(
-            self.done + other.done, self.retried + other.retried, self.dead + other.dead
+            self.done + other.done, self.retried + other.retried, self.dead + other.dead,
+            self.unable + other.unable,
         )
 
 
@@ -150,7 +153,8 @@ class _Recorder:
                 )
                 for status in statuses:
                     self.report += DrainReport(
-                        done=status == "done", retried=status == "pending", dead=status == "dead"
+                        done=status == "done", retried=status == "pending",
+                        dead=status == "dead", unable=status == "unable",
                     )
         finally:
             self._task = None
@@ -171,13 +175,17 @@ async def drain(
     target: str | None = None,
     batch: int = 50,
     lanes: int = 1,
+    ordered: bool = True,
     breaker: CircuitBreaker | None = None,
     lease: timedelta = LEASE,
 ) -> DrainReport:
     """Perform every due item of `kind`; returns how many were done, retried, given up.
 
-    `lanes`: items performed at once (1 keeps the queue's order, as backend operations on
-    one ticket need). `breaker`: pass the worker's to remember a dead target across drains.
+    `lanes`: items performed at once. `ordered`: an item's outcome is written before the next
+    item starts, for handlers that look at earlier items (backend operations on one ticket
+    wait for the ones queued before them); independent items (mail) pass False and have
+    their outcomes written in groups meanwhile. `breaker`: pass the worker's to remember a
+    dead target across drains.
     """
     breaker = breaker or CircuitBreaker(policy)
     recorder = _Recorder(session_factory, policy)
@@ -197,6 +205,8 @@ async def drain(
             elif not isinstance(outcome, Exception) or isinstance(outcome, DeliveryError):
                 breaker.succeeded(item.target)  # it answered, even if only to refuse the item
             recorder.add(item, outcome)
+            if ordered:
+                await recorder.flush()
 
     try:
         for _ in range(MAX_BATCHES_PER_DRAIN):

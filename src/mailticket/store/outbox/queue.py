@@ -3,6 +3,7 @@ back, requeue, list and prune. Every function takes the caller's session and nev
 
 pending --claim--> in_flight --mark_done--> done (pruned after the retention)
                              --mark_failed--> pending (backoff) | dead (until requeued)
+                                              | unable (the target cannot do it at all)
                              --release--> pending (never attempted: the attempt is given back)
 """
 
@@ -23,7 +24,8 @@ from mailticket.store.outbox_models import OutboxItem, utcnow
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "in_flight", "done", "dead")
+# unable: the target cannot perform the item at all (not retried, never "done").
+STATUSES = ("pending", "in_flight", "done", "dead", "unable")
 _MAX_ERROR_CHARS = 4000
 LEASE = timedelta(minutes=5)
 
@@ -46,6 +48,16 @@ class TransientError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Retrying cannot help (5xx, rejected recipient, invalid payload)."""
+
+
+class Deferred(TransientError):
+    """Not attempted: the item waits for something else (an earlier item on the same
+    target object). It uses up no attempt, so waiting never dead-letters it."""
+
+
+class Unperformable(PermanentError):
+    """The target cannot perform this item at all (a status it cannot represent): parked
+    as "unable", so it is neither retried nor reported as done."""
 
 
 class TargetDown(TransientError):
@@ -211,12 +223,16 @@ def mark_failed(
     *,
     now: datetime | None = None,
 ) -> str:
-    """Record a failed attempt; returns the new status ("pending" to retry, or "dead")."""
+    """Record a failed attempt; returns the new status ("pending" to retry, "dead", "unable")."""
     now = now or utcnow()
     message = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
     item.last_error = message
     item.updated_at = now
-    if isinstance(exc, PermanentError) or item.attempts >= policy.max_attempts:
+    if isinstance(exc, Deferred):
+        item.attempts = max(item.attempts - 1, 0)  # claimed, but not tried
+    if isinstance(exc, Unperformable):
+        item.status = "unable"
+    elif isinstance(exc, PermanentError) or item.attempts >= policy.max_attempts:
         item.status = "dead"
         if not isinstance(exc, PermanentError):
             item.last_error = f"gave up after {item.attempts} attempts; last: {message}"[
@@ -282,9 +298,10 @@ def requeue(session: Session, item_id: int) -> OutboxItem:
     item = session.get(OutboxItem, item_id)
     if item is None:
         raise OutboxError(f"no outbox item with id {item_id}")
-    if item.status not in ("dead", "pending"):
+    if item.status not in ("dead", "pending", "unable"):
         raise OutboxError(
-            f"outbox item {item_id} is {item.status}; only dead or pending items can be retried"
+            f"outbox item {item_id} is {item.status}; only dead, unable or pending items can"
+            " be retried"
         )
     now = utcnow()
     item.status = "pending"
