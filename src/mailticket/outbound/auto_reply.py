@@ -6,7 +6,6 @@ ticket, its log row, its thread reference and the outbox item all exist, or none
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,13 +125,12 @@ def queue_auto_reply(
         "rcpt_to": [to_address],
         "message_id": message.message_id,
         "email_log_id": entry.id,
-        # The exact bytes: a retry sends the identical message, Message-ID included.
-        "message_b64": base64.b64encode(message.raw).decode("ascii"),
     }
     item = new_row(
         OutboxItem,
         kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
-        idempotency_key=key, ticket_id=ticket.id,
+        # The exact bytes: a retry sends the identical message, Message-ID included.
+        message=message.raw, idempotency_key=key, ticket_id=ticket.id,
         status="pending", attempts=0, next_attempt_at=utcnow(),
     )
     work.add(item)
