@@ -157,7 +157,7 @@ def test_maildir_drop_of_non_mail_is_quarantined_and_moves_on(
 def test_every_corpus_message_is_mail(corpus_dir: Path) -> None:
     """The rule refuses none of the real messages (every one was accepted before it)."""
     files = sorted(corpus_dir.rglob("*.eml"))
-    assert len(files) > 1000
+    assert len(files) > 100  # the curated set (167); ./scripts/test-corpus: all 1,226
     refused = {
         str(path.relative_to(corpus_dir)): reason
         for path in files

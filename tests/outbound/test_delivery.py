@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,6 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.cli import outbox as outbox_cli
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
 from mailticket.settings import Settings
@@ -24,12 +22,10 @@ POLICY = RetryPolicy(base_delay=timedelta(seconds=30), max_delay=timedelta(hours
 
 
 def cli_main(argv: Sequence[str]) -> int:
-    """`mailticket <argv>` with only the outbox commands (others' modules may be mid-edit)."""
-    parser = argparse.ArgumentParser(prog="mailticket")
-    outbox_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    """`mailticket <argv>`, through the real entry point (its error handling included)."""
+    from mailticket.cli import main
+
+    return main(list(argv))
 
 
 def _queue(session_factory: sessionmaker[Session], cfg: Settings, n: int = 1) -> list[int]:
