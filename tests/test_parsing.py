@@ -78,9 +78,11 @@ def test_normalize_message_id(value: str | None, expected: str | None) -> None:
         ("<a@x>,<b@y>, <a@x>", ["<a@x>", "<b@y>"]),
         ("<a@x>\n\t<b@y>", ["<a@x>", "<b@y>"]),
         ("Your message of Mon, 1 Jan 2024 10:00 <id@x.org>", ["<id@x.org>"]),
-        ('"Jo" <jo@x.org> wrote <orig-1@mail.x.org>', ["<jo@x.org>", "<orig-1@mail.x.org>"]),
-        ("someone@yahoo.com", ["<someone@yahoo.com>"]),
-        ("a@x (comment c@d)", ["<a@x>"]),
+        # Jo's address is who wrote it, not which message (legacy prose, RFC 5322 4.5.4).
+        ('"Jo" <jo@x.org> wrote <orig-1@mail.x.org>', ["<orig-1@mail.x.org>"]),
+        # A bare value in In-Reply-To may be the person replied to: never an id there.
+        ("someone@yahoo.com", []),
+        ("a@x (comment c@d)", []),
         ("<broken\n  id@example.com>", ["<brokenid@example.com>"]),
         ("<foo@bar.net>, <baz@bar.net>, <invalid.   ", ["<foo@bar.net>", "<baz@bar.net>"]),
         ("<abc@x", ["<abc@x>"]),

@@ -1,7 +1,7 @@
 """backends sync: the status a remote twin should have; when existence was last checked
 
 Revision ID: 0007_backends_sync
-Revises: 0005_backends
+Revises: 0006_outbox_bytes
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_backends_sync"
-down_revision: str | Sequence[str] | None = "0005_backends"
+down_revision: str | Sequence[str] | None = "0006_outbox_bytes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

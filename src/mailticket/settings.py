@@ -56,6 +56,14 @@ def _mask_password(text: str) -> str:
     return _URL_PASSWORD.sub(r"\1***", text)
 
 
+def parse_duration(text: str) -> timedelta:
+    """ "3h", "90m", "45s", "2d" or plain seconds; ValueError otherwise."""
+    m = _DURATION.match(text)
+    if m is None:
+        raise ValueError(f"not a duration: {text!r} (e.g. 30d, 12h, 90m, 45s)")
+    return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()])
+
+
 class ConfigError(Exception):
     """Raised at start-up when a setting is invalid; the message names the variable."""
 
@@ -110,6 +118,9 @@ class Settings(BaseSettings):
     # Mail received longer ago than this is never answered (a mailbox full of old unread
     # mail, a Maildir restored from backup); "0" answers mail of any age.
     auto_reply_max_age: timedelta = timedelta(days=1)
+    # Delivered outbox items are deleted this long after delivery ("30d", "12h", seconds);
+    # 0 keeps them forever. Dead items are kept until an operator retries or removes them.
+    outbox_retention: timedelta = timedelta(days=30)
 
     # --- live sources (`mailticket run`; see mailticket/live/) --------------------------------
     # YAML list of mailboxes (keys as in live/config.py); IMAP_* adds one more mailbox.
@@ -243,11 +254,13 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("auto_reply_rate_window", "auto_reply_max_age", mode="before")
+    @field_validator(
+        "auto_reply_rate_window", "auto_reply_max_age", "outbox_retention", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> Any:
-        if isinstance(value, str) and (m := _DURATION.match(value)):
-            return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()])
+        if isinstance(value, str) and _DURATION.match(value):
+            return parse_duration(value)
         return value
 
     @field_validator("own_addresses", mode="before")

@@ -1,6 +1,6 @@
 """Quote stripping: one test per construct and language, then the committed held-out set.
 
-Runs on committed fixtures only (tests/fixtures/replies); no /work/shared needed.
+Runs on committed fixtures only (tests/fixtures/replies); nothing outside the repository.
 """
 
 from __future__ import annotations

@@ -76,3 +76,14 @@ def test_postgres_lock_dies_with_its_session_and_is_taken_again(pg_url: str) -> 
         lock.release()
     finally:
         engine.dispose()
+
+
+def test_mailbox_lock_name_ignores_how_the_server_is_reached() -> None:
+    from mailticket.live.lock import mailbox_lock_name
+
+    assert mailbox_lock_name("Support@Example.test", "inbox", 7) == mailbox_lock_name(
+        "support@example.test", "INBOX", 7
+    )
+    assert mailbox_lock_name("s@x", "Archive", 7) != mailbox_lock_name("s@x", "archive", 7)
+    assert mailbox_lock_name("s@x", "INBOX", 7) != mailbox_lock_name("s@x", "INBOX", 8)
+    assert mailbox_lock_name("s@x", "INBOX", 7) != mailbox_lock_name("t@x", "INBOX", 7)

@@ -94,11 +94,13 @@ async def test_second_worker_waits_while_first_holds_the_mailbox(
     first = ImapSource(mailbox, FakeHandler(), session_factory, engine, max_message_size=10**6)
     second = ImapSource(mailbox, FakeHandler(), session_factory, engine, max_message_size=10**6)
     second.lock.owner = "another-host:1:x"
-    assert await asyncio.to_thread(first.lock.acquire)
+    await first.imap.open()
+    assert await asyncio.to_thread(first._lock_mailbox)
     try:
         dovecot.append(message("only once"))
         assert await second.run_once() == 0
     finally:
+        await first.imap.close()
         await asyncio.to_thread(first.lock.release)
     assert await second.run_once() == 1
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import base64
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,7 +10,6 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.cli import outbox as outbox_cli
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
 from mailticket.settings import Settings
@@ -25,12 +22,10 @@ POLICY = RetryPolicy(base_delay=timedelta(seconds=30), max_delay=timedelta(hours
 
 
 def cli_main(argv: Sequence[str]) -> int:
-    """`mailticket <argv>` with only the outbox commands (others' modules may be mid-edit)."""
-    parser = argparse.ArgumentParser(prog="mailticket")
-    outbox_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    """`mailticket <argv>`, through the real entry point (its error handling included)."""
+    from mailticket.cli import main
+
+    return main(list(argv))
 
 
 def _queue(session_factory: sessionmaker[Session], cfg: Settings, n: int = 1) -> list[int]:
@@ -69,7 +64,8 @@ async def test_delivers_the_stored_bytes_once(
     assert len(smtp_sink.messages) == 1
     got = smtp_sink.messages[0]
     item = _item(session_factory, item_id)
-    assert got.data.rstrip(b"\r\n") == base64.b64decode(item.payload["message_b64"]).rstrip(b"\r\n")
+    assert got.data.rstrip(b"\r\n") == bytes(item.message or b"").rstrip(b"\r\n")
+    assert "message_b64" not in item.payload  # the bytes are stored once, as bytes
     assert got.mail_from == "support@example.com"
     assert got.rcpt_tos == ["carla@customer.example"]
     assert got.message()["Message-ID"] == item.payload["message_id"]
@@ -174,7 +170,7 @@ async def test_malformed_payload_is_dead(
         s.execute(
             update(OutboxItem)
             .where(OutboxItem.id == item_id)
-            .values(payload={"mail_from": "x@y", "rcpt_to": ["a@b"], "message_b64": "!!"})
+            .values(payload={"mail_from": "x@y", "rcpt_to": ["a@b"]}, message=None)
         )
     report = await deliver_outgoing_mail(session_factory, cfg, policy=POLICY)
     assert report.dead == 1 and smtp_sink.messages == []
@@ -210,3 +206,46 @@ def test_default_policy_outlasts_a_long_outage() -> None:
     assert waited > timedelta(hours=6)
     assert steady.delay(1) == timedelta(seconds=30)
     assert steady.delay(20) == timedelta(hours=1)
+
+
+def _age_done(session_factory: sessionmaker[Session], ids: list[int], days: int) -> None:
+    with session_factory.begin() as s:
+        s.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(ids))
+            .values(done_at=datetime.now(UTC) - timedelta(days=days))
+        )
+
+
+async def test_delivered_mail_is_pruned_after_the_retention(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: object,
+) -> None:
+    from mailticket.live.worker import Worker
+    from tests.live.helpers import FakeHandler
+
+    cfg = mail_settings(settings, smtp_port=smtp_sink.port, outbox_retention="30d")
+    ids = _queue(session_factory, cfg, n=5)
+    assert (await deliver_outgoing_mail(session_factory, cfg, policy=POLICY)).done == 5
+    _age_done(session_factory, ids[:2], days=40)
+    # The worker's scheduled prune: past OUTBOX_RETENTION only.
+    worker = Worker(cfg, session_factory.kw["bind"], session_factory, FakeHandler())
+    await worker._prune_outbox()
+    with session_factory() as s:
+        assert sorted(s.scalars(select(OutboxItem.id))) == ids[2:]
+    # The command: OUTBOX_RETENTION from the environment, or --older-than.
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("OUTBOX_RETENTION", "30d")
+    _age_done(session_factory, ids[2:3], days=10)
+    assert cli_main(["outbox", "prune"]) == 0
+    assert "pruned 0 delivered outbox items" in capsys.readouterr().out
+    assert cli_main(["outbox", "prune", "--older-than", "7d"]) == 0
+    assert "pruned 1 delivered outbox items" in capsys.readouterr().out
+    assert cli_main(["outbox", "prune", "--older-than", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err
+    with session_factory() as s:
+        assert sorted(s.scalars(select(OutboxItem.id))) == ids[3:]

@@ -19,6 +19,7 @@ from mailticket.store.outbox import (
     RetryPolicy,
     TransientError,
 )
+from mailticket.store.outbox_models import as_utc as outbox_models_as_utc
 
 POLICY = RetryPolicy(
     max_attempts=3, base_delay=timedelta(seconds=30), max_delay=timedelta(minutes=5)
@@ -223,3 +224,105 @@ def test_skip_locked_claimers_never_share_a_row(pg_url: str) -> None:
         assert len(flat) == 200 and len(set(flat)) == 200
     finally:
         engine.dispose()
+
+
+async def test_a_drain_that_stops_hands_back_what_it_did_not_try(
+    session_factory: sessionmaker[Session],
+) -> None:
+    import asyncio
+
+    with session_factory.begin() as s:
+        for n in range(10):
+            _enqueue(s, f"k{n}", payload={"n": n})
+    started: list[int] = []
+    blocked = asyncio.Event()
+
+    async def handler(item: OutboxItem) -> dict[str, Any] | None:
+        started.append(item.payload["n"])
+        if item.payload["n"] == 3:
+            blocked.set()
+            await asyncio.sleep(3600)  # e.g. a relay that hangs while the worker stops
+        return {"sent": item.payload["n"]}
+
+    task = asyncio.create_task(
+        outbox.drain(session_factory, kind="smtp", handler=handler, policy=POLICY, batch=10)
+    )
+    await asyncio.wait_for(blocked.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with session_factory() as s:
+        by_n = {i.payload["n"]: i for i in outbox.list_items(s)}
+    assert started == [0, 1, 2, 3]
+    # What was performed is recorded, even though the drain was cancelled.
+    assert all(by_n[n].status == "done" for n in (0, 1, 2))
+    # The one in the middle of being performed keeps its lease (it may have gone out).
+    assert by_n[3].status == "in_flight"
+    # The rest are due again at once, their claim not counted as an attempt.
+    now = datetime.now(UTC)
+    for n in range(4, 10):
+        assert (by_n[n].status, by_n[n].attempts) == ("pending", 0)
+        assert outbox_models_as_utc(by_n[n].next_attempt_at) <= now
+
+
+async def test_a_failed_bookkeeping_write_is_retried_not_sent_again(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from mailticket.store.outbox import draining as drain_module
+
+    with session_factory.begin() as s:
+        for n in range(5):
+            _enqueue(s, f"k{n}", payload={"n": n})
+    real = drain_module._record_group
+    failures = iter([True, True])  # the first two recordings meet a locked database
+
+    def flaky(session: Session, group: Any, policy: RetryPolicy) -> list[str]:
+        if next(failures, False):
+            raise OperationalError("UPDATE mailticket_outbox", {}, Exception("database is locked"))
+        return real(session, group, policy)
+
+    monkeypatch.setattr(drain_module, "_record_group", flaky)
+    sent: list[int] = []
+
+    async def handler(item: OutboxItem) -> dict[str, Any] | None:
+        sent.append(item.payload["n"])
+        return {"ok": True}
+
+    report = await outbox.drain(session_factory, kind="smtp", handler=handler, policy=POLICY)
+    assert report.done == 5 and sorted(sent) == [0, 1, 2, 3, 4]
+    with session_factory() as s:
+        assert {i.status for i in outbox.list_items(s)} == {"done"}
+    # Long after any lease: nothing is due, nothing goes out a second time.
+    later = await outbox.drain(session_factory, kind="smtp", handler=handler, policy=POLICY)
+    assert later.total == 0 and len(sent) == 5
+    with session_factory.begin() as s:
+        assert outbox.claim(s, kind="smtp", now=datetime.now(UTC) + timedelta(hours=1)) == []
+
+
+def test_prune_deletes_delivered_items_after_the_retention(
+    session_factory: sessionmaker[Session],
+) -> None:
+    t0 = datetime.now(UTC)
+    with session_factory.begin() as s:
+        for key in ("old-done", "new-done", "old-dead", "pending"):
+            _enqueue(s, key)
+        for item in outbox.claim(s, kind="smtp", limit=10):
+            if item.idempotency_key.endswith("done"):
+                outbox.mark_done(s, item)
+            elif item.idempotency_key == "old-dead":
+                outbox.mark_failed(s, item, PermanentError("550"), POLICY)
+            else:
+                outbox.release(s, [item])
+        s.execute(
+            update(OutboxItem)
+            .where(OutboxItem.idempotency_key.like("old-%"))
+            .values(done_at=t0 - timedelta(days=40), updated_at=t0 - timedelta(days=40))
+        )
+    with session_factory.begin() as s:
+        assert outbox.prune(s, before=t0 - timedelta(days=30)) == 1
+    with session_factory() as s:
+        assert sorted(i.idempotency_key for i in outbox.list_items(s)) == [
+            "new-done", "old-dead", "pending"
+        ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import email
 import email.message
 import email.policy
@@ -104,8 +103,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _message_bytes(item: OutboxItem) -> bytes | None:
-    encoded = item.payload.get("message_b64")
-    return base64.b64decode(encoded) if isinstance(encoded, str) else None
+    return item.message
 
 
 def _describe_mail(raw: bytes) -> str:
@@ -134,6 +132,36 @@ def _deliver(args: argparse.Namespace) -> int:
     return 0 if report.dead == 0 else 1
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from mailticket.settings import parse_duration
+    from mailticket.store.gate import write
+
+    settings = settings_or_exit()
+    try:
+        retention = parse_duration(args.older_than) if args.older_than else settings.outbox_retention
+    except ValueError as exc:
+        raise CliError(f"--older-than: {exc}", code=2) from None
+    if not retention:
+        print("OUTBOX_RETENTION=0 keeps delivered items; give --older-than to prune anyway")
+        return 0
+    before = datetime.now(UTC) - retention
+    engine = open_engine(settings)
+    removed = 0
+    try:
+        factory = make_session_factory(engine)
+        while True:  # in pages: each transaction stays short for the writers waiting on it
+            page = write(factory, lambda s: outbox.prune(s, before=before, limit=1000))
+            removed += page
+            if page < 1000:
+                break
+    finally:
+        engine.dispose()
+    print(f"pruned {removed} delivered outbox items older than {before:%Y-%m-%d %H:%M:%S} UTC")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("outbox", help="queued outgoing mail and backend pushes")
     s = p.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
@@ -152,3 +180,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.set_defaults(func=_show)
     deliver = s.add_parser("deliver", help="send every due outgoing mail once (for cron/tests)")
     deliver.set_defaults(func=_deliver)
+    prune = s.add_parser(
+        "prune", help="delete delivered items older than OUTBOX_RETENTION (dead ones stay)"
+    )
+    prune.add_argument(
+        "--older-than", metavar="DURATION", help="e.g. 7d or 12h instead of OUTBOX_RETENTION"
+    )
+    prune.set_defaults(func=_prune)

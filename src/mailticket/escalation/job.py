@@ -1,6 +1,6 @@
 """The sweep: SLA events and idle tickets, and the workflows they trigger, in one
 transaction behind the cluster-wide lock (one runner per cluster: PostgreSQL's advisory
-lock; on SQLite the caller's write gate serialises writers of the one file).
+lock; on SQLite each round writes in its turn of the write gate, BEGIN IMMEDIATE).
 
 `sweep_once` works in the caller's session; `run_sweep` is the boundary the worker's
 interval job and `mailticket sla sweep` call: its own transactions, commits, a clock the
@@ -9,10 +9,8 @@ caller gives (tests move it; nothing here sleeps).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +22,7 @@ from mailticket.escalation.runner import run_events
 from mailticket.settings import Settings
 from mailticket.sla import service as sla_service
 from mailticket.sla.config import SlaConfig
+from mailticket.store.gate import engine_of, write_gate
 from mailticket.types import TICKET_IDLE, TicketEvent
 from mailticket.workflows.schema import WorkflowSet
 
@@ -35,7 +34,6 @@ SWEEP_BATCH = 1000
 MAX_ROUNDS = 50
 
 Clock = Callable[[], datetime]
-Gate = Callable[[], AbstractContextManager[object]]
 
 
 @dataclass
@@ -102,13 +100,14 @@ def run_sweep(
     workflows: WorkflowSet,
     *,
     clock: Clock = lambda: datetime.now(UTC),
-    gate: Gate | None = None,
     limit: int = SWEEP_BATCH,
 ) -> SweepResult:
-    """Sweep until the backlog is worked off (each round its own transaction)."""
+    """Sweep until the backlog is worked off (each round its own transaction, in its turn
+    of the write gate, so mail keeps flowing between rounds)."""
     total = SweepResult()
+    engine = engine_of(session_factory)
     for round_no in range(MAX_ROUNDS):
-        with (gate() if gate is not None else contextlib.nullcontext()), session_factory() as session:
+        with write_gate(engine), session_factory() as session:
             result = sweep_once(
                 session, settings, sla, workflows, clock(), limit=limit, idle=round_no == 0
             )

@@ -26,7 +26,7 @@ from mailticket.live import ledger
 from mailticket.live.config import MailboxConfig
 from mailticket.live.dbgate import write_gate
 from mailticket.live.imap_client import ImapError, ImapSession
-from mailticket.live.lock import SourceLock
+from mailticket.live.lock import SourceLock, mailbox_lock_name
 from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 
@@ -94,7 +94,9 @@ class ImapSource:
         self.max_message_size = max_message_size
         self.timeout = timeout
         self.poll_interval = poll_interval
-        self.lock = SourceLock(engine, f"imap:{box.key}/{box.folder}")
+        # Named once connected: the name comes from the folder the server shows (see
+        # mailbox_lock_name), so every spelling of the same mailbox shares the lock.
+        self.lock = SourceLock(engine, "")
         self.imap = ImapSession(box, timeout)
         self.wake = asyncio.Event()  # set by the scheduler's poll job
         # Checked between batches: a shutdown finishes the batch in hand, then stops.
@@ -251,13 +253,21 @@ class ImapSource:
 
     # --- lifecycles --------------------------------------------------------------------------
 
+    def _lock_mailbox(self) -> bool:
+        """Take (or renew) the lock of the selected folder; True when this worker holds it."""
+        name = mailbox_lock_name(self.box.user, self.box.folder, self.imap.uidvalidity)
+        if self.lock.name != name:
+            self.lock.release()  # the folder was recreated: a new UIDVALIDITY, a new lock
+            self.lock.name = name
+        return self.lock.acquire()
+
     async def run_once(self) -> int:
         """Connect, drain, disconnect (`mailticket run --once`); 0 when another worker has it."""
-        if not await asyncio.to_thread(self.lock.acquire):
-            log.info("skipped mailbox=%s reason=locked-by-another-worker", self.box.label)
-            return 0
         try:
             await self.imap.open()
+            if not await asyncio.to_thread(self._lock_mailbox):
+                log.info("skipped mailbox=%s reason=locked-by-another-worker", self.box.label)
+                return 0
             return await self.drain()
         finally:
             await self.imap.close()
@@ -271,11 +281,12 @@ class ImapSource:
         try:
             while not stop.is_set():
                 try:
-                    if not await asyncio.to_thread(self.lock.acquire):
+                    await self.imap.open()
+                    if not await asyncio.to_thread(self._lock_mailbox):
                         log.info("waiting mailbox=%s reason=locked-by-another-worker", self.box.label)
+                        await self.imap.close()
                         await _wait(stop, asyncio.sleep(self.poll_interval))
                         continue
-                    await self.imap.open()
                     metrics.set_imap_state(self.box.label, connected=True)
                     log.info(
                         "connected mailbox=%s idle=%s uidvalidity=%s",
@@ -303,8 +314,9 @@ class ImapSource:
         while not stop.is_set():
             await self.drain()
             # Renews the SQLite lease (and re-checks the PostgreSQL lock's connection) at
-            # least every IDLE_RENEW seconds; a lock lost meanwhile ends the session.
-            if not await asyncio.to_thread(self.lock.acquire):
+            # least every IDLE_RENEW seconds; a lock lost meanwhile (or a folder recreated
+            # under us, which names another lock) ends the session.
+            if not await asyncio.to_thread(self._lock_mailbox):
                 log.warning("lost the mailbox lock mailbox=%s", self.box.label)
                 await self.imap.close()
                 return

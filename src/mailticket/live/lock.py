@@ -26,6 +26,20 @@ LEASE = timedelta(minutes=15)
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def mailbox_lock_name(login: str, folder: str, uidvalidity: int) -> str:
+    """The lock name of one IMAP folder, whichever way a worker reaches it.
+
+    Not the host or port as configured: "127.0.0.1" and "localhost", a CNAME, port 993 and
+    143, or another frontend of a provider behind round-robin DNS all reach the same folder,
+    and must share one lock. What identifies it is what the server says about it: the
+    folder's UIDVALIDITY (fixed when the folder was created; RFC 3501 2.3.1.1), with the login
+    and the folder name (INBOX is case-insensitive). Two different servers could share a
+    UIDVALIDITY only by chance, and then merely take turns.
+    """
+    name = "INBOX" if folder.upper() == "INBOX" else folder
+    return f"imap-folder:{login.casefold()}/{name};UIDVALIDITY={uidvalidity}"
+
+
 def lock_key(name: str) -> int:
     """A signed 64-bit key for pg_try_advisory_lock, stable across processes."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

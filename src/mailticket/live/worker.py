@@ -25,12 +25,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live import ledger
 from mailticket.live.config import load_mailboxes
-from mailticket.live.dbgate import write_gate
 from mailticket.live.imap import ImapSource, MessageHandler
 from mailticket.live.lmtp import start_receiver
 from mailticket.live.maildir import MaildirSource
-from mailticket.outbound.smtp import deliver_outgoing_mail
+from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
 from mailticket.settings import Settings
+from mailticket.store import outbox
+from mailticket.store.db import make_session_factory
+from mailticket.store.gate import write, write_gate
 from mailticket.types import Outcome
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ OUTBOX_POLL = 15.0
 KICK_DELAY = 0.25  # seconds between new mail and the delivery it triggers
 LEDGER_RETENTION = timedelta(days=90)
 LEDGER_PRUNE_EVERY = timedelta(hours=6)
+OUTBOX_PRUNE_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -75,6 +78,15 @@ class Worker:
                 max_message_size=s.max_message_size,
             )
         self._maildir_lock = asyncio.Lock()
+        # One drain at a time (the kick and the interval job would otherwise race for the
+        # same due items); the breaker remembers a dead relay from one drain to the next.
+        self._delivering = asyncio.Lock()
+        self._relay_breaker = outbox.CircuitBreaker(DEFAULT_POLICY)
+        # Writers that do not take the gate themselves (backend delivery and polling) begin
+        # IMMEDIATE on SQLite, so a source's write in between cannot make them fail.
+        self._immediate = make_session_factory(
+            self.engine.execution_options(sqlite_immediate=True)
+        )
 
     def describe(self) -> list[str]:
         names = [src.name for src in self.imap]
@@ -139,6 +151,11 @@ class Worker:
                 self._sweep, "interval", seconds=self.settings.sla_sweep_interval,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
+        if self.settings.outbox_retention:
+            scheduler.add_job(
+                self._prune_outbox, "interval", seconds=OUTBOX_PRUNE_EVERY.total_seconds(),
+                max_instances=1, coalesce=True, next_run_time=_now(),
+            )
         if self.imap:
             scheduler.add_job(
                 self._prune_ledger, "interval", seconds=LEDGER_PRUNE_EVERY.total_seconds(),
@@ -200,29 +217,39 @@ class Worker:
 
     async def _sweep(self) -> None:
         """SLA events, idle tickets and their workflows (one runner per cluster: the sweep
-        takes PostgreSQL's advisory lock; on SQLite it writes inside the write gate)."""
+        takes PostgreSQL's advisory lock; on SQLite it writes in turns of the write gate)."""
         if self.sweep is None:
             return
-        sweep = self.sweep
-
-        def gated() -> object:
-            with write_gate(self.engine):
-                return sweep()
-
         try:
-            await asyncio.to_thread(gated)
+            await asyncio.to_thread(self.sweep)
         except Exception:  # the next interval tries again; the worker must outlive one failure
             log.exception("sla sweep failed")
             return
         # Notices it queued go out now rather than at the next outbox poll.
         self._kick.event.set()
 
+    async def _prune_outbox(self) -> None:
+        before = datetime.now(UTC) - self.settings.outbox_retention
+        removed = 0
+        while True:  # in pages, so each transaction (and the writers waiting on it) stays short
+            page = await asyncio.to_thread(
+                write, self.session_factory, lambda s: outbox.prune(s, before=before, limit=1000)
+            )
+            removed += page
+            if page < 1000:
+                break
+        if removed:
+            log.info("pruned delivered outbox items rows=%d older_than=%s", removed, before)
+
     async def _wake_polling(self) -> None:
         for src in self.imap:
             src.wake.set()
 
     async def _deliver(self) -> None:
-        report = await deliver_outgoing_mail(self.session_factory, self.settings)
+        async with self._delivering:
+            report = await deliver_outgoing_mail(
+                self.session_factory, self.settings, breaker=self._relay_breaker
+            )
         if report.done or report.retried or report.dead:
             log.info(
                 "outgoing mail sent=%d retried=%d dead=%d", report.done, report.retried, report.dead
@@ -254,7 +281,7 @@ class Worker:
         except BackendConfigError as exc:
             log.error("backend operations not delivered: %s", exc)
             return
-        report = await deliver_backend_ops(self.session_factory, registry, self.settings)
+        report = await deliver_backend_ops(self._immediate, registry, self.settings)
         if report.total:
             log.info(
                 "backend operations done=%d retried=%d dead=%d",
@@ -270,7 +297,7 @@ class Worker:
         except BackendConfigError as exc:
             log.error("backends not polled: %s", exc)
             return
-        for name, result in (await poll_all(self.session_factory, registry)).items():
+        for name, result in (await poll_all(self._immediate, registry)).items():
             if isinstance(result, Exception):
                 continue  # poll_all logged it
             if result.updated or result.comments or result.broken or result.unknown_status:

@@ -9,7 +9,6 @@ letters) whichever kind it is.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,14 +80,13 @@ def queue_message(
         "rcpt_to": list(rcpt_to),
         "message_id": message.message_id,
         "email_log_id": entry.id,
-        # The exact bytes: a retry sends the identical message, Message-ID included.
-        "message_b64": base64.b64encode(message.raw).decode("ascii"),
     }
     item = work.add(
         new_row(
             OutboxItem,
             kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
-            idempotency_key=idempotency_key, ticket_id=ticket_id,
+            # The exact bytes: a retry sends the identical message, Message-ID included.
+            message=message.raw, idempotency_key=idempotency_key, ticket_id=ticket_id,
             status="pending", attempts=0, next_attempt_at=utcnow(),
         )
     )

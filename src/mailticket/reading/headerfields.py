@@ -54,10 +54,12 @@ def first_message_id(values: list[str] | None) -> str | None:
     return None
 
 
-def id_list(values: list[str] | None) -> list[str]:
+def id_list(values: list[str] | None, *, bare: bool = False) -> list[str]:
+    """Ids of repeated In-Reply-To (bare=False) or References (bare=True) fields: see
+    reading.msgids for which values count as ids and why a bare one needs `bare`."""
     out: list[str] = []
     for value in values or ():
-        for ident in parse_id_list(unescape_surrogates(value)):
+        for ident in parse_id_list(unescape_surrogates(value), bare=bare):
             if ident not in out:
                 out.append(ident)
     return out
@@ -133,7 +135,7 @@ def embedded_message(index: HeaderIndex, hint: str | None) -> EmbeddedMessage:
     return EmbeddedMessage(
         message_id=first_message_id(index.get("message-id")),
         in_reply_to=tuple(id_list(index.get("in-reply-to"))),
-        references=tuple(id_list(index.get("references"))),
+        references=tuple(id_list(index.get("references"), bare=True)),
         subject=decode_header(subject[0], hint) if subject else "",
         from_address=sender[0][1] if sender else "",
     )

@@ -33,6 +33,7 @@ from mailticket.reading.msgids import (
     parse_id_list,
     synthetic_message_id,
 )
+from mailticket.reading.sniff import not_mail
 from mailticket.types import AttachmentPart, ParsedEmail
 
 __all__ = [
@@ -112,6 +113,9 @@ def _prepare(raw: bytes) -> bytes:
     data = canonical_bytes(bytes(raw))
     if not data.strip(b"\x00 \t\n"):
         raise ParseError("empty message")
+    refused = not_mail(data)
+    if refused is not None:
+        raise ParseError(f"not an email message: {refused}")
     head, sep, body = data.partition(b"\n\n")
     fixed = head.replace(b"\x00", b"")  # NUL is never header text (and PostgreSQL refuses it)
     if _SPACE_BEFORE_COLON.search(fixed):
@@ -156,7 +160,7 @@ def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
         message_id=message_id,
         message_id_synthetic=synthetic,
         in_reply_to=id_list(index.get("in-reply-to")),
-        references=id_list(index.get("references")),
+        references=id_list(index.get("references"), bare=True),
         subject=decode_header(subject[0], hint) if subject else "",
         from_address=senders[0][1] if senders else "",
         from_name=senders[0][0] if senders else "",

@@ -17,8 +17,10 @@ def format_ticket_number(day: str, value: int) -> str:
 
 
 def canonical_ticket_number(text: str) -> str | None:
+    """The first ticket number in `text`, written the way we issue it. The day's counter is
+    a number: "-0042" and "-042" are one ticket, as are "-01100" and "-1100"."""
     m = TICKET_NUMBER_RE.search(text)
-    return f"{PREFIX}-{m.group(1)}-{m.group(2)}" if m else None
+    return format_ticket_number(m.group(1), int(m.group(2))) if m else None
 
 
 __all__ = ["PREFIX", "TICKET_NUMBER_RE", "canonical_ticket_number", "format_ticket_number"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -71,8 +74,23 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# Set while a writer holds its turn (store.gate.write_gate): its transactions take the write
+# lock when they begin, so a later write can never find its snapshot stale.
+_IMMEDIATE: ContextVar[bool] = ContextVar("mailticket_sqlite_immediate", default=False)
+
+
+@contextlib.contextmanager
+def immediate_transactions() -> Iterator[None]:
+    token = _IMMEDIATE.set(True)
+    try:
+        yield
+    finally:
+        _IMMEDIATE.reset(token)
+
+
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    immediate = _IMMEDIATE.get() or conn.get_execution_options().get("sqlite_immediate", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

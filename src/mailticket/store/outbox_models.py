@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailticket.store.db import Base, JSONType
@@ -42,6 +42,9 @@ class OutboxItem(Base):
     operation: Mapped[str] = mapped_column(String(64), nullable=False)
     idempotency_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    # The exact bytes an outgoing mail is sent as (bytea / BLOB, not base64 in the JSON): a
+    # retry sends the identical message. None for items that are not a message.
+    message: Mapped[bytes | None] = mapped_column(LargeBinary)
     # pending | in_flight | done | dead
     status: Mapped[str] = mapped_column(String(10), nullable=False, default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -178,7 +178,8 @@ def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     if isinstance(ref, int):
         ticket = session.get(Ticket, ref) if 0 < ref <= MAX_ID else None
     else:
-        ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == ref.upper()))
+        number = canonical_ticket_number(ref) or ref.upper()  # "-0042" is ticket -042
+        ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == number))
     hops = 0
     while ticket is not None and ticket.merged_into_id is not None and hops < 20:
         ticket = session.get(Ticket, ticket.merged_into_id)

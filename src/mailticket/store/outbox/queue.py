@@ -1,27 +1,24 @@
-"""A durable outbox: side effects recorded in the database, performed later with retries.
+"""The outbox's rows and their states: enqueue, claim (a lease), record an outcome, hand
+back, requeue, list and prune. Every function takes the caller's session and never commits.
 
-A caller enqueues an item in the same transaction as the change that causes it (a ticket,
-an auto-reply), so the side effect exists exactly when the change was committed. A worker
-drains due items: it claims a batch in one short transaction (a lease, so a crashed worker's
-items come back), performs each item outside any transaction, then records each outcome in
-its own short transaction. Transient failures back off exponentially; permanent ones, or
-too many attempts, park the item as "dead" until an operator requeues it.
-
-The functions taking a Session never commit; `drain` is a boundary and commits.
+pending --claim--> in_flight --mark_done--> done (pruned after the retention)
+                             --mark_failed--> pending (backoff) | dead (until requeued)
+                                              | unable (the target cannot do it at all)
+                             --release--> pending (never attempted: the attempt is given back)
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from mailticket.store.outbox_models import OutboxItem, utcnow
 
@@ -30,29 +27,7 @@ log = logging.getLogger(__name__)
 # unable: the target cannot perform the item at all (not retried, never "done").
 STATUSES = ("pending", "in_flight", "done", "dead", "unable")
 _MAX_ERROR_CHARS = 4000
-# A drain stops after this many full batches so one call cannot run unbounded.
-_MAX_BATCHES_PER_DRAIN = 100
-
-__all__ = [
-    "STATUSES",
-    "Deferred",
-    "DeliveryError",
-    "DrainReport",
-    "Handler",
-    "OutboxError",
-    "OutboxItem",
-    "PermanentError",
-    "RetryPolicy",
-    "TransientError",
-    "Unperformable",
-    "claim",
-    "drain",
-    "enqueue",
-    "list_items",
-    "mark_done",
-    "mark_failed",
-    "requeue",
-]
+LEASE = timedelta(minutes=5)
 
 
 class OutboxError(Exception):
@@ -85,6 +60,11 @@ class Unperformable(PermanentError):
     as "unable", so it is neither retried nor reported as done."""
 
 
+class TargetDown(TransientError):
+    """The target itself failed, not the item (a relay refused the connection, stayed silent,
+    answered 4xx to the greeting): every item for it waits, and the drain moves on."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 10
@@ -105,27 +85,6 @@ class RetryPolicy:
         return timedelta(seconds=seconds)
 
 
-@dataclass(frozen=True)
-class DrainReport:
-    done: int = 0
-    retried: int = 0
-    dead: int = 0
-    unable: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.done + self.retried + self.dead + self.unable
-
-    def __add__(self, other: DrainReport) -> DrainReport:
-        return DrainReport(
-            self.done + other.done, self.retried + other.retried, self.dead + other.dead,
-            self.unable + other.unable,
-        )
-
-
-Handler = Callable[[OutboxItem], Awaitable[dict[str, Any] | None]]
-
-
 def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
@@ -140,6 +99,7 @@ def enqueue(
     idempotency_key: str,
     ticket_id: int | None = None,
     not_before: datetime | None = None,
+    message: bytes | None = None,
 ) -> OutboxItem:
     """Record an item; an item with the same key is returned unchanged (no second row)."""
     if not idempotency_key:
@@ -149,6 +109,7 @@ def enqueue(
         "target": target,
         "operation": operation,
         "payload": payload,
+        "message": message,
         "idempotency_key": idempotency_key,
         "ticket_id": ticket_id,
         "status": "pending",
@@ -188,9 +149,11 @@ def claim(
     target: str | None = None,
     limit: int = 50,
     now: datetime | None = None,
-    lease: timedelta = timedelta(minutes=5),
+    lease: timedelta = LEASE,
+    exclude_targets: Collection[str] = (),
 ) -> list[OutboxItem]:
-    """Take due items for this worker: pending ones whose time came, and expired leases."""
+    """Take due items for this worker: pending ones whose time came, and expired leases.
+    `exclude_targets`: targets known to be down right now (their items stay where they are)."""
     now = now or utcnow()
     due = (
         select(OutboxItem.id)
@@ -204,17 +167,20 @@ def claim(
     )
     if target is not None:
         due = due.where(OutboxItem.target == target)
+    if exclude_targets:
+        due = due.where(OutboxItem.target.not_in(list(exclude_targets)))
     if _dialect(session) == "postgresql":
         due = due.with_for_update(skip_locked=True)
     ids = list(session.scalars(due))
-    claimed: list[int] = []
-    for item_id in ids:
-        # Guarded per row: on SQLite there is no row locking, so a row another worker took
-        # between our select and this update (its lease now in the future) is skipped.
-        result = session.execute(
+    if not ids:
+        return []
+    # Guarded: on SQLite there is no row locking, so a row another worker took between our
+    # select and this update (its lease now in the future) is skipped.
+    claimed = list(
+        session.scalars(
             update(OutboxItem)
             .where(
-                OutboxItem.id == item_id,
+                OutboxItem.id.in_(ids),
                 OutboxItem.status.in_(("pending", "in_flight")),
                 OutboxItem.next_attempt_at <= now,
             )
@@ -224,10 +190,10 @@ def claim(
                 attempts=OutboxItem.attempts + 1,
                 updated_at=now,
             )
+            .returning(OutboxItem.id)
             .execution_options(synchronize_session=False)
         )
-        if getattr(result, "rowcount", 0) == 1:
-            claimed.append(item_id)
+    )
     if not claimed:
         return []
     items = session.scalars(
@@ -240,13 +206,13 @@ def claim(
 
 
 def mark_done(session: Session, item: OutboxItem, result: dict[str, Any] | None = None) -> None:
+    """Record a performed item (written at the session's next flush, as mark_failed)."""
     now = utcnow()
     item.status = "done"
     item.result = result
     item.last_error = None
     item.done_at = now
     item.updated_at = now
-    session.flush()
 
 
 def mark_failed(
@@ -281,8 +247,50 @@ def mark_failed(
         )
         item.status = "pending"
         item.next_attempt_at = now + delay
-    session.flush()
     return item.status
+
+
+def still_ours(row: OutboxItem, claimed: OutboxItem) -> bool:
+    """The row is in the state our claim left it in: no other worker took it after our lease
+    ran out (a reclaim raises `attempts`)."""
+    return row.status == "in_flight" and row.attempts == claimed.attempts
+
+
+def release(session: Session, items: Collection[OutboxItem], *, now: datetime | None = None) -> int:
+    """Hand back claimed items that were never attempted: due again at once, and the claim's
+    attempt does not count. Items another worker has reclaimed meanwhile are left alone."""
+    now = now or utcnow()
+    released = 0
+    for item in items:
+        result = session.execute(
+            update(OutboxItem)
+            .where(
+                OutboxItem.id == item.id,
+                OutboxItem.status == "in_flight",
+                OutboxItem.attempts == item.attempts,
+            )
+            .values(
+                status="pending", attempts=OutboxItem.attempts - 1, next_attempt_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        released += getattr(result, "rowcount", 0)
+    return released
+
+
+def prune(session: Session, *, before: datetime, limit: int = 10_000) -> int:
+    """Delete up to `limit` items delivered before `before`; returns how many. Dead items stay
+    for an operator to look at; pending ones are still to do."""
+    ids = select(OutboxItem.id).where(
+        OutboxItem.status == "done", OutboxItem.done_at < before
+    ).limit(limit)
+    result = session.execute(
+        delete(OutboxItem)
+        .where(OutboxItem.id.in_(ids.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def requeue(session: Session, item_id: int) -> OutboxItem:
@@ -318,71 +326,3 @@ def list_items(
     if kind is not None:
         stmt = stmt.where(OutboxItem.kind == kind)
     return list(session.scalars(stmt))
-
-
-def _claim_batch(
-    session_factory: sessionmaker[Session], kind: str, target: str | None, batch: int
-) -> list[OutboxItem]:
-    with session_factory() as session, session.begin():
-        items = claim(session, kind=kind, target=target, limit=batch)
-        # Detached with their loaded state, so the handler can read them after the commit
-        # whatever the factory's expire_on_commit says.
-        session.expunge_all()
-        return items
-
-
-def _record(
-    session_factory: sessionmaker[Session],
-    item: OutboxItem,
-    outcome: dict[str, Any] | None | BaseException,
-    policy: RetryPolicy,
-) -> str:
-    with session_factory() as session, session.begin():
-        row = session.get(OutboxItem, item.id, with_for_update=True)
-        if row is None:
-            raise OutboxError(f"outbox item {item.id} vanished while being delivered")
-        if isinstance(outcome, BaseException):
-            if row.status != "in_flight" or row.attempts != item.attempts:
-                # Our lease expired and another worker took the item: its outcome counts.
-                log.warning("outbox item %s was reclaimed by another worker", item.id)
-                return "reclaimed"
-            return mark_failed(session, row, outcome, policy)
-        mark_done(session, row, outcome)
-        return "done"
-
-
-async def drain(
-    session_factory: sessionmaker[Session],
-    *,
-    kind: str,
-    handler: Handler,
-    policy: RetryPolicy,
-    target: str | None = None,
-    batch: int = 50,
-) -> DrainReport:
-    """Perform every due item of `kind`; returns how many were done, retried, given up."""
-    report = DrainReport()
-    for _ in range(_MAX_BATCHES_PER_DRAIN):
-        items = _claim_batch(session_factory, kind, target, batch)
-        for item in items:
-            outcome: dict[str, Any] | None | BaseException
-            try:
-                outcome = await handler(item)
-            except DeliveryError as exc:
-                log.info("outbox item %s (%s) failed: %s", item.id, item.operation, exc)
-                outcome = exc
-            except Exception as exc:  # per-item boundary: an unexpected bug is retried, not lost
-                log.exception("outbox item %s (%s) raised unexpectedly", item.id, item.operation)
-                outcome = exc
-            status = _record(session_factory, item, outcome, policy)
-            if status == "done":
-                report += DrainReport(done=1)
-            elif status == "pending":
-                report += DrainReport(retried=1)
-            elif status == "dead":
-                report += DrainReport(dead=1)
-            elif status == "unable":
-                report += DrainReport(unable=1)
-        if len(items) < batch:
-            break
-    return report
