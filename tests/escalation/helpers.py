@@ -87,7 +87,9 @@ class Setup:
     clock: Clock
 
     def ingest(self, raw: bytes) -> Any:
-        return self.runtime.pipeline.process(raw, "test")
+        # As a live source hands mail over: received now (the test's clock), whatever the
+        # Date header of the test mail says.
+        return self.runtime.pipeline.process(raw, "test", received_at=self.clock())
 
     def sweep(self, at: datetime | None = None) -> SweepResult:
         if at is not None:
