@@ -56,7 +56,8 @@ def run_events(
                 continue  # its mail and clocks live on in the ticket it was merged into
             ctx = ActionContext(
                 work=work, settings=settings, email=None, classification=None, thread=None,
-                email_log=None, raw_message_id=None, now=now, ticket=ticket, event=event,
+                email_log=None, raw_message_id=None, now=now, clock_now=now, ticket=ticket,
+                event=event,
                 tickets=[ticket],
             )
             ran = run_event_workflows(ctx, workflows, customer=partial(_customer, work, ticket))
