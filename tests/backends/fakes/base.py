@@ -1,9 +1,14 @@
 """A tiny real HTTP server on 127.0.0.1 for vendor fakes, with scripted faults.
 
 Vendors subclass FakeVendor, register routes with `route(method, pattern)`, and keep their
-state in plain attributes (guarded by `lock`: the server is threaded). Faults are queued
-per route: `429` (with Retry-After), `503`, `drop_before` (close the connection without
-processing) and `drop_after` (process, then close without answering: the ambiguous create).
+state in plain attributes (guarded by `lock`: the server is threaded). A subclass names its
+`contract` (the vendor's API description): every request is checked against it before any
+route runs, and every answer after (see contract.py).
+
+Faults: `fail_next(kind)` with a `faults.Fault` is the same on every fake. The older
+per-route `fail(method, pattern, action)` queues `429` (with Retry-After), `503`, `500`,
+`drop_before` (close the connection without processing) and `drop_after` (process, then
+close without answering: the ambiguous create).
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from tests.backends.fakes import faults
+from tests.backends.fakes.contract import Answer, Breaches, Contract, Exchange, Problem
+from tests.backends.fakes.faults import Fault, Pending
 
 
 @dataclass
@@ -38,23 +47,18 @@ class Resp:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Fault:
-    method: str
-    pattern: str
-    action: str  # "429" | "503" | "drop_before" | "drop_after" | "500"
-    retry_after: str = "7"
-    times: int = 1
-
-
 Handler = Callable[[Req], Resp]
 
 
 class FakeVendor:
+    contract: ClassVar[Contract | None] = None
+
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        self.faults: list[Fault] = []
+        # action: a Fault, or one of the older route actions ("429", "drop_after"...)
+        self.faults: list[Pending[str]] = []
+        self.breaches = Breaches()
         self.log: list[tuple[str, str, int]] = []  # (method, path, status or -1 for drops)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -67,7 +71,47 @@ class FakeVendor:
     def fail(self, method: str, pattern: str, action: str, *, times: int = 1,
              retry_after: str = "7") -> None:
         with self.lock:
-            self.faults.append(Fault(method, pattern, action, retry_after, times))
+            self.faults.append(Pending(method, pattern, action, times, int(retry_after)))
+
+    def fail_next(self, kind: Fault | str, *, method: str | None = None,
+                  path: str | None = None, times: int = 1, retry_after: int = 7,
+                  ticket: str | int | None = None) -> None:
+        """Schedule one of the faults every fake reproduces (see faults.py)."""
+        kind = Fault(kind)
+        if kind is Fault.DELETED:
+            if ticket is None:
+                raise ValueError("Fault.DELETED needs the ticket")
+            with self.lock:
+                self.delete_ticket(str(ticket))
+            return
+        with self.lock:
+            self.faults.append(Pending(method, path, kind.value, times, retry_after))
+
+    def take_breaches(self) -> list[Problem]:
+        """The contract breaches seen so far, which then no longer fail the test."""
+        return self.breaches.take()
+
+    # --- what a vendor says (subclasses answer in their vendor's shape) ------------------
+
+    def delete_ticket(self, ticket: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot delete a ticket")
+
+    def refuse_credentials(self, req: Req) -> Resp:
+        return Resp(401, {"error": "bad credentials"})
+
+    def fault_answer(self, kind: Fault, req: Req, retry_after: int) -> Resp:
+        if kind is Fault.RATE_LIMITED:
+            return Resp(429, {"error": "rate limited"}, {"Retry-After": str(retry_after)})
+        if kind is Fault.WRONG_PASSWORD:
+            return self.refuse_credentials(req)
+        return Resp(500, {"error": "internal server error"})
+
+    def reject(self, req: Req, problems: list[Problem]) -> Resp:
+        """The vendor's answer to a request its API refuses."""
+        text = "; ".join(p.message for p in problems)
+        if all(p.unknown for p in problems):
+            return Resp(404, {"error": text})
+        return Resp(400, {"error": text})
 
     @property
     def url(self) -> str:
@@ -108,15 +152,12 @@ class FakeVendor:
 
     # --- serving -----------------------------------------------------------------------
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str) -> Pending[str] | None:
         with self.lock:
-            for fault in self.faults:
-                if fault.method == method and re.fullmatch(fault.pattern, path):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
+            return faults.take(self.faults, method, path)
+
+    def _exchange(self, req: Req, query: str) -> Exchange:
+        return Exchange(req.method, req.path, query, req.headers, req.body)
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         split = urlsplit(h.path)
@@ -127,17 +168,31 @@ class FakeVendor:
             query={k: v[-1] for k, v in parse_qs(split.query).items()},
             headers={k.lower(): v for k, v in h.headers.items()}, body=body,
         )
+        exchange = self._exchange(req, split.query)
+        if self.contract is not None:
+            problems = self.contract.check_request(exchange)
+            if problems:
+                self.breaches.add(problems)
+                return self._write(h, req, self.reject(req, problems))
         fault = self._take_fault(req.method, req.path)
-        if fault is not None and fault.action == "drop_before":
+        action = fault.answer if fault is not None else None
+        if action == "drop_before":
             return self._drop(h, req)
-        if fault is not None and fault.action in ("429", "503", "500"):
-            resp = Resp(int(fault.action), {"error": f"injected {fault.action}"},
-                        {"Retry-After": fault.retry_after} if fault.action != "500" else {})
+        if fault is not None and action in ("429", "503", "500"):
+            resp = Resp(int(action), {"error": f"injected {action}"},
+                        {"Retry-After": str(fault.retry_after)} if action != "500" else {})
             return self._write(h, req, resp)
+        if fault is not None and action in (Fault.RATE_LIMITED, Fault.SERVER_ERROR,
+                                            Fault.WRONG_PASSWORD):
+            return self._write(h, req, self.fault_answer(Fault(action), req, fault.retry_after))
         resp = self._dispatch(req)
-        if fault is not None and fault.action == "drop_after":
+        status, headers, data = self._encode(resp)
+        if self.contract is not None:
+            self.breaches.add(self.contract.check_response(
+                exchange, Answer(status, {k.lower(): v for k, v in headers.items()}, data)))
+        if action in ("drop_after", Fault.LOST_ANSWER):
             return self._drop(h, req)
-        self._write(h, req, resp)
+        self._send(h, req, status, headers, data)
 
     def _dispatch(self, req: Req) -> Resp:
         for method, pattern, handler in self.routes:
@@ -162,19 +217,27 @@ class FakeVendor:
         self.log.append((req.method, req.path, -1))
         h.close_connection = True
 
-    def _write(self, h: BaseHTTPRequestHandler, req: Req, resp: Resp) -> None:
-        self.log.append((req.method, req.path, resp.status))
+    @staticmethod
+    def _encode(resp: Resp) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(resp.headers)
         if isinstance(resp.body, bytes):
             data = resp.body
-            ctype = resp.headers.pop("Content-Type", "application/octet-stream")
+            headers.setdefault("Content-Type", "application/octet-stream")
         elif resp.body is None:
-            data, ctype = b"", ""
+            data = b""
         else:
-            data, ctype = json.dumps(resp.body).encode(), "application/json"
-        h.send_response(resp.status)
-        if ctype:
-            h.send_header("Content-Type", ctype)
-        for name, value in resp.headers.items():
+            data = json.dumps(resp.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        return resp.status, headers, data
+
+    def _write(self, h: BaseHTTPRequestHandler, req: Req, resp: Resp) -> None:
+        self._send(h, req, *self._encode(resp))
+
+    def _send(self, h: BaseHTTPRequestHandler, req: Req, status: int, headers: dict[str, str],
+              data: bytes) -> None:
+        self.log.append((req.method, req.path, status))
+        h.send_response(status)
+        for name, value in headers.items():
             h.send_header(name, value)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.backends.fakes.base import FakeVendor, Req, Resp, multipart_files
+from tests.backends.fakes.contract import Contract
 
 # name -> category, and the transitions (id, name, to) offered from anywhere
 STATUS_CATEGORY = {
@@ -23,6 +24,44 @@ STATUS_CATEGORY = {
 }
 TRANSITIONS = [("21", "Start Progress", "In Progress"), ("31", "Resolve", "Resolved"),
                ("41", "Cancel", "Canceled")]
+
+
+def _as_v3(path: str) -> str:
+    # Atlassian publishes v3 only; v2 has the same operations and differs only in taking plain
+    # strings where v3 takes Atlassian Document Format, which the v3 document leaves untyped
+    # (Comment.body, IssueUpdateDetails.fields).
+    return re.sub(r"^/rest/api/2/", "/rest/api/3/", path)
+
+
+def _attachment_parts(document: dict[str, Any]) -> None:
+    # "Add attachment" types its multipart body as an array, which no multipart/form-data
+    # body is; its description says what is meant: parts named `file`, and the request must
+    # carry `X-Atlassian-Token: no-check` or it is blocked.
+    post = document["paths"]["/rest/api/3/issue/{issueIdOrKey}/attachments"]["post"]
+    post["requestBody"]["content"]["multipart/form-data"]["schema"] = {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "array", "items": {"type": "string",
+                                                           "format": "binary"}}},
+    }
+    post.setdefault("parameters", []).append({
+        "name": "X-Atlassian-Token", "in": "header", "required": True,
+        "schema": {"type": "string", "enum": ["no-check"]},
+    })
+
+
+def _jira_date_time(value: object) -> bool:
+    # Jira writes offsets without a colon ("2021-01-17T12:34:00.000+0000", as in the
+    # document's own examples), which ISO 8601 allows and RFC 3339 `date-time` does not.
+    if not isinstance(value, str):
+        return True
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+CONTRACT = Contract("jira-cloud-platform.v3.openapi.json.gz", rewrite=_as_v3,
+                    overlays=(_attachment_parts,), formats=(("date-time", _jira_date_time),))
 
 
 def _stamp() -> str:
@@ -34,6 +73,8 @@ def _err(status: int, *messages: str, **errors: str) -> Resp:
 
 
 class FakeJira(FakeVendor):
+    contract = CONTRACT
+
     def __init__(self, *, project: str = "OPS", email: str = "bot@example.com",
                  token: str = "secret-token", webhook_secret: str = "hook-secret") -> None:
         super().__init__()
@@ -166,7 +207,10 @@ class FakeJira(FakeVendor):
             return self._missing()
         out = []
         for tid, name, to in TRANSITIONS:
-            fields = {"resolution": {"required": True}} if to == "Resolved" else {}
+            fields = {"resolution": {
+                "required": True, "key": "resolution", "name": "Resolution",
+                "operations": ["set"], "schema": {"type": "resolution", "system": "resolution"},
+            }} if to == "Resolved" else {}
             out.append({"id": tid, "name": name, "fields": fields,
                         "to": {"name": to, "statusCategory": {"key": STATUS_CATEGORY[to]}}})
         return Resp(200, {"transitions": out})

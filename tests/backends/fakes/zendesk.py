@@ -14,6 +14,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract
+
+
+def _without_json_suffix(path: str) -> str:
+    # Zendesk serves every endpoint with or without ".json"; the document names them without.
+    return path.removesuffix(".json")
+
+
+def _custom_field_values(document: dict[str, Any]) -> None:
+    # A ticket's `custom_fields` are values, [{"id", "value"}] ("Setting custom field values",
+    # linked from the field's own description, and the document's TicketObject example), not
+    # the ticket-field definitions (CustomFieldObject) that the document points them at.
+    ticket = document["components"]["schemas"]["TicketUpdateInput"]["properties"]
+    ticket["custom_fields"]["items"] = {
+        "type": "object", "required": ["id"],
+        "properties": {"id": {"type": "integer"}, "value": {}},
+    }
+
+
+CONTRACT = Contract("zendesk-support-api.openapi.json.gz", rewrite=_without_json_suffix,
+                    overlays=(_custom_field_values,))
 
 
 def iso(when: datetime) -> str:
@@ -26,12 +47,15 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class FakeZendesk(FakeVendor):
+    contract = CONTRACT
+
     def __init__(self, email: str = "agent@example.org", token: str = "tok") -> None:
         self.email, self.token = email, token
         self.tickets: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.user_ids: dict[str, int] = {}  # requester e-mail -> end-user id
         self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
         self._next = 100
         super().__init__()
@@ -73,7 +97,8 @@ class FakeZendesk(FakeVendor):
     async def me(self, request: Request) -> Response:
         if not self._auth(request):
             return self._denied()
-        return JSONResponse({"user": {"id": 7, "email": self.email, "role": "agent"}})
+        return JSONResponse({"user": {"id": 7, "name": "API agent", "email": self.email,
+                                      "role": "agent"}})
 
     def agent_comment(self, tid: int, body: str, public: bool = False) -> dict[str, Any]:
         """A human agent (not our API user) comments in the Zendesk UI."""
@@ -82,6 +107,15 @@ class FakeZendesk(FakeVendor):
         self.comments[tid].append(entry)
         self.tickets[tid]["updated_at"] = self.tick()
         return entry
+
+    def shown(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        """A ticket as Zendesk answers it: `requester` is write-only, `requester_id` is
+        always there (the API user when the create named nobody)."""
+        out = {k: v for k, v in ticket.items() if k != "requester"}
+        requester = ticket.get("requester") or {}
+        out.setdefault("requester_id", self.user_ids.setdefault(requester.get("email"), 7)
+                       if requester.get("email") else 7)
+        return out
 
     def _add_comment(self, tid: int, c: dict[str, Any]) -> dict[str, Any]:
         tokens = c.get("uploads") or []
@@ -99,7 +133,8 @@ class FakeZendesk(FakeVendor):
         if request.method == "GET":
             ext = request.query_params.get("external_id")
             found = [t for t in self.tickets.values() if ext is None or t["external_id"] == ext]
-            return JSONResponse({"tickets": found, "count": len(found)})
+            return JSONResponse({"tickets": [self.shown(t) for t in found],
+                                 "count": len(found)})
         raw = await request.body()
         key = request.headers.get("idempotency-key")
         if key and key in self.idempotency:
@@ -115,6 +150,9 @@ class FakeZendesk(FakeVendor):
                                 422)
         tid = self.nid()
         now = self.tick()
+        email = (t.get("requester") or {}).get("email")
+        if email:
+            self.user_ids.setdefault(email, self.nid())
         ticket = {"id": tid, "subject": t["subject"], "status": "new",
                   "priority": t.get("priority"), "external_id": t.get("external_id"),
                   "tags": t.get("tags", []), "requester": t.get("requester"),
@@ -122,7 +160,8 @@ class FakeZendesk(FakeVendor):
                   "updated_at": now}
         self.tickets[tid] = ticket
         comment = self._add_comment(tid, t.get("comment") or {})
-        answer = {"ticket": ticket, "audit": {"id": self.nid(), "events": [comment]}}
+        answer = {"ticket": self.shown(ticket),
+                  "audit": {"id": self.nid(), "events": [comment]}}
         if key:
             self.idempotency[key] = (hashlib.sha256(raw).hexdigest(), answer)
         return JSONResponse(answer, 201, {"x-idempotency-lookup": "miss"})
@@ -135,7 +174,7 @@ class FakeZendesk(FakeVendor):
         if ticket is None:
             return self._missing()
         if request.method == "GET":
-            return JSONResponse({"ticket": ticket})
+            return JSONResponse({"ticket": self.shown(ticket)})
         if ticket["status"] == "closed":
             return JSONResponse({"error": "RecordInvalid", "description": "Record validation errors",
                                  "details": {"status": [{"description":
@@ -150,7 +189,8 @@ class FakeZendesk(FakeVendor):
                                     422)
         ticket.update(t)
         ticket["updated_at"] = self.tick()
-        return JSONResponse({"ticket": ticket, "audit": {"id": self.nid(), "events": events}})
+        return JSONResponse({"ticket": self.shown(ticket),
+                             "audit": {"id": self.nid(), "events": events}})
 
     async def list_comments(self, request: Request) -> Response:
         if not self._auth(request):
@@ -181,7 +221,8 @@ class FakeZendesk(FakeVendor):
         per, page = int(request.query_params["per_page"]), int(request.query_params["page"])
         chunk = rows[(page - 1) * per : page * per]
         nxt = str(request.url.include_query_params(page=page + 1)) if page * per < len(rows) else None
-        return JSONResponse({"results": chunk, "count": len(rows), "next_page": nxt})
+        return JSONResponse({"results": [self.shown(r) for r in chunk], "count": len(rows),
+                             "next_page": nxt})
 
     def webhook(self, secret: str, payload: dict[str, Any], *, invocation: str,
                 when: datetime | None = None) -> tuple[dict[str, str], bytes]:
