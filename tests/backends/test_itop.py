@@ -32,7 +32,8 @@ from tests.backends.fakes.itop import FakeITop
 
 @pytest.fixture
 def fake() -> FakeITop:
-    return FakeITop()
+    # op_key_field names a field an admin added; stock UserRequest has none.
+    return FakeITop(added_fields=("external_ref",))
 
 
 @pytest.fixture
@@ -140,6 +141,11 @@ async def test_always_200_error_codes(url: str, fake: FakeITop) -> None:
     finally:
         await bare.aclose()
     assert all(s.path == "/webservices/rest.php" for s in fake.seen)
+    # The unknown operation was sent on purpose.
+    assert [p.message for p in fake.take_breaches()] == [
+        "body: 'core/delete_everything' is not one of ['list_operations', 'core/create', "
+        "'core/get', 'core/update', 'core/apply_stimulus', 'core/delete', 'core/get_related', "
+        "'core/check_credentials'] (at json_data/operation)"]
 
 
 async def test_stimulus_missing_solution_is_validation(backend: ITopBackend, fake: FakeITop) -> None:

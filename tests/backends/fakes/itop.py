@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 # stimulus -> (from states, to state, mandatory fields)
 LIFECYCLE: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
@@ -26,9 +29,31 @@ def answer(code: int, message: str | None, objects: Any = None) -> JSONResponse:
     return JSONResponse({"code": code, "message": message, "objects": objects})
 
 
+@dataclass(frozen=True)
+class AddedFields:
+    """A datamodel an admin extended: UserRequest also has these attributes."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, document: dict[str, Any]) -> None:
+        fields = document["components"]["schemas"]["UserRequestFields"]["properties"]
+        fields.update({name: {"type": ["string", "integer"]} for name in self.names})
+
+
+# With the web server up and its database down (backend-contracts.md addendum).
+ERROR_PAGE = (b"<html><head><title>iTop</title></head><body>"
+              b"<p>iTop: An error occurred, check the error log for details.</p></body></html>")
+
+
 class FakeITop(FakeVendor):
-    def __init__(self, user: str = "rest", password: str = "pw", token: str = "tok") -> None:
+    contract = Contract("itop.yaml")
+
+    def __init__(self, user: str = "rest", password: str = "pw", token: str = "tok", *,
+                 added_fields: tuple[str, ...] = ()) -> None:
+        """`added_fields`: UserRequest attributes an admin added to the stock datamodel."""
         self.user, self.password, self.token = user, password, token
+        if added_fields:
+            self.contract = Contract("itop.yaml", overlays=(AddedFields(added_fields),))
         self.objects: dict[str, dict[int, dict[str, Any]]] = {"UserRequest": {},
                                                               "Attachment": {}}
         self.clock = datetime(2026, 1, 1, 8, 0, 0)
@@ -38,6 +63,29 @@ class FakeITop(FakeVendor):
 
     def routes(self) -> list[Route]:
         return [Route("/webservices/rest.php", self.rest, methods=["POST"])]
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.objects["UserRequest"][int(ticket)]
+
+    def refuse_credentials(self) -> Response:
+        return answer(1, "Error: Invalid login")
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.SERVER_ERROR:
+            return Response(ERROR_PAGE, 500, media_type="text/html")
+        if kind is Fault.RATE_LIMITED:  # iTop has none; the web server in front answers
+            return Response(b"<html><body><h1>429 Too Many Requests</h1></body></html>", 429,
+                            {"Retry-After": str(retry_after)}, media_type="text/html")
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        if all(p.unknown for p in problems):  # not rest.php: the web server's 404
+            return Response(b"<html><body><h1>Not Found</h1></body></html>", 404,
+                            media_type="text/html")
+        text = "; ".join(p.message for p in problems)
+        if "(at json_data/operation)" in text:
+            return answer(11, "Error: Unknown operation")
+        return answer(100, "Error: " + text)
 
     def tick(self) -> str:
         self.clock += timedelta(seconds=1)
