@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
-from tests.backends.fakes.contract import Contract
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 DOCUMENT = "autotask-psa-rest-v1.openapi.json.gz"
 
@@ -135,6 +136,30 @@ class FakeAutotask(FakeVendor):
         base = str(request.base_url).rstrip("/")
         return JSONResponse({"zoneName": "Fake Zone", "url": f"{base}/ATServicesRest/",
                              "webUrl": f"{base}/web/", "ci": 1})
+
+    def refuse_credentials(self) -> Response:
+        if self.auth_status == 401:
+            return JSONResponse({"errors": ["Unauthorized"]}, 401)
+        return errors("Unable to authenticate: the user name or secret is invalid, "
+                      "or the ApiIntegrationCode is not valid")
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.SERVER_ERROR:
+            return errors("An unexpected error has occurred. Please try again.")
+        if kind is Fault.RATE_LIMITED:  # the thread/request limits
+            return JSONResponse({"errors": ["Request rate exceeded"]}, 429,
+                                {"Retry-After": str(retry_after)})
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        if all(p.unknown for p in problems):  # IIS: no such resource
+            return Response(b"<html><body>404 - File or directory not found.</body></html>",
+                            404, media_type="text/html")
+        # Autotask answers an invalid payload with HTTP 500 and its `errors` list.
+        return errors(*(p.message for p in problems))
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.tickets[int(ticket)]
 
     def _denied(self, request: Request) -> Response | None:
         h = request.headers

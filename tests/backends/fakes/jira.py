@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from tests.backends.fakes.base import FakeVendor, Req, Resp, multipart_files
-from tests.backends.fakes.contract import Contract
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 # name -> category, and the transitions (id, name, to) offered from anywhere
 STATUS_CATEGORY = {
@@ -106,7 +107,26 @@ class FakeJira(FakeVendor):
         basic = base64.b64encode(f"{self.email}:{self.token}".encode()).decode()
         if given == f"Basic {basic}" or given.removeprefix("Bearer ") in self.bearer:
             return None
+        return self.refuse_credentials(req)
+
+    def refuse_credentials(self, req: Req) -> Resp:
         return _err(401, "You are not authenticated. Authentication required to perform this operation.")
+
+    def fault_answer(self, kind: Fault, req: Req, retry_after: int) -> Resp:
+        if kind is Fault.RATE_LIMITED:  # backend-contracts.md section 1, Errors and rate limits
+            return Resp(429, {"errorMessages": ["Rate limit exceeded."], "errors": {}},
+                        {"Retry-After": str(retry_after), "RateLimit-Reason": "jira-burst-based"})
+        if kind is Fault.SERVER_ERROR:
+            return _err(500, "Internal server error")
+        return super().fault_answer(kind, req, retry_after)
+
+    def reject(self, req: Req, problems: list[Problem]) -> Resp:
+        if all(p.unknown for p in problems):
+            return _err(404, f"null for uri: {req.path}")
+        return _err(400, *(p.message for p in problems))
+
+    def delete_ticket(self, ticket: str) -> None:
+        self.delete(ticket)
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
-from tests.backends.fakes.contract import Contract
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 
 def _without_json_suffix(path: str) -> str:
@@ -89,6 +90,28 @@ class FakeZendesk(FakeVendor):
     @staticmethod
     def _denied() -> JSONResponse:
         return JSONResponse({"error": "Couldn't authenticate you"}, 401)
+
+    def refuse_credentials(self) -> Response:
+        return self._denied()
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.RATE_LIMITED:
+            return JSONResponse({"error": "TooManyRequests",
+                                 "description": "You have exceeded the rate limit"}, 429,
+                                {"Retry-After": str(retry_after)})
+        if kind is Fault.SERVER_ERROR:
+            return JSONResponse({"error": "InternalError",
+                                 "description": "Something went wrong"}, 500)
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        if all(p.unknown for p in problems):
+            return JSONResponse({"error": "InvalidEndpoint", "description": "Not found"}, 404)
+        return JSONResponse({"error": "RecordInvalid", "description": "; ".join(
+            p.message for p in problems)}, 400)
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.tickets[int(ticket)]
 
     @staticmethod
     def _missing() -> JSONResponse:
