@@ -22,7 +22,7 @@ import functools
 import gzip
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -30,8 +30,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
+from jsonschema_path import SchemaPath
 from openapi_core import Config, OpenAPI
+from openapi_core.templating.datatypes import TemplateResult
+from openapi_core.templating.paths.datatypes import Path as Route
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathError
+from openapi_core.templating.paths.finders import APICallPathFinder
+from openapi_core.templating.paths.iterators import TemplatePathsIterator
 from openapi_core.templating.responses.exceptions import ResponseNotFound
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.request.exceptions import (
@@ -159,6 +164,35 @@ def _prepared(name: str, overlays: tuple[Overlay, ...]) -> dict[str, Any]:
     return document
 
 
+class _PathsListedOnce(TemplatePathsIterator):
+    """openapi-core's own path matching, except that a document's path items are listed
+    once instead of on every request: the vendor documents have up to 2,077 paths, and
+    listing them was most of the time a check took."""
+
+    def __init__(self) -> None:
+        super().__init__("paths")
+        self._listed: dict[int, list[tuple[str, SchemaPath]]] = {}
+
+    def __call__(self, name: str, spec: SchemaPath, base_url: str | None = None
+                 ) -> Iterator[Route]:
+        listed = self._listed.get(id(spec))
+        if listed is None:
+            listed = self._listed[id(spec)] = list((spec / self.paths_part).str_items())
+        templated = []
+        for pattern, path in listed:
+            if name.endswith(pattern):  # a path without variables is the most concrete
+                yield Route(path, TemplateResult(pattern, {}))
+                continue
+            found = self._get_path_parser(pattern).search(name)
+            if found:
+                templated.append(Route(path, TemplateResult(pattern, found.named)))
+        yield from sorted(templated, key=lambda route: len(route[1].variables))
+
+
+class _PathFinder(APICallPathFinder):
+    paths_iterator = _PathsListedOnce()
+
+
 @functools.cache
 def _openapi(name: str, overlays: tuple[Overlay, ...],
              formats: tuple[tuple[str, FormatCheck], ...]) -> OpenAPI:
@@ -166,7 +200,7 @@ def _openapi(name: str, overlays: tuple[Overlay, ...],
     ours = not name.endswith(".json.gz")
     # Our own documents are small and must be valid OpenAPI; the vendors' are big, and
     # checking them would only find the vendors' slips, so it is skipped.
-    config = Config(extra_format_validators=dict(formats))
+    config = Config(extra_format_validators=dict(formats), path_finder_cls=_PathFinder)
     if not ours:
         config.spec_validator_cls = None
     return OpenAPI.from_dict(document, config=config)
