@@ -10,6 +10,7 @@ these documents (openapi-core), so the copies must be faithful:
 - Autotask (Swagger 2.0): openapi-core reads OpenAPI 3 only, so the document goes through
   swagger2openapi (the reference converter, run with npx; needs node) first.
 Each is stored gzip-compressed: the three are 7 MB as text and ~0.5 MB compressed.
+The Standard Webhooks test vectors are copied as they are.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def main(argv: list[str]) -> int:
     jira(src / "jira")
     zendesk(src / "zendesk")
     autotask(src / "autotask")
-    for vendor in ("jira", "zendesk", "autotask"):
+    shutil.copyfile(src / "standard-webhooks" / "test-vectors.json",
+                    OUT / "standard-webhooks.test-vectors.json")
+    for vendor in ("jira", "zendesk", "autotask", "standard-webhooks"):
         for extra in (src / vendor).iterdir():
             if extra.name == "SOURCE.txt" or extra.name.startswith("LICENSE"):
                 shutil.copyfile(extra, OUT / f"{vendor}.{extra.name}")
