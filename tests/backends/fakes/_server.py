@@ -69,7 +69,8 @@ class FakeVendor:
             self.delete_ticket(str(ticket))
             return
         with self._lock:
-            self._faults.append(Pending(method, path, fault, times, retry_after))
+            self._faults.append(Pending(method, path if path is not None else path_prefix,
+                                        fault, times, retry_after, prefix=path is None))
 
     def drop_after(self, method: str, path_prefix: str) -> None:
         """Process the next matching request, then cut the connection mid-answer: the
