@@ -58,15 +58,17 @@ def _next_page(document: dict[str, Any]) -> None:
     # A query answers with pageDetails.nextPageUrl, which the client follows verbatim (GET,
     # same headers): <entity>/query/next?paging=...&search=.... The document lists only the
     # POST .../query that starts the walk.
-    query = document["paths"]["/V1.0/Tickets/query"]["post"]
-    headers = [p for p in query["parameters"] if p["in"] == "header"]
-    document["paths"]["/V1.0/Tickets/query/next"] = {"get": {
-        "operationId": "Tickets_QueryNextPage",
-        "parameters": [*headers, *({"name": name, "in": "query", "required": True,
-                                     "schema": {"type": "string"}}
-                                    for name in ("paging", "search"))],
-        "responses": query["responses"],
-    }}
+    paths = document["paths"]
+    for template in [t for t in paths if t.endswith("/query") and "post" in paths[t]]:
+        query = paths[template]["post"]
+        headers = [p for p in query.get("parameters", []) if p["in"] in ("header", "path")]
+        paths[template + "/next"] = {"get": {
+            "operationId": query["operationId"] + "NextPage",
+            "parameters": [*headers, *({"name": name, "in": "query", "required": True,
+                                         "schema": {"type": "string"}}
+                                        for name in ("paging", "search"))],
+            "responses": query["responses"],
+        }}
 
 
 CONTRACT = Contract(DOCUMENT, rewrite=_document_case, overlays=(_dotnet_types, _next_page))

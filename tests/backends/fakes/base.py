@@ -56,8 +56,9 @@ class FakeVendor:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        # action: a Fault, or one of the older route actions ("429", "drop_after"...)
-        self.faults: list[Pending[str]] = []
+        # action: a Fault, one of the older route actions ("429", "drop_after"...), or a
+        # ready-made answer (`respond`)
+        self.faults: list[Pending[str | Resp]] = []
         self.breaches = Breaches()
         self.log: list[tuple[str, str, int]] = []  # (method, path, status or -1 for drops)
         self._server: ThreadingHTTPServer | None = None
@@ -72,6 +73,11 @@ class FakeVendor:
              retry_after: str = "7") -> None:
         with self.lock:
             self.faults.append(Pending(method, pattern, action, times, int(retry_after)))
+
+    def respond(self, method: str, pattern: str, response: Resp, *, times: int = 1) -> None:
+        """Answer the next matching request with `response` (the vendor's own error shape)."""
+        with self.lock:
+            self.faults.append(Pending(method, pattern, response, times))
 
     def fail_next(self, kind: Fault | str, *, method: str | None = None,
                   path: str | None = None, times: int = 1, retry_after: int = 7,
@@ -152,7 +158,7 @@ class FakeVendor:
 
     # --- serving -----------------------------------------------------------------------
 
-    def _take_fault(self, method: str, path: str) -> Pending[str] | None:
+    def _take_fault(self, method: str, path: str) -> Pending[str | Resp] | None:
         with self.lock:
             return faults.take(self.faults, method, path)
 
@@ -176,6 +182,8 @@ class FakeVendor:
                 return self._write(h, req, self.reject(req, problems))
         fault = self._take_fault(req.method, req.path)
         action = fault.answer if fault is not None else None
+        if isinstance(action, Resp):
+            return self._write(h, req, Resp(action.status, action.body, dict(action.headers)))
         if action == "drop_before":
             return self._drop(h, req)
         if fault is not None and action in ("429", "503", "500"):
