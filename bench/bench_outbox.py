@@ -28,6 +28,7 @@ from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.outbound.templates import MailTemplates
 from mailticket.settings import load_settings
 from mailticket.store import migrate, outbox
+from mailticket.store.batch import open_batch
 from mailticket.store.db import make_engine, make_session_factory
 
 
@@ -63,7 +64,7 @@ def main() -> None:
                     inbound = parsed()
                     ticket = make_ticket(s, inbound)
                     queue_auto_reply(
-                        s, settings, ticket, inbound, template="ticket_created", now=NOW,
+                        open_batch(s), settings, ticket, inbound, template="ticket_created", now=NOW,
                         templates=templates,
                     )
             queued = time.perf_counter() - t0

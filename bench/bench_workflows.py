@@ -27,6 +27,7 @@ from tests.mailfactory import make_email  # noqa: E402
 from mailticket.reading.parsing import parse_email  # noqa: E402
 from mailticket.settings import load_settings  # noqa: E402
 from mailticket.store import migrate  # noqa: E402
+from mailticket.store.batch import open_batch  # noqa: E402
 from mailticket.store.db import make_engine, make_session_factory  # noqa: E402
 from mailticket.store.models import EmailLog, RawMessage  # noqa: E402
 from mailticket.types import Classification  # noqa: E402
@@ -72,6 +73,7 @@ def bench_engine(url: str, tmp: Path, messages: int) -> None:
     email = parse_email(make_email())
     spent = 0.0
     with factory() as session:
+        work = open_batch(session)
         for i in range(messages):
             raw = RawMessage(sha256="0" * 64, size=1, raw=b"x", source="bench")
             session.add(raw)
@@ -84,7 +86,7 @@ def bench_engine(url: str, tmp: Path, messages: int) -> None:
             session.add(log_row)
             session.flush()
             ctx = ActionContext(
-                session=session,
+                work=work,
                 settings=settings,
                 email=email,
                 classification=Classification("support_request", 0.95),

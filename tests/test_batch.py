@@ -1,24 +1,24 @@
-"""Batch mode gives exactly what one message at a time gives, and falls back when it must.
+"""One path: the batch size changes no row, and a batch redoes itself when it must.
 
-The harness runs the same messages twice on the same database: once one by one (each in
-its own savepoint, the careful path) and rolled back, then as one batch. Ids differ between
-the two runs (sequences are not transactional), so the comparison is by ticket number and
-Message-ID.
+The harness runs the same messages in batches of 1, 7 and 500 on the same database, each
+run in one transaction that is rolled back afterwards. Ids differ between the runs
+(sequences are not transactional), so the comparison is by ticket number and Message-ID.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from mailticket import metrics
 from mailticket.runtime import Runtime
+from mailticket.store.batch import Batch
 from mailticket.store.models import (
     Attachment,
     Comment,
@@ -29,6 +29,8 @@ from mailticket.store.models import (
 )
 from mailticket.store.outbox_models import OutboxItem
 from mailticket.types import Outcome
+from mailticket.workflows import registry
+from mailticket.workflows.registry import ActionContext, ActionError, NoParams
 from tests.mailfactory import make_email
 
 DAY = "TKT-20251215"
@@ -99,7 +101,8 @@ def _snapshot(s: Session) -> dict[str, Any]:
                                     e.matched_value, e.action, e.classification)
     def strip_ids(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip_ids(v) for k, v in value.items()
+            # Sorted: JSONB hands keys back in its own order, a loaded object in the caller's.
+            return {k: strip_ids(value[k]) for k in sorted(value)
                     if not k.endswith("_id") and k not in ("duration_ms",)}
         if isinstance(value, list):
             return [strip_ids(v) for v in value]
@@ -134,30 +137,52 @@ def _snapshot(s: Session) -> dict[str, Any]:
     }
 
 
-def _both_ways(
-    rt: Runtime,
-    items: list[tuple[bytes, str]],
-    before_batch: Callable[[], None] | None = None,
-) -> tuple[Any, Any]:
-    with rt.session_factory() as s:
-        careful = [rt.pipeline.process_in_session(s, raw, src) for raw, src in items]
-        expected = (list(map(_outcome, careful)), _snapshot(s))
-        s.rollback()
-    if before_batch is not None:
-        before_batch()
-    with rt.session_factory() as s:
-        fast = rt.pipeline.process_batch(s, items)
-        s.commit()
-    with rt.session_factory() as s:
-        got = (list(map(_outcome, fast)), _snapshot(s))
-    return expected, got
+SIZES = (1, 7, 500)
+
+
+@pytest.fixture
+def engine_events() -> Iterator[list[str]]:
+    """Every SQL statement any engine sends (COPY goes around this, straight to psycopg2)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", record)
+
+
+def _by_sizes(
+    rt: Runtime, items: list[tuple[bytes, str]], sizes: tuple[int, ...] = SIZES
+) -> dict[int, tuple[Any, Any]]:
+    """The same messages in batches of each size, each run in one transaction rolled back
+    afterwards: (outcomes, rows) per size."""
+    results = {}
+    for size in sizes:
+        with rt.session_factory() as s:
+            outcomes: list[Outcome] = []
+            for start in range(0, len(items), size):
+                outcomes += rt.pipeline.process_batch(s, items[start : start + size])
+            results[size] = (list(map(_outcome, outcomes)), _snapshot(s))
+            s.rollback()
+    return results
 
 
 def _fallbacks() -> float:
     return metrics.REGISTRY.value(metrics.BATCH_FALLBACKS) or 0.0
 
 
-def test_batch_equals_one_by_one(make_runtime: Callable[..., Runtime]) -> None:
+def _assert_identical(results: dict[int, tuple[Any, Any]]) -> tuple[Any, Any]:
+    first, *others = results
+    for size in others:
+        assert results[size][0] == results[first][0], f"outcomes differ: batch of {size}"
+        for table, rows in results[first][1].items():
+            assert results[size][1][table] == rows, f"{table} differs: batch of {size}"
+    return results[first]
+
+
+def test_batch_size_changes_no_row(make_runtime: Callable[..., Runtime]) -> None:
     rt = make_runtime()
     # Something stored before the batch, so lookups hit old rows as well as new ones.
     old = rt.pipeline.process(make_email(message_id="<old@c.example>", subject="old one"), "pre")
@@ -169,11 +194,15 @@ def test_batch_equals_one_by_one(make_runtime: Callable[..., Runtime]) -> None:
                     in_reply_to="<root1@c.example>", body="log attached",
                     attachments=[(b"\x00\x01log", "application/octet-stream", "log.bin")]),
          "x:3"),
+        # A merge into a ticket that is itself merged later in the same batch.
+        (make_email(message_id="<mz@m.example>", sender="m@m.example",
+                    references="<mc@m.example> <late-parent@f.example>"), "x:4"),
+        (make_email(message_id="<sub@c.example>", subject=f"Re: [{DAY}-005] after the merges",
+                    sender="f@f.example"), "x:5"),
     ]
     before = _fallbacks()
-    expected, got = _both_ways(rt, items)
-    assert _fallbacks() == before, "the scenario must run on the fast path"
-    assert got == expected
+    got = _assert_identical(_by_sizes(rt, items))
+    assert _fallbacks() == before, "no batch may need redoing"
     outcomes = {o[1]: o for o in got[0]}
     # Spot checks that the scenario exercised what it claims to.
     assert outcomes["<r1@c.example>"][2:5] == ("linked", f"{DAY}-002", "in_reply_to")
@@ -181,12 +210,38 @@ def test_batch_equals_one_by_one(make_runtime: Callable[..., Runtime]) -> None:
     assert [o[2] for o in got[0] if o[1] == "<dup@c.example>"] == ["created", "duplicate"]
     assert got[1]["logs"]["<g2@e.example>"][0] == got[1]["logs"]["<g1@e.example>"][0]
     assert len([o for o in got[1]["out"] if o[1] == "flood@h.example"]) == 10
-    assert any(t[5] is not None for t in got[1]["tickets"]), "a merge happened"
+    merged = [t for t in got[1]["tickets"] if t[5] is not None]
+    assert len(merged) >= 2, "merges happened, one of them onto a ticket merged later"
     assert got[1]["attachments"][0][0] == f"{DAY}-002"
 
 
-def test_failing_workflow_sends_the_batch_down_the_careful_path(
-    make_runtime: Callable[..., Runtime], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_merges_are_written_in_bulk(
+    make_runtime: Callable[..., Runtime], engine_events: list[str]
+) -> None:
+    """Replies that arrive before their parents cause merges; the batch still writes its
+    log rows with one statement (COPY on PostgreSQL), not one per merge."""
+    rt = make_runtime()
+    items: list[tuple[bytes, str]] = []
+    for n in range(6):
+        items.append((make_email(message_id=f"<c{n}@o.example>", sender=f"u{n}@o.example",
+                                 in_reply_to=f"<p{n}@o.example>"), f"c{n}"))
+        items.append((make_email(message_id=f"<x{n}@o.example>", sender=f"u{n}@o.example"),
+                      f"x{n}"))
+        items.append((make_email(message_id=f"<p{n}@o.example>", sender=f"u{n}@o.example",
+                                 references=f"<x{n}@o.example>"), f"p{n}"))
+    engine_events.clear()
+    with rt.session_factory() as s:
+        outcomes = rt.pipeline.process_batch(s, items)
+        s.commit()
+    assert [o.matched_by for o in outcomes[2::3]] == ["references"] * 6
+    with rt.session_factory() as s:
+        assert len(list(s.scalars(select(Ticket).where(Ticket.merged_into_id.is_not(None))))) == 6
+    inserts = [q for q in engine_events if q.startswith("INSERT INTO tticket_email_log")]
+    assert len(inserts) <= 1, inserts
+
+
+def test_a_failing_workflow_stays_inside_the_batch(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
 ) -> None:
     wf = tmp_path / "wf.yaml"
     wf.write_text(
@@ -200,27 +255,110 @@ def test_failing_workflow_sends_the_batch_down_the_careful_path(
         "  - name: newsletters to a ticket that does not exist\n"
         "    classification_trigger: bulk\n"
         "    workflow_steps:\n"
+        "      - action: add_tags\n"
+        "        params: {tags: [never]}\n"
         "      - action: link_email_to_ticket\n"
         "        params: {ticket_number: TKT-20200101-999}\n"
     )
     rt = make_runtime(workflows_path=wf)
-    one_by_one: list[str] = []
-    careful = rt.pipeline.process_in_session
-
-    def counted(session: Session, raw: bytes, source: str, **kw: Any) -> Outcome:
-        one_by_one.append(source)
-        return careful(session, raw, source, **kw)
-
-    monkeypatch.setattr(rt.pipeline, "process_in_session", counted)
+    items = _scenario()
+    items.insert(5, (make_email(message_id="<news2@list.example>", subject="Newsletter 2",
+                                in_reply_to="<root1@c.example>",
+                                headers={"List-Id": "<news.list.example>"}), "news2"))
     before = _fallbacks()
-    expected, got = _both_ways(rt, _scenario(), before_batch=one_by_one.clear)
-    assert _fallbacks() > before
-    assert got == expected
-    # Halving isolates the bad message: only a handful were done one at a time.
-    assert 1 <= len(one_by_one) <= 4, one_by_one
+    got = _assert_identical(_by_sizes(rt, items))
+    assert _fallbacks() == before, "a workflow failure is undone in memory, not by a redo"
     failed = [x for x in got[1]["executions"] if x[2] == "failed"]
-    assert [x[0] for x in failed] == ["<news@list.example>"]
+    assert [x[0] for x in failed] == ["<news2@list.example>", "<news@list.example>"]
     assert "TKT-20200101-999 does not exist" in failed[0][5]
+    assert "'rolled_back'" in failed[0][3]
+    # The tag of the rolled-back workflow is not on the ticket the newsletter replied to.
+    assert all("never" not in t[4] for t in got[1]["tickets"])
+
+
+@registry.action("test_batch_write_then_fail", NoParams)
+def _write_then_fail(ctx: ActionContext, params: NoParams) -> dict[str, Any]:
+    """Not a `through_work` action: writes through the session itself."""
+    assert ctx.ticket is not None
+    ctx.session.add(Comment(ticket_id=ctx.ticket.id, body="doomed", source="api"))
+    ctx.session.flush()
+    raise ActionError("wrote, then failed")
+
+
+@registry.action("test_batch_query_then_fail", NoParams, through_work=True)
+def _query_then_fail(ctx: ActionContext, params: NoParams) -> dict[str, Any]:
+    """Claims to work through the unit of work, but queries the session: the batch's rows
+    are written first, which a checkpoint kept in memory cannot undo."""
+    ctx.session.scalars(select(Ticket).limit(1)).all()
+    if ctx.email.subject.startswith("question 3"):
+        raise ActionError("queried, then failed")
+    return {}
+
+
+@pytest.mark.parametrize("action", ["test_batch_write_then_fail", "test_batch_query_then_fail"])
+def test_actions_that_bypass_the_unit_of_work_give_the_same_rows(
+    make_runtime: Callable[..., Runtime], tmp_path: Path, action: str
+) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "workflows:\n"
+        "  - name: tickets\n"
+        "    classification_trigger: support_request\n"
+        "    stop: false\n"
+        "    workflow_steps:\n"
+        "      - action: create_ticket\n"
+        "  - name: bypass\n"
+        "    classification_trigger: support_request\n"
+        "    workflow_steps:\n"
+        "      - action: add_tags\n"
+        "        params: {tags: [bypassed]}\n"
+        f"      - action: {action}\n"
+    )
+    rt = make_runtime(workflows_path=wf)
+    got = _assert_identical(_by_sizes(rt, _scenario()))
+    failed = [x for x in got[1]["executions"] if x[2] == "failed"]
+    assert failed, "the failing workflow was recorded"
+    assert all("doomed" not in c[1] for c in got[1]["comments"])
+    assert all("bypassed" not in t[4] for t in got[1]["tickets"] if t[1].startswith("question 3"))
+
+
+def test_a_message_id_stored_meanwhile_by_another_worker_is_a_duplicate(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker commits the same Message-ID after the batch looked: the batch's INSERT
+    fails, and the redo reports the message as a duplicate of the other worker's row.
+    (PostgreSQL only: SQLite admits one writer at a time, so there is no race to lose.)"""
+    from mailticket.pipeline import Pipeline
+    from mailticket.runtime import build_runtime
+    from mailticket.settings import load_settings
+    from tests.conftest import SEED_DAY
+
+    rt = build_runtime(load_settings(database_url=pg_url, _env_file=None))
+    rt.pipeline.clock = lambda: SEED_DAY
+    real = Pipeline._prefetch
+    stored: list[Outcome] = []
+    raced: list[bool] = []
+
+    def prefetch_then_race(self: Pipeline, work: Batch, ready: Any) -> None:
+        real(self, work, ready)
+        if not raced:
+            raced.append(True)
+            stored.append(rt.pipeline.process(make_email(message_id="<race@c.example>"), "w2"))
+
+    monkeypatch.setattr(Pipeline, "_prefetch", prefetch_then_race)
+    items = [(make_email(message_id=f"<ok{i}@c.example>", sender=f"u{i}@c.example"), f"s{i}")
+             for i in range(3)]
+    items.insert(1, (make_email(message_id="<race@c.example>"), "us"))
+    before = _fallbacks()
+    try:
+        with rt.session_factory() as s:
+            outcomes = rt.pipeline.process_batch(s, items)
+            s.commit()
+    finally:
+        rt.close()
+    assert _fallbacks() > before
+    assert [o.action for o in outcomes] == ["created", "duplicate", "created", "created"]
+    assert outcomes[1].ticket_number == stored[0].ticket_number
 
 
 def test_a_message_that_breaks_before_storage_is_quarantined_alone(

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket.store.batch import open_batch
 from mailticket.store.db import make_engine, make_session_factory
 from mailticket.ticketing.numbering import allocate_ticket_number
 
@@ -16,10 +17,11 @@ def test_sequential_per_day_and_four_digits(session_factory: sessionmaker[Sessio
     day1 = datetime(2025, 12, 15, 10, tzinfo=UTC)
     day2 = datetime(2025, 12, 16, 0, 5, tzinfo=UTC)
     with session_factory() as s:
-        assert allocate_ticket_number(s, UTCZ, day1) == "TKT-20251215-001"
-        assert allocate_ticket_number(s, UTCZ, day1) == "TKT-20251215-002"
-        assert allocate_ticket_number(s, UTCZ, day2) == "TKT-20251216-001"
-        numbers = [allocate_ticket_number(s, UTCZ, day1) for _ in range(998)]
+        w = open_batch(s)
+        assert allocate_ticket_number(w, UTCZ, day1) == "TKT-20251215-001"
+        assert allocate_ticket_number(w, UTCZ, day1) == "TKT-20251215-002"
+        assert allocate_ticket_number(w, UTCZ, day2) == "TKT-20251216-001"
+        numbers = [allocate_ticket_number(w, UTCZ, day1) for _ in range(998)]
         assert numbers[-2:] == ["TKT-20251215-999", "TKT-20251215-1000"]
         s.commit()
 
@@ -27,15 +29,15 @@ def test_sequential_per_day_and_four_digits(session_factory: sessionmaker[Sessio
 def test_rollback_gives_the_number_back(session_factory: sessionmaker[Session]) -> None:
     day = datetime(2025, 12, 15, tzinfo=UTC)
     with session_factory() as s:
-        allocate_ticket_number(s, UTCZ, day)
+        allocate_ticket_number(open_batch(s), UTCZ, day)
         s.rollback()
-        assert allocate_ticket_number(s, UTCZ, day) == "TKT-20251215-001"
+        assert allocate_ticket_number(open_batch(s), UTCZ, day) == "TKT-20251215-001"
 
 
 def test_timezone_decides_the_day(session_factory: sessionmaker[Session]) -> None:
     late_utc = datetime(2025, 12, 15, 23, 30, tzinfo=UTC)
     with session_factory() as s:
-        assert allocate_ticket_number(s, ZoneInfo("Europe/Copenhagen"), late_utc).startswith(
+        assert allocate_ticket_number(open_batch(s), ZoneInfo("Europe/Copenhagen"), late_utc).startswith(
             "TKT-20251216-"
         )
 
@@ -53,7 +55,7 @@ def test_parallel_workers_never_share_a_number(pg_url: str) -> None:
         barrier.wait()
         for _ in range(50):
             with factory() as s:
-                number = allocate_ticket_number(s, UTCZ, day)
+                number = allocate_ticket_number(open_batch(s), UTCZ, day)
                 s.commit()
             with lock:
                 results.append(number)

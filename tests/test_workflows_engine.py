@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.settings import Settings
+from mailticket.store.batch import open_batch
 from mailticket.store.models import EmailLog, RawMessage, Ticket, WorkflowExecution
 from mailticket.types import Classification, ParsedEmail
 from mailticket.workflows import registry
@@ -126,7 +127,7 @@ def make_ctx(
     session.add(log_row)
     session.flush()
     return ActionContext(
-        session=session,
+        work=open_batch(session),
         settings=settings,
         email=email,
         classification=classification,

@@ -1,10 +1,16 @@
-"""The message boundaries: bytes in, a ticket / link / log entry / quarantine entry out.
+"""The message boundary: bytes in, a ticket / link / log entry / quarantine entry out.
 
-One message (`process_in_session`) runs inside its own SAVEPOINT: whatever goes wrong in it
-rolls back that message only and moves its raw bytes to quarantine; the messages around it
-keep flowing. A batch (`process_batch`, see `mailticket.store.batch`) runs in one SAVEPOINT and,
-when anything in it fails, is retried in halves down to single messages, so it ends exactly
-as the one-message boundary would have. These are the places that catch every exception.
+Messages are processed in batches, one transaction's worth at a time; a single message is a
+batch of one, through the same code. Each batch has one unit of work (`store.batch.Batch`)
+that every service reading or writing on the messages' behalf is handed explicitly. Each
+message runs inside a checkpoint of that unit of work: whatever goes wrong in it undoes that
+message only and moves its raw bytes to quarantine, and the messages around it keep flowing.
+
+When the batch itself fails (the database refused what it wrote, or code outside the unit of
+work wrote behind its back inside a checkpoint), its SAVEPOINT is rolled back and it is
+redone: in halves down to a few messages, then with every checkpoint backed by a SAVEPOINT
+and written at its end, which isolates a message the database rejects. This is the one
+place that catches every exception.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,9 +34,9 @@ from mailticket.outbound.loop import reply_recipient
 from mailticket.reading.parsing import parse_email
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Settings, UnmatchedAction
-from mailticket.store import batch
+from mailticket.store.batch import Batch, CheckpointLost, open_batch
 from mailticket.store.db import new_row
-from mailticket.store.models import Attachment, EmailLog, RawMessage, Ticket, WorkflowExecution
+from mailticket.store.models import Attachment, EmailLog, RawMessage, WorkflowExecution
 from mailticket.store.outbox_models import as_utc
 from mailticket.ticketing import quarantine, tickets
 from mailticket.types import Classification, Outcome, ParsedEmail
@@ -46,8 +51,21 @@ log = logging.getLogger(__name__)
 
 
 Prepared = tuple[ParsedEmail, Classification]
-# A failed batch is halved until it is this small, then done one message at a time.
+# What parsing and classifying gave for a message: its result, or why it failed.
+Ready = Prepared | Exception
+# A failed batch is halved until it is this small, then redone with SAVEPOINTs.
 _ONE_BY_ONE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One message to process, as a source hands it over."""
+
+    raw: bytes
+    source: str
+    received_at: datetime | None = None
+    # Quarantine retries: the stored bytes' row, reused instead of storing them again.
+    raw_message: RawMessage | None = None
 
 
 def _chunked(
@@ -75,18 +93,18 @@ class _Lookahead:
     def __init__(
         self,
         pool: ThreadPoolExecutor,
-        prepare: Callable[[Sequence[tuple[bytes, str]]], list[Prepared | None]],
+        prepare: Callable[[Sequence[tuple[bytes, str]]], list[Ready]],
         chunk: list[tuple[bytes, str]] | None,
     ) -> None:
         self.pool, self.prepare, self.chunk = pool, prepare, chunk
-        self.future: Future[list[Prepared | None]] | None = None
+        self.future: Future[list[Ready]] | None = None
 
     def start(self) -> None:
         if self.chunk and self.future is None:
             self.future = self.pool.submit(self.prepare, self.chunk)
 
-    def result(self) -> list[Prepared | None] | None:
-        self.start()  # a batch that went the careful way never started it
+    def result(self) -> list[Ready] | None:
+        self.start()  # a batch that was redone never started it
         return self.future.result() if self.future is not None else None
 
 
@@ -119,8 +137,9 @@ class Pipeline:
     # --- boundaries --------------------------------------------------------------------
 
     def process(self, raw: bytes, source: str, *, received_at: datetime | None = None) -> Outcome:
+        """One message in a transaction of its own (committed when this returns)."""
         with self.session_factory() as session:
-            outcome = self.process_in_session(session, raw, source, received_at=received_at)
+            (outcome,) = self.process_items(session, [Item(raw, source, received_at)])
             session.commit()
             return outcome
 
@@ -133,93 +152,84 @@ class Pipeline:
         received_at: datetime | None = None,
         raw_message: RawMessage | None = None,
     ) -> Outcome:
-        """Process one message in the caller's transaction; the caller commits.
-
-        Raises only when the database itself is unusable (the caller must then not
-        acknowledge the message to its source).
-        """
-        started = time.perf_counter()
-        try:
-            with session.begin_nested():
-                outcome = self._handle(session, raw, source, received_at, raw_message)
-        except OperationalError:
-            raise
-        except IntegrityError as exc:
-            # Another worker stored the same Message-ID between our check and our insert.
-            outcome = self._after_race(session, raw, source) or self._hold(
-                session, raw, source, exc, raw_message
-            )
-        except Exception as exc:
-            log.warning("quarantining message from %s: %s", source, exc, exc_info=True)
-            outcome = self._hold(session, raw, source, exc, raw_message)
-        metrics.observe_processing(
-            time.perf_counter() - started, outcome.action, outcome.classification or "none"
-        )
-        return outcome
-
-    def prepare(self, items: Sequence[tuple[bytes, str]]) -> list[Prepared | None]:
-        """Parse and classify, touching no database: safe to run in another thread while
-        this batch is being written (`ingest_many` does). None: it failed, the
-        careful path will quarantine it."""
-        prepared: list[Prepared | None] = []
-        for raw, _source in items:
-            try:
-                email = parse_email(raw, domain=self.settings.mail_domain)
-                prepared.append((email, self.classifier.classify(email)))
-            except Exception:  # noqa: BLE001 - handled one by one after the batch
-                prepared.append(None)
-        return prepared
+        """One message in the caller's transaction (a batch of one); the caller commits."""
+        return self.process_items(session, [Item(raw, source, received_at, raw_message)])[0]
 
     def process_batch(
         self,
         session: Session,
         items: Sequence[tuple[bytes, str]],
         *,
-        prepared: Sequence[Prepared | None] | None = None,
+        prepared: Sequence[Ready] | None = None,
         on_write: Callable[[], None] | None = None,
     ) -> list[Outcome]:
-        """Process many messages in the caller's transaction; the caller commits.
+        """Messages (raw, source) in the caller's transaction; the caller commits."""
+        return self.process_items(
+            session, [Item(raw, source) for raw, source in items],
+            prepared=prepared, on_write=on_write,
+        )
 
-        Fast path: one savepoint and one flush for the whole batch (see `batch`). When any
-        message in it fails, the batch's writes are rolled back and its two halves are
-        tried again in order, down to a few messages, which are done one at a time with a
-        savepoint each: the result is what `process_in_session` gives for each message, and
-        one bad message costs a few retries instead of the whole batch going slow. `on_write`
-        is called when the fast path starts writing, the part that mostly waits on the
-        database.
-        """
-        if len(items) < 2:
-            return [self.process_in_session(session, raw, source) for raw, source in items]
+    def process_items(
+        self,
+        session: Session,
+        items: Sequence[Item],
+        *,
+        prepared: Sequence[Ready] | None = None,
+        on_write: Callable[[], None] | None = None,
+        durable: bool = False,
+    ) -> list[Outcome]:
+        """The batch boundary. Raises only when the database itself is unusable (the caller
+        must then not acknowledge the messages to their source). `on_write` is called when
+        the batch starts writing, the part that mostly waits on the database."""
+        if not items:
+            return []
         if prepared is None:
-            prepared = self.prepare(items)
+            prepared = self.prepare([(item.raw, item.source) for item in items])
         started = time.perf_counter()
         try:
             with session.begin_nested():
-                fast = self._fast_batch(session, items, prepared, on_write)
+                outcomes = self._batch(session, items, prepared, on_write, durable)
         except OperationalError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the batch boundary; nothing is lost here
+        except Exception as exc:
+            if durable and len(items) == 1:
+                raise  # nothing left to isolate: the message must not be acknowledged
             # Not a quarantine: the retries below find the message and hold it.
-            log.info("batch of %d split and retried: %s", len(items), quarantine.describe(exc))
+            log.info("batch of %d redone: %s", len(items), quarantine.describe(exc))
             metrics.count_batch_fallback()
-            if len(items) <= _ONE_BY_ONE:
-                return [self.process_in_session(session, raw, source) for raw, source in items]
-            half = len(items) // 2
-            return [
-                *self.process_batch(session, items[:half], prepared=prepared[:half]),
-                *self.process_batch(session, items[half:], prepared=prepared[half:]),
-            ]
+            if durable:
+                return [
+                    outcome
+                    for item, ready in zip(items, prepared, strict=True)
+                    for outcome in self.process_items(
+                        session, [item], prepared=[ready], durable=True
+                    )
+                ]
+            if len(items) > _ONE_BY_ONE and not isinstance(exc, CheckpointLost):
+                half = len(items) // 2
+                return [
+                    *self.process_items(session, items[:half], prepared=prepared[:half]),
+                    *self.process_items(session, items[half:], prepared=prepared[half:]),
+                ]
+            return self.process_items(session, items, prepared=prepared, durable=True)
         per_message = (time.perf_counter() - started) / len(items)
-        outcomes: list[Outcome] = []
-        for (raw, source), outcome in zip(items, fast, strict=True):
-            if outcome is None:  # could not even be parsed: the careful path quarantines it
-                outcome = self.process_in_session(session, raw, source)
-            else:
-                metrics.observe_processing(
-                    per_message, outcome.action, outcome.classification or "none"
-                )
-            outcomes.append(outcome)
+        for outcome in outcomes:
+            metrics.observe_processing(
+                per_message, outcome.action, outcome.classification or "none"
+            )
         return outcomes
+
+    def prepare(self, items: Sequence[tuple[bytes, str]]) -> list[Ready]:
+        """Parse and classify, touching no database: safe to run in another thread while
+        the batch before is being written (`ingest_many` does)."""
+        prepared: list[Ready] = []
+        for raw, _source in items:
+            try:
+                email = parse_email(raw, domain=self.settings.mail_domain)
+                prepared.append((email, self.classifier.classify(email)))
+            except Exception as exc:  # noqa: BLE001 - the message is quarantined with it
+                prepared.append(exc)
+        return prepared
 
     def ingest_many(
         self, items: Iterable[tuple[str, bytes]], *, batch_size: int | None = None
@@ -249,26 +259,23 @@ class Pipeline:
                     prepared = ahead.result()
                     current = following
 
-    def _fast_batch(
+    # --- one batch -----------------------------------------------------------------------
+
+    def _batch(
         self,
         session: Session,
-        items: Sequence[tuple[bytes, str]],
-        prepared: Sequence[Prepared | None],
-        on_write: Callable[[], None] | None = None,
-    ) -> list[Outcome | None]:
-        ready = [p for p in prepared if p is not None]
-        work = batch.start(session, block=len(items) * 2)
+        items: Sequence[Item],
+        prepared: Sequence[Ready],
+        on_write: Callable[[], None] | None,
+        durable: bool,
+    ) -> list[Outcome]:
+        work = open_batch(session, block=len(items) * 2, durable=durable)
         try:
-            self._prefetch(work, ready)
-            outcomes: list[Outcome | None] = []
-            for (raw, source), ready_item in zip(items, prepared, strict=True):
-                if ready_item is None:
-                    outcomes.append(None)
-                    continue
-                email, classification = ready_item
-                outcomes.append(
-                    self._handle(session, raw, source, None, None, email, classification)
-                )
+            self._prefetch(work, [r for r in prepared if not isinstance(r, Exception)])
+            outcomes = [
+                self._message(work, item, ready)
+                for item, ready in zip(items, prepared, strict=True)
+            ]
             if on_write is not None:
                 on_write()
             work.finish()
@@ -276,7 +283,32 @@ class Pipeline:
         finally:
             work.close()
 
-    def _prefetch(self, work: batch.Batch, ready: list[Prepared]) -> None:
+    def _message(self, work: Batch, item: Item, ready: Ready) -> Outcome:
+        """One message inside its checkpoint: processed, or undone and quarantined."""
+        mark = work.checkpoint()
+        try:
+            if isinstance(ready, Exception):
+                raise ready
+            outcome = self._handle(work, item, *ready)
+            work.release(mark)
+            return outcome
+        except (OperationalError, CheckpointLost):
+            raise
+        except IntegrityError as exc:
+            work.rollback_to(mark, exc)
+            # Another worker stored the same Message-ID between our check and our insert.
+            if not isinstance(ready, Exception):
+                work.forget_logged(ready[0].message_id)
+                duplicate = self._duplicate(work, ready[0], item.source)
+                if duplicate is not None:
+                    return duplicate
+            return self._hold(work, item, exc)
+        except Exception as exc:
+            work.rollback_to(mark, exc)
+            log.warning("quarantining message from %s: %s", item.source, exc, exc_info=True)
+            return self._hold(work, item, exc)
+
+    def _prefetch(self, work: Batch, ready: list[Prepared]) -> None:
         """Everything the batch's messages could look up, in a handful of queries."""
         if not ready:
             return
@@ -312,33 +344,20 @@ class Pipeline:
         return now
 
     def _handle(
-        self,
-        session: Session,
-        raw: bytes,
-        source: str,
-        received_at: datetime | None,
-        raw_message: RawMessage | None,
-        email: ParsedEmail | None = None,
-        classification: Classification | None = None,
+        self, work: Batch, item: Item, email: ParsedEmail, classification: Classification
     ) -> Outcome:
-        if email is None:
-            email = parse_email(raw, domain=self.settings.mail_domain)
-        duplicate = self._duplicate(session, email, source)
+        source = item.source
+        duplicate = self._duplicate(work, email, source)
         if duplicate is not None:
             return duplicate
-        raw_row = raw_message or quarantine.store_raw(session, raw, source)
-        if classification is None:
-            classification = self.classifier.classify(email)
-        resolution = threading.resolve(session, self.settings, email, classification)
-        entry = self._log_row(email, classification, raw_row, received_at)
-        batch.add_with_id(session, entry)
-        work = batch.current(session)
-        if work is not None:
-            work.note_logged(entry)
-        attachments = self._attachments(session, email, entry)
+        raw_row = item.raw_message or quarantine.store_raw(work, item.raw, source)
+        resolution = threading.resolve(work, self.settings, email, classification)
+        entry = work.add(self._log_row(email, classification, raw_row, item.received_at))
+        work.note_logged(entry)
+        attachments = self._attachments(work, email, entry)
 
         ctx = ActionContext(
-            session=session,
+            work=work,
             settings=self.settings,
             email=email,
             classification=classification,
@@ -355,8 +374,8 @@ class Pipeline:
         for attachment in attachments:
             attachment.ticket_id = entry.ticket_id
         if ctx.ticket is not None and resolution.also:
-            others = [batch.get_ticket(session, tid) for tid in resolution.also]
-            tickets.merge_tickets(session, ctx.ticket, others)
+            others = [work.ticket(tid) for tid in resolution.also]
+            tickets.merge_tickets(work, ctx.ticket, others)
         # Mail on a ticket that lives in an external backend too becomes a remote comment
         # (no backends configured: no lookup on the hot path).
         if self.settings.backends_file is not None:
@@ -369,8 +388,6 @@ class Pipeline:
         elif ctx.linked:
             entry.matched_by = "workflow"
         entry.action = "created" if ctx.created else "linked" if ctx.linked else "logged"
-        if work is None:
-            session.flush()
         return Outcome(
             source=source,
             message_id=email.message_id,
@@ -392,7 +409,7 @@ class Pipeline:
             self._default_create(ctx)
             return
         if ctx.thread is not None:
-            ticket = batch.get_ticket(ctx.session, ctx.thread.ticket_id)
+            ticket = ctx.work.ticket(ctx.thread.ticket_id)
             ctx.email_log.ticket_id = ticket.id
             ctx.email_log.is_reply = True
 
@@ -401,8 +418,9 @@ class Pipeline:
         started = time.perf_counter()
         result = spec.func(ctx, spec.params_model())
         # Recorded like a workflow run, so "why did this ticket appear" is answerable.
-        ctx.session.add(
-            WorkflowExecution(
+        ctx.work.add(
+            new_row(
+                WorkflowExecution,
                 workflow_name="(default) EMAIL_UNMATCHED_ACTION=create_ticket",
                 email_log_id=ctx.email_log.id,
                 email_message_id=ctx.email.message_id,
@@ -411,62 +429,32 @@ class Pipeline:
                 status="ok",
                 steps=[{"action": "create_ticket", "status": "ok", "result": result}],
                 result=result,
+                error=None,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         )
 
-    def _duplicate(self, session: Session, email: ParsedEmail, source: str) -> Outcome | None:
-        work = batch.current(session)
-        if work is not None:
-            first = work.logged_as(email.message_id)
-            if first is None:
-                return None
-            ticket_id = first.ticket_id
-            return Outcome(
-                source=source,
-                message_id=email.message_id,
-                action="duplicate",
-                ticket_id=ticket_id,
-                ticket_number=work.ticket(ticket_id).ticket_number if ticket_id else None,
-                classification=first.classification,
-            )
-        # No ORDER BY/LIMIT: with them PostgreSQL may walk the primary key and filter, a
-        # scan that grows with the table; a Message-ID has at most a couple of rows.
-        rows = session.execute(
-            select(EmailLog.id, EmailLog.ticket_id, EmailLog.classification, Ticket.ticket_number)
-            .outerjoin(Ticket, Ticket.id == EmailLog.ticket_id)
-            .where(EmailLog.email_message_id == email.message_id)
-        ).all()
-        if not rows:
+    def _duplicate(self, work: Batch, email: ParsedEmail, source: str) -> Outcome | None:
+        first = work.logged_as(email.message_id)
+        if first is None:
             return None
-        row = min(rows, key=lambda r: r.id)
+        ticket_id = work.final(first.ticket_id) if first.ticket_id is not None else None
         return Outcome(
             source=source,
             message_id=email.message_id,
             action="duplicate",
-            ticket_id=row.ticket_id,
-            ticket_number=row.ticket_number,
-            classification=row.classification,
+            ticket_id=ticket_id,
+            ticket_number=work.ticket(ticket_id).ticket_number if ticket_id else None,
+            classification=first.classification,
         )
 
-    def _after_race(self, session: Session, raw: bytes, source: str) -> Outcome | None:
-        email = parse_email(raw, domain=self.settings.mail_domain)
-        return self._duplicate(session, email, source)
-
-    def _hold(
-        self,
-        session: Session,
-        raw: bytes,
-        source: str,
-        exc: BaseException,
-        raw_message: RawMessage | None,
-    ) -> Outcome:
-        raw_row = raw_message or quarantine.store_raw(session, raw, source)
+    def _hold(self, work: Batch, item: Item, exc: BaseException) -> Outcome:
+        raw_row = item.raw_message or quarantine.store_raw(work, item.raw, item.source)
         entry = quarantine.quarantine(
-            session, raw_row, source=source, reason=quarantine.describe(exc), exc=exc
+            work, raw_row, source=item.source, reason=quarantine.describe(exc), exc=exc
         )
         return Outcome(
-            source=source,
+            source=item.source,
             message_id=entry.message_id,
             action="quarantined",
             error=entry.reason,
@@ -500,9 +488,7 @@ class Pipeline:
             raw_message_id=raw_row.id,
         )
 
-    def _attachments(
-        self, session: Session, email: ParsedEmail, entry: EmailLog
-    ) -> list[Attachment]:
+    def _attachments(self, work: Batch, email: ParsedEmail, entry: EmailLog) -> list[Attachment]:
         rows = [
             new_row(
                 Attachment,
@@ -516,5 +502,5 @@ class Pipeline:
             for part in email.attachments
         ]
         for row in rows:
-            batch.add_row(session, row)
+            work.add(row)
         return rows

@@ -7,15 +7,16 @@ Nothing in the package reads the environment at import time: `load_settings()` b
 from __future__ import annotations
 
 import enum
+import json
 import re
 from datetime import timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Priority(enum.StrEnum):
@@ -126,6 +127,59 @@ class Settings(BaseSettings):
     backend_delivery_interval: float = Field(default=15.0, gt=0)  # seconds between outbox drains
     backend_poll_interval: float = Field(default=300.0, gt=0)  # seconds between status polls
     backend_max_attempts: int = Field(default=12, ge=1)  # then the operation is dead-lettered
+
+    # --- customers, sender validation, SLAs (issue 11; see customers/, reading/senderauth/,
+    # sla/). Lists take JSON (`["a","b"]`) or commas (`a,b`). ---------------------------------
+    # YAML of customers; set: the file is the truth and the API cannot change customers.
+    customers_path: Path | None = None
+    # Free-mail / shared domains that never map to a customer by domain (`brand.*` covers
+    # every public suffix). None: the built-in list; _EXTRA adds to whichever is in force.
+    customer_shared_domains: Annotated[list[str] | None, NoDecode] = None
+    customer_shared_domains_extra: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # authserv-ids of our own receiving MTA: only its Authentication-Results are believed.
+    sender_auth_authserv_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Received headers our own hosts add (MX, filters); an Authentication-Results below the
+    # last of them was written by the sender, and that Received names the connecting IP.
+    sender_auth_mta_hops: int = Field(default=1, ge=1, le=20)
+    # Check DKIM/SPF/DMARC ourselves: off | fallback (when no trusted header) | always.
+    sender_auth_verify: Literal["off", "fallback", "always"] = "off"
+    # Which mail is `spoofed?`: off | dmarc (fails and its domain asks quarantine/reject) |
+    # fail (any fail) | no_pass (anything but a pass).
+    sender_auth_policy: Literal["off", "dmarc", "fail", "no_pass"] = "fail"
+    # Resolvers for our own checks, "ip" or "ip:port"; empty: the system's.
+    sender_auth_dns_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sender_auth_dns_timeout: float = Field(default=5.0, gt=0, le=60)
+    # YAML of calendars and SLA policies; None: no SLAs.
+    sla_path: Path | None = None
+
+    @field_validator(
+        "customer_shared_domains", "customer_shared_domains_extra", "sender_auth_authserv_ids",
+        "sender_auth_dns_servers", mode="before",
+    )
+    @classmethod
+    def _list_or_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("customer_shared_domains", "customer_shared_domains_extra")
+    @classmethod
+    def _shared_domain_entries(cls, value: list[str] | None) -> list[str] | None:
+        from mailticket.customers.shared import SharedDomains
+
+        if value is not None:
+            SharedDomains(value)  # raises a ValueError naming the bad entry
+        return value
+
+    @field_validator("customers_path", "sla_path")
+    @classmethod
+    def _issue11_path_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value} does not exist")
+        return value
 
     @field_validator("ticket_timezone")
     @classmethod

@@ -84,7 +84,15 @@ async def test_full_cycle(backend: AutotaskBackend, fake: FakeAutotask) -> None:
     priv = await backend.create_comment(ref, CommentDraft("internal", public=False), op_key="d")
     notes = {str(n["id"]): n for n in fake.notes}
     assert (notes[pub]["publish"], notes[pub]["title"]) == (1, "Customer says hi")
-    assert (notes[priv]["publish"], notes[priv]["description"]) == (2, "internal")
+    assert (notes[priv]["publish"], notes[priv]["description"]) == (
+        2, "internal\n\n[mailticket ref m2t-d]")
+    # A note whose answer was lost is found by its marker; a technician's is not ours.
+    assert await backend.find_comment_by_op_key(ref, "d") == priv
+    assert await backend.find_comment_by_op_key(ref, "e") is None
+    tech = fake.technician_note(int(ref.id), "Called the customer back.")
+    listed = {c.id: c for c in await backend.list_comments(ref)}
+    assert (listed[pub].op_key, listed[priv].public) == ("m2t-c", False)
+    assert listed[str(tech["id"])].op_key is None
 
     att = await backend.create_attachment(
         ref, AttachmentDraft("job.log", "text/plain", b"ERR 42"), public=False, op_key="a")
@@ -143,6 +151,7 @@ async def test_close_with_time_entries_adds_internal_note(
     (note,) = fake.notes
     assert note["ticketID"] == int(ref.id) and note["publish"] == 2
     assert "time entries" in note["description"]
+    assert "[mailticket ref m2t-close" in note["description"]  # ours: never mirrored back
     # The time entry of one ticket does not block another.
     assert (await backend.close_ticket(other)).status is Normalized.resolved
 
@@ -159,8 +168,10 @@ async def test_find_by_op_key(backend: AutotaskBackend) -> None:
 async def test_reference_data(url: str, fake: FakeAutotask) -> None:
     b = AutotaskBackend("at", config(url))
     try:
-        counts = await b.refresh_reference_data()
-        assert counts == {"queues": 2, "sources": 3, "statuses": 4, "priorities": 4}
+        data = await b.refresh_reference_data()
+        assert {k: len(v) for k, v in data.items()} == {
+            "queues": 2, "sources": 3, "statuses": 4, "priorities": 4}
+        assert data["queues"]["29683378"] == "Monitoring Alert"
         assert b.reference["queues"][29683378] == "Monitoring Alert"
         assert 8 not in b.reference["queues"]  # inactive
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -16,7 +17,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.backends.fakes import contract
+from tests.backends.fakes import base, contract
 from tests.backends.fakes.base import Resp
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.fakes.smax import TENANT
@@ -72,6 +73,10 @@ CASES = [
     Bad("jira", "type", "POST", "/rest/api/3/search/jql", 400,
         "5 is not of type 'string' (at jql)", {"json": {"jql": 5}}),
     Bad("jira", "path", "GET", "/rest/api/2/no-such-thing", 404, "Path not found"),
+    # Jira Service Management's own API (fakes/schemas/jira-service-management.yaml)
+    Bad("jira", "jsm-type", "POST", "/rest/servicedeskapi/customer", 400,
+        "5 is not of type 'string' (at email)", {"json": {"email": 5}}),
+    Bad("jira", "jsm-path", "GET", "/rest/servicedeskapi/no-such-thing", 404, "Path not found"),
     Bad("zendesk", "missing", "POST", "/api/v2/tickets.json", 400,
         "'comment' is a required property (at ticket)", {"json": {"ticket": {"subject": "x"}}}),
     Bad("zendesk", "type", "POST", "/api/v2/tickets.json", 400,
@@ -175,3 +180,32 @@ def test_an_answer_that_drifts_from_the_document_is_caught() -> None:
     assert answer.status_code == 201
     (breach,) = fake.take_breaches()
     assert breach.where == "response" and "10000 is not of type 'string' (at id)" in breach.message
+
+
+def _served(fake: Any) -> list[tuple[str, str]]:
+    """(method, a concrete path) for every route a fake serves."""
+    if isinstance(fake, base.FakeVendor):
+        found = []
+        for method, pattern, _ in fake.routes:
+            path = re.sub(r"\(\?P<\w+>[^)]*\)", "1", pattern.pattern.strip("^$"))
+            found.append((method, path.replace("\\", "")))
+        return found
+    return [(method, re.sub(r"\{[^}]+\}", "1", route.path))
+            for route in fake.routes() for method in sorted(route.methods or ())
+            if method != "HEAD"]
+
+
+@pytest.mark.parametrize("name", list(BY_NAME))
+def test_every_route_a_fake_serves_is_in_its_document(name: str) -> None:
+    """A fake may only answer what its vendor's document (or our schema for the vendor)
+    describes: a route it serves beyond that would go unchecked."""
+    fake = BY_NAME[name].fake()
+    assert fake.contract is not None
+    served = _served(fake)
+    assert served
+    missing = []
+    for method, path in served:
+        ex = contract.Exchange(method, path, "", {}, b"")
+        if any(p.unknown for p in fake.contract.check_request(ex)):
+            missing.append(f"{method} {path}")
+    assert missing == []

@@ -66,7 +66,7 @@ def _readable(backend: TicketBackend[Any]) -> None:
 
 
 async def test_lost_answer(kit: Kit, fake: Any, backend: TicketBackend[Any]) -> None:
-    fake.fail_next(Fault.LOST_ANSWER, method="POST", path=kit.create)
+    fake.fail_next(Fault.LOST_ANSWER, method="POST", path=kit.create, where=kit.create_where)
     with pytest.raises(AmbiguousResult):
         await _ticket(backend)
     assert kit.tickets(fake) == 1  # applied, though the client never heard so

@@ -14,6 +14,7 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     op_key,
+    op_marker,
 )
 from mailticket.backends.errors import (
     AmbiguousResult,
@@ -31,7 +32,7 @@ from tests.backends.fakes.freshdesk import FakeFreshdesk
 
 @pytest.fixture
 def fake() -> FakeFreshdesk:
-    return FakeFreshdesk()
+    return FakeFreshdesk(custom_fields=frozenset({"cf_mailticket_ref", "cf_site"}))
 
 
 @pytest.fixture
@@ -64,9 +65,12 @@ async def test_full_cycle(backend: FreshdeskBackend, fake: FakeFreshdesk) -> Non
     key = op_key("fd", "<m@x>", "create")
     ref = await backend.create_ticket(DRAFT, op_key=key)
     t = fake.tickets[int(ref.id)]
+    # An unknown address: Freshdesk makes the contact (create_requester, the default).
     assert (t["email"], t["status"], t["priority"], t["source"]) == ("c@example.org", 2, 1, 1)
     assert t["custom_fields"] == {"cf_mailticket_ref": key, "cf_site": "HQ"}
-    assert t["description"] == "<div>Line 2 &lt;b&gt;doubled&lt;/b&gt;</div>"
+    assert t["description"] == (f"<div>Line 2 &lt;b&gt;doubled&lt;/b&gt;</div>"
+                                f"<p>[mailticket ref {op_marker(key)}]</p>")
+    assert t["tags"] == ["billing", op_marker(key)]
     assert ref.url and ref.url.endswith(f"/a/tickets/{ref.id}")
 
     pub = await backend.create_comment(ref, CommentDraft("public words"), op_key="c1")
@@ -85,9 +89,12 @@ async def test_full_cycle(backend: FreshdeskBackend, fake: FakeFreshdesk) -> Non
 
     agent = fake.agent_note(int(ref.id), "called the customer")
     listed = await backend.list_comments(ref)
+    # Ours by the marker we wrote; the agent's has none.
     assert [(c.id, c.public, c.op_key) for c in listed] == [
-        (pub, True, "ours"), (priv, False, "ours"), (str(note["id"]), False, "ours"),
+        (pub, True, "m2t-c1"), (priv, False, "m2t-c2"), (str(note["id"]), False, "m2t-a"),
         (str(agent["id"]), False, None)]
+    assert await backend.find_comment_by_op_key(ref, "c2") == priv
+    assert await backend.find_comment_by_op_key(ref, "c3") is None
 
     assert (await backend.get_ticket(ref)).status is Normalized.open
     fake.set_status(int(ref.id), 3)
@@ -117,6 +124,29 @@ async def test_find_by_op_key(backend: FreshdeskBackend, fake: FakeFreshdesk) ->
         "query=%22mailticket_ref%3A%27")
 
 
+async def test_stock_helpdesk_finds_by_tag_and_maps_the_requester(url: str,
+                                                                    fake: FakeFreshdesk) -> None:
+    fake.custom_fields.clear()  # a stock helpdesk: no custom field at all
+    b = FreshdeskBackend("fd", config(url, op_key_field=None, custom_field_mappings={},
+                                      create_requester=False, default_requester_id=None))
+    try:
+        key = op_key("fd", "m", "create")
+        draft = TicketDraft(subject="s", text="t", requester_email="carol@example.com",
+                            local_number="TKT-20260101-001")
+        ref = await b.create_ticket(draft, op_key=key)
+        t = fake.tickets[int(ref.id)]
+        assert t["requester_id"] == 4401 and "email" not in t  # the existing contact
+        assert t["tags"] == [op_marker(key), "TKT-20260101-001"]
+        assert "TKT-20260101-001" in t["description"]
+        assert await b.find_by_op_key(key) == ref
+        assert await b.find_by_op_key(op_key("fd", "x", "create")) is None
+        stranger = TicketDraft(subject="s", text="t", requester_email="who@example.org")
+        with pytest.raises(ValidationError, match="needs a requester"):
+            await b.create_ticket(stranger, op_key="k2")
+    finally:
+        await b.aclose()
+
+
 async def test_close_and_status_numbers(backend: FreshdeskBackend, fake: FakeFreshdesk) -> None:
     ref = await backend.create_ticket(DRAFT, op_key="k")
     got = await backend.close_ticket(ref, "credited")
@@ -135,7 +165,7 @@ async def test_validation_error_shape(backend: FreshdeskBackend) -> None:
     with pytest.raises(ValidationError, match="Validation failed; subject: It should be"):
         await backend.create_ticket(TicketDraft(subject="", text="x",
                                                 requester_email="c@example.org"), op_key="k")
-    with pytest.raises(ValidationError, match="requester e-mail"):
+    with pytest.raises(ValidationError, match="needs a requester"):
         await backend.create_ticket(TicketDraft(subject="s", text="x"), op_key="k")
     with pytest.raises(NotFound):
         await backend.get_ticket(RemoteRef("fd", "99999"))

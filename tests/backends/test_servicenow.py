@@ -13,6 +13,7 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     op_key,
+    op_marker,
 )
 from mailticket.backends.errors import (
     AmbiguousResult,
@@ -61,6 +62,7 @@ async def test_full_cycle(backend: ServiceNowBackend, fake: FakeServiceNow) -> N
     rec = fake.incidents[ref.id]
     assert ref.key == "INC0010001" and ref.url and ref.id in ref.url
     assert rec["correlation_id"] == key and rec["correlation_display"] == "mailticket"
+    assert rec["description"].startswith("It smokes.") and op_marker(key) in rec["description"]
     assert (rec["urgency"], rec["impact"], rec["contact_type"]) == ("1", "2", "email")
     assert rec["u_site"] == "HQ"  # remote field names from push_to_backend pass through
 
@@ -70,14 +72,17 @@ async def test_full_cycle(backend: ServiceNowBackend, fake: FakeServiceNow) -> N
     )
     by_id = {j["sys_id"]: j for j in fake.journal}
     assert by_id[public_id]["element"] == "comments"
-    assert by_id[public_id]["value"] == "hello customer"
+    assert by_id[public_id]["value"] == "hello customer\n\n[mailticket ref m2t-c1]"
     assert by_id[internal_id]["element"] == "work_notes"
-    assert by_id[internal_id]["value"] == "agents only"
+    assert by_id[internal_id]["value"] == "agents only\n\n[mailticket ref m2t-c2]"
+    assert await backend.find_comment_by_op_key(ref, "c2") == internal_id
+    assert await backend.find_comment_by_op_key(ref, "c3") is None
 
     agent = fake.agent_note(ref.id, "rebooted the printer")
     listed = await backend.list_comments(ref)
+    # Ours by the marker we wrote, not by the user name (an agent may share it).
     assert [(c.id, c.public, c.op_key) for c in listed] == [
-        (public_id, True, "ours"), (internal_id, False, "ours"), (agent, False, None)]
+        (public_id, True, "m2t-c1"), (internal_id, False, "m2t-c2"), (agent, False, None)]
     assert listed[-1].author == "beth.anglin" and listed[-1].text == "rebooted the printer"
 
     att_id = await backend.create_attachment(

@@ -15,6 +15,7 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     op_key,
+    op_marker,
 )
 from mailticket.backends.errors import (
     AmbiguousResult,
@@ -64,15 +65,22 @@ async def test_full_cycle(backend: SmaxBackend, fake: FakeSmax) -> None:
     ref = await backend.create_ticket(DRAFT, op_key=key)
     rec = fake.requests[ref.id]
     assert rec["ExternalProcessReference"] == key and rec["RequestedByPerson"] == "10016"
-    assert (rec["Priority"], rec["Description"]) == ("HighPriority", "<p>Screen<br>flickers</p>")
+    assert (rec["Priority"], rec["Description"]) == (
+        "HighPriority", f"<p>Screen<br>flickers</p><p>[mailticket ref {op_marker(key)}]</p>")
     assert ref.url and ref.id in ref.url
 
     pub = await backend.create_comment(ref, CommentDraft("Hello"), op_key="c1")
     priv = await backend.create_comment(ref, CommentDraft("note", public=False), op_key="c2")
     by_id = {c["Id"]: c for c in fake.comments}
-    assert (by_id[pub]["PrivacyType"], by_id[pub]["Body"]) == ("PUBLIC", "<p>Hello</p>")
+    assert (by_id[pub]["PrivacyType"], by_id[pub]["Body"]) == (
+        "PUBLIC", "<p>Hello</p><p>[mailticket ref m2t-c1]</p>")
     assert by_id[priv]["PrivacyType"] == "INTERNAL" and by_id[priv]["EntityId"] == ref.id
     assert by_id[pub]["Submitter"] == {"UserId": "10016"}
+    assert await backend.find_comment_by_op_key(ref, "c2") == priv
+    assert await backend.find_comment_by_op_key(ref, "c3") is None
+    agent = fake.agent_comment(ref.id, "Ordered a screen")
+    listed = {c.id: c.op_key for c in await backend.list_comments(ref)}
+    assert listed == {pub: "m2t-c1", priv: "m2t-c2", agent["Id"]: None}
 
     g1 = await backend.create_attachment(
         ref, AttachmentDraft("a.txt", "text/plain", b"one"), public=True, op_key="a1")
@@ -92,14 +100,33 @@ async def test_full_cycle(backend: SmaxBackend, fake: FakeSmax) -> None:
 
 
 async def test_completion_status_failed(url: str, fake: FakeSmax) -> None:
-    b = SmaxBackend("smax", config(url, requested_by_person=""))
+    b = SmaxBackend("smax", config(url, requested_by_person="424242"))
     try:
         with pytest.raises(ValidationError,
-                           match="CREATE FAILED: Mandatory properties missing") as info:
+                           match="CREATE FAILED: Invalid value for RequestedByPerson") as info:
             await b.create_ticket(DRAFT, op_key="k")
         assert info.value.status == 200 and fake.requests == {}
     finally:
         await b.aclose()
+
+
+async def test_requester_maps_to_a_person(url: str, fake: FakeSmax) -> None:
+    carol = TicketDraft(subject="s", text="t", requester_email="carol@example.com")
+    stranger = TicketDraft(subject="s", text="t", requester_email="new@example.org",
+                           requester_name="New Person")
+    plain = SmaxBackend("smax", config(url, requested_by_person=None))
+    create = SmaxBackend("smax", config(url, create_requester=True))
+    try:
+        ref = await plain.create_ticket(carol, op_key="k1")
+        assert fake.requests[ref.id]["RequestedByPerson"] == "10020"
+        with pytest.raises(ValidationError, match="needs a RequestedByPerson"):
+            await plain.create_ticket(stranger, op_key="k2")
+        ref = await create.create_ticket(stranger, op_key="k3")
+        person = fake.persons[fake.requests[ref.id]["RequestedByPerson"]]
+        assert (person["Email"], person["Name"]) == ("new@example.org", "New Person")
+    finally:
+        await plain.aclose()
+        await create.aclose()
 
 
 async def test_stale_last_update_time_is_conflict(backend: SmaxBackend, fake: FakeSmax) -> None:

@@ -87,7 +87,7 @@ async def test_servicenow_outage_then_recovery_and_poll(
     assert report.dead == 0
     (incident,) = fake.incidents.values()  # found by correlation_id, not created again
     assert incident["u_reporter"] == "carol@example.com"
-    assert incident["correlation_display"] == "mailticket"
+    assert incident["correlation_display"] == "mailticket TKT-20251215-001"
     assert [a["file_name"] for a in fake.attachments] == ["report.pdf"]
     bodies = [j["value"] for j in fake.journal if j["element"] == "comments"]
     assert len(bodies) == 1 and "follow-up one" in bodies[0]

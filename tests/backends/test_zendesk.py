@@ -85,10 +85,13 @@ async def test_full_cycle(backend: ZendeskBackend, fake: FakeZendesk) -> None:
 
     agent = fake.agent_comment(int(ref.id), "ISP confirmed an outage")
     listed = await backend.list_comments(ref)
-    # Not the description (the original mail); ours are marked so they are not echoed.
-    assert [(c.id, c.public, c.op_key) for c in listed] == [
-        (pub, True, "ours"), (priv, False, "ours"), (att, False, "ours"),
+    # Ours (the description too) carry the op key we stored in the audit's metadata.
+    assert [(c.id, c.public, c.op_key) for c in listed][1:] == [
+        (pub, True, "c1"), (priv, False, "c2"), (att, False, "a1"),
         (str(agent["id"]), False, None)]
+    assert listed[0].op_key == key and key[:20] in listed[0].text
+    assert await backend.find_comment_by_op_key(ref, "c2") == priv
+    assert await backend.find_comment_by_op_key(ref, "c9") is None
     assert listed[-1].text == "ISP confirmed an outage" and listed[-1].author == "99"
 
     assert (await backend.get_ticket(ref)).status is Normalized.open

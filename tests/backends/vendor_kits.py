@@ -24,8 +24,9 @@ from mailticket.backends.zendesk import ZendeskBackend, ZendeskConfig
 from tests.backends.fakes import base
 from tests.backends.fakes._server import serve
 from tests.backends.fakes.autotask import FakeAutotask
+from tests.backends.fakes.contract import Exchange
 from tests.backends.fakes.freshdesk import FakeFreshdesk
-from tests.backends.fakes.itop import FakeITop
+from tests.backends.fakes.itop import FakeITop, operation
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.fakes.servicenow import FakeServiceNow
 from tests.backends.fakes.smax import TENANT, FakeSmax
@@ -43,6 +44,8 @@ class Kit:
     backend: Callable[[Any, str], TicketBackend[Any]]  # (fake, its URL) -> client
     tickets: Callable[[Any], int]  # how many tickets the fake holds
     create: str  # the create request's path (a regular expression)
+    # ...and what else tells the create apart, where the path does not (iTop)
+    create_where: Callable[[Exchange], bool] | None = None
 
 
 @contextmanager
@@ -70,7 +73,8 @@ KITS = [
         lambda f: len(f.tickets), r"/ATServicesRest/V1\.0/Tickets"),
     Kit("itop", FakeITop, lambda f, url: ITopBackend("itop", ITopConfig.model_validate({
         "base_url": url, "auth_user": f.user, "auth_pwd": f.password, "org_id": "3",
-        "timeout": 5})), lambda f: len(f.objects["UserRequest"]), r"/webservices/rest\.php"),
+        "timeout": 5})), lambda f: len(f.objects["UserRequest"]), r"/webservices/rest\.php",
+        lambda ex: operation("core/create")(ex) and b"UserRequest" in ex.body),
     Kit("servicenow", FakeServiceNow, lambda f, url: ServiceNowBackend("snow",
         ServiceNowConfig.model_validate({"base_url": url, "username": f.user,
                                          "password": f.password, "timeout": 5})),

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailticket.live.models import ImapLedgerEntry
+from mailticket.store.batch import open_batch
 from mailticket.store.models import EmailLog, QuarantineEntry
 from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
@@ -39,7 +40,8 @@ class FakeHandler:
             with session.begin_nested():
                 if "POISON" in str(msg["Subject"]):
                     raise ValueError("poison message")
-                row = quarantine.store_raw(session, raw, source)
+                with open_batch(session) as work:
+                    row = quarantine.store_raw(work, raw, source)
                 session.add(
                     EmailLog(
                         email_message_id=message_id, email_subject=str(msg["Subject"]),

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from mailticket.settings import Settings, load_settings
+from mailticket.store.batch import Batch, open_batch
 from mailticket.store.models import EmailLog, Ticket
 from mailticket.types import Classification, ParsedEmail
 
 NOW = datetime(2025, 12, 15, 10, 0, tzinfo=UTC)
 _seq = itertools.count(1)
+_works: weakref.WeakKeyDictionary[Session, Batch] = weakref.WeakKeyDictionary()
+
+
+def work(session: Session) -> Batch:
+    """The unit of work the services take, one per transaction of the test's session
+    (the session's commit finishes it, a rollback drops it)."""
+    current = _works.get(session)
+    if current is None or current.closed:
+        current = _works[session] = open_batch(session)
+    return current
 
 
 def parsed(

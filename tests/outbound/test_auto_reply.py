@@ -24,7 +24,7 @@ from mailticket.outbound.templates import MailTemplates, TemplateRenderError
 from mailticket.settings import Settings
 from mailticket.store.models import EmailLog, ThreadRef
 from mailticket.store.outbox_models import OutboxItem
-from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
+from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed, work
 
 
 def _sent(item: OutboxItem) -> EmailMessage:
@@ -80,7 +80,7 @@ def test_queued_reply_headers_and_rows(
     )
     with session_factory.begin() as s:
         ticket = make_ticket(s, inbound, "TKT-20251215-001")
-        queued = queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
+        queued = queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
         ticket_id = ticket.id
     assert re.fullmatch(r"<TKT-20251215-001-[0-9a-f]{16}@mailticket\.test>", queued.message_id)
 
@@ -137,11 +137,11 @@ def test_queue_is_once_per_message_and_template(
     inbound = parsed()
     with session_factory.begin() as s:
         ticket = make_ticket(s, inbound)
-        first = queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
+        first = queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
     with session_factory.begin() as s:
         ticket = s.merge(ticket)
-        again = queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
-        other = queue_auto_reply(s, cfg, ticket, inbound, template="reply_received", now=NOW)
+        again = queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
+        other = queue_auto_reply(work(s), cfg, ticket, inbound, template="reply_received", now=NOW)
     assert again.already_queued and again.message_id == first.message_id
     assert again.outbox_id == first.outbox_id
     assert not other.already_queued and other.outbox_id != first.outbox_id
@@ -158,7 +158,7 @@ def test_rollback_leaves_nothing_behind(
     with session_factory() as s:
         s.begin()
         ticket = make_ticket(s, inbound)
-        queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
+        queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
         s.rollback()
     with session_factory() as s:
         assert s.scalars(select(OutboxItem)).all() == []
@@ -178,7 +178,7 @@ def test_header_injection_is_impossible(
     with session_factory.begin() as s:
         ticket = make_ticket(s, inbound)
         # the ticket subject (shown in the body) carries the same payload
-        queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
+        queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
     with session_factory() as s:
         item = s.scalars(select(OutboxItem)).one()
     raw = base64.b64decode(item.payload["message_b64"])
@@ -204,7 +204,7 @@ def test_templates_path_overrides_and_errors_are_clear(
     with session_factory.begin() as s:
         ticket = make_ticket(s, inbound)
         queue_auto_reply(
-            s, cfg, ticket, inbound, template="ticket_created", now=NOW, extra={"team": "Ops"}
+            work(s), cfg, ticket, inbound, template="ticket_created", now=NOW, extra={"team": "Ops"}
         )
         item = s.scalars(select(OutboxItem)).one()
     msg = _sent(item)

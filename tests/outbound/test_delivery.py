@@ -18,7 +18,7 @@ from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
 from mailticket.settings import Settings
 from mailticket.store.outbox import RetryPolicy
 from mailticket.store.outbox_models import OutboxItem, as_utc
-from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
+from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed, work
 from tests.smtp_sink import SmtpSink, free_port
 
 POLICY = RetryPolicy(base_delay=timedelta(seconds=30), max_delay=timedelta(hours=1))
@@ -39,7 +39,7 @@ def _queue(session_factory: sessionmaker[Session], cfg: Settings, n: int = 1) ->
         for _ in range(n):
             inbound = parsed()
             ticket = make_ticket(s, inbound)
-            queued = queue_auto_reply(s, cfg, ticket, inbound, template="ticket_created", now=NOW)
+            queued = queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
             ids.append(queued.outbox_id)
     return ids
 

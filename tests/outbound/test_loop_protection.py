@@ -18,7 +18,7 @@ from mailticket.store.models import EmailLog
 from mailticket.store.outbox_models import OutboxItem
 from mailticket.types import Classification, ParsedEmail
 from mailticket.workflows.registry import ActionContext, ActionError, get_action
-from tests.outbound.helpers import NOW, human, mail_settings, make_ticket, parsed
+from tests.outbound.helpers import NOW, human, mail_settings, make_ticket, parsed, work
 
 NO_REPLY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("auto-submitted", {"headers": {"Auto-Submitted": "auto-replied"}}, "Auto-Submitted"),
@@ -67,7 +67,7 @@ def test_never_answered(
 ) -> None:
     cfg = mail_settings(settings, own_addresses=["Billing@Example.com"])
     with session_factory() as s:
-        ok, why = should_auto_reply(s, cfg, parsed(**fields), human(), now=NOW)
+        ok, why = should_auto_reply(work(s), cfg, parsed(**fields), human(), now=NOW)
     assert not ok
     assert reason in why
 
@@ -78,7 +78,7 @@ def test_automated_labels_are_never_answered(
 ) -> None:
     with session_factory() as s:
         ok, why = should_auto_reply(
-            s, mail_settings(settings), parsed(), Classification(label, 0.9), now=NOW
+            work(s), mail_settings(settings), parsed(), Classification(label, 0.9), now=NOW
         )
     assert (ok, why) == (False, f"classified as {label}")
 
@@ -100,7 +100,7 @@ def test_ordinary_human_mail_is_answered(
 ) -> None:
     with session_factory() as s:
         assert should_auto_reply(
-            s, mail_settings(settings), parsed(**fields), human(), now=NOW
+            work(s), mail_settings(settings), parsed(**fields), human(), now=NOW
         ) == (
             True,
             "ok",
@@ -110,7 +110,7 @@ def test_ordinary_human_mail_is_answered(
 def test_disabled_by_setting(settings: Settings, session_factory: sessionmaker[Session]) -> None:
     cfg = mail_settings(settings, auto_reply_enabled=False)
     with session_factory() as s:
-        ok, why = should_auto_reply(s, cfg, parsed(), human(), now=NOW)
+        ok, why = should_auto_reply(work(s), cfg, parsed(), human(), now=NOW)
     assert not ok and "AUTO_REPLY_ENABLED" in why
 
 
@@ -121,11 +121,11 @@ def test_rate_limit_per_recipient_and_window(
     with session_factory.begin() as s:
         for minute in range(10):
             inbound = parsed()
-            ok, _ = should_auto_reply(s, cfg, inbound, human(), now=NOW)
+            ok, _ = should_auto_reply(work(s), cfg, inbound, human(), now=NOW)
             assert ok
             ticket = make_ticket(s, inbound)
             queue_auto_reply(
-                s,
+                work(s),
                 cfg,
                 ticket,
                 inbound,
@@ -134,18 +134,18 @@ def test_rate_limit_per_recipient_and_window(
             )
     with session_factory() as s:
         eleventh = NOW + timedelta(minutes=30)
-        ok, why = should_auto_reply(s, cfg, parsed(), human(), now=eleventh)
+        ok, why = should_auto_reply(work(s), cfg, parsed(), human(), now=eleventh)
         assert not ok
         assert "rate limit: 10 auto-replies to carla@customer.example in the last 3h" in why
         # another sender is not affected
         assert should_auto_reply(
-            s, cfg, parsed(from_address="dave@customer.example"), human(), now=eleventh
+            work(s), cfg, parsed(from_address="dave@customer.example"), human(), now=eleventh
         ) == (True, "ok")
         # once the window has moved past the first reply, one more is allowed
         later = NOW + timedelta(hours=3, seconds=1)
-        assert should_auto_reply(s, cfg, parsed(), human(), now=later) == (True, "ok")
+        assert should_auto_reply(work(s), cfg, parsed(), human(), now=later) == (True, "ok")
         tight = mail_settings(settings, auto_reply_rate_limit=3, auto_reply_rate_window="1h")
-        ok, why = should_auto_reply(s, tight, parsed(), human(), now=eleventh)
+        ok, why = should_auto_reply(work(s), tight, parsed(), human(), now=eleventh)
         assert not ok and "in the last 1h" in why
 
 
@@ -160,7 +160,7 @@ def _ctx(session: Session, cfg: Settings, email: ParsedEmail, **kw: Any) -> Acti
     session.add(log)
     session.flush()
     return ActionContext(
-        session=session,
+        work=work(session),
         settings=cfg,
         email=email,
         classification=kw.pop("classification", human()),

@@ -13,7 +13,7 @@ from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.settings import Settings
 from mailticket.store.outbox import RetryPolicy
 from mailticket.store.outbox_models import OutboxItem
-from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed
+from tests.outbound.helpers import NOW, mail_settings, make_ticket, parsed, work
 from tests.smtp_sink import SmtpSink
 
 POLICY = RetryPolicy(base_delay=timedelta(seconds=30))
@@ -30,7 +30,7 @@ def _queue(session_factory: sessionmaker[Session], cfg: Settings) -> int:
         inbound = parsed()
         ticket = make_ticket(s, inbound)
         return queue_auto_reply(
-            s, cfg, ticket, inbound, template="ticket_created", now=NOW
+            work(s), cfg, ticket, inbound, template="ticket_created", now=NOW
         ).outbox_id
 
 

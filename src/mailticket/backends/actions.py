@@ -4,11 +4,16 @@ A push opens a pending link and queues the remote create in the message's own tr
 from then on every further email linked to the ticket is queued as a comment (with its
 attachments) to each instance the ticket is linked to. A broken link blocks both: the
 action reports it and does nothing unless `new_if_broken` asks for a fresh remote ticket.
+
+Local status changes go out the same way, whatever made them: each link remembers the
+status its remote twin should have (`expected_status`), and a ticket whose status differs
+(an agent's PATCH, a customer's reply reopening a resolved ticket) queues the change.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -109,7 +114,7 @@ def push_to_backend(ctx: ActionContext, params: PushToBackendParams) -> dict[str
             "re-link it or push with new_if_broken",
             "link_id": current.id,
         }
-    link = links.open_pending(ctx.session, ticket.id, params.backend)
+    link = links.open_pending(ctx.session, ticket.id, params.backend, status=ticket.status)
     draft = _draft(ctx, ticket, params, dict(instance.config.custom_field_mappings))
     item = enqueue_op(
         ctx.session, backend=params.backend, operation="create_ticket", ticket_id=ticket.id,
@@ -135,6 +140,10 @@ def mirror_followup(ctx: ActionContext) -> list[str]:
         return []
     pushed = set(ctx.notes.get(PUSHED_NOTE, ()))
     queued: list[str] = []
+    ticket = ctx.ticket if ctx.ticket is not None else ctx.session.get_one(Ticket, ticket_id)
+    # A customer's reply reopens a resolved ticket: the reopen goes out before the comment.
+    queue_ticket_update(ctx.session, ticket, status=ticket.status,
+                        stamp=f"mail:{ctx.email.message_id}")
     current: list[RemoteLink] = links.links_of(ctx.session, ticket_id)
     for link in current:
         if link.backend in pushed:
@@ -161,36 +170,54 @@ def mirror_followup(ctx: ActionContext) -> list[str]:
     return queued
 
 
+def _believed(link: RemoteLink) -> str:
+    """The local status the remote twin is believed to be in."""
+    if link.expected_status:
+        return link.expected_status
+    by_remote = {"open": "open", "pending": "pending", "resolved": "resolved",
+                 "closed": "closed", "canceled": "closed"}
+    return by_remote.get(link.last_status or "", "open")
+
+
 def queue_ticket_update(
     session: Session, ticket: Ticket, *, status: str | None = None, priority: str | None = None,
     stamp: str | None = None,
 ) -> list[str]:
     """Queue a local status/priority change to every live remote twin; instance names.
 
-    For the API and CLI, called in the transaction that changes the ticket. Changes that
-    came *from* a backend (sync.py) do not call this, so nothing echoes back. `stamp`
-    tells two changes to the same values apart (default: the ticket's updated_at).
+    Called in the transaction that changes the ticket (API, CLI, a reopening reply). A
+    status already sent, or already learned from the backend (sync.py keeps
+    `expected_status`), queues nothing, so remote changes never echo back. `stamp` names
+    the change, so the same change queued twice is one operation (a mail's Message-ID);
+    without one, every call is a change of its own (two reopens within the same second of
+    `updated_at` are still two).
     """
     if status is None and priority is None:
         return []
-    when = stamp or (ticket.updated_at.isoformat() if ticket.updated_at else "")
+    when = stamp or uuid.uuid4().hex
     queued = []
     for link in links.links_of(session, ticket.id):
         if link.state == "broken":
             continue
-        if status in ("closed", "resolved") and priority is None:
+        send_status = status if status is not None and status != _believed(link) else None
+        if send_status is None and priority is None:
+            continue
+        if send_status is not None:
+            link.expected_status = send_status
+        if send_status in ("closed", "resolved") and priority is None:
             enqueue_op(
                 session, backend=link.backend, operation="close_ticket", ticket_id=ticket.id,
-                payload={"resolution": None, "local_status": status},
-                key_parts=(ticket.id, link.id, status, when),
+                payload={"resolution": None, "local_status": send_status},
+                key_parts=(ticket.id, link.id, send_status, when),
             )
         else:
             enqueue_op(
                 session, backend=link.backend, operation="patch_ticket", ticket_id=ticket.id,
-                payload={"patch": {"status": status, "priority": priority}},
-                key_parts=(ticket.id, link.id, status, priority, when),
+                payload={"patch": {"status": send_status, "priority": priority}},
+                key_parts=(ticket.id, link.id, send_status, priority, when),
             )
         queued.append(link.backend)
+    session.flush()
     return queued
 
 

@@ -3,7 +3,11 @@
 The API host depends on the tenant's zone, found by an anonymous `zoneInformation?user=`
 lookup that is cached per API user (process-wide: every call counts against the tenant's
 shared 10,000 requests/hour). Autotask has no idempotency key; the op key goes into
-`externalID` (50 chars at most) and is queried before a retried create. Autotask reports
+`externalID` (50 chars at most) and is queried before a retried create. Notes have no such
+field: each note's description ends with a footer `[mailticket ref m2t-…]`, queried with
+`contains` after a lost answer and telling our notes from the technicians'. The ticket's
+description footer carries our ticket number. The contact is the company's Contact with
+the requester's address (or a new one, or `default_contact_id`). Autotask reports
 validation failures and bad credentials as HTTP 500 with `{"errors": [...]}`, so the message
 decides the class. Closing follows the Backupchecks rule: a ticket with time entries is
 never completed by us; it gets an internal note for the technician instead.
@@ -16,7 +20,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -31,18 +35,24 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
+    RemoteComment,
     RemoteRef,
     RemoteTicket,
     TicketBackend,
     TicketDraft,
     TicketPatch,
     WebhookEvent,
+    marker_in,
+    op_marker,
+    text_with_footer,
 )
 from mailticket.backends.errors import (
     AuthError,
     BackendError,
     NotFound,
     Transient,
+    Unsupported,
     ValidationError,
     WebhookSignatureError,
 )
@@ -81,6 +91,10 @@ class AutotaskConfig(BackendConfig):
     publish_internal: int = 2  # "Internal Only" on a default tenant (verify per tenant)
     poll_field: str = "lastActivityDate"
     webhook_secret: SecretStr | None = None
+    # The ticket's contact when the company has none with the requester's address: a new
+    # Contact (create_requester), else this one (neither: no contact).
+    create_requester: bool = False
+    default_contact_id: int | None = None
     # The tenant-wide budget is shared with every other integration: stay well inside it.
     max_requests_per_hour: float | None = 10_000
     max_burst: int = 3
@@ -169,8 +183,9 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
         when = None
         if isinstance(stamp, str):
             when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        resolution = str(item.get("resolution") or "").strip() or None
         return RemoteTicket(self._ref(item, web), status, self.normalize_status(status, STATUSES),
-                            when, item)
+                            when, item, resolution=resolution)
 
     def _item_id(self, body: Any) -> str:
         if not isinstance(body, dict) or body.get("itemId") is None:
@@ -187,7 +202,7 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
         base, _ = await self._zone()
         return f"Autotask zone {base} as {self.config.username}"
 
-    async def refresh_reference_data(self) -> dict[str, int]:
+    async def refresh_reference_data(self) -> ReferenceData:
         body = await self._send("GET", "Tickets/entityInformation/fields")
         wanted = {"queueID": "queues", "source": "sources", "status": "statuses",
                   "priority": "priorities"}
@@ -204,16 +219,45 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
             if value is not None and value not in self.reference.get(kind, {}):
                 raise ValidationError(f"configured {kind[:-1]} {value} is not an active "
                                       f"Autotask {kind[:-1]}", backend=self.name)
-        return {kind: len(values) for kind, values in self.reference.items()}
+        return {kind: {str(k): v for k, v in values.items()}
+                for kind, values in self.reference.items()}
+
+    async def _contact(self, draft: TicketDraft) -> int | None:
+        cfg = self.config
+        email = (draft.requester_email or "").strip()
+        if email:
+            body = await self._send("POST", "Contacts/query", json={
+                "filter": [{"op": "eq", "field": "emailAddress", "value": email},
+                           {"op": "eq", "field": "companyID", "value": cfg.company_id}],
+                "includeFields": ["id"], "maxRecords": 1,
+            })
+            items = body.get("items") or []
+            if items:
+                return int(items[0]["id"])
+            if cfg.create_requester:
+                name = (draft.requester_name or email.split("@")[0]).strip()
+                first, _, last = name.rpartition(" ")
+                made = await self._send("POST", f"Companies/{cfg.company_id}/Contacts", json={
+                    "companyID": cfg.company_id, "firstName": (first or name)[:50],
+                    "lastName": (last or name)[:50], "emailAddress": email[:254],
+                    "isActive": 1,
+                })
+                return int(self._item_id(made))
+        return cfg.default_contact_id
 
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
         cfg = self.config
+        # The description holds 8000 characters: the footer is kept, the text shortened.
+        text = text_with_footer(draft.text[:7800], op_key, draft.local_number)
         body: dict[str, Any] = {
             "companyID": cfg.company_id, "title": draft.subject[:255],
-            "description": draft.text[:8000], "status": cfg.status_new,
+            "description": text[:8000], "status": cfg.status_new,
             "priority": cfg.priorities.get(draft.priority, cfg.priorities["normal"]),
             "externalID": op_key[:50],
         }
+        contact = await self._contact(draft)
+        if contact is not None:
+            body["contactID"] = contact
         if cfg.queue_id is not None:
             body["queueID"] = cfg.queue_id
         if cfg.source is not None:
@@ -240,14 +284,24 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
             raise NotFound(f"ticket {ref.id} does not exist", backend=self.name, status=200)
         return self._ticket(item, (await self._zone())[1])
 
+    async def missing_tickets(self, refs: Sequence[RemoteRef]) -> set[str]:
+        ids = [int(r.id) for r in refs if r.id.isdigit()]
+        if not ids:
+            return set()
+        body = await self._send("POST", "Tickets/query", json={
+            "filter": [{"op": "in", "field": "id", "value": ids}],
+            "includeFields": ["id"], "maxRecords": 500,
+        })
+        return {str(i) for i in ids} - {str(t.get("id")) for t in body.get("items") or []}
+
     async def patch_ticket(self, ref: RemoteRef, patch: TicketPatch) -> RemoteTicket:
         if patch.status in ("resolved", "closed"):
             return await self.close_ticket(ref)
         body: dict[str, Any] = {"id": int(ref.id)}
         if patch.status is not None:
             if patch.status not in self.config.local_statuses:
-                raise ValidationError(f"no Autotask status for {patch.status!r}",
-                                      backend=self.name)
+                raise Unsupported(f"no Autotask status for {patch.status!r} (local_statuses)",
+                                  backend=self.name)
             body["status"] = self.config.local_statuses[patch.status]
         if patch.priority is not None:
             body["priority"] = self.config.priorities.get(patch.priority, 2)
@@ -268,8 +322,9 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
         if await self.has_time_entries(ref):
             # Someone billed time: completing it is the technician's call, not ours.
             await self._note(ref, "mailticket: resolved by the requester",
-                             f"{text}\n\nNot completed automatically: the ticket has time "
-                             "entries.", public=False)
+                             text_with_footer(f"{text}\n\nNot completed automatically: the "
+                                              "ticket has time entries.", f"close{ref.id}"),
+                             public=False)
         else:
             await self._send("PATCH", "Tickets", json={
                 "id": int(ref.id), "status": self.config.status_complete, "resolution": text})
@@ -284,7 +339,36 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
 
     async def create_comment(self, ref: RemoteRef, comment: CommentDraft, *, op_key: str) -> str:
         title = comment.text.strip().splitlines()[0][:80] if comment.text.strip() else "Note"
-        return await self._note(ref, title, comment.text, public=comment.public)
+        return await self._note(ref, title, text_with_footer(comment.text[:31000], op_key),
+                                public=comment.public)
+
+    async def _notes(self, ref: RemoteRef, *more: dict[str, Any]) -> list[dict[str, Any]]:
+        body = await self._send("POST", "TicketNotes/query", json={
+            "filter": [{"op": "eq", "field": "ticketID", "value": int(ref.id)}, *more],
+            "maxRecords": 500,
+        })
+        return [n for n in body.get("items") or [] if isinstance(n, dict)]
+
+    async def find_comment_by_op_key(self, ref: RemoteRef, op_key: str) -> str | None:
+        marker = op_marker(op_key)
+        for note in await self._notes(ref, {"op": "contains", "field": "description",
+                                            "value": marker}):
+            if marker_in(str(note.get("description") or "")) == marker:
+                return str(note["id"])
+        return None
+
+    async def list_comments(self, ref: RemoteRef) -> list[RemoteComment]:
+        out = []
+        for note in await self._notes(ref):
+            text = str(note.get("description") or "")
+            stamp = note.get("createDateTime")
+            when = (datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                    if isinstance(stamp, str) else None)
+            out.append(RemoteComment(
+                ref, str(note["id"]), text, note.get("publish") == self.config.publish_public,
+                str(note.get("creatorResourceID") or "") or None, when, op_key=marker_in(text),
+            ))
+        return out
 
     async def create_attachment(
         self, ref: RemoteRef, attachment: AttachmentDraft, *, public: bool, op_key: str

@@ -6,8 +6,10 @@ group `mailticket.backends` (see registry.py), so a third party can ship one in 
 
 Every create takes an `op_key`: a stable key derived from ticket / email / operation. Backends
 with native idempotency send it (Zendesk Idempotency-Key), others store it remotely where the
-vendor allows (Autotask externalID, ServiceNow correlation_id, a Jira label...) so that
-`find_by_op_key` can answer "did my earlier, ambiguous create actually happen?".
+vendor keeps data anyway on a stock install (Autotask externalID, ServiceNow correlation_id, a
+Jira label, or a footer line `[mailticket TKT-… ref m2t-…]` in the description or comment text)
+so that `find_by_op_key` and `find_comment_by_op_key` can answer "did my earlier, ambiguous
+create actually happen?". The same footer shows the vendor's users which local ticket it is.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import abc
 import enum
 import hashlib
-from collections.abc import Mapping
+import html
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -62,6 +66,8 @@ class RemoteTicket:
     status: Normalized = Normalized.unknown
     updated_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The vendor's resolution text (iTop solution, ServiceNow close_notes...), when it has one.
+    resolution: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,8 @@ class RemoteComment:
     public: bool
     author: str | None = None
     created_at: datetime | None = None
-    # Set when the backend can tell the comment was created by us (the op key we stored
-    # with it): such comments are never mirrored back.
+    # Set when the backend can tell the comment was created by us (the op key, or the
+    # marker, we stored with it): such comments are never mirrored back.
     op_key: str | None = None
 
 
@@ -137,6 +143,45 @@ def op_key(backend: str, *parts: object) -> str:
     return digest.hexdigest()
 
 
+# --- the footer: our ticket number and operation marker, in text the vendor keeps --------
+# Only letters and digits, so a marker is safe inside OQL, JQL, sysparm queries and filters.
+_UNSAFE = re.compile(r"[^0-9A-Za-z]")
+_FOOTER = re.compile(r"\[mailticket(?: (?P<number>[^\s\]]+))? ref (?P<marker>m2t-[0-9A-Za-z]+)\]")
+MARKER_LENGTH = 20  # hex characters: 80 bits, unique enough among one vendor's tickets
+
+
+def op_marker(op_key: str) -> str:
+    """The short, query-safe form of an op key that goes into text (m2t-<20 hex>)."""
+    return "m2t-" + _UNSAFE.sub("", op_key)[:MARKER_LENGTH]
+
+
+def footer(op_key: str, number: str | None = None) -> str:
+    """`[mailticket TKT-… ref m2t-…]`: says which local ticket and which operation it was."""
+    return f"[mailticket{' ' + number if number else ''} ref {op_marker(op_key)}]"
+
+
+def marker_in(text: str | None) -> str | None:
+    """The marker of the last footer in `text` (the one we appended), or None."""
+    found = list(_FOOTER.finditer(text or ""))
+    return found[-1].group("marker") if found else None
+
+
+def number_in(text: str | None) -> str | None:
+    found = list(_FOOTER.finditer(text or ""))
+    return found[-1].group("number") if found else None
+
+
+def text_with_footer(text: str, op_key: str, number: str | None = None) -> str:
+    return f"{text.rstrip()}\n\n{footer(op_key, number)}"
+
+
+def html_with_footer(body: str, op_key: str, number: str | None = None) -> str:
+    return f"{body}<p>{html.escape(footer(op_key, number))}</p>"
+
+
+ReferenceData = dict[str, dict[str, str]]  # kind ("queues") -> vendor id -> label
+
+
 class BackendConfig(BaseModel):
     """Base for each backend's own settings; secrets are SecretStr so they never print."""
 
@@ -152,6 +197,10 @@ class BackendConfig(BaseModel):
     # e.g. Autotask's tenant-wide 10,000 requests/hour.
     max_requests_per_hour: float | None = None
     max_burst: int = 10
+    # How often the poll checks that linked remote tickets still exist (seconds; 0: never),
+    # and how many it asks about per request. A deletion is otherwise only seen on a write.
+    existence_check_interval: float = 3600.0
+    existence_check_batch: int = 50
 
 
 C = TypeVar("C", bound=BackendConfig)
@@ -222,7 +271,14 @@ class TicketBackend(abc.ABC, Generic[C]):
         return []
 
     async def find_comment_by_op_key(self, ref: RemoteRef, op_key: str) -> str | None:
-        """Remote id of a comment created with this key; None when absent or unknowable."""
+        """Remote id of a comment created with this key; None when absent.
+
+        The default looks for the marker in the ticket's listed comments, which is where
+        every backend without a native key puts it."""
+        wanted = op_marker(op_key)
+        for comment in await self.list_comments(ref):
+            if comment.op_key in (op_key, wanted):
+                return comment.id
         return None
 
     async def find_attachment_by_op_key(
@@ -244,8 +300,28 @@ class TicketBackend(abc.ABC, Generic[C]):
 
         raise Unsupported("webhooks are not supported", backend=self.name)
 
-    async def refresh_reference_data(self) -> dict[str, int]:
-        """Re-read vendor reference data (queues, sources...); returns counts by kind."""
+    async def missing_tickets(self, refs: Sequence[RemoteRef]) -> set[str]:
+        """Ids among `refs` (one batch) the vendor says no longer exist.
+
+        The default reads each ticket; backends with a batch query override it. A caller
+        still confirms each one with `get_ticket` before believing it."""
+        from mailticket.backends.errors import NotFound, Unsupported
+
+        gone = set()
+        for ref in refs:
+            try:
+                await self.get_ticket(ref)
+            except NotFound:
+                gone.add(ref.id)
+            except Unsupported:
+                return set()
+        return gone
+
+    async def refresh_reference_data(self) -> ReferenceData:
+        """Re-read vendor reference data (queues, groups, states...): kind -> id -> label.
+
+        Implementations also check that the ids the instance is configured with exist, and
+        raise ValidationError naming the setting when one does not."""
         return {}
 
     def default_statuses(self) -> Mapping[str, Normalized]:

@@ -3,9 +3,15 @@
 Each remote operation is an outbox row written with the local change that causes it. The
 handler here performs one row: it maps the backend error tree onto the outbox's retry
 semantics (429 Retry-After honoured, transient failures backed off, the rest dead-lettered
-with the vendor's message), probes `find_by_op_key` before any repeated create so an
-ambiguous first try never makes a second remote ticket, and marks a link broken when the
-remote ticket turns out to be gone (404) instead of recreating it.
+with the vendor's message), probes `find_by_op_key` / `find_comment_by_op_key` before any
+repeated create so an ambiguous first try never makes a second remote object, and marks a
+link broken only when a read of the remote ticket itself confirms it is gone (a "not found"
+from a write may be about anything the request names, such as a wrong agent id).
+
+Operations on one remote ticket are performed in the order they were queued: an item whose
+earlier sibling is still waiting is deferred (without using up an attempt), so a retried
+comment can never land after a later one. An operation the backend cannot perform at all
+(a status it has no way to represent) is parked as "unable", never reported as done.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.backends import links
@@ -28,7 +35,7 @@ from mailticket.backends.base import (
     TicketPatch,
     op_key,
 )
-from mailticket.backends.errors import BackendError, NotFound, RateLimited
+from mailticket.backends.errors import BackendError, NotFound, RateLimited, Unsupported
 from mailticket.backends.models import RemoteLink
 from mailticket.backends.registry import BackendRegistry, UnknownBackend
 from mailticket.reading.parsing import parse_email
@@ -36,18 +43,50 @@ from mailticket.settings import Settings
 from mailticket.store import outbox
 from mailticket.store.models import EmailLog, RawMessage
 from mailticket.store.outbox import (
+    Deferred,
+    DeliveryError,
     DrainReport,
     OutboxItem,
     PermanentError,
     RetryPolicy,
     TransientError,
+    Unperformable,
 )
+from mailticket.store.outbox_models import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 KIND = "backend"
 OPERATIONS = ("create_ticket", "create_comment", "create_attachment", "patch_ticket", "close_ticket")
+STATUS_OPERATIONS = ("patch_ticket", "close_ticket")
+OPEN = ("pending", "in_flight")
 T = TypeVar("T")
+
+
+def earlier_open_item(session: Session, item: OutboxItem) -> OutboxItem | None:
+    """The oldest operation queued before `item` for the same ticket and instance that is
+    still to be performed (dead and unable ones no longer hold the queue up)."""
+    return session.scalars(
+        select(OutboxItem)
+        .where(
+            OutboxItem.kind == KIND, OutboxItem.target == item.target,
+            OutboxItem.ticket_id == item.ticket_id, OutboxItem.id < item.id,
+            OutboxItem.status.in_(OPEN),
+        )
+        .order_by(OutboxItem.id)
+        .limit(1)
+    ).first()
+
+
+def status_change_waiting(session: Session, ticket_id: int, backend: str) -> bool:
+    """Is a local status change for this ticket still on its way to `backend`?"""
+    return session.scalars(
+        select(OutboxItem.id).where(
+            OutboxItem.kind == KIND, OutboxItem.target == backend,
+            OutboxItem.ticket_id == ticket_id, OutboxItem.operation.in_(STATUS_OPERATIONS),
+            OutboxItem.status.in_(OPEN),
+        ).limit(1)
+    ).first() is not None
 
 
 def policy_for(settings: Settings) -> RetryPolicy:
@@ -159,6 +198,7 @@ class BackendDelivery:
             backend = self.backend(item.target)
         except UnknownBackend as exc:
             raise PermanentError(f"{exc}; add it to BACKENDS_FILE, then retry") from exc
+        self._wait_for_earlier(item)
         link: _Link | None = None
         try:
             if item.operation == "create_ticket":
@@ -167,21 +207,71 @@ class BackendDelivery:
             assert link.ref is not None
             return await self._on_linked(backend, item, link.id, link.ref)
         except NotFound as exc:
-            if link is not None:
-                reason, broken_id = str(exc), link.id
-                self._tx(lambda s: links.mark_broken(s, s.get_one(RemoteLink, broken_id), reason))
-                shown = (link.ref.key or link.ref.id) if link.ref else "?"
-                raise PermanentError(
-                    f"remote ticket {shown} no longer exists ({reason}); "
-                    "link marked broken, nothing recreated"
-                ) from exc
-            raise PermanentError(str(exc)) from exc
+            if link is None or link.ref is None:
+                raise PermanentError(_describe(exc)) from exc
+            raise await self._break_if_gone(backend, link, exc) from exc
+        except Unsupported as exc:
+            raise Unperformable(
+                f"{backend.kind} cannot {item.operation.replace('_', ' ')} here: {exc}"
+            ) from exc
         except RateLimited as exc:
             raise TransientError(_describe(exc), retry_after=exc.retry_after) from exc
         except BackendError as exc:
             if exc.retryable:
                 raise TransientError(_describe(exc)) from exc
             raise PermanentError(_describe(exc)) from exc
+
+    def _wait_for_earlier(self, item: OutboxItem) -> None:
+        def load(session: Session) -> tuple[int, str, str, datetime] | None:
+            found = earlier_open_item(session, item)
+            if found is None:
+                return None
+            return found.id, found.operation, found.status, as_utc(found.next_attempt_at)
+
+        earlier = self._tx(load)
+        if earlier is None:
+            return
+        eid, operation, status, due = earlier
+        # Due when the earlier one is (it may succeed then); soon, if it is being tried now.
+        wait = 1.0 if status == "in_flight" else max((due - utcnow()).total_seconds(), 0) + 1
+        raise Deferred(
+            f"waiting for operation #{eid} ({operation}) on the same remote ticket to be "
+            "delivered first", retry_after=wait,
+        )
+
+    async def _break_if_gone(
+        self, backend: TicketBackend[Any], link: _Link, exc: NotFound
+    ) -> DeliveryError:
+        """A write said "not found": only a read of the ticket itself tells whether the
+        ticket is gone or the error is about something else the request named. Returns
+        the outcome to raise."""
+        assert link.ref is not None
+        shown = link.ref.key or link.ref.id
+        try:
+            await backend.get_ticket(link.ref)
+        except NotFound as gone:
+            reason, broken_id = str(exc), link.id
+            self._tx(lambda s: links.mark_broken(s, s.get_one(RemoteLink, broken_id), reason))
+            return PermanentError(
+                f"remote ticket {shown} no longer exists ({reason}; read back: {gone}); "
+                "link marked broken, nothing recreated"
+            )
+        except Unsupported:
+            return PermanentError(
+                f"{_describe(exc)} (the remote ticket cannot be read back to tell whether it "
+                "is gone; link kept)"
+            )
+        except BackendError as read:
+            if read.retryable:
+                return TransientError(
+                    f"{_describe(exc)}; reading {shown} back to check failed: {read}"
+                )
+            return PermanentError(f"{_describe(exc)}; reading {shown} back: {read}")
+        return PermanentError(
+            f"{_describe(exc)}, but remote ticket {shown} still exists: the error is about "
+            "something else the request names (a wrong id in the instance's configuration?); "
+            "link kept"
+        )
 
     def _usable_link(self, item: OutboxItem) -> _Link:
         assert item.ticket_id is not None
@@ -193,8 +283,11 @@ class BackendDelivery:
                 f"the link to {item.target} is broken ({link.reason}); re-link or push anew"
             )
         if link.ref is None:
-            # The create is still queued (or failing); this op waits its turn behind it.
-            raise TransientError(f"waiting for the remote ticket in {item.target} to exist")
+            # Nothing earlier is waiting (checked above), so the create failed for good.
+            raise PermanentError(
+                f"the remote ticket in {item.target} was never created (its create_ticket "
+                "operation failed); retry that one first, then this"
+            )
         return link
 
     async def _create_ticket(
@@ -265,6 +358,10 @@ class BackendDelivery:
         def note(s: Session) -> None:
             row = s.get_one(RemoteLink, link_id)
             row.last_status_raw, row.last_status = remote.status_raw[:255], remote.status.value
+            if remote.resolution:
+                # The resolution text we just wrote is ours: never mirrored back.
+                links.remember_comment(s, row, links.resolution_id(remote.resolution), "out",
+                                       None)
 
         self._tx(note)
         return {"status_raw": remote.status_raw, "status": remote.status.value}

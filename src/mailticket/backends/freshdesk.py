@@ -3,8 +3,12 @@
 API key as Basic user with "X" as password. Internal comments are private notes; public ones
 are public notes (a customer's follow-up is "incoming"), or replies, which Freshdesk mails
 to the requester, when `public_as: reply`. Freshdesk has no idempotency and its webhooks are
-unsigned, so: the op key goes into a custom field (configure one, e.g. `cf_mailticket_ref`)
-found again with the search API, and status comes back by polling `updated_since`.
+unsigned, so: the op marker `m2t-…` and our ticket number are tags (stock, searchable with
+`tag:`; a site may name a custom field in `op_key_field` instead), the description and each
+note end with a footer `[mailticket TKT-… ref m2t-…]` (how a note whose answer was lost is
+found, and how ours are told apart), and status comes back by polling `updated_since`. The
+requester is the contact with the address (Freshdesk creates one for an unknown address
+when `create_requester`; else `default_requester_id` / `default_requester_email`).
 """
 
 from __future__ import annotations
@@ -26,14 +30,19 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
     RemoteComment,
     RemoteRef,
     RemoteTicket,
     TicketBackend,
     TicketDraft,
     TicketPatch,
+    footer,
+    html_with_footer,
+    marker_in,
+    op_marker,
 )
-from mailticket.backends.errors import AuthError, ValidationError
+from mailticket.backends.errors import AuthError, Unsupported, ValidationError
 
 STATUSES: dict[str, Normalized] = {
     "2": Normalized.open, "3": Normalized.pending, "4": Normalized.resolved,
@@ -47,7 +56,12 @@ SOURCE_EMAIL = 1
 class FreshdeskConfig(BackendConfig):
     base_url: str  # https://<domain>.freshdesk.com
     api_key: SecretStr
-    op_key_field: str | None = None  # a custom text field such as cf_mailticket_ref
+    # A custom text field the site added (e.g. cf_mailticket_ref); default: a tag.
+    op_key_field: str | None = None
+    # An unknown requester: a new contact (Freshdesk makes it from the address), else this
+    # contact id or address.
+    create_requester: bool = True
+    default_requester_id: int | None = None
     default_requester_email: str | None = None
     public_as: Literal["note", "reply"] = "note"
     close_status: int = 4  # 4 Resolved; 5 Closed
@@ -77,8 +91,6 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
         Cap.INTERNAL_NOTES, Cap.ATTACHMENTS, Cap.CLOSE, Cap.EXTERNAL_ID_LOOKUP, Cap.POLLING,
         Cap.HTML_BODY,
     })
-
-    _my_id: str | None = None  # the API key's agent, read once
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         pair = f"{self.config.api_key.get_secret_value()}:X".encode()
@@ -124,24 +136,58 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
         contact = me.get("contact") or {} if isinstance(me, dict) else {}
         return f"Freshdesk {self.config.base_url}: API key of {contact.get('email', 'an agent')}"
 
+    async def refresh_reference_data(self) -> ReferenceData:
+        groups = await self._call("GET", "/groups", params={"per_page": 100})
+        fields = await self._call("GET", "/ticket_fields")
+        data: ReferenceData = {
+            "groups": {str(g["id"]): str(g.get("name", "")) for g in groups or []},
+            "ticket_fields": {str(f["name"]): str(f.get("label", "")) for f in fields or []},
+        }
+        for f in fields or []:
+            if f.get("type") == "default_status" and isinstance(f.get("choices"), dict):
+                data["statuses"] = {str(k): str(v[0] if isinstance(v, list) else v)
+                                    for k, v in f["choices"].items()}
+        field = self.config.op_key_field
+        if field and field.removeprefix("cf_") not in {
+                n.removeprefix("cf_") for n in data["ticket_fields"]}:
+            raise ValidationError(f"op_key_field {field} is not a ticket field",
+                                  backend=self.name)
+        return data
+
+    async def _requester(self, draft: TicketDraft) -> dict[str, Any]:
+        cfg = self.config
+        email = (draft.requester_email or "").strip().lower()
+        if email:
+            found = await self._call("GET", "/contacts", params={"email": email})
+            for contact in found or []:
+                if str(contact.get("email", "")).lower() == email and contact.get("id"):
+                    return {"requester_id": int(contact["id"])}
+            if cfg.create_requester:
+                named = {"name": draft.requester_name} if draft.requester_name else {}
+                return {"email": email, **named}
+        if cfg.default_requester_id is not None:
+            return {"requester_id": cfg.default_requester_id}
+        if cfg.default_requester_email:
+            return {"email": cfg.default_requester_email}
+        raise ValidationError(f"Freshdesk needs a requester: {email or 'no address'} is no "
+                              "contact (set create_requester, default_requester_id or "
+                              "default_requester_email)", backend=self.name)
+
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
         cfg = self.config
-        email = draft.requester_email or cfg.default_requester_email
-        if not email:
-            raise ValidationError("Freshdesk needs a requester e-mail (set "
-                                  "default_requester_email)", backend=self.name)
         fields = self._fields(draft.custom_fields)
         custom = fields.pop("custom_fields", {})
         if cfg.op_key_field:
             custom[cfg.op_key_field] = op_key
+        tags = [*draft.tags, op_marker(op_key), *([draft.local_number]
+                                                   if draft.local_number else [])]
         body: dict[str, Any] = {
-            "email": email, "subject": draft.subject,
-            "description": draft.html or _html(draft.text), "status": 2,
-            "priority": PRIORITY.get(draft.priority, 2), "source": SOURCE_EMAIL,
-            "tags": list(draft.tags),
+            "subject": draft.subject,
+            "description": html_with_footer(draft.html or _html(draft.text), op_key,
+                                            draft.local_number),
+            "status": 2, "priority": PRIORITY.get(draft.priority, 2), "source": SOURCE_EMAIL,
+            "tags": tags, **await self._requester(draft),
         }
-        if draft.requester_name:
-            body["name"] = draft.requester_name
         body.update(fields)
         if custom:
             body["custom_fields"] = custom
@@ -149,12 +195,14 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
 
     async def find_by_op_key(self, op_key: str) -> RemoteRef | None:
         field = self.config.op_key_field
-        if not field or not op_key.isalnum():
-            return None
-        # Search fields are named without the cf_ prefix; the query is wrapped in quotes.
-        name = field.removeprefix("cf_")
-        out = await self._call("GET", "/search/tickets",
-                               params={"query": f"\"{name}:'{op_key}'\""})
+        if field:
+            if not op_key.isalnum():
+                return None
+            # Search fields are named without the cf_ prefix; the query is wrapped in quotes.
+            query = f"\"{field.removeprefix('cf_')}:'{op_key}'\""
+        else:
+            query = f"\"tag:'{op_marker(op_key)}'\""
+        out = await self._call("GET", "/search/tickets", params={"query": query})
         results = out.get("results") or [] if isinstance(out, dict) else []
         return self._ref(results[0]) if results else None
 
@@ -168,8 +216,8 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
         body: dict[str, Any] = {}
         if patch.status is not None:
             if patch.status not in LOCAL_TO_STATUS:
-                raise ValidationError(f"no Freshdesk status for {patch.status!r}",
-                                      backend=self.name)
+                raise Unsupported(f"no Freshdesk status for {patch.status!r}",
+                                  backend=self.name)
             body["status"] = LOCAL_TO_STATUS[patch.status]
         if patch.priority is not None:
             body["priority"] = PRIORITY.get(patch.priority, 2)
@@ -178,12 +226,12 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
 
     async def close_ticket(self, ref: RemoteRef, resolution: str | None = None) -> RemoteTicket:
         if resolution:
-            await self._call("POST", f"/tickets/{ref.id}/notes",
-                             json={"body": _html(resolution), "private": True})
+            await self._call("POST", f"/tickets/{ref.id}/notes", json={
+                "body": html_with_footer(_html(resolution), f"close{ref.id}"), "private": True})
         return await self._update(ref, {"status": self.config.close_status})
 
     async def create_comment(self, ref: RemoteRef, comment: CommentDraft, *, op_key: str) -> str:
-        body = comment.html or _html(comment.text)
+        body = html_with_footer(comment.html or _html(comment.text), op_key)
         if comment.public and self.config.public_as == "reply":
             out = await self._call("POST", f"/tickets/{ref.id}/reply", json={"body": body})
         else:
@@ -199,7 +247,7 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
         # Attachments ride on a note (multipart attachments[]); the note carries the name.
         out = await self._call(
             "POST", f"/tickets/{ref.id}/notes",
-            data={"body": _html(f"Attachment: {attachment.filename}"),
+            data={"body": _html(f"Attachment: {attachment.filename}\n\n{footer(op_key)}"),
                   "private": "false" if public else "true"},
             files=[("attachments[]", (attachment.filename, attachment.data,
                                       attachment.content_type or "application/octet-stream"))],
@@ -212,19 +260,16 @@ class FreshdeskBackend(TicketBackend[FreshdeskConfig]):
         return str(out["id"])
 
     async def list_comments(self, ref: RemoteRef) -> list[RemoteComment]:
-        """Notes and replies; those written by our API key's agent (attachment notes,
-        resolutions included) are marked ours so they are never mirrored back."""
-        if self._my_id is None:
-            me = await self._call("GET", "/agents/me")
-            self._my_id = str(me.get("id") or "") if isinstance(me, dict) else ""
+        """Notes and replies; ours (attachment notes and resolutions included) end with the
+        marker we wrote, so they are never mirrored back."""
         out = await self._call("GET", f"/tickets/{ref.id}/conversations")
         result = []
         for c in out or []:
-            author = str(c.get("user_id") or "") or None
+            text = str(c.get("body_text") or c.get("body") or "")
             result.append(RemoteComment(
-                ref, str(c.get("id")), str(c.get("body_text") or c.get("body")),
-                not c.get("private", False), author, _when(c.get("created_at")),
-                op_key="ours" if self._my_id and author == self._my_id else None,
+                ref, str(c.get("id")), text, not c.get("private", False),
+                str(c.get("user_id") or "") or None, _when(c.get("created_at")),
+                op_key=marker_in(text) or marker_in(str(c.get("body") or "")),
             ))
         return result
 

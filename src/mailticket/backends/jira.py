@@ -4,8 +4,10 @@ Auth is chosen in the documented order of preference: OAuth2 bearer > PAT (Data 
 > API token (Cloud, Basic email:token) > basic user:password. Jira has no idempotency key,
 so each create carries a label `m2t-<op key>` that `find_by_op_key` searches with JQL
 (search lags behind writes, which is why the outbox row, not the search, is the first
-line of defence). Comments carry two properties: `sd.public.comment` (JSM's internal-note
-flag) and `mailticket` with the op key, so our own comments are recognised when read back.
+line of defence); a second label and the description's footer carry our ticket number.
+Comments carry two properties: `sd.public.comment` (JSM's internal-note flag) and
+`mailticket` with the op key, so our own comments are recognised when read back. The
+reporter is the Jira user (or JSM customer) with the requester's address.
 Admin webhooks are signed `X-Hub-Signature: sha256=<hex HMAC(body)>` and deduplicated on
 `X-Atlassian-Webhook-Identifier`.
 """
@@ -17,7 +19,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -31,6 +33,7 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
     RemoteComment,
     RemoteRef,
     RemoteTicket,
@@ -38,8 +41,14 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     WebhookEvent,
+    text_with_footer,
 )
-from mailticket.backends.errors import BackendError, Unsupported, WebhookSignatureError
+from mailticket.backends.errors import (
+    AuthError,
+    Unsupported,
+    ValidationError,
+    WebhookSignatureError,
+)
 
 # Status names seen on stock Jira / JSM workflows. "Done" is deliberately absent: it is
 # used for both solved and abandoned work, so it must be mapped per site (status_map).
@@ -86,6 +95,11 @@ class JiraConfig(BackendConfig):
     transitions: dict[str, str] = {}
     priority_map: dict[str, str] = {}  # local priority -> Jira priority name; empty: not sent
     webhook_secret: SecretStr | None = None
+    # Reporter when no Jira user has the requester's address (accountId; empty: our user).
+    default_reporter: str | None = None
+    # Create a JSM customer for an unknown requester (service_desk instances; needs the
+    # account's permission to add customers).
+    create_requester: bool = False
 
     @model_validator(mode="after")
     def _some_auth(self) -> JiraConfig:
@@ -172,17 +186,74 @@ class JiraBackend(TicketBackend[JiraConfig]):
         who = (me or {}).get("displayName") or (me or {}).get("emailAddress") or "?"
         return f"authenticated as {who} via {self.auth_header()[1]}"
 
+    async def refresh_reference_data(self) -> ReferenceData:
+        cfg = self.config
+        found = await self._call("GET", "/rest/api/3/project/search", params={"maxResults": 100})
+        data: ReferenceData = {"projects": {
+            str(p.get("key")): str(p.get("name", "")) for p in (found or {}).get("values", [])}}
+        if cfg.project_key not in data["projects"]:
+            raise ValidationError(f"project_key {cfg.project_key} is not a Jira project "
+                                  f"(known: {', '.join(sorted(data['projects']))})",
+                                  backend=self.name)
+        types = await self._call("GET", f"/rest/api/3/issue/createmeta/{cfg.project_key}"
+                                 "/issuetypes")
+        data["issue_types"] = {str(t["id"]): str(t.get("name", ""))
+                               for t in (types or {}).get("issueTypes", [])}
+        if cfg.issue_type not in data["issue_types"].values():
+            raise ValidationError(f"issue_type {cfg.issue_type!r} is not an issue type of "
+                                  f"{cfg.project_key}", backend=self.name)
+        per_type = await self._call("GET", f"/rest/api/3/project/{cfg.project_key}/statuses")
+        data["statuses"] = {str(st["id"]): str(st.get("name", "")) for t in per_type or []
+                            if t.get("name") == cfg.issue_type for st in t.get("statuses", [])}
+        try:
+            flows = await self._call("GET", "/rest/api/3/workflow/search",
+                                     params={"expand": "transitions", "isActive": "true"})
+        except AuthError as exc:
+            if exc.status != 403:
+                raise
+            return data  # reading workflows needs admin rights: transitions stay unknown
+        data["transitions"] = {str(t.get("id")): str(t.get("name", ""))
+                               for w in (flows or {}).get("values", [])
+                               for t in w.get("transitions", [])}
+        wanted = [*cfg.transitions.values(), *([cfg.close_transition] if cfg.close_transition
+                                                 else [])]
+        unknown = [n for n in wanted if n not in data["transitions"].values()]
+        if unknown:
+            raise ValidationError(f"configured transitions {unknown} are not in any active "
+                                  "workflow", backend=self.name)
+        return data
+
+    async def _reporter(self, draft: TicketDraft) -> str | None:
+        email = (draft.requester_email or "").strip().lower()
+        if email:
+            users = await self._call("GET", "/rest/api/2/user/search",
+                                     params={"query": email, "maxResults": 10})
+            for user in users or []:
+                if str(user.get("emailAddress", "")).lower() == email and user.get("accountId"):
+                    return str(user["accountId"])
+            if self.config.create_requester and self.config.service_desk:
+                made = await self._call("POST", "/rest/servicedeskapi/customer", json={
+                    "email": email, "displayName": draft.requester_name or email})
+                if isinstance(made, dict) and made.get("accountId"):
+                    return str(made["accountId"])
+        return self.config.default_reporter
+
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
         summary = " ".join(draft.subject.split())[:255] or "(no subject)"
         labels = [_LABEL_BAD.sub("_", t) for t in draft.tags if t] + [self.op_label(op_key)]
+        if draft.local_number:
+            labels.append(_LABEL_BAD.sub("_", draft.local_number))
         fields: dict[str, Any] = {
             "project": {"key": self.config.project_key},
             "issuetype": {"name": self.config.issue_type},
             "summary": summary,
-            "description": draft.text,
+            "description": text_with_footer(draft.text, op_key, draft.local_number),
             "labels": labels,
             **dict(draft.custom_fields),
         }
+        reporter = await self._reporter(draft)
+        if reporter:
+            fields["reporter"] = {"accountId": reporter}
         priority = self.config.priority_map.get(draft.priority)
         if priority:
             fields["priority"] = {"name": priority}
@@ -208,6 +279,15 @@ class JiraBackend(TicketBackend[JiraConfig]):
         )
         return self._remote(issue)
 
+    async def missing_tickets(self, refs: Sequence[RemoteRef]) -> set[str]:
+        # Bulk fetch leaves out what it cannot find (up to 100 per call).
+        ids = [r.id for r in refs]
+        found = await self._call("POST", "/rest/api/3/issue/bulkfetch", ambiguous=False,
+                                 json={"issueIdsOrKeys": ids, "fields": ["status"]})
+        seen = {str(i.get("id")) for i in (found or {}).get("issues", [])}
+        seen |= {str(i.get("key")) for i in (found or {}).get("issues", [])}
+        return {r.id for r in refs if r.id not in seen and (r.key or "") not in seen}
+
     async def patch_ticket(self, ref: RemoteRef, patch: TicketPatch) -> RemoteTicket:
         fields: dict[str, Any] = dict(patch.fields)
         if patch.priority and self.config.priority_map.get(patch.priority):
@@ -220,11 +300,30 @@ class JiraBackend(TicketBackend[JiraConfig]):
             if patch.status in ("closed", "resolved") and patch.status not in self.config.transitions:
                 return await self.close_ticket(ref)
             name = self.config.transitions.get(patch.status)
-            if name is None:
+            if name is not None:
+                await self._transition(ref, lambda t: t.get("name") == name, None)
+            elif patch.status == "open":
+                await self._reopen(ref)
+            else:
                 raise Unsupported(f"no transition configured for local status {patch.status!r}",
                                   backend=self.name)
-            await self._transition(ref, lambda t: t.get("name") == name, None)
         return await self.get_ticket(ref)
+
+    async def _reopen(self, ref: RemoteRef) -> None:
+        """Back to work: a transition into a "new" status, else an "indeterminate" one."""
+        current = await self.get_ticket(ref)
+        category = ((current.raw.get("fields") or {}).get("status") or {}).get(
+            "statusCategory", {}).get("key")
+        if current.status is Normalized.open or category in ("new", "indeterminate"):
+            return
+
+        def into(cat: str) -> Any:
+            return lambda t: ((t.get("to") or {}).get("statusCategory") or {}).get("key") == cat
+
+        try:
+            await self._transition(ref, into("new"), None)
+        except Unsupported:
+            await self._transition(ref, into("indeterminate"), None)
 
     async def _transition(self, ref: RemoteRef, pick: Any, resolution: str | None) -> None:
         found = await self._call(
@@ -234,8 +333,8 @@ class JiraBackend(TicketBackend[JiraConfig]):
         choices = [t for t in (found or {}).get("transitions", []) if pick(t)]
         if not choices:
             names = ", ".join(t.get("name", "?") for t in (found or {}).get("transitions", []))
-            raise BackendError(f"no matching transition (available: {names or 'none'})",
-                               backend=self.name)
+            raise Unsupported(f"no matching transition from here (available: {names or 'none'})",
+                              backend=self.name)
         chosen = choices[0]
         body: dict[str, Any] = {"transition": {"id": str(chosen["id"])}}
         if resolution and "resolution" in (chosen.get("fields") or {}):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from sqlalchemy import select
@@ -49,8 +50,16 @@ def ref_of(link: RemoteLink) -> RemoteRef:
     return RemoteRef(link.backend, link.remote_id, link.remote_key, link.remote_url)
 
 
-def open_pending(session: Session, ticket_id: int, backend: str) -> RemoteLink:
-    link = RemoteLink(ticket_id=ticket_id, backend=backend, state="pending")
+def resolution_id(text: str) -> str:
+    """A remote resolution text has no id of its own: it is known by its digest."""
+    return "resolution:" + hashlib.sha256(text.strip().encode()).hexdigest()[:32]
+
+
+def open_pending(
+    session: Session, ticket_id: int, backend: str, *, status: str | None = None
+) -> RemoteLink:
+    link = RemoteLink(ticket_id=ticket_id, backend=backend, state="pending",
+                      expected_status=status)
     session.add(link)
     session.flush()
     return link

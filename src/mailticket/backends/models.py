@@ -38,6 +38,10 @@ class RemoteLink(Base):
     broken_reason: Mapped[str | None] = mapped_column(Text)
     last_status_raw: Mapped[str | None] = mapped_column(ClippedString(255))
     last_status: Mapped[str | None] = mapped_column(String(16))  # Normalized value
+    # The local status the remote twin should be in: set when we queue a status change
+    # and when a remote change is applied here. A local status that differs from it (a
+    # customer's reply reopening a resolved ticket) is a change still to send.
+    expected_status: Mapped[str | None] = mapped_column(String(20))
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, default=utcnow, server_default=_DB_NOW
@@ -95,3 +99,5 @@ class SyncCursor(Base):
     backend: Mapped[str] = mapped_column(String(64), primary_key=True)
     updated_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the poll last checked that every linked remote ticket still exists.
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,14 +1,19 @@
 """ServiceNow incidents over the Table API.
 
-Our op key goes into `correlation_id` (and "mailticket" into `correlation_display`) so that a
-create whose answer was lost can be found again before retrying. Customer-visible comments
-are the `comments` journal, internal notes the `work_notes` journal; both are written by a
-PATCH on the incident, which answers with the incident and not the journal entry, so the
-entry id is read back from sys_journal_field. ServiceNow has no signed webhooks: poll.
+Our op key goes into `correlation_id`, and "mailticket TKT-…" into `correlation_display`
+(also the description's footer), so that a create whose answer was lost can be found again
+before retrying and agents see which local ticket it is. Customer-visible comments are the
+`comments` journal, internal notes the `work_notes` journal; both are written by a PATCH on
+the incident, which answers with the incident and not the journal entry, so the entry id is
+read back from sys_journal_field. Each entry ends with a footer `[mailticket ref m2t-…]`: a
+lost answer's entry is found by it (valueLIKE), and our entries are told apart from the
+agents' by it, not by the user name. The caller is the sys_user with the requester's
+address (or a new one, or `caller_id`). ServiceNow has no signed webhooks: poll.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,14 +28,18 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
     RemoteComment,
     RemoteRef,
     RemoteTicket,
     TicketBackend,
     TicketDraft,
     TicketPatch,
+    marker_in,
+    op_marker,
+    text_with_footer,
 )
-from mailticket.backends.errors import AuthError, ValidationError
+from mailticket.backends.errors import AuthError, Unsupported, ValidationError
 
 STAMP = "%Y-%m-%d %H:%M:%S"
 STATES: dict[str, Normalized] = {
@@ -44,7 +53,8 @@ STATES: dict[str, Normalized] = {
 LOCAL_TO_STATE = {"open": "2", "pending": "3", "resolved": "6", "closed": "7", "canceled": "8"}
 # Local priority -> (urgency, impact); ServiceNow derives priority from the pair.
 PRIORITY = {"critical": ("1", "1"), "high": ("1", "2"), "normal": ("2", "2"), "low": ("3", "3")}
-READ_FIELDS = "sys_id,number,state,close_code,sys_updated_on"
+READ_FIELDS = "sys_id,number,state,close_code,close_notes,sys_updated_on"
+OURS = "mailticket"  # correlation_display starts with it on every incident we created
 
 
 class ServiceNowConfig(BackendConfig):
@@ -53,7 +63,8 @@ class ServiceNowConfig(BackendConfig):
     password: SecretStr | None = None
     api_key: SecretStr | None = None  # x-sn-apikey, when token auth is enabled
     table: str = "incident"
-    caller_id: str | None = None
+    caller_id: str | None = None  # when no sys_user has the requester's address
+    create_requester: bool = False  # create a sys_user for an unknown requester
     assignment_group: str | None = None
     contact_type: str = "email"
     close_code: str = "Solved (Permanently)"
@@ -142,6 +153,7 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
             status=self.normalize_status(state, STATES),
             updated_at=_stamp(_value(record, "sys_updated_on")),
             raw=record,
+            resolution=_value(record, "close_notes").strip() or None,
         )
 
     @staticmethod
@@ -160,20 +172,59 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
             ) from exc
         return f"ServiceNow {self.config.base_url}: table {self.config.table} readable"
 
+    async def refresh_reference_data(self) -> ReferenceData:
+        cfg = self.config
+        groups = self._result(await self._call("GET", "/table/sys_user_group", params={
+            "sysparm_query": "active=true", "sysparm_fields": "sys_id,name"})) or []
+        data: ReferenceData = {"groups": {_value(g, "sys_id"): _value(g, "name") for g in groups}}
+        for kind, element in (("states", "state"), ("close_codes", "close_code")):
+            rows = self._result(await self._call("GET", "/table/sys_choice", params={
+                "sysparm_query": f"name={cfg.table}^element={element}^inactive=false",
+                "sysparm_fields": "value,label"})) or []
+            data[kind] = {_value(r, "value"): _value(r, "label") for r in rows}
+        if cfg.assignment_group and cfg.assignment_group not in data["groups"]:
+            raise ValidationError(f"assignment_group {cfg.assignment_group} is not an active "
+                                  "group (sys_user_group)", backend=self.name)
+        if data["close_codes"] and cfg.close_code not in data["close_codes"]:
+            raise ValidationError(f"close_code {cfg.close_code!r} is not a close code of "
+                                  f"{cfg.table} (known: {', '.join(data['close_codes'])})",
+                                  backend=self.name)
+        return data
+
+    async def _caller(self, draft: TicketDraft) -> str | None:
+        email = (draft.requester_email or "").strip()
+        # An encoded query cannot quote: an address with ^ or = is never spliced into one.
+        if email and "^" not in email and "=" not in email:
+            rows = self._result(await self._call("GET", "/table/sys_user", params={
+                "sysparm_query": f"email={email}", "sysparm_limit": "1",
+                "sysparm_fields": "sys_id"})) or []
+            if rows:
+                return _value(rows[0], "sys_id")
+            if self.config.create_requester:
+                name = (draft.requester_name or email.split("@")[0]).strip()
+                first, _, last = name.rpartition(" ")
+                made = self._result(await self._call("POST", "/table/sys_user", json={
+                    "user_name": email, "email": email, "first_name": first or name,
+                    "last_name": last or name}, params={"sysparm_fields": "sys_id"}))
+                if isinstance(made, dict) and _value(made, "sys_id"):
+                    return _value(made, "sys_id")
+        return self.config.caller_id or None
+
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
         cfg = self.config
         urgency, impact = PRIORITY.get(draft.priority, PRIORITY["normal"])
         body: dict[str, Any] = {
             "short_description": draft.subject[:160],
-            "description": draft.text,
+            "description": text_with_footer(draft.text, op_key, draft.local_number),
             "contact_type": cfg.contact_type,
             "urgency": urgency,
             "impact": impact,
             "correlation_id": op_key[:100],
-            "correlation_display": "mailticket",
+            "correlation_display": f"{OURS} {draft.local_number or ''}".strip()[:100],
         }
-        if cfg.caller_id:
-            body["caller_id"] = cfg.caller_id
+        caller = await self._caller(draft)
+        if caller:
+            body["caller_id"] = caller
         if cfg.assignment_group:
             body["assignment_group"] = cfg.assignment_group
         # push_to_backend hands over remote field names already; local names still map.
@@ -197,6 +248,15 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
         })
         return self._ticket(self._result(out) or {})
 
+    async def missing_tickets(self, refs: Sequence[RemoteRef]) -> set[str]:
+        ids = [r.id for r in refs if r.id.isalnum()]
+        if not ids:
+            return set()
+        rows = self._result(await self._call("GET", f"/table/{self.config.table}", params={
+            "sysparm_query": f"sys_idIN{','.join(ids)}", "sysparm_fields": "sys_id",
+            "sysparm_limit": str(len(ids))})) or []
+        return set(ids) - {_value(r, "sys_id") for r in rows}
+
     async def _patch(self, ref: RemoteRef, body: dict[str, Any]) -> dict[str, Any]:
         out = await self._call("PATCH", f"/table/{self.config.table}/{ref.id}", json=body,
                                params={"sysparm_fields": READ_FIELDS})
@@ -211,7 +271,12 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
         body: dict[str, Any] = {}
         if patch.status is not None:
             if patch.status not in LOCAL_TO_STATE:
-                raise ValidationError(f"no ServiceNow state for {patch.status!r}",
+                raise Unsupported(f"no ServiceNow state for {patch.status!r}",
+                                  backend=self.name)
+            if patch.status == "open":
+                current = await self.get_ticket(ref)
+                if current.status in (Normalized.closed, Normalized.canceled):
+                    raise Unsupported(f"a {current.status.value} incident cannot be reopened",
                                       backend=self.name)
             body["state"] = LOCAL_TO_STATE[patch.status]
         if patch.priority is not None:
@@ -231,7 +296,7 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
 
     async def create_comment(self, ref: RemoteRef, comment: CommentDraft, *, op_key: str) -> str:
         element = "comments" if comment.public else "work_notes"
-        record = await self._patch(ref, {element: comment.text})
+        record = await self._patch(ref, {element: text_with_footer(comment.text, op_key)})
         # The PATCH does not name the journal entry it made; read the newest one back.
         out = await self._call("GET", "/table/sys_journal_field", params={
             "sysparm_query": f"element_id={ref.id}^element={element}^ORDERBYDESCsys_created_on",
@@ -242,8 +307,19 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
             return _value(rows[0], "sys_id")
         return f"{ref.id}:{element}:{_value(record, 'sys_updated_on')}"
 
+    async def find_comment_by_op_key(self, ref: RemoteRef, op_key: str) -> str | None:
+        marker = op_marker(op_key)
+        body = await self._call("GET", "/table/sys_journal_field", params={
+            "sysparm_query": f"element_id={ref.id}^valueLIKE{marker}",
+            "sysparm_fields": "sys_id,value",
+        })
+        for row in self._result(body) or []:
+            if marker_in(_value(row, "value")) == marker:
+                return _value(row, "sys_id")
+        return None
+
     async def list_comments(self, ref: RemoteRef) -> list[RemoteComment]:
-        """Both journals, oldest first; entries written by our user are marked ours."""
+        """Both journals, oldest first; ours end with the marker we wrote."""
         out: list[RemoteComment] = []
         for element in ("comments", "work_notes"):
             body = await self._call("GET", "/table/sys_journal_field", params={
@@ -251,12 +327,11 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
                 "sysparm_fields": "sys_id,value,sys_created_on,sys_created_by",
             })
             for row in self._result(body) or []:
-                author = _value(row, "sys_created_by") or None
-                ours = self.config.username is not None and author == self.config.username
+                text = _value(row, "value")
                 out.append(RemoteComment(
-                    ref, _value(row, "sys_id"), _value(row, "value"), element == "comments",
-                    author, _stamp(_value(row, "sys_created_on")),
-                    op_key="ours" if ours else None,
+                    ref, _value(row, "sys_id"), text, element == "comments",
+                    _value(row, "sys_created_by") or None,
+                    _stamp(_value(row, "sys_created_on")), op_key=marker_in(text),
                 ))
         out.sort(key=lambda c: c.created_at or datetime.min.replace(tzinfo=UTC))
         return out
@@ -284,7 +359,7 @@ class ServiceNowBackend(TicketBackend[ServiceNowConfig]):
             since = updated_since.astimezone(UTC) if updated_since.tzinfo else updated_since
             terms.append(f"sys_updated_on>{since.strftime(STAMP)}")
         if self.config.poll_only_ours:
-            terms.append("correlation_display=mailticket")
+            terms.append(f"correlation_displaySTARTSWITH{OURS}")
         terms.append("ORDERBYsys_updated_on")
         offset = int(cursor or 0)
         resp = await self._send("GET", f"/table/{self.config.table}", params={

@@ -5,8 +5,11 @@ from `/authenticate/login`, or `SMAX_AUTH_TOKEN` from `/authenticate/token`); on
 sign in again once, since tokens expire under us. Writes go through `ems/bulk`, whose HTTP
 status says little: `meta.completion_status` and each entity's `completion_status` are
 the outcome. No webhooks and no idempotency: the op key goes into a request property
-(`ExternalProcessReference` by default) that `find_by_op_key` filters on; status is polled
-by `LastUpdateTime` (epoch milliseconds).
+(`ExternalProcessReference`, stock, by default) that `find_by_op_key` filters on; the
+description's footer names our ticket, and each comment's footer `[mailticket ref m2t-…]`
+is how a comment whose answer was lost is found again and how ours are told apart. The
+requester is the Person with the address (or a new Person, or `requested_by_person`).
+Status is polled by `LastUpdateTime` (epoch milliseconds).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,20 +32,30 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
+    RemoteComment,
     RemoteRef,
     RemoteTicket,
     TicketBackend,
     TicketDraft,
     TicketPatch,
+    html_with_footer,
+    marker_in,
 )
-from mailticket.backends.errors import AuthError, Conflict, NotFound, ValidationError
+from mailticket.backends.errors import (
+    AuthError,
+    Conflict,
+    NotFound,
+    Unsupported,
+    ValidationError,
+)
 
 PHASES: dict[str, Normalized] = {
     "Log": Normalized.open, "Classify": Normalized.open, "Escalate": Normalized.open,
     "Fulfill": Normalized.open, "Review": Normalized.resolved, "Accept": Normalized.resolved,
     "Close": Normalized.closed, "Abandon": Normalized.canceled,
 }
-LAYOUT = "Id,DisplayLabel,Status,PhaseId,LastUpdateTime"
+LAYOUT = "Id,DisplayLabel,Status,PhaseId,LastUpdateTime,Solution"
 PRIORITY = {"critical": "CriticalPriority", "high": "HighPriority",
             "normal": "MediumPriority", "low": "LowPriority"}
 _SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -53,12 +67,17 @@ class SmaxConfig(BackendConfig):
     login: str
     password: SecretStr
     auth_mode: Literal["lwsso", "token"] = "lwsso"
-    requested_by_person: str  # Person Id recorded as RequestedByPerson
+    # RequestedByPerson when no Person has the requester's address (a Person Id).
+    requested_by_person: str | None = None
+    create_requester: bool = False  # create a Person for an unknown requester
     submitter_user_id: str | None = None
     op_key_field: str = "ExternalProcessReference"
     close_phase: str = "Close"
     close_status: str = "RequestStatusComplete"
     completion_code: str = "CompletionCodeFulfilled"
+    # A resolved request (Review/Accept) goes back to work here; a closed one cannot.
+    reopen_phase: str = "Fulfill"
+    reopen_status: str = "RequestStatusInProgress"
 
 
 class SmaxBackend(TicketBackend[SmaxConfig]):
@@ -121,9 +140,10 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
             http.fail(f"{method} {path}: not a JSON object", self.name)
         return body
 
-    async def _bulk(self, operation: str, properties: dict[str, Any]) -> dict[str, Any]:
+    async def _bulk(self, operation: str, properties: dict[str, Any],
+                    entity: str = "Request") -> dict[str, Any]:
         body = await self._call("POST", "ems/bulk", json={
-            "entities": [{"entity_type": "Request", "properties": properties}],
+            "entities": [{"entity_type": entity, "properties": properties}],
             "operation": operation,
         })
         results = body.get("entity_result_list") or []
@@ -160,7 +180,8 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
             norm = PHASES.get(phase, Normalized.unknown)
         stamp = props.get("LastUpdateTime")
         when = datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else None
-        return RemoteTicket(self._ref(props), phase, norm, when, props)
+        solution = str(props.get("Solution") or "").strip() or None
+        return RemoteTicket(self._ref(props), phase, norm, when, props, resolution=solution)
 
     async def test_connection(self) -> str:
         self._token = None
@@ -168,11 +189,53 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
         await self._call("GET", "ems/Request", params={"layout": "Id", "size": "1"})
         return f"SMAX {self._host} tenant {self.config.tenant_id} as {self.config.login}"
 
+    async def refresh_reference_data(self) -> ReferenceData:
+        data: ReferenceData = {}
+        for kind, entity, label in (("groups", "PersonGroup", "Name"),
+                                    ("services", "ActualService", "DisplayLabel")):
+            out = await self._call("GET", f"ems/{entity}", params={"layout": f"Id,{label}",
+                                                                     "size": "1000"})
+            data[kind] = {str((e.get("properties") or {}).get("Id")):
+                          str((e.get("properties") or {}).get(label, ""))
+                          for e in out.get("entities") or []}
+        person = self.config.requested_by_person
+        if person:
+            found = await self._call("GET", f"ems/Person/{person}", params={"layout": "Id"})
+            if not found.get("entities"):
+                raise ValidationError(f"requested_by_person {person} is not a SMAX Person",
+                                      backend=self.name)
+        return data
+
+    async def _requested_by(self, draft: TicketDraft) -> str:
+        cfg = self.config
+        email = (draft.requester_email or "").strip()
+        if email and "'" not in email:  # a quote would end the filter's string
+            out = await self._call("GET", "ems/Person", params={
+                "filter": f"Email = '{email}'", "layout": "Id", "size": "1"})
+            entities = out.get("entities") or []
+            if entities:
+                return str((entities[0].get("properties") or {}).get("Id"))
+            if cfg.create_requester:
+                name = (draft.requester_name or email.split("@")[0]).strip()
+                first, _, last = name.rpartition(" ")
+                made = await self._bulk("CREATE", {"Name": name, "Email": email,
+                                                   "FirstName": first, "LastName": last or name},
+                                        entity="Person")
+                if made.get("Id"):
+                    return str(made["Id"])
+        if cfg.requested_by_person:
+            return cfg.requested_by_person
+        raise ValidationError(f"SMAX needs a RequestedByPerson: {email or 'no address'} is no "
+                              "Person (set create_requester or requested_by_person)",
+                              backend=self.name)
+
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
         cfg = self.config
         props: dict[str, Any] = {
-            "DisplayLabel": draft.subject[:250], "Description": draft.html or _html(draft.text),
-            "RequestedByPerson": cfg.requested_by_person,
+            "DisplayLabel": draft.subject[:250],
+            "Description": html_with_footer(draft.html or _html(draft.text), op_key,
+                                            draft.local_number),
+            "RequestedByPerson": await self._requested_by(draft),
             "Priority": PRIORITY.get(draft.priority, "MediumPriority"),
             cfg.op_key_field: op_key,
         }
@@ -200,6 +263,16 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
     async def get_ticket(self, ref: RemoteRef) -> RemoteTicket:
         return self._ticket(await self._read(ref))
 
+    async def missing_tickets(self, refs: Sequence[RemoteRef]) -> set[str]:
+        ids = [r.id for r in refs if _SAFE.fullmatch(r.id)]
+        if not ids:
+            return set()
+        quoted = ",".join(f"'{i}'" for i in ids)
+        out = await self._call("GET", "ems/Request", params={
+            "filter": f"Id in ({quoted})", "layout": "Id", "size": str(len(ids))})
+        return set(ids) - {str((e.get("properties") or {}).get("Id"))
+                           for e in out.get("entities") or []}
+
     async def _update(self, ref: RemoteRef, props: dict[str, Any]) -> RemoteTicket:
         current = await self._read(ref)
         # LastUpdateTime makes the update optimistic: a concurrent edit fails it.
@@ -208,13 +281,21 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
         return await self.get_ticket(ref)
 
     async def patch_ticket(self, ref: RemoteRef, patch: TicketPatch) -> RemoteTicket:
+        cfg = self.config
         if patch.status in ("resolved", "closed"):
             return await self.close_ticket(ref)
         if patch.status not in (None, "open"):
-            raise ValidationError(f"no SMAX phase for {patch.status!r}", backend=self.name)
-        props = {self.config.custom_field_mappings.get(k, k): v for k, v in patch.fields.items()}
+            raise Unsupported(f"no SMAX phase for {patch.status!r}", backend=self.name)
+        props = {cfg.custom_field_mappings.get(k, k): v for k, v in patch.fields.items()}
         if patch.priority is not None:
             props["Priority"] = PRIORITY.get(patch.priority, "MediumPriority")
+        if patch.status == "open":
+            current = await self.get_ticket(ref)
+            if current.status in (Normalized.closed, Normalized.canceled):
+                raise Unsupported(f"a SMAX request in phase {current.status_raw!r} cannot be "
+                                  "reopened", backend=self.name)
+            if current.status is not Normalized.open:
+                props.update(PhaseId=cfg.reopen_phase, Status=cfg.reopen_status)
         return await self._update(ref, props)
 
     async def close_ticket(self, ref: RemoteRef, resolution: str | None = None) -> RemoteTicket:
@@ -227,7 +308,8 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
 
     async def create_comment(self, ref: RemoteRef, comment: CommentDraft, *, op_key: str) -> str:
         body: dict[str, Any] = {
-            "IsSystem": False, "Body": comment.html or _html(comment.text),
+            "IsSystem": False,
+            "Body": html_with_footer(comment.html or _html(comment.text), op_key),
             "PrivacyType": "PUBLIC" if comment.public else "INTERNAL",
             "ActualInterface": "API", "CommentFrom": "User",
         }
@@ -237,6 +319,22 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
         if not out.get("Id"):
             http.fail("comment answered without Id", self.name)
         return str(out["Id"])
+
+    async def list_comments(self, ref: RemoteRef) -> list[RemoteComment]:
+        out = await self._send("GET", f"collaboration/comments/Request/{ref.id}")
+        result = []
+        for c in http.body_of(out) or []:
+            if not isinstance(c, dict):
+                continue
+            text = str(c.get("Body") or "")
+            stamp = c.get("CreateTime")
+            when = datetime.fromtimestamp(int(stamp) / 1000, UTC) if stamp else None
+            author = (c.get("Submitter") or {}).get("UserId")
+            result.append(RemoteComment(ref, str(c.get("Id")), text,
+                                        c.get("PrivacyType") == "PUBLIC",
+                                        str(author) if author else None, when,
+                                        op_key=marker_in(text)))
+        return result
 
     async def create_attachment(
         self, ref: RemoteRef, attachment: AttachmentDraft, *, public: bool, op_key: str
@@ -255,7 +353,7 @@ class SmaxBackend(TicketBackend[SmaxConfig]):
             "file_extension": attachment.filename.rsplit(".", 1)[-1]
             if "." in attachment.filename else "",
             "size": len(attachment.data), "mime_type": mime,
-            "Creator": self.config.submitter_user_id or self.config.requested_by_person,
+            "Creator": self.config.submitter_user_id or self.config.requested_by_person or "",
         }})
         await self._bulk("UPDATE", {
             "Id": ref.id, "LastUpdateTime": current.get("LastUpdateTime"),

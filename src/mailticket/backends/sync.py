@@ -5,13 +5,19 @@ re-read with `get_ticket` (a webhook body may be stale or partial). Backends wit
 webhooks are polled through `query_tickets(updated_since)`. Remote statuses map to local
 ones through the backend's normalisation (configurable `status_map` on each instance) with
 Waldur's resolved / canceled semantics; a status nobody mapped is reported, never guessed.
-Remote comments come back as internal comments, except the ones we wrote ourselves.
+A local status change still on its way out (queued in the outbox) wins: the poll does not
+overwrite it with the remote status it is about to replace. Remote comments, and the
+vendor's resolution text, come back as internal comments, except the ones we wrote
+ourselves (recognised by the marker or id we stored, never by an author's name).
+
+Polling also checks, at each instance's `existence_check_interval`, that every linked remote
+ticket still exists (batched), so a deletion is found without waiting for the next write.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,11 +35,12 @@ from mailticket.backends.base import (
     RemoteTicket,
     TicketBackend,
 )
+from mailticket.backends.delivery import status_change_waiting
 from mailticket.backends.errors import NotFound, Unsupported, WebhookSignatureError
 from mailticket.backends.models import RemoteCommentRef, RemoteLink, SyncCursor, WebhookDelivery
 from mailticket.backends.registry import BackendRegistry
 from mailticket.store.models import Ticket
-from mailticket.store.outbox_models import utcnow
+from mailticket.store.outbox_models import as_utc, utcnow
 from mailticket.ticketing import tickets
 
 log = logging.getLogger(__name__)
@@ -59,11 +66,14 @@ class SyncReport:
     broken: int = 0
     comments: int = 0
     unlinked: int = 0
+    kept_local: int = 0  # remote status not applied: a local change is still on its way
+    checked: int = 0  # linked tickets whose existence was checked
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "updated": self.updated, "unchanged": self.unchanged, "broken": self.broken,
             "comments": self.comments, "unlinked": self.unlinked,
+            "kept_local": self.kept_local, "checked": self.checked,
             "unknown_status": self.unknown_status,
         }
 
@@ -81,8 +91,17 @@ def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
         )
         report.unknown_status.append(f"{link.remote_key or link.remote_id}: {remote.status_raw}")
         return
+    if status_change_waiting(session, link.ticket_id, link.backend):
+        # The remote status is about to be replaced by ours (a reopen, a close...): taking
+        # it now would undo the local change the outbox is still delivering.
+        report.kept_local += 1
+        return
     ticket = session.get_one(Ticket, link.ticket_id)
     wanted = LOCAL_STATUS[remote.status]
+    link.expected_status = wanted
+    if remote.resolution and remote.status in (Normalized.resolved, Normalized.closed,
+                                               Normalized.canceled):
+        _bring_back_resolution(session, link, ticket, remote.resolution, report)
     resolution = "canceled" if remote.status is Normalized.canceled else None
     fields = dict(ticket.custom_fields or {})
     if ticket.status == wanted and fields.get("remote_resolution") == resolution:
@@ -91,8 +110,6 @@ def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
     ticket.status = wanted
     if remote.status in (Normalized.resolved, Normalized.closed):
         ticket.resolved_at = ticket.resolved_at or utcnow()
-    elif remote.status is Normalized.canceled:
-        ticket.resolved_at = None
     else:
         ticket.resolved_at = None
     if resolution is None:
@@ -102,6 +119,28 @@ def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
     ticket.custom_fields = fields
     report.updated += 1
     session.flush()
+
+
+def _bring_back_resolution(session: Session, link: RemoteLink, ticket: Ticket, text: str,
+                           report: SyncReport) -> None:
+    """The vendor's resolution text, once, as an internal comment (ours is never echoed)."""
+    rid = links.resolution_id(text)
+    known = session.scalars(
+        select(RemoteCommentRef.id).where(
+            RemoteCommentRef.link_id == link.id, RemoteCommentRef.remote_comment_id == rid
+        )
+    ).first()
+    if known is not None:
+        return
+    comment = tickets.add_comment(
+        session, ticket, f"[{link.backend} resolution]\n{text.strip()}", internal=True,
+        author_email=None, source="backend",
+    )
+    links.remember_comment(session, link, rid, "in", comment.id)
+    fields = dict(ticket.custom_fields or {})
+    fields["remote_solution"] = text.strip()[:4000]
+    ticket.custom_fields = fields
+    report.comments += 1
 
 
 def mirror_comments(session: Session, link: RemoteLink, comments: list[RemoteComment],
@@ -283,7 +322,62 @@ async def poll_backend(
             session.add(row)
         row.updated_since = newest or started
         row.polled_at = started
+    await check_existence(session_factory, backend, report, now=started)
     return report
+
+
+def _linked_refs(session: Session, backend: str) -> list[RemoteRef]:
+    rows = session.scalars(
+        select(RemoteLink)
+        .where(RemoteLink.backend == backend, RemoteLink.state == "linked")
+        .order_by(RemoteLink.id)
+    ).all()
+    return [links.ref_of(row) for row in rows if row.remote_id is not None]
+
+
+async def check_existence(
+    session_factory: sessionmaker[Session],
+    backend: TicketBackend[Any],
+    report: SyncReport,
+    *,
+    now: datetime | None = None,
+    force: bool = False,
+) -> None:
+    """Ask the vendor, in batches, whether the linked tickets still exist (when due).
+
+    A poll by `updated_since` never sees a deletion. Each ticket the batch query misses is
+    read back on its own before its link is marked broken."""
+    interval = backend.config.existence_check_interval
+    now = now or utcnow()
+    with session_factory() as session:
+        row = session.get(SyncCursor, backend.name)
+        last = as_utc(row.checked_at) if row is not None and row.checked_at else None
+        refs = _linked_refs(session, backend.name)
+    if not force and (interval <= 0 or (
+            last is not None and (now - last).total_seconds() < interval)):
+        return
+    size = max(backend.config.existence_check_batch, 1)
+    for start in range(0, len(refs), size):
+        batch: Sequence[RemoteRef] = refs[start:start + size]
+        report.checked += len(batch)
+        for gone_id in await backend.missing_tickets(batch):
+            ref = next((r for r in batch if r.id == gone_id), None)
+            if ref is None:
+                continue
+            confirmed = await _read(backend, ref, None)
+            if not isinstance(confirmed, NotFound):
+                continue  # the batch query missed it, the ticket itself is there
+            with session_factory() as session, session.begin():
+                link = links.by_remote_id(session, backend.name, ref.id)
+                if link is not None and link.state == "linked":
+                    links.mark_broken(session, link, f"deleted remotely: {confirmed}")
+                    report.broken += 1
+    with session_factory() as session, session.begin():
+        row = session.get(SyncCursor, backend.name)
+        if row is None:
+            row = SyncCursor(backend=backend.name)
+            session.add(row)
+        row.checked_at = now
 
 
 async def poll_all(

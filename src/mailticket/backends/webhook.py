@@ -17,9 +17,9 @@ safe (native idempotency). The receiver may call us back with the same signing s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -141,7 +141,9 @@ class WebhookBackend(TicketBackend[WebhookConfig]):
         raise Unsupported("a webhook receiver cannot be read back", backend=self.name)
 
     async def patch_ticket(self, ref: RemoteRef, patch: TicketPatch) -> RemoteTicket:
-        key = hashlib.sha256(repr((ref.id, patch)).encode()).hexdigest()
+        # A status is an absolute value: a resend after a lost answer is harmless, but a
+        # second reopen must never look like a replay of the first (same webhook-id).
+        key = uuid.uuid4().hex
         await self._send("ticket.updated", key, {"ticket": self._ticket(
             ref, status=patch.status, priority=patch.priority, assignee=patch.assignee,
             fields=dict(patch.fields),
@@ -150,7 +152,7 @@ class WebhookBackend(TicketBackend[WebhookConfig]):
         return RemoteTicket(ref=ref, status_raw=status, status=STATUSES.get(status, Normalized.unknown))
 
     async def close_ticket(self, ref: RemoteRef, resolution: str | None = None) -> RemoteTicket:
-        await self._send("ticket.closed", hashlib.sha256(f"close|{ref.id}".encode()).hexdigest(),
+        await self._send("ticket.closed", uuid.uuid4().hex,
                          {"ticket": self._ticket(ref, status="closed", resolution=resolution)})
         return RemoteTicket(ref=ref, status_raw="closed", status=Normalized.closed)
 

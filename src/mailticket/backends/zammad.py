@@ -4,7 +4,10 @@ Tickets are created with their first article; comments and attachments are furth
 articles (`type: note`, so Zammad never e-mails anyone on our behalf, `internal` for
 private notes). Zammad has no idempotency key: the ticket carries a tag `m2t-<op key>`
 (searchable with `tags:`) and each article our op key as its `message_id`, which is also
-how our own articles are recognised when read back. Trigger webhooks are signed
+how our own articles are recognised when read back. Our ticket number is a second tag and
+the first article's footer. The customer is the Zammad user with the requester's address;
+an unknown one is created by Zammad's `guess:` (create_requester) or replaced by
+`default_customer`. Trigger webhooks are signed
 `X-Hub-Signature: sha1=<hex HMAC-SHA1(body)>` and carry `X-Zammad-Delivery`.
 """
 
@@ -28,6 +31,7 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
     RemoteComment,
     RemoteRef,
     RemoteTicket,
@@ -35,8 +39,10 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     WebhookEvent,
+    html_with_footer,
+    text_with_footer,
 )
-from mailticket.backends.errors import WebhookSignatureError
+from mailticket.backends.errors import Unsupported, ValidationError, WebhookSignatureError
 
 STATUSES: dict[str, Normalized] = {
     "new": Normalized.open,
@@ -61,6 +67,10 @@ class ZammadConfig(BackendConfig):
     # Act as the requester (header `From`); needs the token owner's admin.user permission.
     on_behalf_of_requester: bool = False
     webhook_secret: SecretStr | None = None
+    # An unknown requester: let Zammad create the customer (`guess:`), else this user
+    # (id, login or e-mail).
+    create_requester: bool = True
+    default_customer: str | None = None
 
     @model_validator(mode="after")
     def _some_auth(self) -> ZammadConfig:
@@ -125,20 +135,52 @@ class ZammadBackend(TicketBackend[ZammadConfig]):
         me = await self._call("GET", "/users/me") or {}
         return f"authenticated as {me.get('login') or me.get('email') or '?'}"
 
+    async def refresh_reference_data(self) -> ReferenceData:
+        data: ReferenceData = {}
+        for kind, path in (("groups", "/groups"), ("states", "/ticket_states"),
+                           ("priorities", "/ticket_priorities")):
+            found = await self._call("GET", path, params={"per_page": 500})
+            data[kind] = {str(x["id"]): str(x.get("name", "")) for x in found or []
+                          if isinstance(x, dict) and x.get("active", True)}
+        if self.config.group not in data["groups"].values():
+            raise ValidationError(f"group {self.config.group!r} is not an active Zammad group "
+                                  f"(known: {', '.join(sorted(data['groups'].values()))})",
+                                  backend=self.name)
+        return data
+
+    async def _customer(self, draft: TicketDraft) -> str | int:
+        email = (draft.requester_email or "").strip().lower()
+        if email:
+            found = await self._call("GET", "/users/search",
+                                     params={"query": f'email:"{email}"', "limit": 5})
+            for user in found or []:
+                if isinstance(user, dict) and str(user.get("email", "")).lower() == email:
+                    return int(user["id"])
+            if self.config.create_requester:
+                return f"guess:{email}"
+        if self.config.default_customer:
+            return self.config.default_customer
+        raise ValidationError(
+            f"no Zammad customer for {email or 'a mail without sender'}: set default_customer "
+            "or create_requester", backend=self.name)
+
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
+        body_text = (html_with_footer(draft.html, op_key, draft.local_number) if draft.html
+                     else text_with_footer(draft.text, op_key, draft.local_number))
         article: dict[str, Any] = {
-            "subject": draft.subject, "body": draft.html or draft.text,
+            "subject": draft.subject, "body": body_text,
             "content_type": "text/html" if draft.html else "text/plain",
             "type": "note", "internal": False,
             # Marks the first article as ours too, should a trigger ever send it back.
             "message_id": f"<{op_key}{_MSGID_SUFFIX}>",
         }
+        tags = [*draft.tags, self.op_tag(op_key), *([draft.local_number]
+                                                       if draft.local_number else [])]
         body: dict[str, Any] = {
             "title": draft.subject[:250] or "(no subject)", "group": self.config.group,
-            "customer_id": f"guess:{draft.requester_email}" if draft.requester_email else None,
+            "customer_id": await self._customer(draft),
             "article": article, "priority": PRIORITY.get(draft.priority, "2 normal"),
-            "tags": ",".join([*draft.tags, self.op_tag(op_key)]),
-            **dict(draft.custom_fields),
+            "tags": ",".join(tags), **dict(draft.custom_fields),
         }
         headers = {}
         if self.config.on_behalf_of_requester and draft.requester_email:
@@ -167,7 +209,10 @@ class ZammadBackend(TicketBackend[ZammadConfig]):
     async def patch_ticket(self, ref: RemoteRef, patch: TicketPatch) -> RemoteTicket:
         body: dict[str, Any] = dict(patch.fields)
         if patch.status:
-            body["state"] = LOCAL_TO_STATE.get(patch.status, patch.status)
+            if patch.status not in LOCAL_TO_STATE:
+                raise Unsupported(f"no Zammad state for the local status {patch.status!r}",
+                                  backend=self.name)
+            body["state"] = LOCAL_TO_STATE[patch.status]
         if patch.priority:
             body["priority"] = PRIORITY.get(patch.priority, "2 normal")
         if patch.assignee:

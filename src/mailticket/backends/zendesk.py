@@ -4,8 +4,13 @@ Zendesk is the one vendor with a real idempotency key: creates carry `Idempotenc
 so a replayed create answers with the ticket made the first time; the op key is also stored
 as `external_id` so `find_by_op_key` works after the key has expired. Comments and
 attachments are ticket updates carrying a `comment` (attachments are uploaded first and then
-referenced by token). Webhooks are signed with base64 HMAC-SHA256(secret, timestamp + body).
-Polling uses the search API (`type:ticket updated>...`).
+referenced by token); every update we make carries the op key in the audit's custom
+metadata, which is how a comment whose answer was lost is found again and how our own
+comments are told apart when read back (through the audits). The ticket number is a tag
+and the description's footer; the requester is the Zendesk user with the address (an
+unknown one is created by Zendesk from `requester`, or replaced by `default_requester_id`).
+Webhooks are signed with base64 HMAC-SHA256(secret, timestamp + body). Polling uses the
+search API (`type:ticket updated>...`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +34,7 @@ from mailticket.backends.base import (
     CommentDraft,
     Normalized,
     Page,
+    ReferenceData,
     RemoteComment,
     RemoteRef,
     RemoteTicket,
@@ -36,10 +42,13 @@ from mailticket.backends.base import (
     TicketDraft,
     TicketPatch,
     WebhookEvent,
+    html_with_footer,
+    text_with_footer,
 )
 from mailticket.backends.errors import (
     AuthError,
     Conflict,
+    Unsupported,
     ValidationError,
     WebhookSignatureError,
 )
@@ -54,6 +63,11 @@ STATUSES: dict[str, Normalized] = {
 }
 LOCAL_TO_STATUS = {"open": "open", "pending": "pending", "resolved": "solved", "closed": "closed"}
 PRIORITY = {"low": "low", "normal": "normal", "high": "high", "critical": "urgent"}
+OP_METADATA = "mailticket_op"  # key in an update's metadata.custom: the op key we sent
+
+
+def _meta(op_key: str) -> dict[str, Any]:
+    return {"custom": {OP_METADATA: op_key}}
 
 
 class ZendeskConfig(BackendConfig):
@@ -63,6 +77,10 @@ class ZendeskConfig(BackendConfig):
     oauth_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     webhook_tolerance_s: int = 300
+    # An unknown requester: created by Zendesk as an end user, else this user id
+    # (neither: the ticket's requester is our API user).
+    create_requester: bool = True
+    default_requester_id: int | None = None
 
 
 def _error_message(body: Any) -> str | None:
@@ -170,22 +188,47 @@ class ZendeskBackend(TicketBackend[ZendeskConfig]):
                             "check email and API token", backend=self.name, status=200)
         return f"Zendesk {self.config.base_url}: signed in as {user.get('email')}"
 
+    async def refresh_reference_data(self) -> ReferenceData:
+        groups = await self._call("GET", "/groups")
+        fields = await self._call("GET", "/ticket_fields")
+        return {
+            "groups": {str(g["id"]): str(g.get("name", "")) for g in groups.get("groups") or []},
+            "ticket_fields": {str(f["id"]): str(f.get("title", ""))
+                              for f in fields.get("ticket_fields") or []},
+        }
+
+    async def _requester(self, draft: TicketDraft) -> dict[str, Any]:
+        email = (draft.requester_email or "").strip().lower()
+        if email and self.config.create_requester:
+            # Zendesk itself takes the user with this address, or creates one. Searching
+            # first would change the payload between a lost try and its retry (the first
+            # try created the user), and Zendesk refuses a reused Idempotency-Key then.
+            return {"requester": {"email": email, "name": draft.requester_name or email}}
+        if email:
+            found = await self._call("GET", "/users/search", params={"query": f"email:{email}"})
+            for user in found.get("users") or []:
+                if str(user.get("email", "")).lower() == email and user.get("id"):
+                    return {"requester_id": int(user["id"])}
+        if self.config.default_requester_id is not None:
+            return {"requester_id": self.config.default_requester_id}
+        return {}
+
     async def create_ticket(self, draft: TicketDraft, *, op_key: str) -> RemoteRef:
         comment: dict[str, Any] = {"public": True}
         if draft.html:
-            comment["html_body"] = draft.html
+            comment["html_body"] = html_with_footer(draft.html, op_key, draft.local_number)
         else:
-            comment["body"] = draft.text
+            comment["body"] = text_with_footer(draft.text, op_key, draft.local_number)
+        tags = list(draft.tags) + ([draft.local_number.lower()] if draft.local_number else [])
         ticket: dict[str, Any] = {
             "subject": draft.subject,
             "comment": comment,
             "external_id": op_key,
             "priority": PRIORITY.get(draft.priority, "normal"),
-            "tags": list(draft.tags),
+            "tags": tags,
+            "metadata": _meta(op_key),
+            **await self._requester(draft),
         }
-        if draft.requester_email:
-            ticket["requester"] = {"email": draft.requester_email,
-                                   "name": draft.requester_name or draft.requester_email}
         ticket.update(self._fields(draft.custom_fields))
         out = await self._call("POST", "/tickets.json", json={"ticket": ticket},
                                headers={"Idempotency-Key": op_key[:255]})
@@ -200,6 +243,13 @@ class ZendeskBackend(TicketBackend[ZendeskConfig]):
         out = await self._call("GET", f"/tickets/{ref.id}.json")
         return self._ticket(out.get("ticket") or {})
 
+    async def missing_tickets(self, refs: Sequence[RemoteRef]) -> set[str]:
+        ids = [r.id for r in refs if r.id.isdigit()][:100]
+        if not ids:
+            return set()
+        out = await self._call("GET", "/tickets/show_many", params={"ids": ",".join(ids)})
+        return set(ids) - {str(t.get("id")) for t in out.get("tickets") or []}
+
     async def _update(self, ref: RemoteRef, ticket: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PUT", f"/tickets/{ref.id}.json", json={"ticket": ticket})
 
@@ -207,18 +257,25 @@ class ZendeskBackend(TicketBackend[ZendeskConfig]):
         ticket: dict[str, Any] = {}
         if patch.status is not None:
             if patch.status not in LOCAL_TO_STATUS:
-                raise ValidationError(f"no Zendesk status for {patch.status!r}",
-                                      backend=self.name)
+                raise Unsupported(f"no Zendesk status for {patch.status!r}", backend=self.name)
             ticket["status"] = LOCAL_TO_STATUS[patch.status]
         if patch.priority is not None:
             ticket["priority"] = PRIORITY.get(patch.priority, "normal")
         if patch.assignee is not None:
             ticket["assignee_email"] = patch.assignee
         ticket.update(self._fields(patch.fields))
-        return self._ticket((await self._update(ref, ticket)).get("ticket") or {})
+        try:
+            return self._ticket((await self._update(ref, ticket)).get("ticket") or {})
+        except Conflict as exc:
+            if patch.status is None:
+                raise
+            # A closed Zendesk ticket can never change again (a follow-up is a new ticket).
+            raise Unsupported(f"Zendesk cannot set {patch.status!r}: {exc.args[0]}",
+                              backend=self.name, status=exc.status, raw=exc.raw) from exc
 
     async def close_ticket(self, ref: RemoteRef, resolution: str | None = None) -> RemoteTicket:
-        ticket: dict[str, Any] = {"status": "solved"}
+        ticket: dict[str, Any] = {"status": "solved",
+                                  "metadata": _meta(f"close:{ref.id}")}
         if resolution:
             ticket["comment"] = {"body": resolution, "public": False}
         return self._ticket((await self._update(ref, ticket)).get("ticket") or {})
@@ -235,7 +292,24 @@ class ZendeskBackend(TicketBackend[ZendeskConfig]):
             body["html_body"] = comment.html
         else:
             body["body"] = comment.text
-        return self._comment_id(await self._update(ref, {"comment": body}))
+        return self._comment_id(await self._update(ref, {"comment": body,
+                                                         "metadata": _meta(op_key)}))
+
+    async def _audits(self, ref: RemoteRef) -> list[dict[str, Any]]:
+        out = await self._call("GET", f"/tickets/{ref.id}/audits")
+        return [a for a in out.get("audits") or [] if isinstance(a, dict)]
+
+    @staticmethod
+    def _op_of(audit: Mapping[str, Any]) -> str | None:
+        custom = (audit.get("metadata") or {}).get("custom") or {}
+        value = custom.get(OP_METADATA) if isinstance(custom, dict) else None
+        return str(value) if value else None
+
+    async def find_comment_by_op_key(self, ref: RemoteRef, op_key: str) -> str | None:
+        for audit in await self._audits(ref):
+            if self._op_of(audit) == op_key:
+                return self._comment_id({"audit": audit})
+        return None
 
     async def create_attachment(
         self, ref: RemoteRef, attachment: AttachmentDraft, *, public: bool, op_key: str
@@ -250,29 +324,29 @@ class ZendeskBackend(TicketBackend[ZendeskConfig]):
             http.fail("upload answered without a token", self.name)
         out = await self._update(ref, {"comment": {
             "body": f"Attachment: {attachment.filename}", "public": public, "uploads": [token],
-        }})
+        }, "metadata": _meta(op_key)})
         return self._comment_id(out)
 
-    async def _me(self) -> str:
-        if self._my_id is None:
-            me = await self._call("GET", "/users/me.json")
-            self._my_id = str((me.get("user") or {}).get("id") or "")
-        return self._my_id
+    async def find_attachment_by_op_key(
+        self, ref: RemoteRef, op_key: str, attachment: AttachmentDraft
+    ) -> str | None:
+        return await self.find_comment_by_op_key(ref, op_key)
 
     async def list_comments(self, ref: RemoteRef) -> list[RemoteComment]:
-        """Agents' comments. The first comment is the ticket's description (the original
-        mail) and comments authored by our API user are ours (attachments, resolutions):
-        neither may be mirrored back, so ours carry a marker op key."""
-        out = await self._call("GET", f"/tickets/{ref.id}/comments.json")
-        me = await self._me()
+        """Comments, read through the audits: the ones we wrote carry our op key in the
+        audit's metadata (the description included), so they are never mirrored back."""
         result = []
-        for c in (out.get("comments") or [])[1:]:
-            author = str(c.get("author_id") or "") or None
-            result.append(RemoteComment(
-                ref, str(c.get("id")), str(c.get("body") or ""), bool(c.get("public", True)),
-                author, _when(c.get("created_at")),
-                op_key="ours" if me and author == me else None,
-            ))
+        for audit in await self._audits(ref):
+            ours = self._op_of(audit)
+            for e in audit.get("events") or []:
+                if not isinstance(e, dict) or e.get("type") != "Comment":
+                    continue
+                author = str(e.get("author_id") or audit.get("author_id") or "") or None
+                result.append(RemoteComment(
+                    ref, str(e.get("id")), str(e.get("body") or e.get("html_body") or ""),
+                    bool(e.get("public", True)), author, _when(audit.get("created_at")),
+                    op_key=ours,
+                ))
         return result
 
     async def query_tickets(

@@ -44,11 +44,25 @@ def _list(args: argparse.Namespace) -> int:
 async def _with_backend(registry: BackendRegistry, name: str, what: str) -> Any:
     backend = registry.build(name)
     try:
+        # Credentials first, for refresh too: a wrong password must fail even on a
+        # backend that has no reference data to read.
+        checked = await backend.test_connection()
         if what == "test":
-            return await backend.test_connection()
+            return checked
         return await backend.refresh_reference_data()
     finally:
         await backend.aclose()
+
+
+def _show_reference(name: str, data: dict[str, dict[str, str]]) -> None:
+    if not data:
+        print(f"{name}: credentials ok; this backend has no reference data to refresh")
+        return
+    print(f"{name}: refreshed " + ", ".join(f"{k} {len(v)}" for k, v in sorted(data.items())))
+    for kind, values in sorted(data.items()):
+        shown = ", ".join(f"{label} ({key})" for key, label in list(values.items())[:20])
+        more = f", … {len(values) - 20} more" if len(values) > 20 else ""
+        print(f"  {kind}: {shown or '(none)'}{more}")
 
 
 def _run(args: argparse.Namespace, what: str) -> int:
@@ -71,8 +85,7 @@ def _run(args: argparse.Namespace, what: str) -> int:
     if what == "test":
         print(f"{args.name}: ok, {result}")
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(result.items())) or "nothing to refresh"
-        print(f"{args.name}: refreshed {counts}")
+        _show_reference(args.name, result)
     return 0
 
 
@@ -90,8 +103,9 @@ def _deliver(args: argparse.Namespace) -> int:
         ))
     finally:
         engine.dispose()
-    print(f"delivered {report.done}, retry later {report.retried}, dead {report.dead}")
-    return 0 if report.dead == 0 else 1
+    print(f"delivered {report.done}, retry later {report.retried}, dead {report.dead}, "
+          f"unable {report.unable}")
+    return 0 if report.dead == 0 and report.unable == 0 else 1
 
 
 def _poll(args: argparse.Namespace) -> int:
@@ -161,7 +175,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     test = s.add_parser("test", help="check URL and credentials with one real call")
     test.add_argument("name")
     test.set_defaults(func=lambda a: _run(a, "test"))
-    refresh = s.add_parser("refresh", help="re-read reference data (queues, sources, ...)")
+    refresh = s.add_parser(
+        "refresh", help="check credentials, re-read reference data (queues, groups, ...)")
     refresh.add_argument("name")
     refresh.set_defaults(func=lambda a: _run(a, "refresh"))
     deliver = s.add_parser("deliver", help="perform due backend operations once (cron/tests)")

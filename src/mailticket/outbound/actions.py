@@ -28,7 +28,7 @@ class SendAutoReplyParams(ActionParams):
         return value.lower()
 
 
-@action("send_auto_reply", SendAutoReplyParams)
+@action("send_auto_reply", SendAutoReplyParams, through_work=True)
 def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str, Any]:
     """Queue a templated answer to the sender (loop-protected, rate-limited, sent once)."""
     if ctx.ticket is None:
@@ -37,13 +37,13 @@ def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str
         return {"sent": False, "reason": "not a new ticket (only_if_created)"}
     now = ctx.now or datetime.now(UTC)
     ok, reason = should_auto_reply(
-        ctx.session, ctx.settings, ctx.email, ctx.classification, now=now
+        ctx.work, ctx.settings, ctx.email, ctx.classification, now=now
     )
     if not ok:
         return {"sent": False, "reason": reason}
     try:
         queued = queue_auto_reply(
-            ctx.session,
+            ctx.work,
             ctx.settings,
             ctx.ticket,
             ctx.email,

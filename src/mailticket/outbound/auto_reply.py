@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from mailticket.outbound.compose import compose, new_message_id, reply_subject, thread_headers
 from mailticket.outbound.loop import reply_recipient
 from mailticket.outbound.templates import MailTemplates
 from mailticket.settings import Settings
-from mailticket.store import outbox
-from mailticket.store.batch import AUTO_REPLY_ACTION, add_with_id, current
+from mailticket.store.batch import AUTO_REPLY_ACTION, Batch
 from mailticket.store.db import new_row
 from mailticket.store.models import EmailLog, Ticket
 from mailticket.store.outbox_models import OutboxItem, as_utc, utcnow
@@ -65,7 +61,7 @@ def template_context(
 
 
 def queue_auto_reply(
-    session: Session,
+    work: Batch,
     settings: Settings,
     ticket: Ticket,
     email: ParsedEmail,
@@ -76,17 +72,9 @@ def queue_auto_reply(
     extra: dict[str, Any] | None = None,
 ) -> QueuedReply:
     key = idempotency_key(email.message_id, template)
-    batch = current(session)
-    # In a batch every message is new (duplicates never reach the workflows), so a key that
-    # exists anyway fails the batch's INSERT and the careful path answers it from here.
-    if batch is None:
-        existing = session.scalars(
-            select(OutboxItem).where(OutboxItem.idempotency_key == key)
-        ).first()
-        if existing is not None:
-            return QueuedReply(str(existing.payload.get("message_id")), existing.id, None, True)
-        if ticket.id is None:
-            session.flush()
+    existing = work.outbox_item(key)
+    if existing is not None:
+        return QueuedReply(str(existing.payload.get("message_id")), existing.id, None, True)
     now = as_utc(now)
     templates = templates or MailTemplates.from_settings(settings)
     rendered = templates.render(template, template_context(settings, ticket, email, extra or {}))
@@ -128,12 +116,11 @@ def queue_auto_reply(
         body_text=rendered.text,
         created_at=now,
     )
-    add_with_id(session, entry)
-    if batch is not None:
-        batch.note_logged(entry)
-        batch.note_reply(to_address, now)
+    work.add(entry)
+    work.note_logged(entry)
+    work.note_reply(to_address, now)
     # Our own id as "self" (a reply to it threads straight here), the ids it points at as refs.
-    record_thread_refs(session, ticket.id, message.message_id, message.references)
+    record_thread_refs(work, ticket.id, message.message_id, message.references)
     payload = {
         "mail_from": settings.mail_from_address,
         "rcpt_to": [to_address],
@@ -142,17 +129,12 @@ def queue_auto_reply(
         # The exact bytes: a retry sends the identical message, Message-ID included.
         "message_b64": base64.b64encode(message.raw).decode("ascii"),
     }
-    if batch is not None:
-        item = new_row(
-            OutboxItem,
-            kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
-            idempotency_key=key, ticket_id=ticket.id,
-            status="pending", attempts=0, next_attempt_at=utcnow(),
-        )
-        add_with_id(session, item)
-    else:
-        item = outbox.enqueue(
-            session, kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION,
-            payload=payload, idempotency_key=key, ticket_id=ticket.id,
-        )
+    item = new_row(
+        OutboxItem,
+        kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
+        idempotency_key=key, ticket_id=ticket.id,
+        status="pending", attempts=0, next_attempt_at=utcnow(),
+    )
+    work.add(item)
+    work.note_outbox(item)
     return QueuedReply(message.message_id, item.id, entry.id, False)

@@ -10,10 +10,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.orm import Session
-
 from mailticket.settings import Settings
-from mailticket.store.batch import count_recent_replies, current
+from mailticket.store.batch import Batch
 from mailticket.store.outbox_models import as_utc
 from mailticket.types import Classification, ParsedEmail
 
@@ -78,17 +76,12 @@ def _address_reason(settings: Settings, address: str, role: str) -> str | None:
     return None
 
 
-def recent_auto_replies(session: Session, address: str, *, since: datetime) -> int:
-    batch = current(session)
-    if batch is not None:
-        counted = batch.recent_replies(address, since)
-        if counted is not None:
-            return counted
-    return count_recent_replies(session, address, since)
+def recent_auto_replies(work: Batch, address: str, *, since: datetime) -> int:
+    return work.recent_replies(address, since)
 
 
 def should_auto_reply(
-    session: Session,
+    work: Batch,
     settings: Settings,
     email: ParsedEmail,
     classification: Classification,
@@ -115,7 +108,7 @@ def should_auto_reply(
         return False, f"Message-ID {email.message_id} is from our own domain (a loop)"
     limit, window = settings.auto_reply_rate_limit, settings.auto_reply_rate_window
     now = as_utc(now or datetime.now(UTC))
-    sent = recent_auto_replies(session, recipient, since=now - window)
+    sent = recent_auto_replies(work, recipient, since=now - window)
     if sent >= limit:
         return False, (
             f"rate limit: {sent} auto-replies to {recipient} in the last {_human(window)} "

@@ -1,49 +1,63 @@
-"""Batch mode: many messages through the pipeline with a fixed number of round trips.
+"""The unit of work: the messages written in one transaction (a single message is a batch
+of one), passed explicitly to every service that reads or writes on their behalf.
 
-One message at a time costs about twenty round trips (lookups, flushes, savepoints, the
-counter, the rate-limit count). In batch mode the pipeline instead asks the database once
-per batch for everything the batch's messages could look up, hands out primary keys from
-blocks so nothing needs a flush to learn its id, and writes the batch's new rows at the end
-with one statement per table (`bulkwrite`), keeping them out of the session until then.
+It asks the database once per batch for everything its messages could look up, hands out
+primary keys from blocks so nothing needs a flush to learn its id, and keeps new rows,
+thread refs, merges and counters in memory until it is finished, when it writes them with
+one statement per table (`bulkwrite`). What it caches is complete for the keys it was asked
+about, and every write to those keys goes through it, so a message sees what the messages
+before it in the same batch did, exactly as if they had been committed one by one.
 
-The state lives in `session.info` while a batch runs, so the services deep down (numbering,
-thread refs, the loop check) find it without every signature growing a parameter; outside
-a batch they behave exactly as before. What the batch caches is kept complete for the keys
-it was asked about: every write the batch makes to those keys goes through here too, so a
-message sees what the messages before it in the same batch did. A key it was not asked
-about is looked up live, after a flush.
+Checkpoints (a message, a workflow, a tolerated step) are undone in memory (`journal`).
+Code that bypasses the unit of work and queries or flushes the session itself (an action
+from another package) still sees the batch's rows: they are written first, with the same
+bulk path. Such a write cannot be undone in memory; a checkpoint asked to roll back across
+one raises `CheckpointLost`, and the pipeline redoes the batch with `durable` checkpoints,
+each backed by a SAVEPOINT (and flushed at its end), which is also how it isolates a
+message that makes the database itself fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    event,
-    func,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy import event, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
-from mailticket.store.bulkwrite import write_new_rows
+from mailticket.store import bulkwrite
 from mailticket.store.db import Base
-from mailticket.store.models import EmailLog, ThreadRef, Ticket, TicketCounter
-from mailticket.store.outbox_models import as_utc
+from mailticket.store.ids import IdBlocks
+from mailticket.store.journal import Journal, instrument_models
+from mailticket.store.models import (
+    Attachment,
+    Comment,
+    EmailLog,
+    QuarantineEntry,
+    RawMessage,
+    ThreadRef,
+    Ticket,
+)
+from mailticket.store.outbox_models import OutboxItem, as_utc
 
-_KEY = "mailticket.store.batch"
 _T = TypeVar("_T")
 # Bound parameters per IN list: far below SQLite's limit, big enough to be one query here.
 _CHUNK = 500
 # Outgoing rows the loop check counts (kept here to avoid importing the outbound package).
 AUTO_REPLY_ACTION = "auto_reply"
+_KIND_RANK = {"self": 0, "ref": 1}
+# What a merge moves from one ticket to the other (as merging always has).
+_MOVED_WITH_TICKET = (EmailLog, Comment, Attachment)
+
+
+class CheckpointLost(Exception):
+    """A checkpoint kept in memory was asked to roll back across a write to the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,124 +76,261 @@ class LoggedMessage:
     classification: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    position: int
+    writes: int
+    savepoint: SessionTransaction | None
+    session_new: frozenset[int]
+
+
 def _chunks(values: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
-class IdBlocks:
-    """Primary keys handed out before the INSERT, so rows can point at each other unflushed.
-
-    PostgreSQL: reserved from the table's sequence a block at a time (an unused rest is a
-    harmless gap). SQLite has no sequences: the batch counts on from max(id). SQLite admits
-    one writer at a time, and a row another process committed first makes our INSERT fail,
-    which sends the batch down the careful path instead of doing anything wrong.
-    """
-
-    def __init__(self, session: Session, block: int) -> None:
-        self.session = session
-        self.block = max(block, 16)
-        self.postgres = session.get_bind().dialect.name == "postgresql"
-        self._free: dict[str, list[int]] = {}
-        self._next: dict[str, int] = {}
-
-    def take(self, model: type[Base]) -> int:
-        table = model.__tablename__
-        # On the connection, not the session: an ORM execute would hand the batch's rows
-        # to the session (see Batch._before_orm_execute).
-        connection = self.session.connection()
-        if not self.postgres:
-            if table not in self._next:
-                top = connection.execute(text(f'SELECT max(id) FROM "{table}"')).scalar()
-                self._next[table] = int(top or 0) + 1
-            value = self._next[table]
-            self._next[table] = value + 1
-            return value
-        free = self._free.setdefault(table, [])
-        if not free:
-            rows = connection.execute(
-                text("SELECT nextval(CAST(:s AS regclass)) FROM generate_series(1, :n)"),
-                {"s": _sequence(connection, table), "n": self.block},
-            ).scalars()
-            free.extend(sorted((int(v) for v in rows), reverse=True))
-        return free.pop()
+def _stronger(a: str | None, b: str) -> str:
+    return "self" if "self" in (a, b) else b
 
 
-_SEQUENCES: dict[tuple[str, str], str] = {}
-
-
-def _sequence(connection: Connection, table: str) -> str:
-    key = (str(connection.engine.url), table)
-    if key not in _SEQUENCES:
-        name = connection.execute(
-            text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
-        ).scalar_one()
-        _SEQUENCES[key] = str(name)
-    return _SEQUENCES[key]
-
-
-@dataclass
 class Batch:
-    session: Session
-    ids: IdBlocks
-    # Message-ID -> first stored row, for the ids asked about, plus every row the batch logs.
-    logged: dict[str, LoggedMessage | EmailLog] = field(default_factory=dict)
-    _logged_known: set[str] = field(default_factory=set)
-    # Message-ID -> {ticket id: kind}; complete for every id in `_refs_known`.
-    refs: dict[str, dict[int, str]] = field(default_factory=dict)
-    _refs_known: set[str] = field(default_factory=set)
-    _refs_pending: dict[tuple[str, int], str] = field(default_factory=dict)
-    # Strong references: the session's identity map holds objects only weakly.
-    tickets: dict[int, Ticket] = field(default_factory=dict)
-    by_number: dict[str, Ticket | None] = field(default_factory=dict)
-    # Recipient -> times of the auto-replies sent to it since `_replies_since`.
-    replies: dict[str, list[datetime]] = field(default_factory=dict)
-    _replies_since: datetime | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    # New rows kept out of the session: adding thousands of objects to it and taking them
-    # out again after the bulk INSERT costs more than writing them.
-    unattached: list[object] = field(default_factory=list)
-    _counters_dirty: set[str] = field(default_factory=set)
+    def __init__(self, session: Session, *, block: int = 16, durable: bool = False) -> None:
+        instrument_models()
+        self.session = session
+        # Every checkpoint backed by a SAVEPOINT and written at its end (the careful retry).
+        self.durable = durable
+        self.ids = IdBlocks(session, block)
+        self.postgres = self.ids.postgres
+        self.journal = Journal()
+        self.closed = False
+        self._finished = False
+        self._tracked: list[Base] = []  # rows written early and handed to the session
+        self._quiet = 0
+        self._writes = 0  # writes to the database so far (ours and anyone's)
+        self.unattached: list[Base] = []
+        self._logs: list[EmailLog] = []  # every log row this batch made, for participants
+        self._mine: list[Base] = []  # every row this batch made, for merges
+        # Message-ID -> first stored row, for the ids asked about, plus every row logged.
+        self.logged: dict[str, LoggedMessage | EmailLog] = {}
+        self._logged_known: set[str] = set()
+        # Message-ID -> {ticket id: kind} as stored or recorded (before merges are applied).
+        self.refs: dict[str, dict[int, str]] = {}
+        self._refs_known: set[str] = set()
+        self._refs_pending: dict[tuple[str, int], str] = {}
+        # Strong references: the session's identity map holds objects only weakly.
+        self.tickets: dict[int, Ticket] = {}
+        self.by_number: dict[str, Ticket | None] = {}
+        self._merged_into: dict[int, int] = {}
+        self._merges_pending: list[int] = []
+        # Recipient -> (since, times) of stored auto-replies; and those this batch queued.
+        self._replies_stored: dict[str, tuple[datetime, list[datetime]]] = {}
+        self._replies_new: dict[str, list[datetime]] = {}
+        self.counters: dict[str, int] = {}
+        self._counters_dirty: set[str] = set()
+        self._outbox: dict[str, OutboxItem | None] = {}
+        self._held: dict[str, QuarantineEntry | None] = {}
+        session.connection()  # begin now, so the transaction this batch lives in is known
+        self._tx = session.get_nested_transaction() or session.get_transaction()
+        event.listen(session, "do_orm_execute", self._before_orm_execute)
+        event.listen(session, "before_flush", self._before_flush)
+        event.listen(session, "after_flush", self._after_flush)
+        event.listen(session, "before_commit", self._before_commit)
+        event.listen(session, "after_soft_rollback", self._after_rollback)
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def close(self) -> None:
-        self.session.info.pop(_KEY, None)
-        if event.contains(self.session, "do_orm_execute", self._before_orm_execute):
-            event.remove(self.session, "do_orm_execute", self._before_orm_execute)
+    def __enter__(self) -> Batch:
+        return self
 
-    def add(self, obj: object) -> None:
-        self.unattached.append(obj)
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None and not self.closed:
+            self.finish()
+        self.close()
 
-    def attach(self) -> None:
-        """Hand the rows kept out of the session to it, so a flush writes them."""
-        if self.unattached:
-            self.session.add_all(self.unattached)
-            self.unattached.clear()
+    def finish(self, *, _during: str | None = None) -> None:
+        """Write everything the batch holds; the unit of work is over."""
+        self._write(final=True)
+        self._finished = True
+        self.close(_during=_during)
 
     def flush(self) -> None:
-        self.attach()
-        self.session.flush()
+        """Write everything held so far, so the database shows what the batch knows."""
+        self._write(final=False)
 
-    def _before_orm_execute(self, _state: ORMExecuteState) -> None:
-        # Any ORM query in the middle of a batch must see the batch's rows, as autoflush
-        # would have shown them: in the session they go, and autoflush runs right after.
-        self.attach()
+    def close(self, *, _during: str | None = None) -> None:
+        """Stop listening to the session (`_during`: the session event being dispatched,
+        whose listener cannot be removed from inside it; closed, it does nothing)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.journal.close()
+        if not self._finished:
+            # Abandoned: its transaction is rolled back, and the rows it wrote early with
+            # it; the session must not keep them as if they were stored.
+            for row in self._tracked:
+                if row in self.session:
+                    self.session.expunge(row)
+        for name, fn in (
+            ("do_orm_execute", self._before_orm_execute),
+            ("before_flush", self._before_flush),
+            ("after_flush", self._after_flush),
+            ("before_commit", self._before_commit),
+            ("after_soft_rollback", self._after_rollback),
+        ):
+            if name != _during and event.contains(self.session, name, fn):
+                event.remove(self.session, name, fn)
 
-    def finish(self) -> None:
-        """Write what the batch kept back: the ORM rows, thread refs and counters."""
-        rest = write_new_rows(self.session, self.unattached, datetime.now(UTC))
-        self.unattached.clear()
-        self.session.add_all(rest)
-        self.session.flush()  # what is left: changes to rows that existed before the batch
-        self.write_refs()
-        for day in sorted(self._counters_dirty):
-            self.session.execute(
-                update(TicketCounter)
-                .where(TicketCounter.day == day)
-                .values(last_value=self.counters[day])
-            )
-        self._counters_dirty.clear()
+    @contextmanager
+    def quietly(self) -> Iterator[Session]:
+        """The session for the batch's own reads: no autoflush, no write-before-query."""
+        self._quiet += 1
+        try:
+            with self.session.no_autoflush:
+                yield self.session
+        finally:
+            self._quiet -= 1
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(self, *, durable: bool = False) -> Mark:
+        savepoint = None
+        if durable or self.durable:
+            self.flush()
+            savepoint = self.session.begin_nested()
+        new = frozenset(map(id, self.session.new)) if self.session.new else frozenset()
+        return Mark(self.journal.open(), self._writes, savepoint, new)
+
+    def release(self, mark: Mark) -> None:
+        if mark.savepoint is not None:
+            self.flush()  # a constraint this checkpoint breaks fails here, inside it
+            mark.savepoint.commit()
+        self.journal.release()
+
+    def rollback_to(self, mark: Mark, cause: BaseException | None = None) -> None:
+        """Undo everything since `mark`. `cause`: what failed; a database error inside a
+        checkpoint kept in memory may have ended the transaction, which only a SAVEPOINT
+        survives."""
+        if mark.savepoint is not None:
+            if mark.savepoint.is_active:
+                mark.savepoint.rollback()
+        elif self._writes != mark.writes:
+            raise CheckpointLost("rows were written to the database inside a checkpoint")
+        elif isinstance(cause, DBAPIError):
+            raise CheckpointLost(f"the database failed inside a checkpoint: {cause}") from cause
+        for obj in list(self.session.new):
+            if id(obj) not in mark.session_new:
+                self.session.expunge(obj)
+        self.journal.undo(mark.position)
+
+    # --- rows ------------------------------------------------------------------------------
+
+    def add(self, obj: _T) -> _T:
+        """A new row, given its id now and written when the batch is."""
+        row: Any = obj
+        if row.id is None:
+            # Straight into the new object's dict: nothing to record or undo for it.
+            row.__dict__["id"] = self.ids.take(row.__tablename__)
+        self.unattached.append(row)
+        self._mine.append(row)
+        if type(row) is EmailLog:
+            self._logs.append(row)
+        self.journal.record(lambda: self._discard(row))
+        return obj
+
+    def _discard(self, row: Any) -> None:
+        for rows in (self.unattached, self._mine, self._logs):
+            if rows and rows[-1] is row:
+                rows.pop()
+            elif row in rows:
+                rows.remove(row)
+        if row in self.session:
+            self.session.expunge(row)
+
+    def discard(self, row: Base) -> None:
+        """Forget a row added in this batch (it is not written)."""
+        self._discard(row)
+        self.journal.record(lambda: self.unattached.append(row))
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _write(self, *, final: bool, inside_flush: bool = False) -> None:
+        wrote = bool(
+            self.unattached or self._merges_pending or self._refs_pending
+            or self._counters_dirty or (not inside_flush and self.session.dirty)
+        )
+        with self.quietly():
+            rows, self.unattached = self.unattached, []
+            rest = bulkwrite.write_new_rows(self.session, rows, datetime.now(UTC))
+            if rest:
+                self.session.add_all(rest)
+            if not final:
+                # Written, but the batch may change them yet (a reply reopening a ticket
+                # opened earlier in it): tracked from now on like rows loaded from the table.
+                written = [r for r in rows if r not in rest]
+                bulkwrite.track_written(self.session, written)
+                self._tracked += written
+            if not inside_flush:
+                self.session.flush()
+            if self._merges_pending:
+                bulkwrite.move_tickets(
+                    self.session, [(src, self.final(src)) for src in self._merges_pending]
+                )
+                self._merges_pending.clear()
+            if self._refs_pending:
+                values: dict[tuple[str, int], str] = {}
+                for (mid, tid), kind in self._refs_pending.items():
+                    key = (mid, self.final(tid))
+                    values[key] = _stronger(values.get(key), kind)
+                self._refs_pending.clear()
+                bulkwrite.upsert_refs(self.session, values)
+            for day in sorted(self._counters_dirty):
+                bulkwrite.set_counter(self.session, day, self.counters[day])
+            self._counters_dirty.clear()
+        if wrote:
+            self._writes += 1
+
+    def _before_orm_execute(self, state: ORMExecuteState) -> None:
+        # Code outside the batch queries the session: it must see the batch's rows, as
+        # autoflush would have shown them.
+        if self._quiet or self.closed:
+            return
+        self.flush()
+        if not state.is_select:
+            self._writes += 1
+            self.ids.after_foreign_write()
+
+    def _before_flush(self, session: Session, *_: Any) -> None:
+        if not self._quiet and not self.closed:
+            # Rows flushed by other code may point at the batch's rows: those go first.
+            self._write(final=False, inside_flush=True)
+
+    def _after_flush(self, session: Session, *_: Any) -> None:
+        if not self._quiet:
+            self._writes += 1
+            self.ids.after_foreign_write()
+
+    def _before_commit(self, session: Session) -> None:
+        if not self.closed and self._ours(self._current()):
+            self.finish(_during="before_commit")
+
+    def _after_rollback(self, session: Session, previous: SessionTransaction) -> None:
+        # The transaction the batch lives in is gone: so is everything it held.
+        if not self.closed and self._ours(previous):
+            self.close(_during="after_soft_rollback")
+
+    def _current(self) -> SessionTransaction | None:
+        return self.session.get_nested_transaction() or self.session.get_transaction()
+
+    def _ours(self, tx: SessionTransaction | None) -> bool:
+        """`tx` is the batch's transaction or one it lives inside."""
+        node = self._tx
+        while node is not None:
+            if node is tx:
+                return True
+            node = node.parent
+        return False
 
     # --- prefetch --------------------------------------------------------------------------
 
@@ -187,12 +338,12 @@ class Batch:
         wanted = sorted(set(message_ids) - self._logged_known)
         if not wanted:
             return
-        self.flush()  # rows the batch logged count too
+        connection = self.session.connection()
+        log = EmailLog.__table__.c
         for chunk in _chunks(wanted):
-            rows = self.session.execute(
-                select(EmailLog.id, EmailLog.email_message_id, EmailLog.ticket_id,
-                       EmailLog.classification)
-                .where(EmailLog.email_message_id.in_(chunk))
+            rows = connection.execute(
+                select(log.id, log.email_message_id, log.ticket_id, log.classification)
+                .where(log.email_message_id.in_(chunk))
             ).all()
             for row in sorted(rows, key=lambda r: r.id):
                 self.logged.setdefault(
@@ -205,29 +356,32 @@ class Batch:
         wanted = sorted(set(message_ids) - self._refs_known)
         if not wanted:
             return
-        self.write_refs()  # what the batch recorded must be in the table we read
+        connection = self.session.connection()
+        refs = ThreadRef.__table__.c
         for chunk in _chunks(wanted):
-            rows = self.session.execute(
-                select(ThreadRef.message_id, ThreadRef.ticket_id, ThreadRef.kind)
-                .where(ThreadRef.message_id.in_(chunk))
+            rows = connection.execute(
+                select(refs.message_id, refs.ticket_id, refs.kind)
+                .where(refs.message_id.in_(chunk))
             ).all()
             for row in rows:
-                self.refs.setdefault(row.message_id, {})[row.ticket_id] = row.kind
+                known = self.refs.setdefault(row.message_id, {})
+                known[row.ticket_id] = _stronger(known.get(row.ticket_id), row.kind)
         self._refs_known.update(wanted)
 
     def prefetch_tickets(self, *, ids: Iterable[int] = (), numbers: Iterable[str] = ()) -> None:
         want_ids = sorted(set(ids) - self.tickets.keys())
         want_numbers = sorted({n.upper() for n in numbers} - self.by_number.keys())
         loaded: list[Ticket] = []
-        for chunk in _chunks(want_numbers):
-            found = list(self.session.scalars(select(Ticket).where(Ticket.ticket_number.in_(chunk))))
-            loaded += found
-            for number in chunk:
-                self.by_number.setdefault(number, None)
-        for id_chunk in _chunks(want_ids):
-            loaded += self.session.scalars(select(Ticket).where(Ticket.id.in_(id_chunk)))
+        with self.quietly() as session:
+            for chunk in _chunks(want_numbers):
+                loaded += session.scalars(select(Ticket).where(Ticket.ticket_number.in_(chunk)))
+                for number in chunk:
+                    self.by_number.setdefault(number, None)
+            for id_chunk in _chunks(want_ids):
+                loaded += session.scalars(select(Ticket).where(Ticket.id.in_(id_chunk)))
         for ticket in loaded:
-            self.keep_ticket(ticket)
+            self.tickets[ticket.id] = ticket
+            self.by_number[ticket.ticket_number.upper()] = ticket
         # Follow merge pointers so resolving a merged ticket never needs a query.
         missing = {t.merged_into_id for t in loaded if t.merged_into_id is not None}
         missing -= self.tickets.keys()
@@ -235,38 +389,69 @@ class Batch:
             self.prefetch_tickets(ids=missing)
 
     def prefetch_replies(self, recipients: Iterable[str], since: datetime) -> None:
-        wanted = sorted(set(recipients))
-        self._replies_since = since
+        wanted = sorted(set(recipients) - self._replies_stored.keys())
+        since = as_utc(since)
+        connection = self.session.connection()
+        log = EmailLog.__table__.c
         for chunk in _chunks(wanted):
-            rows = self.session.execute(
-                select(EmailLog.email_to, EmailLog.created_at).where(
-                    EmailLog.direction == "out",
-                    EmailLog.action == AUTO_REPLY_ACTION,
-                    EmailLog.email_to.in_(chunk),
-                    EmailLog.created_at >= since,
+            rows = connection.execute(
+                select(log.email_to, log.created_at).where(
+                    log.direction == "out",
+                    log.action == AUTO_REPLY_ACTION,
+                    log.email_to.in_(chunk),
+                    log.created_at >= since,
                 )
             ).all()
-            for address in chunk:
-                self.replies.setdefault(address, [])
+            found: dict[str, list[datetime]] = {address: [] for address in chunk}
             for row in rows:
-                self.replies[row.email_to].append(as_utc(row.created_at))
+                found[row.email_to].append(as_utc(row.created_at))
+            for address, times in found.items():
+                self._replies_stored[address] = (since, times)
 
-    # --- lookups the services make ---------------------------------------------------------
+    # --- lookups ---------------------------------------------------------------------------
+
+    def final(self, ticket_id: int) -> int:
+        """Where a ticket merged in this batch went (itself when it was not)."""
+        hops = 0
+        while ticket_id in self._merged_into and hops < 20:
+            ticket_id = self._merged_into[ticket_id]
+            hops += 1
+        return ticket_id
 
     def refs_for(self, message_ids: Sequence[str]) -> dict[str, list[Ref]]:
+        """Stored and recorded refs of each id, merges applied, 'self' first."""
         self.prefetch_refs(message_ids)
-        return {
-            mid: [Ref(mid, tid, kind) for tid, kind in self.refs[mid].items()]
-            for mid in message_ids
-            if self.refs.get(mid)
-        }
+        found: dict[str, list[Ref]] = {}
+        for mid in message_ids:
+            raw = self.refs.get(mid)
+            if not raw:
+                continue
+            merged: dict[int, str] = {}
+            for tid, kind in raw.items():
+                target = self.final(tid)
+                merged[target] = _stronger(merged.get(target), kind)
+            found[mid] = sorted(
+                (Ref(mid, tid, kind) for tid, kind in merged.items()),
+                key=lambda r: (_KIND_RANK.get(r.kind, 9), r.ticket_id),
+            )
+        return found
 
     def ticket(self, ticket_id: int) -> Ticket:
         found = self.tickets.get(ticket_id)
         if found is None:
-            found = self.session.get_one(Ticket, ticket_id)
-            self.keep_ticket(found)
+            with self.quietly() as session:
+                found = session.get_one(Ticket, ticket_id)
+            self.tickets[found.id] = found
+            self.by_number[found.ticket_number.upper()] = found
         return found
+
+    def live(self, ticket: Ticket) -> Ticket:
+        """The ticket a merged ticket now lives on."""
+        hops = 0
+        while ticket.merged_into_id is not None and hops < 20:
+            ticket = self.ticket(ticket.merged_into_id)
+            hops += 1
+        return ticket
 
     def tickets_by_number(self, numbers: Iterable[str]) -> dict[str, Ticket]:
         wanted = {n.upper() for n in numbers}
@@ -277,163 +462,151 @@ class Batch:
         self.prefetch_logged([message_id])
         return self.logged.get(message_id)
 
-    def recent_replies(self, address: str, since: datetime) -> int | None:
-        """Auto-replies to `address` since `since`; None when the batch cannot tell."""
-        times = self.replies.get(address)
-        if times is None or self._replies_since is None or as_utc(since) < self._replies_since:
-            return None
+    def forget_logged(self, message_id: str) -> None:
+        """Ask the database again (another worker may have stored it meanwhile)."""
+        self._logged_known.discard(message_id)
+        if isinstance(self.logged.get(message_id), LoggedMessage):
+            del self.logged[message_id]
+
+    def recent_replies(self, address: str, since: datetime) -> int:
+        """Auto-replies to `address` since `since`, stored or queued in this batch."""
         since = as_utc(since)
+        stored = self._replies_stored.get(address)
+        if stored is None or since < stored[0]:
+            self._replies_stored.pop(address, None)
+            self.prefetch_replies([address], since)
+            stored = self._replies_stored[address]
+        times = [*stored[1], *self._replies_new.get(address, [])]
         return sum(1 for moment in times if moment >= since)
 
-    # --- writes the services make ----------------------------------------------------------
+    def is_participant(self, ticket: Ticket, address: str) -> bool:
+        """Has mail from `address` been logged on `ticket` (or a ticket merged into it)?"""
+        group = {ticket.id, *(src for src in self._merged_into if self.final(src) == ticket.id)}
+        for entry in self._logs:
+            if entry.ticket_id in group and entry.email_from == address:
+                return True
+        log = EmailLog.__table__.c
+        hit = self.session.connection().execute(
+            select(log.id).where(log.ticket_id.in_(sorted(group)), log.email_from == address)
+            .limit(1)
+        ).first()
+        return hit is not None
+
+    def outbox_item(self, key: str) -> OutboxItem | None:
+        """The outgoing item queued under an idempotency key, in this batch or before."""
+        if key not in self._outbox:
+            with self.quietly() as session:
+                self._outbox[key] = session.scalars(
+                    select(OutboxItem).where(OutboxItem.idempotency_key == key)
+                ).first()
+        return self._outbox[key]
+
+    def held_quarantine(self, sha256: str) -> QuarantineEntry | None:
+        """The quarantine entry still holding these exact bytes, if any."""
+        if sha256 not in self._held:
+            with self.quietly() as session:
+                self._held[sha256] = session.scalars(
+                    select(QuarantineEntry)
+                    .join(RawMessage, RawMessage.id == QuarantineEntry.raw_message_id)
+                    .where(RawMessage.sha256 == sha256, QuarantineEntry.status == "held")
+                    .limit(1)
+                ).first()
+        return self._held[sha256]
+
+    # --- bookkeeping the services do -------------------------------------------------------
 
     def keep_ticket(self, ticket: Ticket) -> None:
+        number = ticket.ticket_number.upper()
+        had, had_number = self.tickets.get(ticket.id), self.by_number.get(number, _ABSENT)
         self.tickets[ticket.id] = ticket
-        self.by_number[ticket.ticket_number.upper()] = ticket
+        self.by_number[number] = ticket
+        self.journal.record(lambda: self._unkeep(ticket.id, number, had, had_number))
+
+    def _unkeep(self, tid: int, number: str, had: Ticket | None, had_number: Any) -> None:
+        _restore(self.tickets, tid, had)
+        _restore(self.by_number, number, None if had_number is _ABSENT else had_number,
+                 absent=had_number is _ABSENT)
 
     def note_logged(self, entry: EmailLog) -> None:
-        if entry.email_message_id not in self.logged:
-            self.logged[entry.email_message_id] = entry
+        mid = entry.email_message_id
+        if mid not in self.logged:
+            self.logged[mid] = entry
+            self.journal.record(lambda: self.logged.pop(mid, None))
 
     def note_reply(self, address: str, moment: datetime) -> None:
-        if address in self.replies:
-            self.replies[address].append(as_utc(moment))
+        times = self._replies_new.setdefault(address, [])
+        times.append(as_utc(moment))
+        self.journal.record(times.pop)
+
+    def note_outbox(self, item: OutboxItem) -> None:
+        key = item.idempotency_key
+        had = self._outbox.get(key, _ABSENT)
+        self._outbox[key] = item
+        self.journal.record(lambda: _restore(self._outbox, key, had, absent=had is _ABSENT))
+
+    def note_held(self, entry: QuarantineEntry, sha256: str) -> None:
+        had = self._held.get(sha256, _ABSENT)
+        self._held[sha256] = entry
+        self.journal.record(lambda: _restore(self._held, sha256, had, absent=had is _ABSENT))
 
     def add_refs(self, ticket_id: int, rows: dict[str, str]) -> None:
         for mid, kind in rows.items():
             key = (mid, ticket_id)
-            if self._refs_pending.get(key) != "self":
-                self._refs_pending[key] = kind
+            pending_before = self._refs_pending.get(key)
             known = self.refs.setdefault(mid, {})
-            if known.get(ticket_id) != "self":
-                known[ticket_id] = kind
+            known_before = known.get(ticket_id)
+            self._refs_pending[key] = _stronger(pending_before, kind)
+            known[ticket_id] = _stronger(known_before, kind)
+            self.journal.record(partial(self._unref, key, known, pending_before, known_before))
 
-    def write_refs(self) -> None:
-        if not self._refs_pending:
-            return
-        values = [
-            {"message_id": mid, "ticket_id": tid, "kind": kind}
-            for (mid, tid), kind in self._refs_pending.items()
-        ]
-        self._refs_pending.clear()
-        self.flush()  # the tickets they point at first
-        if self.ids.postgres:
-            # Three arrays, one statement: one round trip and one plan for the whole batch,
-            # and a statement text that never changes (no compiling per row count).
-            self.session.connection().execute(
-                _UNNEST_REFS,
-                {
-                    "m": [v["message_id"] for v in values],
-                    "t": [v["ticket_id"] for v in values],
-                    "k": [v["kind"] for v in values],
-                },
-            )
-        else:
-            upsert_refs(self.session, values)
+    def _unref(
+        self, key: tuple[str, int], known: dict[int, str], pending: str | None, kind: str | None
+    ) -> None:
+        _restore(self._refs_pending, key, pending)
+        _restore(known, key[1], kind)
 
     def next_counter(self, day: str) -> int:
         if day not in self.counters:
-            self.counters[day] = current_counter(self.session, day)
-        self.counters[day] += 1
+            # Locks the day's row until commit: concurrent workers queue behind us.
+            self.counters[day] = bulkwrite.lock_counter(self.session, day)
+        before, dirty = self.counters[day], day in self._counters_dirty
+        self.counters[day] = before + 1
         self._counters_dirty.add(day)
+        self.journal.record(lambda: self._uncount(day, before, dirty))
         return self.counters[day]
 
+    def _uncount(self, day: str, before: int, dirty: bool) -> None:
+        self.counters[day] = before
+        if not dirty:
+            self._counters_dirty.discard(day)
 
-# A ref that later turns out to be a message we hold upgrades to "self" (both forms below).
-_UNNEST_REFS = text(
-    "INSERT INTO tticket_thread_refs (message_id, ticket_id, kind) "
-    "SELECT * FROM unnest(CAST(:m AS text[]), CAST(:t AS integer[]), CAST(:k AS text[])) "
-    "ON CONFLICT (message_id, ticket_id) DO UPDATE SET kind = excluded.kind "
-    "WHERE excluded.kind = 'self'"
-)
+    def merge(self, source: Ticket, target: Ticket) -> None:
+        """Move `source`'s mail, comments, attachments and thread refs to `target`."""
+        src, dst = source.id, target.id
+        self._merged_into[src] = dst
+        self._merges_pending.append(src)
+        for row in self._mine:
+            if type(row) in _MOVED_WITH_TICKET and row.ticket_id == src:  # type: ignore[attr-defined]
+                row.ticket_id = dst  # type: ignore[attr-defined]
+        self.journal.record(lambda: self._unmerge(src))
 
-
-def upsert_refs(session: Session, values: list[dict[str, Any]]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(ThreadRef)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
-        set_={"kind": stmt.excluded.kind},
-        where=stmt.excluded.kind == "self",
-    )
-    # Parameters apart from the statement: one cached compiled form, whatever the row count.
-    session.execute(stmt, values)
+    def _unmerge(self, src: int) -> None:
+        self._merged_into.pop(src, None)
+        if src in self._merges_pending:
+            self._merges_pending.remove(src)
 
 
-def counter_upsert(session: Session, day: str, step: int) -> Any:
-    """Add `step` to the day's ticket counter (creating it), returning the new value. The
-    row stays locked until commit, so concurrent workers queue behind the caller."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return (
-        insert(TicketCounter)
-        .values(day=day, last_value=step)
-        .on_conflict_do_update(
-            index_elements=[TicketCounter.day],
-            set_={"last_value": TicketCounter.last_value + step},
-        )
-        .returning(TicketCounter.last_value)
-    )
+_ABSENT: Any = object()
 
 
-def current_counter(session: Session, day: str) -> int:
-    """Today's counter, its row locked until commit (concurrent workers queue behind us)."""
-    # On the connection: an ORM execute would autoflush the batch half-way.
-    return int(session.connection().execute(counter_upsert(session, day, 0)).scalar_one())
-
-
-def start(session: Session, block: int) -> Batch:
-    if _KEY in session.info:
-        raise RuntimeError("a batch is already running in this session")
-    batch = Batch(session=session, ids=IdBlocks(session, block))
-    session.info[_KEY] = batch
-    event.listen(session, "do_orm_execute", batch._before_orm_execute)
-    return batch
-
-
-def current(session: Session) -> Batch | None:
-    batch = session.info.get(_KEY)
-    return batch if isinstance(batch, Batch) else None
-
-
-def get_ticket(session: Session, ticket_id: int) -> Ticket:
-    """A ticket by id; in a batch, also one the batch opened and has not written yet."""
-    batch = current(session)
-    return batch.ticket(ticket_id) if batch is not None else session.get_one(Ticket, ticket_id)
-
-
-def add_row(session: Session, obj: Base) -> None:
-    """session.add, except in a batch, which writes the row itself."""
-    batch = current(session)
-    if batch is not None:
-        batch.add(obj)
+def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = False) -> None:
+    if absent or value is None:
+        mapping.pop(key, None)
     else:
-        session.add(obj)
+        mapping[key] = value
 
 
-def add_with_id(session: Session, obj: Base) -> None:
-    """Add a new row and make sure it has its id: from the batch's block, else by a flush."""
-    batch = current(session)
-    if batch is not None:
-        obj.id = batch.ids.take(type(obj))  # type: ignore[attr-defined]
-        batch.add(obj)
-    else:
-        session.add(obj)
-        session.flush()
-
-
-def count_recent_replies(session: Session, address: str, since: datetime) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(EmailLog)
-            .where(
-                EmailLog.direction == "out",
-                EmailLog.email_to == address,
-                EmailLog.created_at >= since,
-                EmailLog.action == AUTO_REPLY_ACTION,
-            )
-        )
-        or 0
-    )
+def open_batch(session: Session, *, block: int = 16, durable: bool = False) -> Batch:
+    """Start a unit of work over the session's transaction. Use it as a context manager,
+    or finish it (a commit of the session finishes it too, as autoflush would)."""
+    return Batch(session, block=block, durable=durable)

@@ -1,9 +1,10 @@
-"""Writing a batch's new rows: one statement per table, without the unit of work.
+"""Writing a batch: one statement per table, without the ORM's unit of work.
 
-The unit of work would issue the same INSERTs but spends more on bookkeeping per object than
-the database spends on the row. Here each new object's column values are read straight from
-it (with what the database or the ORM would have filled in for the rest), grouped by table in
+The ORM would issue the same INSERTs but spends more on bookkeeping per object than the
+database spends on the row. Here each new object's column values are read straight from it
+(with what the database or the ORM would have filled in for the rest), grouped by table in
 foreign-key order, and written with COPY on PostgreSQL or one multi-row INSERT on SQLite.
+Merges, thread refs and the ticket counters are written here too, a statement each.
 """
 
 from __future__ import annotations
@@ -13,51 +14,170 @@ from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import JSON, ColumnDefault, DateTime, insert
-from sqlalchemy.orm import InstanceState, Mapper, Session
+from sqlalchemy import JSON, ColumnDefault, DateTime, bindparam, insert, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import InstanceState, Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
 
 from mailticket.store.db import Base
+from mailticket.store.models import Attachment, Comment, EmailLog, ThreadRef, TicketCounter
 from mailticket.store.pgcopy import CopyValueError, copy_rows
 
+__all__ = [
+    "lock_counter",
+    "move_tickets",
+    "set_counter",
+    "track_written",
+    "upsert_refs",
+    "write_new_rows",
+]
 
-def write_new_rows(session: Session, unattached: list[object], now: datetime) -> list[object]:
-    """INSERT the batch's new rows with one statement per table (COPY on PostgreSQL), then
-    let go of them: the unit of work does the same but spends more on bookkeeping per object
-    than the database spends on the row, and nothing reads these objects afterwards.
-    Returns the unattached rows only the ORM knows how to write."""
+
+def write_new_rows(session: Session, rows: list[Any], now: datetime) -> list[Any]:
+    """INSERT new rows with one statement per table (COPY on PostgreSQL). Returns the rows
+    only the ORM knows how to write (a column default computed by the ORM)."""
     by_table: dict[Any, list[tuple[object, dict[str, Any]]]] = {}
     rest: list[object] = []
-    attached = list(session.new)
-    for obj in [*attached, *unattached]:
+    for obj in rows:
         state = instance_state(obj)
         values = _column_values(state, now)
         if values is not None:
             by_table.setdefault(state.mapper.local_table, []).append((obj, values))
-        elif state.session_id is None:
+        else:
             rest.append(obj)
-    in_session = set(map(id, attached))
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
     for table in Base.metadata.sorted_tables:  # parents before the rows pointing at them
+        rows_of_table = _parents_first(table, by_table.get(table, []))
         # Rows of one table name the same columns in the same order (one column plan per
         # mapper) unless some left a column out; each such group is written on its own.
         for _keys, group in groupby(
-            sorted(by_table.get(table, []), key=lambda item: tuple(item[1])),
+            sorted(rows_of_table, key=lambda item: tuple(item[1])),
             key=lambda item: tuple(item[1]),
         ):
-            rows = list(group)
+            batch = [row_values for _, row_values in group]
             if postgres:
                 try:
-                    copy_rows(connection, table, [values for _, values in rows])
+                    copy_rows(connection, table, batch)
                 except CopyValueError:  # raised before anything was sent
-                    connection.execute(insert(table), [values for _, values in rows])
+                    connection.execute(insert(table), batch)
             else:
-                connection.execute(insert(table), [values for _, values in rows])
-            for obj, _ in rows:
-                if id(obj) in in_session:
-                    session.expunge(obj)
+                connection.execute(insert(table), batch)
     return rest
+
+
+def _parents_first(
+    table: Any, rows: list[tuple[object, dict[str, Any]]]
+) -> list[tuple[object, dict[str, Any]]]:
+    """A row pointing at a row of its own table (a ticket merged into a ticket opened in
+    the same batch) after the row it points at: SQLite checks every row as it goes in."""
+    columns = [
+        fk.parent.key for fk in table.foreign_keys if fk.column.table is table
+    ]
+    if not columns or not rows:
+        return rows
+    by_id = {values.get("id"): values for _, values in rows}
+
+    def depth(values: dict[str, Any]) -> int:
+        hops = 0
+        while hops < 50:
+            parent = next((values.get(c) for c in columns if values.get(c) in by_id), None)
+            if parent is None:
+                break
+            values, hops = by_id[parent], hops + 1
+        return hops
+
+    return sorted(rows, key=lambda item: depth(item[1]))
+
+
+def track_written(session: Session, rows: list[Any]) -> None:
+    """Rows just written behind the ORM's back become persistent session objects, so a
+    later change to one is written like a change to any loaded row."""
+    for obj in rows:
+        make_transient_to_detached(obj)
+    session.add_all(rows)
+
+
+def move_tickets(session: Session, moves: list[tuple[int, int]]) -> None:
+    """Merges: mail, comments, attachments and thread refs of each source ticket go to its
+    target (a ref both had keeps the stronger kind)."""
+    params = [{"m_src": src, "m_dst": dst} for src, dst in moves]
+    connection = session.connection()
+    for model in (EmailLog, Comment, Attachment):
+        connection.execute(
+            update(model.__table__)  # type: ignore[arg-type]
+            .where(model.__table__.c.ticket_id == bindparam("m_src"))
+            .values(ticket_id=bindparam("m_dst")),
+            params,
+        )
+    connection.execute(_MOVE_REFS, params)
+    connection.execute(_DROP_REFS, params)
+
+
+# The SELECT's WHERE also settles SQLite's parsing of INSERT ... SELECT ... ON CONFLICT.
+_MOVE_REFS = text(
+    "INSERT INTO tticket_thread_refs (message_id, ticket_id, kind) "
+    "SELECT message_id, :m_dst, kind FROM tticket_thread_refs WHERE ticket_id = :m_src "
+    "ON CONFLICT (message_id, ticket_id) DO UPDATE SET kind = excluded.kind "
+    "WHERE excluded.kind = 'self'"
+)
+_DROP_REFS = text("DELETE FROM tticket_thread_refs WHERE ticket_id = :m_src")
+
+# A ref that turns out to be a message we hold upgrades to "self" (both forms below).
+_UNNEST_REFS = text(
+    "INSERT INTO tticket_thread_refs (message_id, ticket_id, kind) "
+    "SELECT * FROM unnest(CAST(:m AS text[]), CAST(:t AS integer[]), CAST(:k AS text[])) "
+    "ON CONFLICT (message_id, ticket_id) DO UPDATE SET kind = excluded.kind "
+    "WHERE excluded.kind = 'self'"
+)
+
+
+def upsert_refs(session: Session, refs: dict[tuple[str, int], str]) -> None:
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Three arrays, one statement: one round trip and one plan for the whole batch,
+        # and a statement text that never changes (no compiling per row count).
+        connection.execute(
+            _UNNEST_REFS,
+            {"m": [m for m, _ in refs], "t": [t for _, t in refs], "k": list(refs.values())},
+        )
+        return
+    stmt = sqlite_insert(ThreadRef)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
+        set_={"kind": stmt.excluded.kind},
+        where=stmt.excluded.kind == "self",
+    )
+    connection.execute(
+        stmt, [{"message_id": m, "ticket_id": t, "kind": k} for (m, t), k in refs.items()]
+    )
+
+
+def _counter_upsert(dialect: str, day: str, step: int) -> Any:
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        upsert(TicketCounter)
+        .values(day=day, last_value=step)
+        .on_conflict_do_update(
+            index_elements=[TicketCounter.day],
+            set_={"last_value": TicketCounter.last_value + step},
+        )
+        .returning(TicketCounter.last_value)
+    )
+
+
+def lock_counter(session: Session, day: str) -> int:
+    """The day's ticket counter (created at 0), its row locked until commit: concurrent
+    workers queue behind us and numbers stay gap-free."""
+    connection = session.connection()
+    return int(connection.execute(_counter_upsert(connection.dialect.name, day, 0)).scalar_one())
+
+
+def set_counter(session: Session, day: str, value: int) -> None:
+    session.connection().execute(
+        update(TicketCounter).where(TicketCounter.day == day).values(last_value=value)
+    )
 
 
 # How each column of a new row gets its INSERT value when the object does not hold one.

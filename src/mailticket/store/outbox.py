@@ -27,13 +27,15 @@ from mailticket.store.outbox_models import OutboxItem, utcnow
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("pending", "in_flight", "done", "dead")
+# unable: the target cannot perform the item at all (not retried, never "done").
+STATUSES = ("pending", "in_flight", "done", "dead", "unable")
 _MAX_ERROR_CHARS = 4000
 # A drain stops after this many full batches so one call cannot run unbounded.
 _MAX_BATCHES_PER_DRAIN = 100
 
 __all__ = [
     "STATUSES",
+    "Deferred",
     "DeliveryError",
     "DrainReport",
     "Handler",
@@ -42,6 +44,7 @@ __all__ = [
     "PermanentError",
     "RetryPolicy",
     "TransientError",
+    "Unperformable",
     "claim",
     "drain",
     "enqueue",
@@ -72,6 +75,16 @@ class PermanentError(DeliveryError):
     """Retrying cannot help (5xx, rejected recipient, invalid payload)."""
 
 
+class Deferred(TransientError):
+    """Not attempted: the item waits for something else (an earlier item on the same
+    target object). It uses up no attempt, so waiting never dead-letters it."""
+
+
+class Unperformable(PermanentError):
+    """The target cannot perform this item at all (a status it cannot represent): parked
+    as "unable", so it is neither retried nor reported as done."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 10
@@ -97,14 +110,16 @@ class DrainReport:
     done: int = 0
     retried: int = 0
     dead: int = 0
+    unable: int = 0
 
     @property
     def total(self) -> int:
-        return self.done + self.retried + self.dead
+        return self.done + self.retried + self.dead + self.unable
 
     def __add__(self, other: DrainReport) -> DrainReport:
         return DrainReport(
-            self.done + other.done, self.retried + other.retried, self.dead + other.dead
+            self.done + other.done, self.retried + other.retried, self.dead + other.dead,
+            self.unable + other.unable,
         )
 
 
@@ -242,12 +257,16 @@ def mark_failed(
     *,
     now: datetime | None = None,
 ) -> str:
-    """Record a failed attempt; returns the new status ("pending" to retry, or "dead")."""
+    """Record a failed attempt; returns the new status ("pending" to retry, "dead", "unable")."""
     now = now or utcnow()
     message = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
     item.last_error = message
     item.updated_at = now
-    if isinstance(exc, PermanentError) or item.attempts >= policy.max_attempts:
+    if isinstance(exc, Deferred):
+        item.attempts = max(item.attempts - 1, 0)  # claimed, but not tried
+    if isinstance(exc, Unperformable):
+        item.status = "unable"
+    elif isinstance(exc, PermanentError) or item.attempts >= policy.max_attempts:
         item.status = "dead"
         if not isinstance(exc, PermanentError):
             item.last_error = f"gave up after {item.attempts} attempts; last: {message}"[
@@ -271,9 +290,10 @@ def requeue(session: Session, item_id: int) -> OutboxItem:
     item = session.get(OutboxItem, item_id)
     if item is None:
         raise OutboxError(f"no outbox item with id {item_id}")
-    if item.status not in ("dead", "pending"):
+    if item.status not in ("dead", "pending", "unable"):
         raise OutboxError(
-            f"outbox item {item_id} is {item.status}; only dead or pending items can be retried"
+            f"outbox item {item_id} is {item.status}; only dead, unable or pending items can"
+            " be retried"
         )
     now = utcnow()
     item.status = "pending"
@@ -361,6 +381,8 @@ async def drain(
                 report += DrainReport(retried=1)
             elif status == "dead":
                 report += DrainReport(dead=1)
+            elif status == "unable":
+                report += DrainReport(unable=1)
         if len(items) < batch:
             break
     return report

@@ -9,22 +9,17 @@ or References: the last gives ghost parents) and a TKT number inside the id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Settings, SubjectMatchPolicy
-from mailticket.store.batch import Ref, current, get_ticket
-from mailticket.store.models import EmailLog, ThreadRef, Ticket
+from mailticket.store.batch import Batch
+from mailticket.store.models import Ticket
 from mailticket.threading.subject import subject_ticket_number
 from mailticket.types import Classification, ParsedEmail, ThreadMatch
 
 # Signals that come from the message's own headers: only these may merge two tickets.
 _MERGING_SIGNALS = frozenset({"in_reply_to", "references", "referenced_by"})
-_KIND_RANK = {"self": 0, "ref": 1}
 
 
 @dataclass
@@ -54,61 +49,29 @@ def candidates(email: ParsedEmail, classification: Classification) -> list[tuple
     return unique
 
 
-def _live(session: Session, ticket: Ticket) -> Ticket:
-    hops = 0
-    while ticket.merged_into_id is not None and hops < 20:
-        ticket = get_ticket(session, ticket.merged_into_id)
-        hops += 1
-    return ticket
-
-
-def _tickets_by_number(session: Session, numbers: set[str]) -> dict[str, Ticket]:
+def _tickets_by_number(work: Batch, numbers: set[str]) -> dict[str, Ticket]:
     if not numbers:
         return {}
-    batch = current(session)
-    rows: Iterable[Ticket]
-    if batch is not None:
-        rows = batch.tickets_by_number(numbers).values()
-    else:
-        rows = session.scalars(select(Ticket).where(Ticket.ticket_number.in_(numbers)))
-    return {t.ticket_number.upper(): _live(session, t) for t in rows}
+    found = work.tickets_by_number(numbers)
+    return {t.ticket_number.upper(): work.live(t) for t in found.values()}
 
 
-def _refs_by_id(session: Session, ids: list[str]) -> dict[str, list[Ref]]:
-    if not ids:
-        return {}
-    batch = current(session)
-    if batch is not None:
-        found = batch.refs_for(ids)
-    else:
-        found = {}
-        for ref in session.scalars(select(ThreadRef).where(ThreadRef.message_id.in_(ids))):
-            found.setdefault(ref.message_id, []).append(Ref(ref.message_id, ref.ticket_id, ref.kind))
-    for refs in found.values():
-        refs.sort(key=lambda r: (_KIND_RANK.get(r.kind, 9), r.ticket_id))
-    return found
-
-
-def _is_participant(session: Session, ticket: Ticket, address: str) -> bool:
+def _is_participant(work: Batch, ticket: Ticket, address: str) -> bool:
     if not address:
         return False
     if (ticket.requester_email or "").lower() == address:
         return True
-    hit = session.scalar(
-        select(EmailLog.id)
-        .where(EmailLog.ticket_id == ticket.id, EmailLog.email_from == address)
-        .limit(1)
-    )
-    return hit is not None
+    return work.is_participant(ticket, address)
 
 
 def resolve(
-    session: Session, settings: Settings, email: ParsedEmail, classification: Classification
+    work: Batch, settings: Settings, email: ParsedEmail, classification: Classification
 ) -> Resolution:
     pairs = candidates(email, classification)
-    refs = _refs_by_id(session, [mid for _, mid in pairs])
+    ids = [mid for _, mid in pairs]
+    refs = work.refs_for(ids) if ids else {}
     numbers = {n for _, mid in pairs if (n := canonical_ticket_number(mid))}
-    by_number = _tickets_by_number(session, {n.upper() for n in numbers})
+    by_number = _tickets_by_number(work, {n.upper() for n in numbers})
 
     first: ThreadMatch | None = None
     first_ticket: Ticket | None = None
@@ -116,7 +79,7 @@ def resolve(
     for signal, mid in pairs:
         # For "referenced_by" only mail that pointed at this id counts, not a copy of it.
         hits = [
-            _live(session, get_ticket(session, r.ticket_id))
+            work.live(work.ticket(r.ticket_id))
             for r in refs.get(mid, [])
             if signal != "referenced_by" or r.kind == "ref"
         ]
@@ -136,10 +99,10 @@ def resolve(
 
     number = subject_ticket_number(email.subject)
     if number:
-        found = _tickets_by_number(session, {number.upper()}).get(number.upper())
+        found = _tickets_by_number(work, {number.upper()}).get(number.upper())
         if found is not None and (
             settings.ticket_subject_match is SubjectMatchPolicy.any
-            or _is_participant(session, found, email.from_address)
+            or _is_participant(work, found, email.from_address)
         ):
             return Resolution(
                 ThreadMatch(found.id, found.ticket_number, "subject", number), ticket=found

@@ -10,10 +10,9 @@ import hashlib
 import traceback
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.store.batch import add_with_id
+from mailticket.store.batch import Batch, open_batch
 from mailticket.store.db import new_row
 from mailticket.store.models import QuarantineEntry, RawMessage
 
@@ -36,13 +35,13 @@ class QuarantineNotFound(LookupError):
     pass
 
 
-def store_raw(session: Session, raw: bytes, source: str | None) -> RawMessage:
-    row = new_row(
-        RawMessage,
-        sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw, source=source
+def store_raw(work: Batch, raw: bytes, source: str | None) -> RawMessage:
+    return work.add(
+        new_row(
+            RawMessage,
+            sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw, source=source
+        )
     )
-    add_with_id(session, row)
-    return row
 
 
 def describe(exc: BaseException) -> str:
@@ -51,7 +50,7 @@ def describe(exc: BaseException) -> str:
 
 
 def quarantine(
-    session: Session,
+    work: Batch,
     raw_message: RawMessage,
     *,
     source: str | None,
@@ -60,44 +59,42 @@ def quarantine(
     message_id: str | None = None,
 ) -> QuarantineEntry:
     """Hold a message; the same bytes failing again bump the existing entry, not a new one."""
-    existing = session.scalar(
-        select(QuarantineEntry)
-        .join(RawMessage, RawMessage.id == QuarantineEntry.raw_message_id)
-        .where(RawMessage.sha256 == raw_message.sha256, QuarantineEntry.status == "held")
-        .limit(1)
-    )
+    existing = work.held_quarantine(raw_message.sha256)
     tb = "".join(traceback.format_exception(exc)) if exc is not None else None
     if existing is not None:
         existing.attempts += 1
         existing.reason = reason
         existing.traceback = tb
         if raw_message.id != existing.raw_message_id:
-            session.delete(raw_message)
-        session.flush()
+            work.discard(raw_message)
         return existing
-    entry = QuarantineEntry(
-        raw_message_id=raw_message.id,
-        source=source,
-        message_id=message_id,
-        reason=reason,
-        error_type=exc.__class__.__name__ if exc is not None else None,
-        traceback=tb,
-        status="held",
-        attempts=1,
+    entry = work.add(
+        new_row(
+            QuarantineEntry,
+            raw_message_id=raw_message.id,
+            source=source,
+            message_id=message_id,
+            reason=reason,
+            error_type=exc.__class__.__name__ if exc is not None else None,
+            traceback=tb,
+            status="held",
+            attempts=1,
+        )
     )
-    session.add(entry)
-    session.flush()
+    work.note_held(entry, raw_message.sha256)
     return entry
 
 
 def quarantine_raw(
     session: Session, raw: bytes, source: str | None, reason: str, message_id: str | None = None
 ) -> QuarantineEntry:
-    """For sources that reject a message before the pipeline sees it (e.g. too large)."""
-    return quarantine(
-        session, store_raw(session, raw, source), source=source, reason=reason,
-        message_id=message_id,
-    )
+    """For sources that reject a message before the pipeline sees it (e.g. too large):
+    written in the caller's transaction, in a unit of work of its own."""
+    with open_batch(session) as work:
+        return quarantine(
+            work, store_raw(work, raw, source), source=source, reason=reason,
+            message_id=message_id,
+        )
 
 
 def retry(pipeline: Reprocessor, entry_id: int) -> Outcome:

@@ -1,6 +1,7 @@
 """Ticket services: open a ticket from an email, thread a reply into one, merge, comment.
 
-Every function takes the caller's session and never commits.
+The pipeline's services take its unit of work (`Batch`); `add_comment` and `find_ticket`
+serve the API and CLI with a plain session. None of them commits.
 """
 
 from __future__ import annotations
@@ -8,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailticket.reading.extraction import detect_priority, extract_tags, merge_tags
+from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Priority, Settings
-from mailticket.store.batch import add_row, add_with_id, current
+from mailticket.store.batch import Batch
 from mailticket.store.db import new_row
-from mailticket.store.models import Attachment, Comment, EmailLog, ThreadRef, Ticket
+from mailticket.store.models import Comment, EmailLog, Ticket
 from mailticket.threading import record_thread_refs
 from mailticket.ticketing.numbering import allocate_ticket_number
 from mailticket.types import Classification, ParsedEmail
@@ -32,7 +34,7 @@ def format_description(email: ParsedEmail, received_at: datetime | None) -> str:
 
 
 def create_ticket_from_email(
-    session: Session,
+    work: Batch,
     settings: Settings,
     email: ParsedEmail,
     log: EmailLog,
@@ -47,7 +49,7 @@ def create_ticket_from_email(
         assigned_to_user_id = settings.ticket_default_assignee_id
     ticket = new_row(
         Ticket,
-        ticket_number=allocate_ticket_number(session, settings.tz, now),
+        ticket_number=allocate_ticket_number(work, settings.tz, now),
         subject=(email.subject or "(no subject)")[:MAX_SUBJECT],
         description=format_description(email, log.email_received_at),
         status="open",
@@ -62,16 +64,14 @@ def create_ticket_from_email(
         },
         requester_email=email.from_address or None,
     )
-    add_with_id(session, ticket)
-    batch = current(session)
-    if batch is not None:
-        batch.keep_ticket(ticket)
-    _attach_email(session, ticket, email, log, is_reply=False)
+    work.add(ticket)
+    work.keep_ticket(ticket)
+    _attach_email(work, ticket, email, log, is_reply=False)
     return ticket
 
 
 def link_email(
-    session: Session,
+    work: Batch,
     ticket: Ticket,
     email: ParsedEmail,
     log: EmailLog,
@@ -82,7 +82,7 @@ def link_email(
     A human reply becomes a public comment and reopens a resolved ticket; an auto-reply
     or bounce is logged on the ticket but never reopens it nor counts as the customer's word.
     """
-    _attach_email(session, ticket, email, log, is_reply=True)
+    _attach_email(work, ticket, email, log, is_reply=True)
     if classification.is_automated:
         return None
     if ticket.status in REOPENABLE_STATUSES:
@@ -97,20 +97,18 @@ def link_email(
         source="email",
         email_log_id=log.id,
     )
-    add_row(session, comment)
+    work.add(comment)
     ticket.updated_at = datetime.now(UTC)
     return comment
 
 
 def _attach_email(
-    session: Session, ticket: Ticket, email: ParsedEmail, log: EmailLog, *, is_reply: bool
+    work: Batch, ticket: Ticket, email: ParsedEmail, log: EmailLog, *, is_reply: bool
 ) -> None:
     log.ticket_id = ticket.id
     log.is_reply = is_reply
     # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
-    record_thread_refs(
-        session, ticket.id, email.message_id, [*email.in_reply_to, *email.references]
-    )
+    record_thread_refs(work, ticket.id, email.message_id, [*email.in_reply_to, *email.references])
 
 
 def add_tags(ticket: Ticket, tags: Iterable[str]) -> list[str]:
@@ -143,9 +141,6 @@ def add_comment(
 def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
     ticket: Ticket | None
-    batch = current(session)
-    if batch is not None:
-        batch.flush()  # a ticket the batch opened must be findable like any other
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         ticket = session.get(Ticket, int(ref))
     else:
@@ -157,39 +152,36 @@ def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     return ticket
 
 
-def merge_tickets(session: Session, target: Ticket, sources: Iterable[Ticket]) -> None:
+def ticket_by_number(work: Batch, number: str) -> Ticket | None:
+    """`find_ticket` for the pipeline: a ticket opened earlier in the batch counts too."""
+    number = (canonical_ticket_number(number) or number).upper()
+    found = work.tickets_by_number([number]).get(number)
+    return work.live(found) if found is not None else None
+
+
+def merge_tickets(work: Batch, target: Ticket, sources: Iterable[Ticket]) -> None:
     """Fold tickets that turned out to be one conversation into `target`.
 
     Happens when a message's own headers tie together tickets that were opened separately
-    (e.g. its parent arrived after a reply to it). Mail, comments and thread ids move; the
-    old ticket stays as a pointer so its number keeps resolving.
+    (e.g. its parent arrived after a reply to it). Mail, comments and thread ids move (the
+    unit of work moves the stored ones when it is written); the old ticket stays as a
+    pointer so its number keeps resolving.
     """
-    batch = current(session)
-    if batch is not None:
-        batch.write_refs()  # the refs it kept back must be in the table to be moved
     for src in sources:
         if src.id == target.id or src.merged_into_id is not None:
             continue
-        for model in (EmailLog, Comment, Attachment):
-            session.execute(
-                update(model).where(model.ticket_id == src.id).values(ticket_id=target.id)
-            )
-        moved = session.scalars(select(ThreadRef).where(ThreadRef.ticket_id == src.id)).all()
-        for ref in moved:
-            record_thread_refs(
-                session, target.id, ref.message_id if ref.kind == "self" else None,
-                [ref.message_id] if ref.kind == "ref" else [],
-            )
-            session.delete(ref)
+        work.merge(src, target)
         target.tags = merge_tags(target.tags or [], src.tags or [])
         src.status = "merged"
         src.merged_into_id = target.id
-        session.add(
-            Comment(
+        work.add(
+            new_row(
+                Comment,
                 ticket_id=target.id,
                 body=f"{src.ticket_number} was merged into this ticket (same email thread).",
+                author_email=None,
                 is_internal=True,
                 source="system",
+                email_log_id=None,
             )
         )
-    session.flush()

@@ -9,7 +9,6 @@ from pydantic import Field, field_validator
 
 from mailticket.reading.ticketnumbers import TICKET_NUMBER_RE, canonical_ticket_number
 from mailticket.settings import Priority
-from mailticket.store.batch import get_ticket
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets
 from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, NoParams, action
@@ -56,22 +55,22 @@ def _result(ticket: Ticket, **flags: bool) -> dict[str, Any]:
 
 
 def _link(ctx: ActionContext, ticket: Ticket) -> None:
-    tickets.link_email(ctx.session, ticket, ctx.email, ctx.email_log, ctx.classification)
+    tickets.link_email(ctx.work, ticket, ctx.email, ctx.email_log, ctx.classification)
     ctx.ticket, ctx.linked = ticket, True
 
 
-@action("create_ticket", CreateTicketParams)
+@action("create_ticket", CreateTicketParams, through_work=True)
 def create_ticket(ctx: ActionContext, params: CreateTicketParams) -> dict[str, Any]:
     """Thread the email into its ticket when it is a reply, else open a new ticket."""
     _require_tickets_enabled(ctx)
     if ctx.ticket is not None:
         return _result(ctx.ticket, created=ctx.created, linked=ctx.linked)
     if ctx.thread is not None:
-        _link(ctx, get_ticket(ctx.session, ctx.thread.ticket_id))
+        _link(ctx, ctx.work.ticket(ctx.thread.ticket_id))
         assert ctx.ticket is not None
         return _result(ctx.ticket, created=False, linked=True)
     ticket = tickets.create_ticket_from_email(
-        ctx.session,
+        ctx.work,
         ctx.settings,
         ctx.email,
         ctx.email_log,
@@ -84,12 +83,12 @@ def create_ticket(ctx: ActionContext, params: CreateTicketParams) -> dict[str, A
     return _result(ticket, created=True, linked=False)
 
 
-@action("link_email_to_ticket", LinkParams)
+@action("link_email_to_ticket", LinkParams, through_work=True)
 def link_email_to_ticket(ctx: ActionContext, params: LinkParams) -> dict[str, Any]:
     """Attach the email to the named ticket; an unknown number fails, it never opens one."""
     _require_tickets_enabled(ctx)
     number = canonical_ticket_number(params.ticket_number) or params.ticket_number
-    ticket = tickets.find_ticket(ctx.session, number)
+    ticket = tickets.ticket_by_number(ctx.work, number)
     if ticket is None:
         raise ActionError(f"ticket {number} does not exist")
     if ctx.ticket is not None and ctx.ticket.id != ticket.id:
@@ -104,20 +103,20 @@ def link_email_to_ticket(ctx: ActionContext, params: LinkParams) -> dict[str, An
 def _ticket_or_fail(ctx: ActionContext, what: str) -> Ticket:
     ticket = ctx.ticket
     if ticket is None and ctx.thread is not None:
-        ticket = get_ticket(ctx.session, ctx.thread.ticket_id)
+        ticket = ctx.work.ticket(ctx.thread.ticket_id)
     if ticket is None:
         raise ActionError(f"{what} needs a ticket: put create_ticket or link_email_to_ticket first")
     return ticket
 
 
-@action("add_tags", TagsParams)
+@action("add_tags", TagsParams, through_work=True)
 def add_tags(ctx: ActionContext, params: TagsParams) -> dict[str, Any]:
     """Add tags to the email's ticket (lower-cased, at most 10 in all)."""
     ticket = _ticket_or_fail(ctx, "add_tags")
     return {"ticket_number": ticket.ticket_number, "tags": tickets.add_tags(ticket, params.tags)}
 
 
-@action("set_priority", PriorityParams)
+@action("set_priority", PriorityParams, through_work=True)
 def set_priority(ctx: ActionContext, params: PriorityParams) -> dict[str, Any]:
     """Set the ticket's priority."""
     ticket = _ticket_or_fail(ctx, "set_priority")
@@ -125,7 +124,7 @@ def set_priority(ctx: ActionContext, params: PriorityParams) -> dict[str, Any]:
     return {"ticket_number": ticket.ticket_number, "priority": ticket.priority}
 
 
-@action("assign", AssignParams)
+@action("assign", AssignParams, through_work=True)
 def assign(ctx: ActionContext, params: AssignParams) -> dict[str, Any]:
     """Assign the ticket to a user."""
     ticket = _ticket_or_fail(ctx, "assign")
@@ -133,7 +132,7 @@ def assign(ctx: ActionContext, params: AssignParams) -> dict[str, Any]:
     return {"ticket_number": ticket.ticket_number, "assigned_to_user_id": params.user_id}
 
 
-@action("ignore", NoParams)
+@action("ignore", NoParams, through_work=True)
 def ignore(ctx: ActionContext, params: NoParams) -> dict[str, Any]:
     """Log the email only: no ticket, no reply."""
     ctx.ignored = True

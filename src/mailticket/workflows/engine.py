@@ -1,11 +1,13 @@
-"""Run the workflows that match a message, each inside its own SAVEPOINT.
+"""Run the workflows that match a message, each inside its own checkpoint.
 
 A workflow is all-or-nothing: when a step fails, everything the workflow wrote is rolled
 back, the remaining steps do not run, and an execution row saying why is kept (it is added
 after the rollback, so it survives). One failing workflow never stops the message: the
 pipeline still logs it, and later workflows still get their turn.
 
-The engine never commits; the pipeline's per-message boundary does.
+The checkpoint belongs to the message's unit of work (`ctx.work`): kept in memory when
+every step is a `through_work` action, else backed by a SAVEPOINT. The engine never
+commits; the pipeline does.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from mailticket.store.batch import add_row, current
+from mailticket.store.batch import CheckpointLost
 from mailticket.store.db import new_row
 from mailticket.store.models import Ticket, WorkflowExecution
 from mailticket.workflows.registry import ActionContext, ActionError, get_action
@@ -32,20 +35,22 @@ NOT_RUN, ROLLED_BACK = "not_run", "rolled_back"
 
 def run_workflows(ctx: ActionContext, workflows: WorkflowSet) -> list[WorkflowExecution]:
     """Run every workflow triggered by the message's label, in order; return their rows
-    (already added to the session, flushed)."""
+    (added to the unit of work, ids assigned)."""
     executions: list[WorkflowExecution] = []
     for wf in workflows.triggered(ctx.classification):
         if wf.below_threshold(ctx.classification.confidence):
             execution = _skipped(ctx, wf)
         else:
             execution = _run(ctx, wf)
-        add_row(ctx.session, execution)
+        ctx.work.add(execution)
         executions.append(execution)
         if execution.status == OK and wf.stop:
             break
-    if current(ctx.session) is None:
-        ctx.session.flush()
     return executions
+
+
+def _through_work(steps: Sequence[Step]) -> bool:
+    return all(get_action(step.action).through_work for step in steps)
 
 
 @dataclass(frozen=True)
@@ -74,36 +79,38 @@ class _CtxState:
 
 
 def _run(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
-    if current(ctx.session) is not None:
-        return _run_in_batch(ctx, wf)
     started = time.perf_counter()
     steps: list[dict[str, Any]] = []
     tolerated: list[str] = []
     before = _CtxState.of(ctx)
     error: str | None = None
+    failure: BaseException | None = None
+    mark = ctx.work.checkpoint(durable=not _through_work(wf.steps))
+    released = False
     try:
-        with ctx.session.begin_nested():
-            for step in wf.steps:
-                if step.continue_on_error:
-                    problem = _run_tolerated(ctx, wf, step, steps)
-                    if problem is not None:
-                        tolerated.append(f"{step.action}: {problem}")
-                else:
-                    _run_step(ctx, step, steps)
-            # Surface constraint violations here, inside this workflow's savepoint.
-            ctx.session.flush()
-    except OperationalError:
-        # The database itself is unusable: not this workflow's fault, and the message
-        # must not be acknowledged. The pipeline's boundary decides.
+        for step in wf.steps:
+            if step.continue_on_error:
+                problem = _run_tolerated(ctx, wf, step, steps)
+                if problem is not None:
+                    tolerated.append(f"{step.action}: {problem}")
+            else:
+                _run_step(ctx, step, steps)
+        # A SAVEPOINT-backed checkpoint writes here: constraint violations surface inside it.
+        ctx.work.release(mark)
+        released = True
+    except (OperationalError, CheckpointLost):
+        # The database itself is unusable, or the batch must be redone: not this
+        # workflow's fault, and the message must not be acknowledged. The pipeline decides.
         raise
     except ActionError as exc:
-        error = _describe(exc)
+        error, failure = _describe(exc), exc
         log.warning("workflow %r failed for %s: %s", wf.name, ctx.email.message_id, error)
     except Exception as exc:
         # The per-workflow boundary: a bug in one action must not take the message down.
-        error = _describe(exc)
+        error, failure = _describe(exc), exc
         log.exception("workflow %r crashed for %s", wf.name, ctx.email.message_id)
-    if error is not None:
+    if not released:
+        ctx.work.rollback_to(mark, failure)
         before.restore(ctx)
         _mark_after_failure(steps, wf)
     merged: dict[str, Any] = {}
@@ -122,22 +129,6 @@ def _run(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
     )
 
 
-def _run_in_batch(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
-    """In a batch there are no savepoints to roll one workflow back to: any failure goes
-    up and the pipeline redoes the whole batch one message at a time, through `_run`,
-    where it is recorded exactly as it would have been without the batch."""
-    started = time.perf_counter()
-    steps: list[dict[str, Any]] = []
-    for step in wf.steps:
-        _run_step(ctx, step, steps)
-    merged: dict[str, Any] = {}
-    for entry in steps:
-        merged.update(entry["result"])
-    return _execution(
-        ctx, wf, status=OK, steps=steps, result=merged, error=None, started=started
-    )
-
-
 def _run_step(ctx: ActionContext, step: Step, steps: list[dict[str, Any]]) -> None:
     started = time.perf_counter()
     try:
@@ -151,14 +142,14 @@ def _run_step(ctx: ActionContext, step: Step, steps: list[dict[str, Any]]) -> No
 def _run_tolerated(
     ctx: ActionContext, wf: Workflow, step: Step, steps: list[dict[str, Any]]
 ) -> str | None:
-    """An `on_error: continue` step: its own savepoint, so its failure undoes only its own
+    """An `on_error: continue` step: its own checkpoint, so its failure undoes only its own
     writes and the workflow goes on. Returns the failure, None when it succeeded."""
     before = _CtxState.of(ctx)
+    mark = ctx.work.checkpoint(durable=not _through_work([step]))
     try:
-        with ctx.session.begin_nested():
-            _run_step(ctx, step, steps)
-            ctx.session.flush()
-    except OperationalError:
+        _run_step(ctx, step, steps)
+        ctx.work.release(mark)
+    except (OperationalError, CheckpointLost):
         raise
     except Exception as exc:
         # A step boundary the admin asked for; logged like a failed workflow.
@@ -171,8 +162,9 @@ def _run_tolerated(
             problem,
             exc_info=not isinstance(exc, ActionError),
         )
+        ctx.work.rollback_to(mark, exc)
         before.restore(ctx)
-        if steps[-1]["status"] == OK:  # the action succeeded, its flush did not
+        if steps[-1]["status"] == OK:  # the action succeeded, its write did not
             steps[-1].update(status=FAILED, error=problem)
             steps[-1].pop("result", None)
         return problem

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from mailticket.settings import Settings
+from mailticket.store.batch import Batch
 from mailticket.store.models import EmailLog, Ticket
 from mailticket.types import Classification, ParsedEmail, ThreadMatch
 
@@ -43,7 +44,9 @@ class ActionError(Exception):
 
 @dataclass
 class ActionContext:
-    session: Session
+    # The unit of work the message is written in: read and write through it (tickets,
+    # rows, thread refs) and a failed workflow is undone without a round trip.
+    work: Batch
     settings: Settings
     email: ParsedEmail
     classification: Classification
@@ -60,6 +63,12 @@ class ActionContext:
     # Free-form per-message notes actions leave for each other (e.g. "auto_reply_queued").
     notes: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def session(self) -> Session:
+        """The unit of work's session, for actions that run their own queries (the batch
+        writes its rows before any such query, so they see them)."""
+        return self.work.session
+
 
 P = TypeVar("P", bound=ActionParams)
 ActionFunc = Callable[[ActionContext, Any], dict[str, Any]]
@@ -71,6 +80,10 @@ class ActionSpec(Generic[P]):
     params_model: type[P]
     func: ActionFunc
     description: str = ""
+    # Reads and writes only through `ctx.work` (and attributes of the objects it hands
+    # out), so a failure is undone in memory. Otherwise the engine writes the batch first
+    # and runs the workflow inside a SAVEPOINT, which costs round trips per message.
+    through_work: bool = False
 
 
 _REGISTRY: dict[str, ActionSpec[Any]] = {}
@@ -78,12 +91,17 @@ _loaded = False
 
 
 def action(
-    name: str, params_model: type[P] = NoParams  # type: ignore[assignment]
+    name: str,
+    params_model: type[P] = NoParams,  # type: ignore[assignment]
+    *,
+    through_work: bool = False,
 ) -> Callable[[ActionFunc], ActionFunc]:
     def decorate(func: ActionFunc) -> ActionFunc:
         if name in _REGISTRY and _REGISTRY[name].func is not func:
             raise RuntimeError(f"workflow action {name!r} registered twice")
-        _REGISTRY[name] = ActionSpec(name, params_model, func, (func.__doc__ or "").strip())
+        _REGISTRY[name] = ActionSpec(
+            name, params_model, func, (func.__doc__ or "").strip(), through_work
+        )
         return func
 
     return decorate

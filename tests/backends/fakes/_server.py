@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,28 +55,33 @@ class FakeVendor:
 
     def fail_next(self, kind: Fault | str | Response, times: int = 1, path_prefix: str = "/",
                   *, method: str | None = None, path: str | None = None,
-                  retry_after: int = 7, ticket: str | int | None = None) -> None:
-        """Schedule a fault (see faults.py); or answer the next `times` requests under
-        `path_prefix` with a given `response`."""
+                  retry_after: int = 7, ticket: str | int | None = None,
+                  where: Callable[[Exchange], bool] | None = None) -> None:
+        """Schedule a fault (see faults.py); or answer the next `times` matching requests
+        with a ready-made `response`. `path` is a regular expression for the whole path;
+        without it, any path under `path_prefix` matches."""
+        prefix = path is None
+        pattern = path_prefix if path is None else path
         if isinstance(kind, Response):
             with self._lock:
-                self._faults.append(Pending(method, path_prefix, kind, times, prefix=True))
+                self._faults.append(Pending(method, pattern, kind, times, prefix=prefix,
+                                            where=where))
             return
         fault = Fault(kind)
         if fault is Fault.DELETED:
             if ticket is None:
                 raise ValueError("Fault.DELETED needs the ticket")
-            self.delete_ticket(str(ticket))
+            with self._lock:
+                self.delete_ticket(str(ticket))
             return
         with self._lock:
-            self._faults.append(Pending(method, path if path is not None else path_prefix,
-                                        fault, times, retry_after, prefix=path is None))
+            self._faults.append(Pending(method, pattern, fault, times, retry_after,
+                                        prefix=prefix, where=where))
 
     def drop_after(self, method: str, path_prefix: str) -> None:
         """Process the next matching request, then cut the connection mid-answer: the
         client cannot tell whether its write happened (an ambiguous create)."""
-        with self._lock:
-            self._faults.append(Pending(method, path_prefix, Fault.LOST_ANSWER, prefix=True))
+        self.fail_next(Fault.LOST_ANSWER, method=method, path_prefix=path_prefix)
 
     def fail_rate_limited(self, retry_after: int = 7, body: Any = None) -> None:
         self.fail_next(
@@ -145,7 +150,7 @@ class FakeVendor:
                     await self.reject(problems)(scope, replay, send)
                     return
             with self._lock:
-                fault = faults.take(self._faults, request.method, request.url.path)
+                fault = faults.take(self._faults, exchange)
             if fault is not None and isinstance(fault.answer, Response):
                 await fault.answer(scope, replay, send)
                 return

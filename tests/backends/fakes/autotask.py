@@ -99,6 +99,10 @@ class FakeAutotask(FakeVendor):
         self.notes: list[dict[str, Any]] = []
         self.attachments: list[dict[str, Any]] = []
         self.time_entries: list[dict[str, Any]] = []
+        self.contacts: dict[int, dict[str, Any]] = {
+            30: {"id": 30, "companyID": 0, "firstName": "Carol", "lastName": "Customer",
+                 "emailAddress": "carol@example.com", "isActive": 1},
+        }
         self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
         self._next = 1000
         super().__init__()
@@ -116,6 +120,9 @@ class FakeAutotask(FakeVendor):
             Route(f"{API}/Tickets/{{tid:int}}/Attachments", self.add_attachment,
                   methods=["POST"]),
             Route(f"{API}/TimeEntries/query", self.time_query, methods=["POST"]),
+            Route(f"{API}/TicketNotes/query", self.note_query, methods=["POST"]),
+            Route(f"{API}/Contacts/query", self.contact_query, methods=["POST"]),
+            Route(f"{API}/Companies/{{cid:int}}/Contacts", self.add_contact, methods=["POST"]),
         ]
 
     def tick(self) -> str:
@@ -128,6 +135,15 @@ class FakeAutotask(FakeVendor):
 
     def set_status(self, tid: int, status: int) -> None:
         self.tickets[tid].update(status=status, lastActivityDate=self.tick())
+
+    def technician_note(self, tid: int, text: str, publish: int = 1) -> dict[str, Any]:
+        """A technician writes a note in Autotask."""
+        note = {"id": self.nid(), "ticketID": tid, "title": text[:40], "description": text,
+                "noteType": 1, "publish": publish, "creatorResourceID": 29682885,
+                "createDateTime": self.tick()}
+        self.notes.append(note)
+        self.tickets[tid]["lastActivityDate"] = note["createDateTime"]
+        return note
 
     def add_time_entry(self, tid: int, hours: float = 0.5) -> None:
         self.time_entries.append({"id": self.nid(), "ticketID": tid, "hoursWorked": hours})
@@ -202,6 +218,9 @@ class FakeAutotask(FakeVendor):
         missing = [f for f in REQUIRED if body.get(f) in (None, "")]
         if missing:
             return errors(*(f"Missing Required Field: {f}" for f in missing))
+        if body.get("contactID") is not None and body["contactID"] not in self.contacts:
+            return errors(f"Reference value on field: contactID of type: Contact does not "
+                          f"exist or is invalid: {body['contactID']}")
         if len(body.get("externalID") or "") > 50:
             return errors("externalID: value exceeds the maximum length of 50")
         tid = self.nid()
@@ -215,12 +234,21 @@ class FakeAutotask(FakeVendor):
 
     def _filter(self, rows: list[dict[str, Any]], flt: list[dict[str, Any]]
                 ) -> list[dict[str, Any]]:
+        def same(a: Any, b: Any) -> bool:  # Autotask compares strings case-insensitively
+            return str(a).lower() == str(b).lower() if isinstance(b, str) else a == b
+
         for f in flt:
             field, value = f["field"], f["value"]
             if f["op"] == "eq":
-                rows = [r for r in rows if r.get(field) == value]
+                rows = [r for r in rows if same(r.get(field), value)]
             elif f["op"] == "gt":
                 rows = [r for r in rows if str(r.get(field, "")) > str(value)]
+            elif f["op"] == "in":
+                rows = [r for r in rows if r.get(field) in value]
+            elif f["op"] == "contains":
+                rows = [r for r in rows if str(value).lower() in str(r.get(field, "")).lower()]
+            else:
+                raise ValueError(f"unsupported op {f['op']}")
         return rows
 
     def _page(self, request: Request, search: dict[str, Any], offset: int) -> Response:
@@ -260,7 +288,8 @@ class FakeAutotask(FakeVendor):
         body = await request.json()
         if not body.get("description") or body.get("noteType") is None:
             return errors("Missing Required Field: description/noteType")
-        note = {**body, "id": self.nid(), "ticketID": tid}
+        note = {**body, "id": self.nid(), "ticketID": tid, "creatorResourceID": 4,
+                "createDateTime": self.tick()}
         self.notes.append(note)
         return JSONResponse({"itemId": note["id"]})
 
@@ -273,6 +302,35 @@ class FakeAutotask(FakeVendor):
         att = {**(await request.json()), "id": self.nid(), "parentID": tid}
         self.attachments.append(att)
         return JSONResponse({"itemId": att["id"]})
+
+    async def note_query(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        search = await request.json()
+        rows = self._filter(self.notes, search.get("filter", []))
+        return JSONResponse({"items": rows[: int(search.get("maxRecords", 500))],
+                             "pageDetails": {"count": len(rows), "nextPageUrl": None}})
+
+    async def contact_query(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        search = await request.json()
+        rows = self._filter(list(self.contacts.values()), search.get("filter", []))
+        if "includeFields" in search:
+            rows = [{k: r.get(k) for k in search["includeFields"]} for r in rows]
+        return JSONResponse({"items": rows[: int(search.get("maxRecords", 500))],
+                             "pageDetails": {"count": len(rows), "nextPageUrl": None}})
+
+    async def add_contact(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        body = await request.json()
+        missing = [f for f in ("firstName", "lastName", "isActive") if body.get(f) in (None, "")]
+        if missing:
+            return errors(*(f"Missing Required Field: {f}" for f in missing))
+        cid = self.nid()
+        self.contacts[cid] = {**body, "id": cid, "companyID": request.path_params["cid"]}
+        return JSONResponse({"itemId": cid})
 
     async def time_query(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:

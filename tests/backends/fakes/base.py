@@ -5,10 +5,9 @@ state in plain attributes (guarded by `lock`: the server is threaded). A subclas
 `contract` (the vendor's API description): every request is checked against it before any
 route runs, and every answer after (see contract.py).
 
-Faults: `fail_next(kind)` with a `faults.Fault` is the same on every fake. The older
-per-route `fail(method, pattern, action)` queues `429` (with Retry-After), `503`, `500`,
-`drop_before` (close the connection without processing) and `drop_after` (process, then
-close without answering: the ambiguous create).
+Faults: `fail_next(kind)` with a `faults.Fault` is the same on every fake; `fail_next(Resp)`
+answers the next matching request with a ready-made answer (a vendor's error of one kind,
+e.g. its "not found" for a ticket that exists).
 """
 
 from __future__ import annotations
@@ -56,9 +55,8 @@ class FakeVendor:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        # action: a Fault, one of the older route actions ("429", "drop_after"...), or a
-        # ready-made answer (`respond`)
-        self.faults: list[Pending[str | Resp]] = []
+        # A fault kind, or a ready-made answer.
+        self.faults: list[Pending[Fault | Resp]] = []
         self.breaches = Breaches()
         self.log: list[tuple[str, str, int]] = []  # (method, path, status or -1 for drops)
         self._server: ThreadingHTTPServer | None = None
@@ -69,29 +67,25 @@ class FakeVendor:
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
 
-    def fail(self, method: str, pattern: str, action: str, *, times: int = 1,
-             retry_after: str = "7") -> None:
-        with self.lock:
-            self.faults.append(Pending(method, pattern, action, times, int(retry_after)))
-
-    def respond(self, method: str, pattern: str, response: Resp, *, times: int = 1) -> None:
-        """Answer the next matching request with `response` (the vendor's own error shape)."""
-        with self.lock:
-            self.faults.append(Pending(method, pattern, response, times))
-
-    def fail_next(self, kind: Fault | str, *, method: str | None = None,
+    def fail_next(self, kind: Fault | str | Resp, *, method: str | None = None,
                   path: str | None = None, times: int = 1, retry_after: int = 7,
-                  ticket: str | int | None = None) -> None:
-        """Schedule one of the faults every fake reproduces (see faults.py)."""
-        kind = Fault(kind)
-        if kind is Fault.DELETED:
+                  ticket: str | int | None = None,
+                  where: Callable[[Exchange], bool] | None = None) -> None:
+        """Schedule one of the faults every fake reproduces (see faults.py), or answer the
+        next `times` matching requests with a ready-made `Resp`."""
+        if isinstance(kind, Resp):
+            with self.lock:
+                self.faults.append(Pending(method, path, kind, times, where=where))
+            return
+        fault = Fault(kind)
+        if fault is Fault.DELETED:
             if ticket is None:
                 raise ValueError("Fault.DELETED needs the ticket")
             with self.lock:
                 self.delete_ticket(str(ticket))
             return
         with self.lock:
-            self.faults.append(Pending(method, path, kind.value, times, retry_after))
+            self.faults.append(Pending(method, path, fault, times, retry_after, where=where))
 
     def take_breaches(self) -> list[Problem]:
         """The contract breaches seen so far, which then no longer fail the test."""
@@ -158,9 +152,9 @@ class FakeVendor:
 
     # --- serving -----------------------------------------------------------------------
 
-    def _take_fault(self, method: str, path: str) -> Pending[str | Resp] | None:
+    def _take_fault(self, exchange: Exchange) -> Pending[Fault | Resp] | None:
         with self.lock:
-            return faults.take(self.faults, method, path)
+            return faults.take(self.faults, exchange)
 
     def _exchange(self, req: Req, query: str) -> Exchange:
         return Exchange(req.method, req.path, query, req.headers, req.body)
@@ -180,16 +174,10 @@ class FakeVendor:
             if problems:
                 self.breaches.add(problems)
                 return self._write(h, req, self.reject(req, problems))
-        fault = self._take_fault(req.method, req.path)
+        fault = self._take_fault(exchange)
         action = fault.answer if fault is not None else None
         if isinstance(action, Resp):
             return self._write(h, req, Resp(action.status, action.body, dict(action.headers)))
-        if action == "drop_before":
-            return self._drop(h, req)
-        if fault is not None and action in ("429", "503", "500"):
-            resp = Resp(int(action), {"error": f"injected {action}"},
-                        {"Retry-After": str(fault.retry_after)} if action != "500" else {})
-            return self._write(h, req, resp)
         if fault is not None and action in (Fault.RATE_LIMITED, Fault.SERVER_ERROR,
                                             Fault.WRONG_PASSWORD):
             return self._write(h, req, self.fault_answer(Fault(action), req, fault.retry_after))
@@ -198,7 +186,7 @@ class FakeVendor:
         if self.contract is not None:
             self.breaches.add(self.contract.check_response(
                 exchange, Answer(status, {k.lower(): v for k, v in headers.items()}, data)))
-        if action in ("drop_after", Fault.LOST_ANSWER):
+        if action is Fault.LOST_ANSWER:
             return self._drop(h, req)
         self._send(h, req, status, headers, data)
 

@@ -3,8 +3,8 @@ published API description, so that a fake cannot drift from its vendor.
 
 Each fake names a `Contract`: an OpenAPI document, either the vendor's own (Jira, Zendesk,
 Autotask: tests/fixtures/vendor-specs/, see scripts/vendor_specs.py) or one we wrote from the
-vendor's prose docs (ServiceNow, Zammad, iTop, Freshdesk, SMAX, Standard Webhooks:
-fakes/schemas/, every operation and schema citing its doc section). openapi-core does the
+vendor's prose docs (ServiceNow, Zammad, iTop, Freshdesk, SMAX, Jira Service Management,
+Standard Webhooks: fakes/schemas/, every operation and schema citing its doc section). openapi-core does the
 checking: method, path, parameters, body schema, and the response for the documented status.
 
 Breaches are kept in a `Breaches` log per fake. The fake answers a bad request as the vendor
@@ -215,20 +215,30 @@ class Contract:
     `overlays` patch the loaded document where the vendor's own document is wrong, and
     `formats` replace a string format check where the vendor's real answers (and its own
     examples) differ from the format it declares; each must say why, next to its definition.
+    `beside` names other documents of the same server, each for the paths under its prefix
+    (Jira: Jira Service Management's API under /rest/servicedeskapi/).
     """
 
     document: str
     rewrite: Callable[[str], str] | None = None
     overlays: tuple[Overlay, ...] = field(default=())
     formats: tuple[tuple[str, FormatCheck], ...] = field(default=())
+    beside: tuple[tuple[str, Contract], ...] = field(default=())
+
+    def _for(self, ex: Exchange) -> Contract:
+        for prefix, other in self.beside:
+            if ex.path.startswith(prefix):
+                return other
+        return self
 
     @property
     def api(self) -> OpenAPI:
         return _openapi(self.document, self.overlays, self.formats)
 
     def paths(self) -> list[str]:
-        """The path templates the document describes."""
-        return list(_prepared(self.document, self.overlays)["paths"])
+        """The path templates the document (and those beside it) describe."""
+        return [*_prepared(self.document, self.overlays)["paths"],
+                *(path for _, other in self.beside for path in other.paths())]
 
     def _request(self, ex: Exchange) -> MockRequest:
         cookies: dict[str, str] = {}
@@ -247,11 +257,15 @@ class Contract:
         return request
 
     def check_request(self, ex: Exchange) -> list[Problem]:
+        if (owner := self._for(ex)) is not self:
+            return owner.check_request(ex)
         errors = list(self.api.iter_request_errors(self._request(ex)))
         return [Problem("request", ex.describe(), describe(e), isinstance(e, PathError))
                 for e in errors]
 
     def check_response(self, ex: Exchange, answer: Answer) -> list[Problem]:
+        if (owner := self._for(ex)) is not self:
+            return owner.check_response(ex, answer)
         response = MockResponse(
             answer.body, status_code=answer.status, headers=dict(answer.headers),
             content_type=answer.headers.get("content-type", ""),

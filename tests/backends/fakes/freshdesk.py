@@ -24,9 +24,13 @@ def invalid(*errors: tuple[str, str, str]) -> JSONResponse:
 class FakeFreshdesk(FakeVendor):
     contract = Contract("freshdesk.yaml")
 
-    def __init__(self, api_key: str = "fdkey") -> None:
+    def __init__(self, api_key: str = "fdkey", custom_fields: frozenset[str] = frozenset()
+                 ) -> None:
         self.api_key = api_key
-        self.contacts: dict[str, int] = {}  # e-mail -> contact id (a create makes one)
+        # Custom ticket fields an admin added (a stock helpdesk has none).
+        self.custom_fields = set(custom_fields)
+        self.contacts: dict[int, dict[str, Any]] = {
+            4401: {"id": 4401, "name": "Carol Customer", "email": "carol@example.com"}}
         self.tickets: dict[int, dict[str, Any]] = {}
         self.conversations: dict[int, list[dict[str, Any]]] = {}
         self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
@@ -42,7 +46,46 @@ class FakeFreshdesk(FakeVendor):
             Route("/api/v2/tickets/{tid:int}/reply", self.reply, methods=["POST"]),
             Route("/api/v2/tickets/{tid:int}/conversations", self.conversation_list),
             Route("/api/v2/search/tickets", self.search),
+            Route("/api/v2/contacts", self.contact_list),
+            Route("/api/v2/groups", self.groups),
+            Route("/api/v2/ticket_fields", self.ticket_fields),
         ]
+
+    def _requester(self, body: dict[str, Any]) -> int | None:
+        """requester_id, or email: the contact with it, else a new contact."""
+        if body.get("requester_id") is not None:
+            return int(body["requester_id"]) if int(body["requester_id"]) in self.contacts else None
+        email = str(body.get("email") or "").lower()
+        if not email:
+            return None
+        for contact in self.contacts.values():
+            if contact["email"] == email:
+                return int(contact["id"])
+        cid = self.nid()
+        self.contacts[cid] = {"id": cid, "name": body.get("name") or email, "email": email}
+        return cid
+
+    async def contact_list(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        email = request.query_params.get("email", "").lower()
+        return JSONResponse([c for c in self.contacts.values() if not email or c["email"] == email])
+
+    async def groups(self, request: Request) -> Response:
+        return self._denied(request) or JSONResponse([{"id": 7001, "name": "Billing"},
+                                                      {"id": 7002, "name": "Support"}])
+
+    async def ticket_fields(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        return JSONResponse([
+            {"id": 1, "name": "requester", "label": "Search a requester", "type": "default_requester"},
+            {"id": 2, "name": "status", "label": "Status", "type": "default_status",
+             "choices": {"2": ["Open", "Being Processed"], "3": ["Pending", "Awaiting your Reply"],
+                         "4": ["Resolved", "This ticket has been Resolved"],
+                         "5": ["Closed", "This ticket has been Closed"]}},
+            *({"id": 100 + n, "name": name, "label": name, "type": "custom_text"}
+              for n, name in enumerate(sorted(self.custom_fields)))])
 
     def tick(self) -> str:
         self.clock += timedelta(seconds=1)
@@ -104,17 +147,24 @@ class FakeFreshdesk(FakeVendor):
             return JSONResponse(rows[(page - 1) * per : page * per], 200, headers)
         body = await request.json()
         problems = [(f, "It should be a/an String", "missing_field")
-                    for f in ("email", "subject") if not body.get(f)]
+                    for f in ("subject",) if not body.get(f)]
+        requester = self._requester(body)
+        if requester is None:
+            problems.append(("requester_id", "Please fill at least 1 of email, mobile, phone, "
+                             "twitter_id, unique_external_id, requester_id fields",
+                             "missing_field"))
         if body.get("status") not in (2, 3, 4, 5):
             problems.append(("status", "It should be one of these values: '2,3,4,5'",
                              "invalid_value"))
+        problems += [(name, "Unexpected/invalid field in request", "invalid_field")
+                     for name in body.get("custom_fields") or {} if name not in self.custom_fields]
         if problems:
             return invalid(*problems)
         tid = self.nid()
         now = self.tick()
-        requester = self.contacts.setdefault(body["email"], 5000 + len(self.contacts))
         self.tickets[tid] = {**body, "id": tid, "created_at": now, "updated_at": now,
                              "requester_id": requester, "priority": body.get("priority", 1),
+                             "tags": list(body.get("tags") or []),
                              "custom_fields": body.get("custom_fields", {})}
         return JSONResponse(self.tickets[tid], 201)
 
@@ -197,6 +247,9 @@ class FakeFreshdesk(FakeVendor):
             return invalid(("query", "It should be wrapped in double quotes", "invalid_value"))
         name, _, value = query.strip('"').partition(":")
         value = value.strip("'")
-        rows = [t for t in self.tickets.values()
-                if t["custom_fields"].get(f"cf_{name}") == value]
+        if name == "tag":
+            rows = [t for t in self.tickets.values() if value in t["tags"]]
+        else:
+            rows = [t for t in self.tickets.values()
+                    if t["custom_fields"].get(f"cf_{name}") == value]
         return JSONResponse({"results": rows, "total": len(rows)})

@@ -21,10 +21,11 @@ from tests.backends.fakes.faults import Fault
 # name -> category, and the transitions (id, name, to) offered from anywhere
 STATUS_CATEGORY = {
     "Open": "new", "In Progress": "indeterminate", "Waiting for customer": "indeterminate",
-    "Resolved": "done", "Canceled": "done", "Done": "done",
+    "Resolved": "done", "Canceled": "done", "Done": "done", "Reopened": "new",
 }
 TRANSITIONS = [("21", "Start Progress", "In Progress"), ("31", "Resolve", "Resolved"),
-               ("41", "Cancel", "Canceled")]
+               ("41", "Cancel", "Canceled"), ("51", "Reopen", "Reopened")]
+ISSUE_TYPES = [("10001", "Task"), ("10002", "Bug"), ("10003", "Service Request")]
 
 
 def _as_v3(path: str) -> str:
@@ -62,7 +63,9 @@ def _jira_date_time(value: object) -> bool:
 
 
 CONTRACT = Contract("jira-cloud-platform.v3.openapi.json.gz", rewrite=_as_v3,
-                    overlays=(_attachment_parts,), formats=(("date-time", _jira_date_time),))
+                    overlays=(_attachment_parts,), formats=(("date-time", _jira_date_time),),
+                    beside=(("/rest/servicedeskapi/",
+                             Contract("jira-service-management.yaml")),))
 
 
 def _stamp() -> str:
@@ -88,6 +91,13 @@ class FakeJira(FakeVendor):
         self._ids = itertools.count(10000)
         self._num = itertools.count(1)
         self.auth_seen: list[str] = []
+        # Users our account may see, by e-mail (Jira Cloud hides many addresses).
+        self.users: dict[str, dict[str, Any]] = {
+            "carol@example.com": {"accountId": "acc-carol", "emailAddress": "carol@example.com",
+                                  "displayName": "Carol Customer", "accountType": "customer",
+                                  "active": True},
+        }
+        self.workflow_admin = True  # may the account read workflows?
         self.route("GET", r"/rest/api/2/myself", self._myself)
         self.route("POST", r"/rest/api/2/issue", self._create)
         self.route("GET", r"/rest/api/2/issue/(?P<id>[^/]+)", self._get)
@@ -98,6 +108,14 @@ class FakeJira(FakeVendor):
         self.route("POST", r"/rest/api/2/issue/(?P<id>[^/]+)/comment", self._comment)
         self.route("POST", r"/rest/api/2/issue/(?P<id>[^/]+)/attachments", self._attach)
         self.route("POST", r"/rest/api/3/search/jql", self._search)
+        self.route("POST", r"/rest/api/3/issue/bulkfetch", self._bulkfetch)
+        self.route("GET", r"/rest/api/2/user/search", self._user_search)
+        self.route("POST", r"/rest/servicedeskapi/customer", self._new_customer)
+        self.route("GET", r"/rest/api/3/project/search", self._projects)
+        self.route("GET", r"/rest/api/3/issue/createmeta/(?P<key>[^/]+)/issuetypes",
+                   self._issue_types)
+        self.route("GET", r"/rest/api/3/project/(?P<key>[^/]+)/statuses", self._statuses)
+        self.route("GET", r"/rest/api/3/workflow/search", self._workflows)
 
     # --- auth ------------------------------------------------------------------------------
 
@@ -126,7 +144,10 @@ class FakeJira(FakeVendor):
         return _err(400, *(p.message for p in problems))
 
     def delete_ticket(self, ticket: str) -> None:
-        self.delete(ticket)
+        with self.lock:
+            issue = self.issue(ticket)
+            assert issue is not None
+            del self.issues[issue["id"]]
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -167,12 +188,6 @@ class FakeJira(FakeVendor):
             made = self._create(Req("POST", "/rest/api/2/issue", {}, {}, body.encode()))
             return self.issues[made.body["id"]]
 
-    def delete(self, id_or_key: str) -> None:
-        with self.lock:
-            issue = self.issue(id_or_key)
-            assert issue is not None
-            del self.issues[issue["id"]]
-
     def webhook(self, url: str, event: str, id_or_key: str, *, comment: dict[str, Any] | None = None,
                 delivery_id: str | None = None, secret: str | None = None) -> httpx.Response:
         """Send a signed admin-webhook delivery the way Jira does."""
@@ -196,6 +211,9 @@ class FakeJira(FakeVendor):
         fields = (req.json() or {}).get("fields") or {}
         if (fields.get("project") or {}).get("key") != self.project:
             return _err(400, project="valid project is required")
+        reporter = (fields.get("reporter") or {}).get("accountId")
+        if reporter is not None and reporter not in {u["accountId"] for u in self.users.values()}:
+            return _err(400, reporter="Specified reporter is not a user.")
         if not fields.get("summary"):
             return _err(400, summary="You must specify a summary of the issue.")
         if "\n" in fields["summary"]:
@@ -290,6 +308,65 @@ class FakeJira(FakeVendor):
         issue["fields"].setdefault("attachment", []).append(
             {"id": aid, "filename": files["file"][0], "size": len(files["file"][2])})
         return Resp(200, [{"id": aid, "filename": files["file"][0], "size": len(files["file"][2])}])
+
+    def _bulkfetch(self, req: Req) -> Resp:
+        wanted = (req.json() or {}).get("issueIdsOrKeys") or []
+        found = [self.issue(str(k)) for k in wanted]
+        # Issues that are not found are simply absent (not in issueErrors).
+        return Resp(200, {"issues": [{"id": i["id"], "key": i["key"], "fields": {}}
+                                     for i in found if i is not None], "issueErrors": []})
+
+    def _user_search(self, req: Req) -> Resp:
+        query = req.query.get("query", "").lower()
+        return Resp(200, [u for e, u in self.users.items()
+                          if query and (query == e or query in u["displayName"].lower())])
+
+    def _new_customer(self, req: Req) -> Resp:
+        body = req.json() or {}
+        email = str(body.get("email") or "").lower()
+        if not email:
+            return _err(400, email="An email address is required.")
+        if email in self.users:
+            return _err(400, "A user with that email address already exists.")
+        user = {"accountId": f"acc-{next(self._ids)}", "emailAddress": email,
+                "displayName": body.get("displayName") or email, "accountType": "customer",
+                "active": True}
+        self.users[email] = user
+        return Resp(201, user)
+
+    def _projects(self, req: Req) -> Resp:
+        values = [{"id": "10000", "key": self.project, "name": "Operations"},
+                  {"id": "10001", "key": "HR", "name": "People"}]
+        return Resp(200, {"values": values, "isLast": True, "startAt": 0,
+                          "maxResults": 50, "total": len(values)})
+
+    def _issue_types(self, req: Req) -> Resp:
+        if req.params["key"] != self.project:
+            return _err(404, f"No project could be found with key '{req.params['key']}'.")
+        types = [{"id": i, "name": n, "subtask": False} for i, n in ISSUE_TYPES]
+        return Resp(200, {"issueTypes": types, "startAt": 0, "maxResults": 50,
+                          "total": len(types)})
+
+    def _statuses(self, req: Req) -> Resp:
+        if req.params["key"] != self.project:
+            return _err(404, f"No project could be found with key '{req.params['key']}'.")
+        statuses = [{"id": str(30 + n), "name": name,
+                     "statusCategory": {"key": cat}} for n, (name, cat)
+                    in enumerate(STATUS_CATEGORY.items())]
+        return Resp(200, [{"self": f"{self.url}/rest/api/3/issuetype/{i}", "id": i, "name": n,
+                           "subtask": False, "statuses": statuses} for i, n in ISSUE_TYPES])
+
+    def _workflows(self, req: Req) -> Resp:
+        if not self.workflow_admin:
+            return _err(403, "You are not authorized to perform this action. "
+                        "Administrator privileges are required.")
+        status_ids = {name: str(30 + n) for n, name in enumerate(STATUS_CATEGORY)}
+        # `to` is the target status's id; a transition with no `from` is "global".
+        transitions = [{"id": t, "name": n, "description": "", "to": status_ids[n2],
+                        "from": [], "type": "global"} for t, n, n2 in TRANSITIONS]
+        return Resp(200, {"values": [{"id": {"name": "Software Simplified Workflow"},
+                                      "description": "", "transitions": transitions}],
+                          "isLast": True, "startAt": 0, "maxResults": 50, "total": 1})
 
     def _search(self, req: Req) -> Resp:
         body = req.json() or {}

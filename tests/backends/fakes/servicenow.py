@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,18 @@ def failure(status: int, message: str, detail: str = "") -> JSONResponse:
     )
 
 
+def _holds(have: str, op: str, value: str) -> bool:
+    if op == "STARTSWITH":
+        return have.startswith(value)
+    if op == "LIKE":
+        return value in have
+    if op == "IN":
+        return have in value.split(",")
+    if op == ">":
+        return have > value
+    return have == value
+
+
 class FakeServiceNow(FakeVendor):
     contract = Contract("servicenow.yaml")
 
@@ -35,6 +48,26 @@ class FakeServiceNow(FakeVendor):
         self.journal: list[dict[str, str]] = []
         self.attachments: list[dict[str, Any]] = []
         self.clock = datetime(2026, 1, 1, 8, 0, 0)
+        self.tables: dict[str, dict[str, dict[str, str]]] = {
+            "sys_user": {"6816f79cc0a8016401c5a33be04be441": {
+                "sys_id": "6816f79cc0a8016401c5a33be04be441", "user_name": "carol.customer",
+                "email": "carol@example.com", "first_name": "Carol", "last_name": "Customer"}},
+            "sys_user_group": {
+                "8a4dde73c6112278017a6a4baf547aa7": {
+                    "sys_id": "8a4dde73c6112278017a6a4baf547aa7", "name": "Service Desk",
+                    "active": "true"},
+                "287ebd7da9fe198100f92cc8d1d2154e": {
+                    "sys_id": "287ebd7da9fe198100f92cc8d1d2154e", "name": "Network",
+                    "active": "true"}},
+            "sys_choice": {f"c{n}": {"sys_id": f"c{n}", "name": "incident", "element": el,
+                                     "value": v, "label": label, "inactive": "false"}
+                           for n, (el, v, label) in enumerate(
+                               [("state", k, v) for k, v in STATE_LABELS.items()]
+                               + [("close_code", "Solved (Permanently)", "Solved (Permanently)"),
+                                  ("close_code", "Solved (Work Around)", "Solved (Work Around)"),
+                                  ("close_code", "Not Solved (Too Costly)",
+                                   "Not Solved (Too Costly)")])},
+        }
         super().__init__()
 
     def routes(self) -> list[Route]:
@@ -43,6 +76,7 @@ class FakeServiceNow(FakeVendor):
             Route("/api/now/table/incident/{sys_id}", self.one, methods=["GET", "PATCH"]),
             Route("/api/now/table/sys_journal_field", self.journal_list, methods=["GET"]),
             Route("/api/now/attachment/file", self.attach, methods=["POST"]),
+            Route("/api/now/table/{table}", self.other_table, methods=["GET", "POST"]),
         ]
 
     def tick(self) -> str:
@@ -95,17 +129,16 @@ class FakeServiceNow(FakeVendor):
 
     @staticmethod
     def _matches(rec: dict[str, str], query: str) -> bool:
+        """The encoded-query subset we use: = > STARTSWITH LIKE IN, joined by ^."""
         for term in filter(None, query.split("^")):
             if term.startswith("ORDERBY"):
                 continue
-            if ">" in term:
-                field, value = term.split(">", 1)
-                if not rec.get(field, "") > value:
-                    return False
-            else:
-                field, value = term.split("=", 1)
-                if rec.get(field, "") != value:
-                    return False
+            m = re.fullmatch(r"([a-z_]+)(STARTSWITH|LIKE|IN|>|=)(.*)", term)
+            if m is None:
+                raise ValueError(f"unsupported query term {term!r}")
+            field, op, value = m.groups()
+            if not _holds(rec.get(field, ""), op, value):
+                return False
         return True
 
     @staticmethod
@@ -184,6 +217,24 @@ class FakeServiceNow(FakeVendor):
             rows.reverse()
         limit = int(request.query_params.get("sysparm_limit", 10000))
         return JSONResponse({"result": rows[:limit]})
+
+    async def other_table(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._unauth()
+        rows = self.tables.get(request.path_params["table"])
+        if rows is None:
+            return failure(400, "Invalid table", request.path_params["table"])
+        qp = request.query_params
+        if request.method == "POST":
+            body = {k: str(v) for k, v in (await request.json()).items()}
+            body["sys_id"] = uuid.uuid4().hex
+            rows[body["sys_id"]] = body
+            return JSONResponse({"result": self._shape(body, qp.get("sysparm_fields"), None)},
+                                201)
+        found = [r for r in rows.values() if self._matches(r, qp.get("sysparm_query", ""))]
+        limit = int(qp.get("sysparm_limit", 10000))
+        return JSONResponse({"result": [self._shape(r, qp.get("sysparm_fields"), None)
+                                        for r in found[:limit]]})
 
     async def attach(self, request: Request) -> Response:
         if not self._authorized(request):

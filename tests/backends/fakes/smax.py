@@ -29,6 +29,12 @@ class FakeSmax(FakeVendor):
         self.requests: dict[str, dict[str, Any]] = {}
         self.comments: list[dict[str, Any]] = []
         self.uploads: dict[str, dict[str, Any]] = {}
+        self.persons: dict[str, dict[str, Any]] = {
+            "10016": {"Id": "10016", "Name": "Integration User", "Email": "integration@example.org"},
+            "10020": {"Id": "10020", "Name": "Carol Customer", "Email": "carol@example.com"},
+        }
+        self.groups = {"20001": "Service Desk", "20002": "Network"}
+        self.services = {"30001": "Email", "30002": "Laptops"}
         self.clock_ms = 1_767_254_400_000  # 2026-01-01T08:00:00Z
         self._next = 50000
         super().__init__()
@@ -42,8 +48,12 @@ class FakeSmax(FakeVendor):
             Route(f"{rest}/ems/bulk", self.bulk, methods=["POST"]),
             Route(f"{rest}/ems/Request", self.query),
             Route(f"{rest}/ems/Request/{{rid}}", self.one),
+            Route(f"{rest}/ems/Person", self.person_query),
+            Route(f"{rest}/ems/Person/{{pid}}", self.person_one),
+            Route(f"{rest}/ems/PersonGroup", self.group_query),
+            Route(f"{rest}/ems/ActualService", self.service_query),
             Route(f"{rest}/collaboration/comments/Request/{{rid}}", self.comment,
-                  methods=["POST"]),
+                  methods=["GET", "POST"]),
             Route(f"{rest}/ces/attachment", self.upload, methods=["POST"]),
         ]
 
@@ -98,11 +108,22 @@ class FakeSmax(FakeVendor):
         return {"completion_status": "FAILED",
                 "errorDetails": {"httpStatus": status, "message": message}}
 
-    def _apply(self, op: str, props: dict[str, Any]) -> dict[str, Any]:
+    def _apply(self, op: str, props: dict[str, Any], entity: str = "Request") -> dict[str, Any]:
+        if entity == "Person":
+            if op != "CREATE" or not props.get("Name"):
+                return self._fail("Mandatory properties missing: Name")
+            self._next += 1
+            pid = str(self._next)
+            self.persons[pid] = {**props, "Id": pid}
+            return {"completion_status": "OK", "entity": {"entity_type": "Person",
+                                                          "properties": {"Id": pid}}}
         if op == "CREATE":
             missing = [p for p in ("DisplayLabel", "RequestedByPerson") if not props.get(p)]
             if missing:
                 return self._fail(f"Mandatory properties missing: {', '.join(missing)}")
+            if str(props["RequestedByPerson"]) not in self.persons:
+                return self._fail(f"Invalid value for RequestedByPerson: "
+                                  f"{props['RequestedByPerson']}")
             self._next += 1
             rid = str(self._next)
             self.requests[rid] = {**props, "Id": rid, "PhaseId": "Log",
@@ -126,7 +147,8 @@ class FakeSmax(FakeVendor):
         if (denied := self._denied(request)) is not None:
             return denied
         body = await request.json()
-        results = [self._apply(body["operation"], e["properties"]) for e in body["entities"]]
+        results = [self._apply(body["operation"], e["properties"], e.get("entity_type", "Request"))
+                   for e in body["entities"]]
         ok = all(r["completion_status"] == "OK" for r in results)
         meta = {"completion_status": "OK" if ok else "FAILED",
                 "errorDetailsList": [] if ok else [r["errorDetails"] for r in results
@@ -153,13 +175,11 @@ class FakeSmax(FakeVendor):
         rows = list(self.requests.values())
         flt = qp.get("filter")
         if flt:
-            m = re.fullmatch(r"(\w+) (=|>) '?([^']*)'?", flt)
-            if m is None:
+            found = self._filter(rows, flt)
+            if found is None:
                 return JSONResponse({"meta": {"completion_status": "FAILED",
                                               "errorDetailsList": ["bad filter"]}}, 400)
-            field, op, value = m.groups()
-            rows = [r for r in rows if (str(r.get(field)) == value if op == "=" else
-                                        int(r.get(field) or 0) > int(value))]
+            rows = found
         if qp.get("order") == "LastUpdateTime asc":
             rows.sort(key=lambda r: r["LastUpdateTime"])
         skip, size = int(qp.get("skip", 0)), int(qp.get("size", 250))
@@ -171,17 +191,72 @@ class FakeSmax(FakeVendor):
                                            self._layout(r, qp.get("layout"))} for r in chunk],
                              "meta": meta})
 
+    @staticmethod
+    def _filter(rows: list[dict[str, Any]], flt: str) -> list[dict[str, Any]] | None:
+        """The filter subset we use: `F = 'v'`, `F > n`, `F in ('a','b')`."""
+        m = re.fullmatch(r"(\w+) in \(((?:'[^']*',?\s*)*)\)", flt)
+        if m is not None:
+            wanted = set(re.findall(r"'([^']*)'", m.group(2)))
+            return [r for r in rows if str(r.get(m.group(1))) in wanted]
+        m = re.fullmatch(r"(\w+) (=|>) '?([^']*)'?", flt)
+        if m is None:
+            return None
+        field, op, value = m.groups()
+        return [r for r in rows if (str(r.get(field)) == value if op == "=" else
+                                    int(r.get(field) or 0) > int(value))]
+
+    def _entities(self, kind: str, rows: list[dict[str, Any]], layout: str | None) -> Response:
+        return JSONResponse({"entities": [{"entity_type": kind, "properties":
+                                           self._layout(r, layout)} for r in rows],
+                             "meta": {"completion_status": "OK"}})
+
+    async def person_query(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        qp = request.query_params
+        rows = list(self.persons.values())
+        if qp.get("filter"):
+            rows = self._filter(rows, qp["filter"]) or []
+        return self._entities("Person", rows, qp.get("layout"))
+
+    async def person_one(self, request: Request) -> Response:
+        if (denied := self._denied(request)) is not None:
+            return denied
+        rec = self.persons.get(request.path_params["pid"])
+        return self._entities("Person", [rec] if rec else [], request.query_params.get("layout"))
+
+    async def group_query(self, request: Request) -> Response:
+        return self._denied(request) or self._entities(
+            "PersonGroup", [{"Id": k, "Name": v} for k, v in self.groups.items()],
+            request.query_params.get("layout"))
+
+    async def service_query(self, request: Request) -> Response:
+        return self._denied(request) or self._entities(
+            "ActualService", [{"Id": k, "DisplayLabel": v} for k, v in self.services.items()],
+            request.query_params.get("layout"))
+
+    def agent_comment(self, rid: str, body: str, privacy: str = "INTERNAL") -> dict[str, Any]:
+        """A SMAX agent comments in the UI."""
+        entry = {"Id": uuid.uuid4().hex, "EntityId": rid, "Body": f"<p>{body}</p>",
+                 "PrivacyType": privacy, "Submitter": {"UserId": "10099"},
+                 "CreateTime": self.tick()}
+        self.comments.append(entry)
+        self.requests[rid]["LastUpdateTime"] = entry["CreateTime"]
+        return entry
+
     async def comment(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:
             return denied
         rid = request.path_params["rid"]
         if rid not in self.requests:
             return JSONResponse({"code": 404, "message": "Request not found"}, 404)
+        if request.method == "GET":
+            return JSONResponse([c for c in self.comments if c["EntityId"] == rid])
         body = await request.json()
         if body.get("PrivacyType") not in ("PUBLIC", "INTERNAL"):
             return JSONResponse({"code": 400, "message": "PrivacyType invalid"}, 400)
         cid = uuid.uuid4().hex
-        self.comments.append({**body, "Id": cid, "EntityId": rid})
+        self.comments.append({**body, "Id": cid, "EntityId": rid, "CreateTime": self.tick()})
         return JSONResponse({"Id": cid})
 
     async def upload(self, request: Request) -> Response:

@@ -38,9 +38,22 @@ class FakeZammad(FakeVendor):
         self.articles: dict[int, list[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._num = itertools.count(31001)
-        self.groups: dict[str, int] = {"Users": 1}
-        self.customers: dict[str, int] = {}  # e-mail -> user id ("guess:" makes one)
-        self.route("GET", r"/api/v1/users/me", lambda r: Resp(200, {"id": 3, "login": "bot"}))
+        self.users: dict[int, dict[str, Any]] = {
+            3: {"id": 3, "login": "bot", "email": "bot@example.org", "firstname": "Bot"},
+            7: {"id": 7, "login": "carol@example.com", "email": "carol@example.com",
+                "firstname": "Carol", "lastname": "Customer"},
+        }
+        self.groups = {1: "Users", 2: "Support"}
+        self.states = {v: k for k, v in STATE_IDS.items()}
+        self.priorities = {v: k for k, v in PRIORITY_IDS.items()}
+        self.route("GET", r"/api/v1/users/me", lambda r: Resp(200, self.users[3]))
+        self.route("GET", r"/api/v1/users/search", self._user_search)
+        self.route("GET", r"/api/v1/groups", lambda r: Resp(200, [
+            {"id": k, "name": v, "active": True} for k, v in self.groups.items()]))
+        self.route("GET", r"/api/v1/ticket_states", lambda r: Resp(200, [
+            {"id": k, "name": v, "active": True} for k, v in self.states.items()]))
+        self.route("GET", r"/api/v1/ticket_priorities", lambda r: Resp(200, [
+            {"id": k, "name": v, "active": True} for k, v in self.priorities.items()]))
         self.route("POST", r"/api/v1/tickets", self._create)
         self.route("GET", r"/api/v1/tickets/search", self._search)
         self.route("GET", r"/api/v1/tickets/(?P<id>\d+)", self._get)
@@ -75,14 +88,9 @@ class FakeZammad(FakeVendor):
     def shown(self, ticket: dict[str, Any]) -> dict[str, Any]:
         """A ticket as Zammad answers it: ids for its relations (the names, as with
         ?expand=true, stay too)."""
-        customer = str(ticket.get("customer_id") or "")
-        if customer.startswith("guess:"):
-            customer_id = self.customers.setdefault(customer[6:], 100 + len(self.customers))
-        else:
-            customer_id = int(customer) if customer.isdigit() else 3
         shown = {k: v for k, v in ticket.items() if k != "from_header"}
-        return {**shown, "customer_id": customer_id, "priority": ticket.get("priority") or "2 normal",
-                "group_id": self.groups.setdefault(ticket["group"], len(self.groups) + 1),
+        group_id = next(k for k, v in self.groups.items() if v == ticket["group"])
+        return {**shown, "priority": ticket.get("priority") or "2 normal", "group_id": group_id,
                 "state_id": STATE_IDS[ticket["state"]],
                 "priority_id": PRIORITY_IDS.get(str(ticket.get("priority")), 2),
                 "created_at": ticket.get("created_at", ticket["updated_at"])}
@@ -120,16 +128,42 @@ class FakeZammad(FakeVendor):
             "X-Zammad-Trigger": "mailticket sync", "X-Zammad-Delivery": delivery or str(uuid.uuid4()),
         })
 
+    def _user_search(self, req: Req) -> Resp:
+        query = req.query.get("query", "")
+        m = re.fullmatch(r'email:"?([^"]+)"?', query)
+        wanted = m.group(1).lower() if m else query.lower()
+        return Resp(200, [u for u in self.users.values()
+                          if wanted and wanted == str(u.get("email", "")).lower()])
+
+    def _customer(self, value: Any) -> int | None:
+        """`customer_id`: a user id, or guess:<email> (found, else created)."""
+        if isinstance(value, str) and value.startswith("guess:"):
+            email = value.removeprefix("guess:").lower()
+            for user in self.users.values():
+                if user.get("email") == email:
+                    return int(user["id"])
+            uid = next(self._ids) + 1000
+            self.users[uid] = {"id": uid, "login": email, "email": email}
+            return uid
+        if value is not None and int(value) in self.users:
+            return int(value)
+        return None
+
     def _create(self, req: Req) -> Resp:
         body = req.json() or {}
         if not body.get("title") or not body.get("group"):
             return Resp(422, {"error": "Title and group are required"})
+        if body.get("group") not in self.groups.values():
+            return Resp(422, {"error": f"No lookup value found for 'group': {body['group']!r}"})
+        customer = self._customer(body.get("customer_id"))
+        if customer is None:
+            return Resp(422, {"error": "Missing required value for field 'customer_id'!"})
         article = body.get("article") or {}
         tid = next(self._ids)
         tags = [t for t in str(body.get("tags") or "").split(",") if t]
         ticket = {"id": tid, "number": str(next(self._num)), "title": body["title"],
                   "group": body["group"], "state": "new", "priority": body.get("priority"),
-                  "customer_id": body.get("customer_id"), "tags": tags, "updated_at": _now(),
+                  "customer_id": customer, "tags": tags, "updated_at": _now(),
                   "from_header": req.headers.get("from")}
         self.tickets[tid] = ticket
         self.articles[tid] = [{**article, "id": next(self._ids), "ticket_id": tid,

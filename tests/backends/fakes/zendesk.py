@@ -34,8 +34,28 @@ def _custom_field_values(document: dict[str, Any]) -> None:
     }
 
 
+def _path_parameters_in_the_path(document: dict[str, Any]) -> None:
+    # Some operations serve two paths ("List Groups": /api/v2/groups and
+    # /api/v2/users/{user_id}/groups) and the document hangs both paths' parameters on each,
+    # so /api/v2/groups "requires" a user_id it cannot have. OpenAPI 3.0.3 (Parameter
+    # Object, `name`): a path parameter MUST correspond to a template expression in the path;
+    # Zendesk's own reference lists GET /api/v2/groups without one.
+    shared = document["components"]["parameters"]
+    for path, item in document["paths"].items():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "parameters" not in operation:
+                continue
+            kept = []
+            for parameter in operation["parameters"]:
+                spec = shared[parameter["$ref"].rsplit("/", 1)[1]] if "$ref" in parameter \
+                    else parameter
+                if spec.get("in") != "path" or "{" + spec["name"] + "}" in path:
+                    kept.append(parameter)
+            operation["parameters"] = kept
+
+
 CONTRACT = Contract("zendesk-support-api.openapi.json.gz", rewrite=_without_json_suffix,
-                    overlays=(_custom_field_values,))
+                    overlays=(_custom_field_values, _path_parameters_in_the_path))
 
 
 def iso(when: datetime) -> str:
@@ -56,7 +76,12 @@ class FakeZendesk(FakeVendor):
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.user_ids: dict[str, int] = {}  # requester e-mail -> end-user id
+        self.audits: dict[int, list[dict[str, Any]]] = {}
+        self.users: dict[int, dict[str, Any]] = {
+            7: {"id": 7, "email": email, "name": "Integration", "role": "agent"},
+            501: {"id": 501, "email": "carol@example.com", "name": "Carol Customer",
+                  "role": "end-user"},
+        }
         self.clock = datetime(2026, 1, 1, 8, 0, 0, tzinfo=UTC)
         self._next = 100
         super().__init__()
@@ -67,8 +92,13 @@ class FakeZendesk(FakeVendor):
             Route("/api/v2/tickets.json", self.tickets_root, methods=["GET", "POST"]),
             Route("/api/v2/tickets/{tid:int}.json", self.one, methods=["GET", "PUT"]),
             Route("/api/v2/tickets/{tid:int}/comments.json", self.list_comments),
+            Route("/api/v2/tickets/{tid:int}/audits", self.list_audits),
+            Route("/api/v2/tickets/show_many", self.show_many),
             Route("/api/v2/uploads.json", self.upload, methods=["POST"]),
             Route("/api/v2/search.json", self.search, methods=["GET"]),
+            Route("/api/v2/users/search", self.user_search),
+            Route("/api/v2/groups", self.groups),
+            Route("/api/v2/ticket_fields", self.ticket_fields),
         ]
 
     def tick(self) -> str:
@@ -81,6 +111,30 @@ class FakeZendesk(FakeVendor):
 
     def set_status(self, tid: int, status: str) -> None:
         self.tickets[tid].update(status=status, updated_at=self.tick())
+
+    def _audit(self, tid: int, events: list[dict[str, Any]], metadata: Any,
+               author: int = 7) -> dict[str, Any]:
+        audit = {"id": self.nid(), "ticket_id": tid, "author_id": author,
+                 "created_at": iso(self.clock), "events": events,
+                 "metadata": {"custom": dict((metadata or {}).get("custom") or {}),
+                              "system": {"ip_address": "127.0.0.1"}}}
+        self.audits.setdefault(tid, []).append(audit)
+        return audit
+
+    def _requester(self, t: dict[str, Any]) -> int | None:
+        """requester_id, or requester {email, name}: found, else a new end user."""
+        if t.get("requester_id") is not None:
+            return int(t["requester_id"]) if int(t["requester_id"]) in self.users else -1
+        r = t.get("requester")
+        if not isinstance(r, dict) or not r.get("email"):
+            return 7  # the API user
+        for user in self.users.values():
+            if user["email"] == str(r["email"]).lower():
+                return int(user["id"])
+        uid = self.nid()
+        self.users[uid] = {"id": uid, "email": str(r["email"]).lower(),
+                           "name": r.get("name") or r["email"], "role": "end-user"}
+        return uid
 
     def _auth(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -128,17 +182,14 @@ class FakeZendesk(FakeVendor):
         entry = {"id": self.nid(), "type": "Comment", "body": body, "public": public,
                  "author_id": 99, "attachments": []}
         self.comments[tid].append(entry)
+        self._audit(tid, [entry], None, author=99)
         self.tickets[tid]["updated_at"] = self.tick()
         return entry
 
     def shown(self, ticket: dict[str, Any]) -> dict[str, Any]:
-        """A ticket as Zendesk answers it: `requester` is write-only, `requester_id` is
-        always there (the API user when the create named nobody)."""
-        out = {k: v for k, v in ticket.items() if k != "requester"}
-        requester = ticket.get("requester") or {}
-        out.setdefault("requester_id", self.user_ids.setdefault(requester.get("email"), 7)
-                       if requester.get("email") else 7)
-        return out
+        """A ticket as Zendesk answers it: `requester` is write-only (the answer has the
+        `requester_id` it resolved to)."""
+        return {k: v for k, v in ticket.items() if k != "requester"}
 
     def _add_comment(self, tid: int, c: dict[str, Any]) -> dict[str, Any]:
         tokens = c.get("uploads") or []
@@ -171,20 +222,23 @@ class FakeZendesk(FakeVendor):
             return JSONResponse({"error": "RecordInvalid", "description": "Record validation errors",
                                  "details": {"subject": [{"description": "Subject: cannot be blank"}]}},
                                 422)
+        requester = self._requester(t)
+        if requester == -1:
+            return JSONResponse({"error": "RecordInvalid", "description": "Record validation "
+                                 "errors", "details": {"requester": [
+                                     {"description": "Requester: is invalid"}]}}, 422)
         tid = self.nid()
         now = self.tick()
-        email = (t.get("requester") or {}).get("email")
-        if email:
-            self.user_ids.setdefault(email, self.nid())
         ticket = {"id": tid, "subject": t["subject"], "status": "new",
                   "priority": t.get("priority"), "external_id": t.get("external_id"),
-                  "tags": t.get("tags", []), "requester": t.get("requester"),
+                  "tags": [str(x).lower() for x in t.get("tags", [])],
+                  "requester": t.get("requester"), "requester_id": requester,
                   "custom_fields": t.get("custom_fields", []), "created_at": now,
                   "updated_at": now}
         self.tickets[tid] = ticket
         comment = self._add_comment(tid, t.get("comment") or {})
-        answer = {"ticket": self.shown(ticket),
-                  "audit": {"id": self.nid(), "events": [comment]}}
+        audit = self._audit(tid, [comment], t.get("metadata"))
+        answer = {"ticket": self.shown(ticket), "audit": audit}
         if key:
             self.idempotency[key] = (hashlib.sha256(raw).hexdigest(), answer)
         return JSONResponse(answer, 201, {"x-idempotency-lookup": "miss"})
@@ -203,6 +257,7 @@ class FakeZendesk(FakeVendor):
                                  "details": {"status": [{"description":
                                              "Status: closed prevents ticket update"}]}}, 422)
         t = (await request.json())["ticket"]
+        metadata = t.pop("metadata", None)  # write-only: kept on the audit
         events = []
         if "comment" in t:
             try:
@@ -212,8 +267,47 @@ class FakeZendesk(FakeVendor):
                                     422)
         ticket.update(t)
         ticket["updated_at"] = self.tick()
-        return JSONResponse({"ticket": self.shown(ticket),
-                             "audit": {"id": self.nid(), "events": events}})
+        audit = self._audit(tid, events, metadata)
+        return JSONResponse({"ticket": self.shown(ticket), "audit": audit})
+
+    async def list_audits(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        tid = request.path_params["tid"]
+        if tid not in self.tickets:
+            return self._missing()
+        audits = self.audits.get(tid, [])
+        return JSONResponse({"audits": audits, "count": len(audits), "next_page": None,
+                             "previous_page": None})
+
+    async def show_many(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        ids = [int(x) for x in request.query_params.get("ids", "").split(",") if x]
+        return JSONResponse({"tickets": [self.shown(self.tickets[i]) for i in ids
+                                         if i in self.tickets]})
+
+    async def user_search(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        query = request.query_params.get("query", "")
+        wanted = query.removeprefix("email:").strip('"').lower()
+        users = [u for u in self.users.values() if u["email"] == wanted]
+        return JSONResponse({"users": users, "count": len(users), "next_page": None})
+
+    async def groups(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        return JSONResponse({"groups": [{"id": 5, "name": "Support"},
+                                        {"id": 6, "name": "Billing"}], "count": 2})
+
+    async def ticket_fields(self, request: Request) -> Response:
+        if not self._auth(request):
+            return self._denied()
+        return JSONResponse({"ticket_fields": [
+            {"id": 1, "title": "Subject", "type": "subject"},
+            {"id": 360, "title": "Site", "type": "text"},
+            {"id": 361, "title": "Plan", "type": "tagger"}], "count": 3})
 
     async def list_comments(self, request: Request) -> Response:
         if not self._auth(request):

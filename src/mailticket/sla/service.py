@@ -1,0 +1,351 @@
+"""SLA bookkeeping in the database: status history, per-ticket state, once-only events,
+and the sweep the scheduler runs. Every function takes the caller's session and never
+commits.
+
+Staleness: a ticket's stored state is recomputed when it is stale (computed_at NULL) or
+when its next_check_at has come. record_status and record_first_response mark it stale
+themselves; whoever changes a ticket's priority or customer calls mark_stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailticket.customers.models import Customer
+from mailticket.sla.clock import SlaState, StatusSpan, compute
+from mailticket.sla.config import SlaConfig
+from mailticket.sla.models import SlaEvent, TicketSla, TicketStatusChange
+from mailticket.store.models import Ticket
+
+SLA_WARNING = "sla_warning"
+SLA_BREACHED = "sla_breached"
+# pg_try_advisory_xact_lock key: one SLA sweep per cluster at a time ("SLA!" in ASCII).
+SWEEP_LOCK_KEY = 0x534C4121
+
+
+@dataclass(frozen=True)
+class TicketFacts:
+    ticket_id: int
+    created_at: datetime
+    priority: str | None
+    customer_key: str | None
+    history: tuple[StatusSpan, ...]
+    first_response_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FiredEvent:
+    """An event for the workflows (kind sla_warning / sla_breached)."""
+
+    ticket_id: int
+    kind: str
+    target: str
+    at: datetime
+    policy: str
+
+
+@dataclass
+class SweepReport:
+    evaluated: int = 0
+    events: list[FiredEvent] = field(default_factory=list)
+    breaches: list[FiredEvent] = field(default_factory=list)  # also those not fired
+
+
+# --- facts --------------------------------------------------------------------------------
+
+
+def record_status(
+    session: Session, ticket_id: int, status: str, at: datetime, *, source: str | None = None
+) -> bool:
+    """Append a status change (no-op when the status is unchanged); marks the SLA stale."""
+    last = session.scalar(
+        select(TicketStatusChange.status)
+        .where(TicketStatusChange.ticket_id == ticket_id)
+        .order_by(TicketStatusChange.changed_at.desc(), TicketStatusChange.id.desc())
+        .limit(1)
+    )
+    if last == status or (last is None and status == "open"):
+        # A ticket starts open at its creation; no row needed to say so.
+        return False
+    session.add(TicketStatusChange(ticket_id=ticket_id, status=status, changed_at=at, source=source))
+    mark_stale(session, [ticket_id])
+    return True
+
+
+def record_first_response(session: Session, ticket_id: int, at: datetime) -> None:
+    """The first public agent reply; later ones change nothing."""
+    row = session.get(TicketSla, ticket_id)
+    if row is None:
+        session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
+    elif row.first_response_at is None or at < _aware(row.first_response_at):
+        row.first_response_at, row.computed_at = at, None
+    session.flush()
+
+
+def mark_stale(session: Session, ticket_ids: Iterable[int] | None = None) -> None:
+    """Recompute these tickets (None: all) on the next sweep."""
+    stmt = update(TicketSla).values(computed_at=None)
+    if ticket_ids is not None:
+        stmt = stmt.where(TicketSla.ticket_id.in_(list(ticket_ids)))
+    session.execute(stmt)
+
+
+def load_histories(session: Session, ticket_ids: list[int]) -> dict[int, list[StatusSpan]]:
+    out: dict[int, list[StatusSpan]] = {tid: [] for tid in ticket_ids}
+    if not ticket_ids:
+        return out
+    rows = session.execute(
+        select(TicketStatusChange.ticket_id, TicketStatusChange.status, TicketStatusChange.changed_at)
+        .where(TicketStatusChange.ticket_id.in_(ticket_ids))
+        .order_by(TicketStatusChange.ticket_id, TicketStatusChange.changed_at, TicketStatusChange.id)
+    )
+    for tid, status, changed_at in rows:
+        out[tid].append(StatusSpan(status, _aware(changed_at)))
+    return out
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def evaluate(config: SlaConfig, facts: TicketFacts, now: datetime) -> SlaState | None:
+    """Pure: the ticket's SLA state under `config`, or None when no policy applies."""
+    policy = config.select_policy(facts.customer_key, facts.priority)
+    if policy is None:
+        return None
+    return compute(
+        policy,
+        config.calendar_for(policy, facts.customer_key),
+        created_at=facts.created_at,
+        history=facts.history,
+        first_response_at=facts.first_response_at,
+        now=now,
+    )
+
+
+def save_state(
+    session: Session,
+    ticket_id: int,
+    state: SlaState | None,
+    now: datetime,
+    *,
+    row: TicketSla | None = None,
+) -> TicketSla:
+    """Store the state (`row`: the ticket's TicketSla when the caller loaded it already)."""
+    if row is None:
+        row = session.get(TicketSla, ticket_id)
+    if row is None:
+        row = TicketSla(ticket_id=ticket_id, paused=False)
+        session.add(row)
+    first, res = (state.first_response, state.resolution) if state else (None, None)
+    row.policy = state.policy if state else None
+    row.calendar = state.calendar if state else None
+    row.state = state.state if state else None
+    row.paused = state.paused if state else False
+    row.first_response_due_at = first.due_at if first else None
+    row.first_response_state = first.state if first else None
+    row.resolution_due_at = res.due_at if res else None
+    row.resolution_state = res.state if res else None
+    row.computed_at = now
+    upcoming = [
+        moment
+        for target in (state.targets() if state else [])
+        if target.completed_at is None and not target.paused
+        for moment in (target.warning_at, target.due_at)
+        if moment is not None and moment > now
+    ]
+    row.next_check_at = min(upcoming) if upcoming else None
+    return row
+
+
+@dataclass(frozen=True)
+class Claim:
+    ticket_id: int
+    kind: str
+    target: str
+    at: datetime
+    fired: bool = True
+    occurrence: str = ""
+    policy: str = ""
+
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        return self.ticket_id, self.kind, self.target, self.occurrence
+
+
+def claim_events(session: Session, claims: list[Claim]) -> set[tuple[int, str, str, str]]:
+    """Insert the events that do not exist yet; returns the keys this call inserted. Safe
+    against a concurrent claimer: the unique key decides, not a read before the write."""
+    if not claims:
+        return set()
+    dialect = session.get_bind().dialect.name
+    keys = ["ticket_id", "kind", "target", "occurrence"]
+    table = cast(Table, SlaEvent.__table__)
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+    else:  # pragma: no cover - the two supported databases are above
+        stmt = insert(table)
+    stmt = stmt.returning(table.c.ticket_id, table.c.kind, table.c.target, table.c.occurrence)
+    # One cached statement, sent as multi-row batches by SQLAlchemy's insertmanyvalues.
+    rows = session.execute(stmt, [
+        {"ticket_id": c.ticket_id, "kind": c.kind, "target": c.target,
+         "occurrence": c.occurrence, "at": c.at, "fired": c.fired}
+        for c in claims
+    ])
+    inserted = {(tid, kind, target, occurrence) for tid, kind, target, occurrence in rows}
+    return inserted
+
+
+def claim_event(
+    session: Session,
+    ticket_id: int,
+    kind: str,
+    target: str,
+    at: datetime,
+    *,
+    occurrence: str = "",
+    fired: bool = True,
+) -> bool:
+    """One claim; True when this call inserted it."""
+    claim = Claim(ticket_id, kind, target, at, fired, occurrence)
+    return claim.key in claim_events(session, [claim])
+
+
+def plan_events(ticket_id: int, state: SlaState) -> list[Claim]:
+    """Pure: the events `state` calls for, to be claimed.
+
+    A breach seen before its warning records the warning unfired: a "will breach soon"
+    after the fact only misleads. A breach of a target already completed (late) is
+    recorded for the figures but not fired: there is nothing left to escalate.
+    """
+    out: list[Claim] = []
+    for target in state.targets():
+        name = target.target
+        if target.state == "breached" and target.breached_at is not None:
+            if target.warned_at is not None:
+                out.append(Claim(ticket_id, SLA_WARNING, name, target.warned_at, False,
+                                 policy=state.policy))
+            out.append(Claim(ticket_id, SLA_BREACHED, name, target.breached_at,
+                             target.completed_at is None, policy=state.policy))
+        elif target.state == "warning" and target.warned_at is not None:
+            out.append(Claim(ticket_id, SLA_WARNING, name, target.warned_at, policy=state.policy))
+    return out
+
+
+def raise_events(session: Session, claims: list[Claim]) -> tuple[list[FiredEvent], list[FiredEvent]]:
+    """Claim the planned events: (newly fired for workflows, new breaches incl. unfired)."""
+    new = claim_events(session, claims)
+    fired: list[FiredEvent] = []
+    breaches: list[FiredEvent] = []
+    for claim in claims:
+        if claim.key not in new:
+            continue
+        event = FiredEvent(claim.ticket_id, claim.kind, claim.target, claim.at, claim.policy)
+        if claim.kind == SLA_BREACHED:
+            breaches.append(event)
+        if claim.fired:
+            fired.append(event)
+    return fired, breaches
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+def try_sweep_lock(session: Session) -> bool:
+    """One sweeper per cluster: a PostgreSQL advisory lock held until the transaction ends.
+    SQLite is one machine's file: its write lock already serialises sweepers."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": SWEEP_LOCK_KEY}))
+
+
+def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 1000) -> SweepReport:
+    """Recompute the tickets that need it (stale, never computed, or due for a look) and
+    raise their events. Returns what fired, for the workflow engine. A handful of
+    statements per batch, whatever its size: the database round trip is the cost."""
+    report = SweepReport()
+    facts = _due_tickets(session, now, limit)
+    ids = [f.ticket_id for f in facts]
+    rows = {
+        row.ticket_id: row
+        for row in session.scalars(select(TicketSla).where(TicketSla.ticket_id.in_(ids)))
+    } if ids else {}
+    claims: list[Claim] = []
+    for fact in facts:
+        state = evaluate(config, fact, now)
+        row = rows.get(fact.ticket_id)
+        if row is None:  # added here, not looked up again one by one in save_state
+            row = TicketSla(ticket_id=fact.ticket_id, paused=False)
+            session.add(row)
+        save_state(session, fact.ticket_id, state, now, row=row)
+        report.evaluated += 1
+        if state is not None:
+            claims += plan_events(fact.ticket_id, state)
+    session.flush()
+    report.events, report.breaches = raise_events(session, claims)
+    return report
+
+
+def refresh_ticket(session: Session, config: SlaConfig, ticket_id: int, now: datetime) -> SlaState | None:
+    """Recompute one ticket now (after a change the API shows at once); no events."""
+    facts = _facts(session, [ticket_id])
+    if not facts:
+        return None
+    state = evaluate(config, facts[0], now)
+    save_state(session, ticket_id, state, now)
+    session.flush()
+    return state
+
+
+def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFacts]:
+    ids = list(session.scalars(
+        select(Ticket.id)
+        .outerjoin(TicketSla, TicketSla.ticket_id == Ticket.id)
+        .where(or_(
+            TicketSla.ticket_id.is_(None),
+            TicketSla.computed_at.is_(None),
+            and_(TicketSla.next_check_at.is_not(None), TicketSla.next_check_at <= now),
+        ))
+        .order_by(Ticket.id)
+        .limit(limit)
+    ))
+    return _facts(session, ids)
+
+
+def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
+    if not ids:
+        return []
+    histories = load_histories(session, ids)
+    rows = session.execute(
+        select(Ticket.id, Ticket.created_at, Ticket.priority, Customer.key, TicketSla.first_response_at)
+        .outerjoin(Customer, Customer.id == Ticket.customer_id)
+        .outerjoin(TicketSla, TicketSla.ticket_id == Ticket.id)
+        .where(Ticket.id.in_(ids))
+        .order_by(Ticket.id)
+    )
+    return [
+        TicketFacts(
+            ticket_id=tid,
+            created_at=_aware(created),
+            priority=priority,
+            customer_key=key,
+            history=tuple(histories[tid]),
+            first_response_at=_aware(first) if first is not None else None,
+        )
+        for tid, created, priority, key, first in rows
+    ]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes for what was stored as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+

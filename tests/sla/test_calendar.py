@@ -1,0 +1,157 @@
+"""Business time: opening hours in a time zone, DST, holidays, closed days, 24x7."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import pytest
+
+from mailticket.sla.calendar import BusinessCalendar, always_open, week_from
+from tests.sla.helpers import BERLIN, NEW_YORK, H, M, at, office, utc
+
+
+def test_within_one_day() -> None:
+    cal = office()
+    assert cal.business_time(at(BERLIN, 2025, 12, 15, 10), at(BERLIN, 2025, 12, 15, 12)) == 2 * H
+
+
+def test_overnight_counts_only_opening_hours() -> None:
+    cal = office()
+    # Mon 16:00 -> Tue 10:00: one hour each side of the night.
+    assert cal.business_time(at(BERLIN, 2025, 12, 15, 16), at(BERLIN, 2025, 12, 16, 10)) == 2 * H
+
+
+def test_weekend_counts_nothing() -> None:
+    cal = office()
+    assert cal.business_time(at(BERLIN, 2025, 12, 13, 0), at(BERLIN, 2025, 12, 15, 0)) == timedelta(0)
+    assert cal.business_time(at(BERLIN, 2025, 12, 12, 16), at(BERLIN, 2025, 12, 15, 10)) == 2 * H
+
+
+def test_a_whole_week() -> None:
+    cal = office()
+    assert cal.business_time(at(BERLIN, 2025, 12, 1), at(BERLIN, 2025, 12, 8)) == 40 * H
+    assert cal.weekly_minutes == 40 * 60
+
+
+def test_start_outside_hours_waits_for_the_opening() -> None:
+    cal = office()
+    # Saturday 10:00 + 1h -> Monday 10:00
+    assert cal.add_business_time(at(BERLIN, 2025, 12, 13, 10), H) == at(BERLIN, 2025, 12, 15, 10)
+    # Monday 07:00 + 30m -> Monday 09:30
+    assert cal.add_business_time(at(BERLIN, 2025, 12, 15, 7), 30 * M) == at(BERLIN, 2025, 12, 15, 9, 30)
+
+
+def test_adding_runs_over_the_night_and_the_weekend() -> None:
+    cal = office()
+    # Friday 16:00 + 3h = 1h Friday + 2h Monday
+    assert cal.add_business_time(at(BERLIN, 2025, 12, 12, 16), 3 * H) == at(BERLIN, 2025, 12, 15, 11)
+    # An exact fit ends at the closing time, not the next opening.
+    assert cal.add_business_time(at(BERLIN, 2025, 12, 15, 9), 8 * H) == at(BERLIN, 2025, 12, 15, 17)
+
+
+def test_zero_is_the_start_itself() -> None:
+    start = at(BERLIN, 2025, 12, 13, 10)  # a Saturday
+    assert office().add_business_time(start, timedelta(0)) == start
+
+
+def test_spring_forward_keeps_wall_clock_hours() -> None:
+    """Europe/Berlin moves to CEST on Sunday 2025-03-30: 09:00 is 08:00Z before, 07:00Z after."""
+    cal = office()
+    friday_4pm = at(BERLIN, 2025, 3, 28, 16)
+    due = cal.add_business_time(friday_4pm, 3 * H)
+    assert due == at(BERLIN, 2025, 3, 31, 11)
+    assert due == utc(2025, 3, 31, 9)
+    assert cal.business_time(friday_4pm, due) == 3 * H
+
+
+def test_fall_back_keeps_wall_clock_hours() -> None:
+    cal = office()
+    due = cal.add_business_time(at(BERLIN, 2025, 10, 24, 16), 3 * H)
+    assert due == utc(2025, 10, 27, 10)  # Monday 11:00 CET
+
+
+@pytest.mark.parametrize(
+    ("day", "hours"),
+    [(date(2025, 3, 30), 23), (date(2025, 10, 26), 25), (date(2025, 6, 1), 24)],
+)
+def test_a_24x7_day_lasts_as_long_as_the_clocks_say(day: date, hours: int) -> None:
+    cal = always_open(timezone="Europe/Berlin")
+    start = at(BERLIN, day.year, day.month, day.day)
+    end = at(BERLIN, *(day + timedelta(days=1)).timetuple()[:3])
+    assert cal.business_time(start, end) == hours * H
+    assert cal.add_business_time(start, hours * H) == end
+
+
+def test_24x7_is_plain_elapsed_time() -> None:
+    cal = always_open()
+    start = utc(2025, 12, 13, 22, 17)
+    assert cal.add_business_time(start, 50 * H) == start + 50 * H
+    assert cal.business_time(start, start + 50 * H) == 50 * H
+
+
+def test_public_holidays_per_subdivision() -> None:
+    """Epiphany (Mon 2025-01-06) is a holiday in Bavaria, not in Berlin."""
+    bavaria = office(country="DE", subdivision="BY")
+    berlin = office(country="DE", subdivision="BE")
+    day = (at(BERLIN, 2025, 1, 6), at(BERLIN, 2025, 1, 7))
+    assert bavaria.business_time(*day) == timedelta(0)
+    assert berlin.business_time(*day) == 8 * H
+    assert bavaria.holiday_name(date(2025, 1, 6)) is not None
+    assert bavaria.holiday_name(date(2025, 1, 7)) is None
+
+
+def test_holidays_of_the_calendars_country() -> None:
+    """Thanksgiving 2025 is Thursday 2025-11-27 in the US."""
+    cal = office("America/New_York", country="US")
+    wednesday_4pm = at(NEW_YORK, 2025, 11, 26, 16)
+    assert cal.add_business_time(wednesday_4pm, 2 * H) == at(NEW_YORK, 2025, 11, 28, 10)
+
+
+def test_christmas_run_of_holidays_and_company_closed_days() -> None:
+    cal = office(country="DE", closed=frozenset({date(2025, 12, 24), date(2025, 12, 31)}))
+    # Tue 23 Dec 16:00 + 2h: Wed 24 closed, Thu 25 / Fri 26 holidays, weekend -> Mon 29 10:00
+    assert cal.add_business_time(at(BERLIN, 2025, 12, 23, 16), 2 * H) == at(BERLIN, 2025, 12, 29, 10)
+    assert cal.holiday_name(date(2025, 12, 24)) == "closed"
+
+
+def test_split_shifts_and_a_night_shift_across_midnight() -> None:
+    cal = BusinessCalendar("split", "UTC", week_from({
+        0: [(8 * 60, 12 * 60), (13 * 60, 17 * 60), (22 * 60, 24 * 60)],
+        1: [(0, 6 * 60)],
+    }))
+    monday, tuesday = utc(2025, 12, 15), utc(2025, 12, 16)
+    assert cal.business_time(monday, tuesday) == 10 * H
+    # Lunch is skipped; the night shift runs on across midnight.
+    assert cal.add_business_time(utc(2025, 12, 15, 11), 2 * H) == utc(2025, 12, 15, 14)
+    assert cal.add_business_time(utc(2025, 12, 15, 16), 4 * H) == utc(2025, 12, 16, 1)
+
+
+def test_naive_times_are_refused() -> None:
+    from datetime import datetime
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        office().business_time(datetime(2025, 1, 1), utc(2025, 1, 2))
+
+
+def test_a_calendar_never_open_has_no_due_time() -> None:
+    cal = office(closed=frozenset())
+    never = BusinessCalendar("never", "UTC", week_from({}))
+    assert never.add_business_time(utc(2025, 1, 1), H) is None
+    assert cal.add_business_time(utc(2025, 1, 1), H) is not None
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"])
+def test_adding_then_measuring_gives_back_the_amount(tz: str) -> None:
+    """The two operations are inverse, for many starts (inside and outside hours, across
+    DST changes and holidays) and amounts."""
+    cal = office(tz, country="DE" if tz == "Europe/Berlin" else None)
+    rng = random.Random(f"sla-{tz}")
+    base = utc(2025, 1, 1)
+    for _ in range(300):
+        start = base + timedelta(minutes=rng.randrange(0, 365 * 24 * 60))
+        amount = timedelta(minutes=rng.randrange(0, 60 * 60))
+        due = cal.add_business_time(start, amount)
+        assert due is not None
+        assert cal.business_time(start, due) == amount, (start, amount, due)
+        assert due >= start
