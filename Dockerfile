@@ -1,12 +1,20 @@
 # The mailticket image used by docker-compose.yml (worker, migrations, API).
-FROM python:3.11-slim
-WORKDIR /app
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-COPY pyproject.toml README.md alembic.ini ./
+# Built as a wheel and installed like any user would install it: the image holds the
+# installed package only (migrations and templates inside it), no source checkout.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
 COPY src ./src
+# src/mailticket/_data/ links to these two; the wheel takes copies.
 COPY migrations ./migrations
 COPY templates ./templates
-# Editable: migrations/ and templates/ are found next to the package, as in a checkout.
-RUN pip install -e . && useradd --system --home /app mailticket
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/*.whl && rm -rf /wheels \
+    && useradd --system --create-home --home-dir /app mailticket
+WORKDIR /app
 USER mailticket
 CMD ["mailticket", "run"]

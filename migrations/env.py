@@ -14,7 +14,7 @@ config = context.config
 
 def _url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
-    return url or os.environ.get("DATABASE_URL", "sqlite:///mailticket.store.db")
+    return url or os.environ.get("DATABASE_URL", "sqlite:///mailticket.db")
 
 
 def _configure(connection: Connection) -> None:

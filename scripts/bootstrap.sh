@@ -7,6 +7,9 @@ bootstrap_python() {
         echo "mailticket needs Python 3.11 or newer (found: $($py --version 2>&1))" >&2
         exit 1
     fi
+    if ! "$py" -c 'import ensurepip, venv' 2>/dev/null; then
+        apt_install_packages python3-venv || exit 1
+    fi
     [ -x .venv/bin/python ] || "$py" -m venv .venv
     local spec="."
     [ -n "$extra" ] && spec=".[$extra]"
@@ -21,37 +24,95 @@ bootstrap_python() {
     fi
 }
 
-bootstrap_postgres() {
-    if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
-        if command -v pg_ctlcluster >/dev/null; then
-            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
-        fi
-    fi
-}
-
 _apt_updated=0
-apt_install() {
-    # $1: a command that must exist afterwards; the rest: Debian packages providing it.
-    local probe="$1"; shift
-    if [ -x "$probe" ] || command -v "$probe" >/dev/null 2>&1; then
-        return 0
-    fi
+apt_install_packages() {
+    # Debian packages, installed with apt (needs root); says what to do otherwise.
     if [ "$(id -u)" != 0 ]; then
-        echo "missing $probe: run as root or install: $*" >&2
+        echo "missing system packages; as root run: apt-get install $*" >&2
         return 1
     fi
     if [ "$_apt_updated" = 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
         _apt_updated=1
     fi
+    echo "installing system packages: $*" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# The files the tests run, each with the Debian package that provides it. A package is
+# installed when its file is missing, whatever else of the same software is there (Chromium
+# without chromium-driver, dovecot-core without dovecot-imapd).
+SYSTEM_FILES=(
+    "/usr/sbin/dovecot dovecot-core"          # tests/live/dovecot.py: the private IMAP server
+    "/usr/lib/dovecot/imap dovecot-imapd"     # ... and its IMAP protocol process
+    "/usr/bin/openssl openssl"                # test certificates (IMAP and SMTP TLS)
+    "/usr/bin/chromium chromium"              # tests/api/test_browser.py: the thread view
+    "/usr/bin/chromedriver chromium-driver"   # ... driven by selenium through chromedriver
+)
+
 bootstrap_system_packages() {
-    # Features append the Debian packages their tests need here.
-    :
-    # live sources: tests/live runs a private Dovecot (IMAP) on loopback
-    apt_install /usr/sbin/dovecot dovecot-imapd
-    # API: tests/api drives the thread view in headless Chromium
-    apt_install /usr/bin/chromium chromium chromium-driver
+    local missing=() entry file package
+    for entry in "${SYSTEM_FILES[@]}"; do
+        read -r file package <<<"$entry"
+        [ -x "$file" ] || missing+=("$package")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install_packages "${missing[@]}" || return 1
+    fi
+    for entry in "${SYSTEM_FILES[@]}"; do
+        read -r file package <<<"$entry"
+        if [ ! -x "$file" ]; then
+            echo "$file is still missing after installing $package" >&2
+            return 1
+        fi
+    done
+}
+
+_pg_ready() {
+    .venv/bin/python - <<'EOF' 2>/dev/null
+import os, psycopg2
+psycopg2.connect(os.environ.get("MAILTICKET_TEST_PG",
+                 "host=127.0.0.1 port=5432 user=postgres dbname=postgres"), connect_timeout=3).close()
+EOF
+}
+
+bootstrap_postgres() {
+    # The tests need PostgreSQL on 127.0.0.1:5432, user postgres without a password, and a
+    # database `test` (tests/dbutil.py). MAILTICKET_TEST_PG / _URL point elsewhere.
+    if [ -n "${MAILTICKET_TEST_PG:-}" ]; then
+        return 0
+    fi
+    local fresh=0
+    if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+        if ! _pg_ready; then
+            apt_install_packages postgresql || return 1
+            fresh=1
+        fi
+    fi
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1 || true)
+    if [ -n "$version" ] && ! _pg_ready; then
+        if [ "$fresh" = 1 ]; then
+            # Only a cluster installed just now is opened up: trust on loopback, for tests.
+            sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' \
+                "/etc/postgresql/$version/main/pg_hba.conf"
+        fi
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+            || pg_ctlcluster "$version" main restart || true
+    fi
+    if ! _pg_ready; then
+        echo "PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres without a" \
+             "password; the tests need it (or set MAILTICKET_TEST_PG)" >&2
+        return 1
+    fi
+    .venv/bin/python - <<'EOF'
+import psycopg2
+conn = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+conn.autocommit = True
+with conn.cursor() as cur:
+    cur.execute("SELECT 1 FROM pg_database WHERE datname = 'test'")
+    if cur.fetchone() is None:
+        cur.execute("CREATE DATABASE test")
+conn.close()
+EOF
 }

@@ -18,32 +18,66 @@ if TYPE_CHECKING:
     from mailticket.runtime import Runtime
 from tests.dbutil import TemplateDatabases, drop_pg, pg_available
 
-
-def _find_corpus() -> Path:
-    """The shared corpus: MAILTICKET_CORPUS, else ../shared/corpus beside the checkout, else
-    the workplace's /work/shared/corpus (a clone elsewhere, e.g. in CI)."""
-    beside = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-    candidates = [Path("/work/shared/corpus")]
-    if os.environ.get("MAILTICKET_CORPUS"):
-        candidates.insert(0, Path(os.environ["MAILTICKET_CORPUS"]))
-    candidates.insert(-1, beside)
-    return next((c for c in candidates if c.is_dir()), beside)
-
-
-CORPUS = _find_corpus()
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# A curated part of the shared mail corpus, shipped with the tests (scripts/curate-corpus-fixtures).
+CURATED_CORPUS = FIXTURES / "emails" / "corpus"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--corpus", metavar="DIR", default=None,
+        help="run the corpus tests over this mail corpus instead of the curated fixtures"
+        " (./scripts/test-corpus: the whole shared corpus)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # mail-parser warns once per non-text part it meets; tests only want real errors.
     logging.getLogger("mailparser").setLevel(logging.ERROR)
+    config.addinivalue_line("markers", "corpus: runs over a mail corpus (see --corpus)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `-m corpus` selects exactly the tests that read the corpus (./scripts/test-corpus).
+    for item in items:
+        if "corpus_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.corpus)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tool caches (pytest, mypy, ruff, hypothesis under schemathesis) are not the tests' writing.
+_NOT_WATCHED = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
+                ".hypothesis"}
+
+
+def _repository_files() -> set[str]:
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
+        found.update(os.path.join(folder, name) for name in files)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _writes_stay_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test writes into its own temp folder only: not into the checkout (a clone must stay
+    clean), nor beside its temp folder, where other tests' files live."""
+    base = tmp_path_factory.getbasetemp()
+    before = _repository_files(), {p for p in base.iterdir() if not p.is_dir()}
+    yield
+    after = _repository_files(), {p for p in base.iterdir() if not p.is_dir()}
+    stray = sorted(after[0] - before[0]) + sorted(str(p) for p in after[1] - before[1])
+    assert not stray, f"the test wrote outside its temp folder: {stray}"
 
 
 @pytest.fixture(scope="session")
-def corpus_dir() -> Path:
-    if not CORPUS.is_dir():
-        pytest.fail(f"the shared corpus is missing at {CORPUS}")
-    return CORPUS
+def corpus_dir(request: pytest.FixtureRequest) -> Path:
+    """The curated corpus in tests/fixtures, or the one given with --corpus DIR."""
+    given = request.config.getoption("--corpus")
+    corpus = Path(given).resolve() if given else CURATED_CORPUS
+    if not (corpus / "hard_cases.json").is_file():
+        pytest.fail(f"no mail corpus at {corpus} (a folder with hard_cases.json)")
+    return corpus
 
 
 @pytest.fixture(scope="session")

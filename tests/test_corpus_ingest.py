@@ -1,5 +1,8 @@
-"""Every message of the shared corpus goes through the whole pipeline without an unhandled
-exception, and header threading agrees with notmuch."""
+"""Every message of a mail corpus goes through the whole pipeline without an unhandled
+exception, and header threading agrees with notmuch.
+
+The corpus is the curated copy in tests/fixtures (default) or the whole shared corpus
+(`./scripts/test-corpus`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Damaged variants of every corpus message: parsing degrades, it never crashes.
+"""Damaged variants of every corpus message (tests/fixtures' curated corpus, or the whole
+shared one with ./scripts/test-corpus): parsing degrades, it never crashes.
 
 Real mail arrives truncated, with bit errors, NUL bytes and mangled MIME headers; the parser
 must still give a usable value (or ParseError when nothing is left), and never text that

@@ -11,7 +11,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: i
     assert s.ticket_enabled and s.ticket_email_integration and s.email_workflows_enabled
     assert not s.ticket_auto_assign
     assert s.ticket_default_priority is Priority.normal
-    assert s.database_url == "sqlite:///mailticket.store.db"
+    assert s.database_url == "sqlite:///mailticket.db"
     assert s.ticket_subject_match is SubjectMatchPolicy.any
 
 

@@ -365,6 +365,7 @@ class Pipeline:
             email_log=entry,
             raw_message_id=raw_row.id,
             now=self._now(entry),
+            clock_now=self.clock(),
         )
         ran: list[str] = []
         if self.settings.email_workflows_enabled:
@@ -388,12 +389,14 @@ class Pipeline:
         elif ctx.linked:
             entry.matched_by = "workflow"
         entry.action = "created" if ctx.created else "linked" if ctx.linked else "logged"
+        # A logged message (an out-of-office, say) may still sit on a ticket: name it.
+        ticket = ctx.ticket or (work.ticket(on_ticket) if on_ticket else None)
         return Outcome(
             source=source,
             message_id=email.message_id,
             action=entry.action,  # type: ignore[arg-type]
-            ticket_number=ctx.ticket.ticket_number if ctx.ticket is not None else None,
-            ticket_id=ctx.ticket.id if ctx.ticket is not None else entry.ticket_id,
+            ticket_number=ticket.ticket_number if ticket is not None else None,
+            ticket_id=on_ticket,
             matched_by=entry.matched_by,
             classification=classification.label,
             confidence=round(classification.confidence, 4),

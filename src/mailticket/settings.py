@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 
 class Priority(enum.StrEnum):
@@ -46,6 +48,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# The password in a URL (user:password@host) never goes into an error message.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+(?=@)")
+
+
+def _mask_password(text: str) -> str:
+    return _URL_PASSWORD.sub(r"\1***", text)
+
+
 class ConfigError(Exception):
     """Raised at start-up when a setting is invalid; the message names the variable."""
 
@@ -64,7 +74,7 @@ class Settings(BaseSettings):
     email_workflows_enabled: bool = True
 
     # --- storage and workflows -------------------------------------------------------------
-    database_url: str = "sqlite:///mailticket.store.db"
+    database_url: str = "sqlite:///mailticket.db"
     workflows_path: Path | None = None
     classification_rules_path: Path | None = None
     ticket_timezone: str = "UTC"
@@ -78,7 +88,8 @@ class Settings(BaseSettings):
     # Domain used in Message-IDs of mail we generate (replies, synthetic ids).
     mail_domain: str = "mailticket.local"
     # Addresses that belong to us: mail from them is never answered nor treated as customer mail.
-    own_addresses: list[str] = Field(default_factory=list)
+    # A JSON list, one address, or a comma-separated list (NoDecode: read by the validator).
+    own_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- outgoing mail (auto-replies through the outbox) -------------------------------------
     smtp_host: str = "localhost"
@@ -96,6 +107,9 @@ class Settings(BaseSettings):
     auto_reply_rate_limit: int = Field(default=10, ge=0)
     # "3h", "90m", "45s", "2d" or plain seconds.
     auto_reply_rate_window: timedelta = timedelta(hours=3)
+    # Mail received longer ago than this is never answered (a mailbox full of old unread
+    # mail, a Maildir restored from backup); "0" answers mail of any age.
+    auto_reply_max_age: timedelta = timedelta(days=1)
 
     # --- live sources (`mailticket run`; see mailticket/live/) --------------------------------
     # YAML list of mailboxes (keys as in live/config.py); IMAP_* adds one more mailbox.
@@ -120,6 +134,8 @@ class Settings(BaseSettings):
     api_test_endpoint_enabled: bool = False
     # Page size cap of GET /api/v1/tickets (the `limit` parameter).
     api_max_page_size: int = Field(default=200, ge=1, le=1000)
+    # Largest request body the HTTP API reads (413 above it), webhook deliveries included.
+    api_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
     # --- external ticket backends (see mailticket/backends/) ----------------------------------
     # YAML `{instances: {name: {kind: jira, ...}}}`; None: no backends configured.
@@ -193,16 +209,49 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _valid_database_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:// or postgresql:// URL")
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(f"is not a valid URL ({_mask_password(str(exc))})") from None
+        # psycopg2 is the driver mailticket installs; SQLAlchemy's default for a bare
+        # postgresql:// would be psycopg 3, which is not there.
+        if url.drivername in ("postgresql", "postgres"):
+            value = url.set(drivername="postgresql+psycopg2").render_as_string(
+                hide_password=False
+            )
         return value
 
-    @field_validator("auto_reply_rate_window", mode="before")
+    @field_validator("auto_reply_rate_window", "auto_reply_max_age", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         if isinstance(value, str) and (m := _DURATION.match(value)):
             return timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()])
         return value
+
+    @field_validator("own_addresses", mode="before")
+    @classmethod
+    def _address_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not a JSON list of addresses ({exc.msg})") from None
+        addresses = []
+        for item in (a.strip() for a in text.split(",")):
+            address = parseaddr(item)[1] if item else ""
+            if item and "@" not in address:
+                raise ValueError(
+                    f"{item!r} is not an address; give one address, a comma-separated"
+                    ' list, or a JSON list like ["help@example.com"]'
+                )
+            if address:
+                addresses.append(address)
+        return addresses
 
     @field_validator("mail_from")
     @classmethod
@@ -272,5 +321,6 @@ def load_settings(**overrides: Any) -> Settings:
             name = loc[0].upper() if loc else "configuration"
             got = err.get("input")
             shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            shown = _mask_password(shown)
             lines.append(f"{name}: {err['msg']}{shown}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

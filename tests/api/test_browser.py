@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -100,3 +101,153 @@ def test_login_and_read_a_thread(api: Api, browser: webdriver.Chrome) -> None:
             link.removeprefix(base), headers={"Cookie": f"mailticket_token={cookie['value']}"}
         )
         assert downloaded.content == b"log line 1\nlog line 2\n"
+
+
+# --- hostile mail on screen -------------------------------------------------------------------
+
+WIDTH, HEIGHT = 1280, 900
+
+
+def _sign_in(browser: webdriver.Chrome, base: str, token: str) -> None:
+    browser.set_window_size(WIDTH, HEIGHT)
+    browser.get(f"{base}/ui/login")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.ID, "sign-in").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_to_be(f"{base}/ui/tickets"))
+
+
+def _luminance(css: str) -> float:
+    # "rgb(r, g, b)" or "rgba(r, g, b, a)" → WCAG relative luminance
+    parts = [float(p) for p in css[css.index("(") + 1 : css.index(")")].split(",")[:3]]
+    lin = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
+           for c in parts]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _contrast(fg: str, bg: str) -> float:
+    hi, lo = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# The left edge, on screen, of the first `ch` inside the element `css` (or None).
+CHAR_X = """
+const el = document.querySelector(arguments[0]);
+const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const i = node.data.indexOf(arguments[1]);
+  if (i >= 0) {
+    const range = document.createRange();
+    range.setStart(node, i); range.setEnd(node, i + 1);
+    return range.getBoundingClientRect().left;
+  }
+}
+return null;
+"""
+
+# Nothing may stick out sideways: the page does not scroll horizontally.
+OVERFLOW = """
+const main = document.querySelector("main");
+const widest = Math.max(...[...document.querySelectorAll("main *")].map(
+  e => e.getBoundingClientRect().right));
+return {page: document.documentElement.scrollWidth, viewport: window.innerWidth,
+        main: main.getBoundingClientRect().right, widest: widest};
+"""
+
+
+def _fits(browser: webdriver.Chrome) -> None:
+    sizes = browser.execute_script(OVERFLOW)
+    assert sizes["page"] <= sizes["viewport"], sizes
+    assert sizes["widest"] <= sizes["main"] + 1, sizes
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_long_unbroken_strings_wrap(api: Api, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    long_word = "z" * 3000
+    wide = api.ingest(make_email(
+        subject=f"Error {long_word}", sender=f"{'w' * 300}@example.com",
+        body=f"see https://example.com/{'a' * 8000}\n{'b' * 5000}",
+        attachments=[(b"x", "text/plain", f"{'f' * 500}.txt")],
+    ))
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.save_screenshot(str(tmp_path / "list.png"))
+        _fits(browser)
+        browser.get(f"{base}/ui/tickets/{wide.ticket_number}")
+        browser.save_screenshot(str(tmp_path / "thread.png"))
+        _fits(browser)
+        assert long_word[:100] in browser.find_element(By.ID, "ticket-title").text
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_direction_controls_are_shown_not_obeyed(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # U+202E would show "XYZ.pdf" as "fdp.ZYX", and everything after it with it.
+    spoof = api.ingest(make_email(subject="Invoice \u202eXYZ.pdf", sender="Mal \u202elory <m@x.example>",
+                                  body="Attached: \u202eXYZ.pdf\nsecond line"))
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.save_screenshot(str(tmp_path / "list.png"))
+        cell = "#tickets tbody tr td:nth-child(2)"
+        assert browser.execute_script(CHAR_X, cell, "X") < browser.execute_script(CHAR_X, cell, "Z")
+        # The choice is visible: a marker where the control was.
+        assert "[U+202E]" in browser.find_element(By.CSS_SELECTOR, cell).text
+        browser.get(f"{base}/ui/tickets/{spoof.ticket_number}")
+        browser.save_screenshot(str(tmp_path / "thread.png"))
+        for css in ("#ticket-title", "#thread .subject", "#thread .body"):
+            assert browser.execute_script(CHAR_X, css, "X") < browser.execute_script(
+                CHAR_X, css, "Z"), css
+        assert "[U+202E]" in browser.find_element(By.CSS_SELECTOR, "#thread .sender").text
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_eml_link_is_readable(api: Api, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    out = api.ingest(make_email(subject="a link to the original"))
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+        browser.save_screenshot(str(tmp_path / "thread.png"))
+        link = browser.find_element(By.LINK_TEXT, "original .eml")
+        header = browser.find_element(By.CSS_SELECTOR, "#thread article header")
+        colour = link.value_of_css_property("color")
+        background = header.value_of_css_property("background-color")
+        # WCAG AA for normal text: 4.5:1.
+        assert _contrast(colour, background) >= 4.5, (colour, background)
+        # The top bar keeps its white links on dark blue.
+        top = browser.find_element(By.CSS_SELECTOR, "body > header a")
+        bar = browser.find_element(By.CSS_SELECTOR, "body > header")
+        assert _contrast(top.value_of_css_property("color"),
+                         bar.value_of_css_property("background-color")) >= 4.5
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_ui_errors_are_pages_with_a_way_back(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = api.ingest(make_email(subject="fine"))
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the database went away")
+
+    with running(api.app) as base:
+        browser.set_window_size(WIDTH, HEIGHT)
+        browser.get(f"{base}/ui/login")
+        browser.find_element(By.ID, "token").send_keys("mtk_wrong")
+        browser.find_element(By.ID, "sign-in").click()
+        assert "not valid" in browser.find_element(By.ID, "login-error").text  # 401, a page
+        _sign_in(browser, base, api.tokens["read"])
+        monkeypatch.setattr("mailticket.api.web.queries.attachments_of", broken)
+        pages = {
+            "404-ticket": ("/ui/tickets/TKT-20991231-999", "Not Found"),
+            "404-path": ("/ui/no-such-page", "Not Found"),
+            "422": ("/ui/emails/abc/raw", "Unprocessable"),
+            "500": (f"/ui/tickets/{out.ticket_number}", "Internal Server Error"),
+        }
+        for name, (path, title) in pages.items():
+            browser.get(f"{base}{path}")
+            browser.save_screenshot(str(tmp_path / f"error-{name}.png"))
+            assert browser.execute_script("return document.contentType") == "text/html", name
+            assert title in browser.find_element(By.ID, "error-title").text, name
+            assert "the database went away" not in browser.page_source
+            browser.find_element(By.ID, "error-back").click()
+            WebDriverWait(browser, 10).until(expected_conditions.url_to_be(f"{base}/ui/tickets"))

@@ -128,7 +128,9 @@ async def test_bad_token_and_deleted_ticket(
     finally:
         await backend.aclose()
 
-    rt = _runtime(make_runtime, zammad, tmp_path / "..")
+    second = tmp_path / "second"  # its own files, inside this test's temp folder
+    second.mkdir()
+    rt = _runtime(make_runtime, zammad, second)
     raw, mid = mail()
     ticket_id = rt.pipeline.process(raw, "t").ticket_id
     await drain(rt)

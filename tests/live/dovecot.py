@@ -30,18 +30,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What the tests run, by file: dovecot-core has the master, dovecot-imapd the imap process.
+REQUIRED = {DOVECOT: "dovecot-core", "/usr/lib/dovecot/imap": "dovecot-imapd"}
+
+
 def ensure_installed() -> None:
-    """Install Dovecot when missing (tests run as root in the dev container / CI)."""
-    if Path(DOVECOT).exists():
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError(f"{DOVECOT} is missing; install dovecot-imapd (needs root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd"],
-        check=True, env=env, capture_output=True,
-    )
+    """./scripts/test installs what is missing (scripts/bootstrap.sh); say so if it is not."""
+    missing = sorted(package for path, package in REQUIRED.items() if not Path(path).exists())
+    if missing:
+        raise RuntimeError(
+            f"Dovecot is not installed ({', '.join(missing)} missing): ./scripts/test installs"
+            f" it, or run: apt-get install {' '.join(missing)}"
+        )
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(group: int) -> bool:
+    # Zombies count as gone: the kernel closed their sockets when they exited.
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
 
 
 def _certificate(workdir: Path) -> tuple[Path, Path]:
@@ -152,10 +171,13 @@ service imap-login {{
         (self.workdir / "passwd").write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
         conf = self.workdir / "dovecot.conf"
         conf.write_text(self._config())
-        self.proc = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(conf)],
-            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "stderr.log", "wb"),
-        )
+        # Its own session and process group: the master and every process it forks (login,
+        # imap, auth) can be stopped together, see halt().
+        with open(self.workdir / "stderr.log", "ab") as stderr:
+            self.proc = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(conf)],
+                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -181,14 +203,27 @@ service imap-login {{
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def halt(self) -> None:
-        """Stop the server but keep its mail: `start()` brings the same mailbox back."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """Stop the server but keep its mail: `start()` brings the same mailbox back.
+
+        Every process of the server goes, not only the master: an `imap` process serving a
+        connected client outlives a SIGTERM to its master and keeps answering. When this
+        returns, no process of the group is left, so every client connection is closed."""
+        if self.proc is None:
+            return
+        group = self.proc.pid  # start_new_session: the master leads its own group
+        _signal_group(group, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(group, signal.SIGKILL)  # whatever is left of the group, at once
+        if self.proc.poll() is None:
+            self.proc.wait()
+        deadline = time.monotonic() + 10
+        while _group_alive(group):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot processes of group {group} survived SIGKILL")
+            time.sleep(0.01)
         self.proc = None
 
     def reset_mail(self) -> None:

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 
-from mailticket.api import emails, errors, health, quarantine, testing, tickets, web, workflows
+from mailticket.api import (
+    emails,
+    errors,
+    health,
+    openapi,
+    quarantine,
+    testing,
+    tickets,
+    web,
+    workflows,
+)
+from mailticket.api.gate import WEBHOOK_PREFIX, Gate
+from mailticket.api.routing import iter_routes
 from mailticket.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Routes under this prefix belong to the backends feature and authenticate by signature.
-WEBHOOK_PREFIX = "/api/v1/webhooks/"
+__all__ = ["WEBHOOK_PREFIX", "create_app", "iter_routes"]
+
 WEBHOOK_MODULE = "mailticket.backends.webhook_api"
 
 
@@ -36,31 +46,18 @@ def _include_webhooks(app: FastAPI, runtime: Runtime) -> None:
     app.include_router(router)
 
 
-def iter_routes(app: FastAPI) -> Iterator[tuple[str, frozenset[str], BaseRoute]]:
-    """Every route as (path, methods, route), whether FastAPI flattens included routers into
-    app.routes (older versions) or keeps them as lazily resolved branches (newer ones)."""
-    for route in app.routes:
-        contexts = getattr(route, "effective_route_contexts", None)
-        if contexts is not None:
-            for ctx in contexts():
-                original = ctx.original_route
-                yield ctx.path, frozenset(getattr(original, "methods", None) or ()), original
-        else:
-            path = getattr(route, "path", "")
-            yield path, frozenset(getattr(route, "methods", None) or ()), route
-
-
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="mailticket",
         version="1",
         description=(
             "Tickets and their email threads. Every /api route needs a bearer token "
-            "(`mailticket tokens create --scope read|write|admin`); errors are RFC 9457 "
-            "problem+json."
+            "(`mailticket tokens create --scope read|write|admin`), checked before the "
+            "request body is read; errors are RFC 9457 problem+json."
         ),
     )
     app.state.runtime = runtime
+    app.add_middleware(Gate, runtime=runtime)
     errors.install(app)
     web.install(app)
     app.include_router(health.router)
@@ -74,4 +71,5 @@ def create_app(runtime: Runtime) -> FastAPI:
     _include_webhooks(app, runtime)
     app.include_router(web.router)
     health.install_collector(runtime)
+    openapi.install(app, runtime.settings)
     return app

@@ -6,7 +6,6 @@ keeps it in an HttpOnly, SameSite=strict cookie.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -43,24 +42,27 @@ class LoginRequired(Exception):
 # latency. Blocking work (SQL) still runs in the pool, one trip per step.
 
 
+STATE_SESSION = "session"
+STATE_PRINCIPAL = "principal"
+
+
 async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-async def get_session(
-    runtime: Annotated[Runtime, Depends(get_runtime)],
-) -> AsyncIterator[Session]:
-    """One session per request, shared by authentication and the handler (one pooled
-    connection). Handlers that write are the boundary and commit it themselves."""
-    session = runtime.session_factory()
+async def get_session(request: Request) -> Session:
+    """The request's session, opened and closed by the gate (gate.py): authentication and
+    the handler share it (one pooled connection). Handlers that write are the boundary and
+    commit it themselves."""
     try:
-        yield session
-    finally:
-        await run_in_threadpool(session.close)
+        session: Session = getattr(request.state, STATE_SESSION)
+    except AttributeError:
+        raise RuntimeError("the request did not pass through mailticket.api.gate.Gate") from None
+    return session
 
 
-def _verify(session: Session, plain: str) -> Principal | None:
+def verify(session: Session, plain: str) -> Principal | None:
     row = tokens.verify_token(session, plain)
     if row is None:
         return None
@@ -74,7 +76,7 @@ def _verify(session: Session, plain: str) -> Principal | None:
 def authenticate(runtime: Runtime, plain: str) -> Principal | None:
     """Check a token outside a request's session (the login form)."""
     with runtime.session_factory() as session:
-        return _verify(session, plain)
+        return verify(session, plain)
 
 
 def _challenge(error: str | None = None) -> dict[str, str]:
@@ -82,37 +84,45 @@ def _challenge(error: str | None = None) -> dict[str, str]:
     return {"WWW-Authenticate": value}
 
 
-def require(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the request must carry a live bearer token with at least `scope`."""
+@dataclass(frozen=True)
+class Require:
+    """A dependency: the gate found a live bearer token, and it has at least `scope`.
 
-    async def dependency(
-        session: Annotated[Session, Depends(get_session)],
+    The token itself is checked by the gate (gate.py), before the body is read; the
+    `credentials` parameter is here so that the OpenAPI document declares the bearer scheme
+    on the operation, and `scope` tells openapi.py which operations can answer 403."""
+
+    scope: str
+
+    async def __call__(
+        self,
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
-        if credentials is None or not credentials.credentials:
+        principal: Principal | None = getattr(request.state, STATE_PRINCIPAL, None)
+        if principal is None:  # only when the gate is not in front: fail closed
             raise Problem(401, "a bearer token is required", headers=_challenge())
-        principal = await run_in_threadpool(_verify, session, credentials.credentials)
-        if principal is None:
-            raise Problem(
-                401, "the token is unknown or revoked", headers=_challenge("invalid_token")
-            )
-        if not tokens.scope_allows(principal.scope, scope):
+        if not tokens.scope_allows(principal.scope, self.scope):
             raise Problem(
                 403,
-                f"this needs a token with the {scope!r} scope (this one has {principal.scope!r})",
+                f"this needs a token with the {self.scope!r} scope "
+                f"(this one has {principal.scope!r})",
                 headers=_challenge("insufficient_scope"),
             )
         return principal
 
-    dependency.__name__ = f"require_{scope}"
-    return dependency
+
+def require(scope: str) -> Require:
+    if scope not in tokens.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+    return Require(scope)
 
 
 async def ui_principal(
     request: Request, session: Annotated[Session, Depends(get_session)]
 ) -> Principal:
     plain = request.cookies.get(COOKIE_NAME)
-    principal = await run_in_threadpool(_verify, session, plain) if plain else None
+    principal = await run_in_threadpool(verify, session, plain) if plain else None
     if principal is None or not tokens.scope_allows(principal.scope, "read"):
         raise LoginRequired
     return principal

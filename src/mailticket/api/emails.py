@@ -21,6 +21,10 @@ router = APIRouter(
 )
 
 EmailId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+AttachmentId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+# Stored mail is served as a download and never sniffed or rendered: an HTML part or an
+# attached HTML file must not run in our origin. Every byte-serving route uses these.
+DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
 def _raw_bytes(session: Session, email_id: int) -> bytes:
@@ -41,6 +45,10 @@ def _disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback or 'attachment'}\"; filename*=UTF-8''{quote(filename)}"
 
 
+def _header_safe(value: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in value)
+
+
 def attachment_url(email_id: int, attachment_id: int) -> str:
     return f"/api/v1/emails/{email_id}/attachments/{attachment_id}"
 
@@ -55,7 +63,10 @@ def raw_email(email_id: EmailId, session: SessionDep) -> Response:
     return Response(
         _raw_bytes(session, email_id),
         media_type="message/rfc822",
-        headers={"Content-Disposition": f'attachment; filename="email-{email_id}.eml"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="email-{email_id}.eml"',
+            **DOWNLOAD_HEADERS,
+        },
     )
 
 
@@ -86,7 +97,7 @@ def list_attachments(email_id: EmailId, session: SessionDep) -> AttachmentList:
 )
 def download_attachment(
     email_id: EmailId,
-    attachment_id: Annotated[int, Path(ge=1, le=2_147_483_647)],
+    attachment_id: AttachmentId,
     session: SessionDep,
 ) -> Response:
     """The attachment's bytes, cut out of the stored raw message."""
@@ -97,13 +108,13 @@ def download_attachment(
         part = extract_attachment(_raw_bytes(session, email_id), row.part_index)
     except (LookupError, ParseError):
         raise Problem(404, f"attachment {attachment_id} cannot be found in the message") from None
-    # Served as a download, never rendered: an attached HTML file must not run in our origin.
     return Response(
         part.payload,
         media_type="application/octet-stream",
         headers={
             "Content-Disposition": _disposition(row.filename),
-            "X-Content-Type-Options": "nosniff",
-            "X-Original-Content-Type": row.content_type,
+            # From the mail: a header value must be visible ASCII or it breaks the response.
+            "X-Original-Content-Type": _header_safe(row.content_type),
+            **DOWNLOAD_HEADERS,
         },
     )

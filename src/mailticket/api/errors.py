@@ -1,4 +1,5 @@
-"""Every error leaves as RFC 9457 problem+json; a stack trace never leaves the process."""
+"""Every error leaves as RFC 9457 problem+json (an HTML page under /ui); a stack trace never
+leaves the process."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailticket.api import pages
+from mailticket.api.routing import allowed_methods
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,29 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_TYPE)
 
 
+def respond(
+    request: Request,
+    status: int,
+    *,
+    title: str | None = None,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """The error as the caller reads it: a page with a way back for the browser (/ui),
+    problem+json for everyone else."""
+    if not pages.is_ui(request.url.path):
+        return problem_response(
+            request, status, title=title, detail=detail, headers=headers, extra=extra
+        )
+    response = pages.page(
+        request, "error.html", status_code=status, status=status,
+        title=title or HTTPStatus(status).phrase, detail=detail,
+    )
+    response.headers.update(headers or {})
+    return response
+
+
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     # Pydantic's error dicts may carry the offending exception in "ctx"; keep only text.
     out = []
@@ -72,32 +99,33 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def install(app: FastAPI) -> None:
-    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+    async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
-        return problem_response(
+        return respond(
             request, exc.status, title=exc.title, detail=exc.detail, headers=exc.headers,
             extra=exc.extra,
         )
 
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         detail: str | None = exc.detail if isinstance(exc.detail, str) else None
         if detail == HTTPStatus(exc.status_code).phrase:
             detail = None
-        return problem_response(
-            request, exc.status_code, detail=detail, headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return respond(request, exc.status_code, detail=detail, headers=headers or None)
 
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return problem_response(
+        return respond(
             request, 422, detail="the request is not valid",
             extra={"errors": _jsonable_errors(exc.errors())},
         )
 
-    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+    async def on_crash(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem_response(request, 500, detail="an internal error occurred; see the server log")
+        return respond(request, 500, detail="an internal error occurred; see the server log")
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mailticket.settings import Priority
 
@@ -19,14 +20,40 @@ UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 def _input_utc(value: datetime) -> datetime:
-    # A naive input means UTC; an aware one near datetime.min/max can overflow on conversion.
+    # An instant near datetime.min/max can leave the calendar when moved to UTC (year 1 at
+    # +01:00): it is clamped to the end it fell off, a valid bound for a filter.
     try:
         return _utc(value)
     except OverflowError:
-        raise ValueError("date is out of range") from None
+        end = datetime.min if value.year == 1 else datetime.max
+        return end.replace(tzinfo=UTC)
 
 
-InputDatetime = Annotated[datetime, AfterValidator(_input_utc)]
+# RFC 3339 date-time, as the document declares (format: date-time). Pydantic alone would also
+# take "0.5" or 1 as epoch seconds, or a date without a time.
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("expected an RFC 3339 date-time, e.g. 2025-12-15T10:00:00Z")
+
+
+InputDatetime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_input_utc)]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON true and "5" are not integers; pydantic's lax mode would read them as 1 and 5.
+    if isinstance(value, bool | str):
+        raise ValueError("expected an integer")
+    return value
+
+
+# The bounds come before the validator: after it, pydantic would not show them in the schema.
+UserId = Annotated[int, Field(ge=0, le=2_147_483_647), BeforeValidator(_json_integer)]
 
 TicketStatus = Literal["open", "pending", "resolved", "closed", "merged"]
 SettableStatus = Literal["open", "pending", "resolved", "closed"]
@@ -34,6 +61,42 @@ SettableStatus = Literal["open", "pending", "resolved", "closed"]
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+def _nul_at(value: Any, loc: str) -> str | None:
+    """Where in a JSON value a string holds NUL, or None."""
+    if isinstance(value, str):
+        return loc if "\x00" in value else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        items = [(f"{loc}.{k}", k) for k in value] + [(f"{loc}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{loc}[{i}]", v) for i, v in enumerate(value)]
+    for where, item in items:
+        found = _nul_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+class _In(BaseModel):
+    """Every request body: unknown fields are refused, and so is NUL in any string of a
+    field, at any depth (PostgreSQL text cannot hold it; the gate refuses it in the URL).
+    Nested models check their own fields; fields a model ignores are never stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                # A nested body checks its own fields (and skips the ones it ignores).
+                nested = isinstance(field.annotation, type) and issubclass(field.annotation, _In)
+                where = _nul_at(data[name], name) if name in data and not nested else None
+                if where is not None:
+                    raise ValueError(f"{where} holds a NUL character (\\u0000), not allowed")
+        return data
 
 
 class EmailOut(_Out):
@@ -102,20 +165,16 @@ class TicketDetail(TicketSummary):
     comments: list[CommentOut]
 
 
-class TicketPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TicketPatch(_In):
     status: SettableStatus | None = None
     priority: Priority | None = None
-    assigned_to_user_id: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    assigned_to_user_id: UserId | None = None
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=50
     )
 
 
-class CommentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CommentIn(_In):
     body: str = Field(min_length=1, max_length=100_000)
     visibility: Literal["public", "internal"] = "public"
     author_email: str | None = Field(default=None, max_length=320)
@@ -205,10 +264,8 @@ class WorkflowIssueOut(BaseModel):
     reason: str
 
 
-class WorkflowValidateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    yaml: str = Field(max_length=1_000_000, description="The text of one workflow file.")
+class WorkflowValidateIn(_In):
+    yaml: str = Field(max_length=200_000, description="The text of one workflow file.")
 
 
 class WorkflowValidation(BaseModel):
@@ -217,17 +274,27 @@ class WorkflowValidation(BaseModel):
     workflows: list[str]
 
 
-class TestEmailData(BaseModel):
-    message_id: str | None = Field(default=None, max_length=998)
-    subject: str = Field(default="", max_length=998)
-    from_address: str = Field(min_length=3, max_length=320)
-    body: str = Field(default="", max_length=1_000_000)
+# A header field's value: one line, no NUL. Every character Python's email package takes
+# for a line break (str.splitlines) is out, not only CR and LF.
+ONE_LINE = r"^[^\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029\x00]*$"
+
+
+class TestEmailData(_In):
+    # The seed's test endpoint ignores fields it does not know, as it always has.
+    model_config = ConfigDict(extra="ignore")
+
+    message_id: str | None = Field(default=None, max_length=998, pattern=ONE_LINE)
+    subject: str = Field(default="", max_length=998, pattern=ONE_LINE)
+    from_address: str = Field(min_length=3, max_length=320, pattern=ONE_LINE)
+    body: str = Field(default="", max_length=200_000)
     received_at: InputDatetime | None = None
-    in_reply_to: str | None = Field(default=None, max_length=998)
-    references: str | None = Field(default=None, max_length=10_000)
+    in_reply_to: str | None = Field(default=None, max_length=998, pattern=ONE_LINE)
+    references: str | None = Field(default=None, max_length=10_000, pattern=ONE_LINE)
 
 
-class TestEmailIn(BaseModel):
+class TestEmailIn(_In):
+    model_config = ConfigDict(extra="ignore")
+
     email_data: TestEmailData
 
 

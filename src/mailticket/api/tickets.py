@@ -33,6 +33,13 @@ from mailticket.ticketing import tickets as ticket_service
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 
+# What by-email accepts: a value with an @ in it. A blank value (or any other text that is no
+# address) is a 422: it must not find the tickets of mail whose From was empty or unreadable.
+# Anything with an @ is looked up as it is (trimmed, lower-case), since a stored From holds
+# whatever the mail said.
+ADDRESS = r"^[^\x00]*@[^\x00]*$"
+DEFAULT_PAGE = 50
+
 TicketRef = Annotated[
     str,
     Path(
@@ -67,7 +74,13 @@ def ticket_detail(ticket: Ticket) -> TicketDetail:
     dependencies=[Depends(require("read"))],
 )
 def by_email(
-    email_address: Annotated[str, Path(min_length=1, max_length=320)],
+    email_address: Annotated[
+        str,
+        Path(
+            min_length=1, max_length=320, pattern=ADDRESS,
+            description="An address; a value without an @ (a blank one, say) is a 422.",
+        ),
+    ],
     session: SessionDep,
 ) -> TicketsByEmail:
     """Tickets opened by the address or with mail from it (case-insensitive)."""
@@ -90,10 +103,19 @@ def list_tickets(
     created_after: InputDatetime | None = None,
     created_before: InputDatetime | None = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=queries.CURSOR, description="The previous page's `next_cursor`."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=1000, description="Page size: 50 (or API_MAX_PAGE_SIZE if lower) by default."),
+    ] = None,
 ) -> TicketPage:
     """Newest first. `next_cursor` fetches the next page; new tickets never shift pages."""
+    cap = runtime.settings.api_max_page_size
+    if limit is not None and limit > cap:
+        raise Problem(422, f"limit is at most {cap} (API_MAX_PAGE_SIZE)")
     filters = queries.TicketFilters(
         status=status, priority=priority.value if priority else None, tag=tag,
         customer_id=customer_id, assignee=assignee,
@@ -102,7 +124,7 @@ def list_tickets(
     )
     try:
         rows, next_cursor = queries.list_tickets(
-            session, filters, limit=min(limit, runtime.settings.api_max_page_size), cursor=cursor
+            session, filters, limit=limit or min(DEFAULT_PAGE, cap), cursor=cursor
         )
     except queries.BadCursor as exc:
         raise Problem(422, str(exc)) from None

@@ -1,23 +1,20 @@
 """The thread view: server-rendered pages under /ui, behind the same tokens as the API.
 
 The login form takes an API token and keeps it in an HttpOnly, SameSite=strict cookie;
-every other page needs that cookie (no cookie → redirect to the login form). Jinja2 runs
-with autoescape on: mail is attacker-controlled text.
+every other page needs that cookie (no cookie → redirect to the login form). Pages are
+rendered by pages.py (autoescape on: mail is attacker-controlled text).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, get_args
 from urllib.parse import urlsplit
 
-import jinja2
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
-from starlette.templating import Jinja2Templates
 
 from mailticket.api import emails, queries
 from mailticket.api.auth import (
@@ -28,40 +25,17 @@ from mailticket.api.auth import (
     UiPrincipal,
 )
 from mailticket.api.auth import authenticate as check_token
+from mailticket.api.pages import SECURITY_HEADERS
+from mailticket.api.pages import page as _page
 from mailticket.api.schemas import TicketStatus
 from mailticket.api.tickets import load_ticket
 from mailticket.settings import Priority
 from mailticket.store.models import EmailLog
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "templates" / "web"
 LOGIN_PATH = "/ui/login"
 COOKIE_MAX_AGE = 8 * 3600
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on our
-    # own form posts.
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
-templates = Jinja2Templates(env=_env)
-
-
-def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
 
 
 def install(app: FastAPI) -> None:
@@ -176,15 +150,15 @@ def ticket_page(
 
 @router.get("/emails/{email_id}/raw")
 def raw_download(
-    email_id: int, _: UiPrincipal, session: SessionDep
+    email_id: emails.EmailId, _: UiPrincipal, session: SessionDep
 ) -> Response:
     return emails.raw_email(email_id, session)
 
 
 @router.get("/emails/{email_id}/attachments/{attachment_id}")
 def attachment_download(
-    email_id: int,
-    attachment_id: int,
+    email_id: emails.EmailId,
+    attachment_id: emails.AttachmentId,
     _: UiPrincipal,
     session: SessionDep,
 ) -> Response:

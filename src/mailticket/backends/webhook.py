@@ -85,6 +85,11 @@ def verify(secret: SecretStr, headers: Mapping[str, str], body: bytes, *, tolera
     """Check a Standard Webhooks delivery (headers with lower-case names); returns its
     webhook-id. Several space-separated signatures are allowed (a secret being rotated)."""
     lower = {k.lower(): v for k, v in headers.items()}
+    # The spec's timestamp is integer unix seconds: a few ASCII digits. The library reads it
+    # with float(), which also takes "+1.7e9", "1_700_000_000" and "١٧٠٠٠٠٠٠٠٠".
+    stamp = lower.get("webhook-timestamp", "")
+    if stamp and not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        raise WebhookSignatureError("webhook-timestamp is not unix seconds", backend=backend)
     try:
         _webhook(secret).verify(body, lower, json_parse=False)
     # A garbled signature list or a body that is not UTF-8 raise ValueError in the library.

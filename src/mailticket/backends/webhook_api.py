@@ -20,8 +20,6 @@ from mailticket.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 5 * 1024 * 1024
-
 
 def _problem(status: int, title: str, detail: str) -> JSONResponse:
     return JSONResponse(
@@ -39,6 +37,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Receive a signed webhook delivery from an external ticket backend",
         responses={
             200: {"description": "accepted (or a duplicate delivery, ignored)"},
+            400: {"description": "a header value that is not ASCII"},
             401: {"description": "signature missing or wrong"},
             404: {"description": "no such backend instance, or it takes no webhooks"},
             413: {"description": "body too large"},
@@ -46,13 +45,26 @@ def build_router(runtime: Runtime) -> APIRouter:
         },
     )
     async def receive(backend: str, request: Request) -> Any:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _problem(413, "Payload Too Large", f"webhook bodies are limited to {MAX_BODY}")
+        # Header values reach HMAC comparisons, which refuse non-ASCII text with a TypeError.
+        if not all(value.isascii() for value in request.headers.values()):
+            return _problem(400, "Bad Request", "header values must be ASCII")
         try:
             instance = registry_for(runtime.settings.backends_file).get(backend)
         except (UnknownBackend, BackendConfigError) as exc:
-            return _problem(404, "Not Found", str(exc))
+            if isinstance(exc, BackendConfigError):
+                log.warning("webhook for %r refused: %s", backend, exc)
+            # Unauthenticated callers learn nothing about which instances exist.
+            return _problem(404, "Not Found", f"no backend instance {backend!r} takes webhooks")
+        limit = runtime.settings.api_max_body_bytes
+        # Counted while it arrives: a huge delivery is refused without being held in memory.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return _problem(413, "Content Too Large", f"webhook bodies are limited to {limit}")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         client = instance.build()
         try:
             result = await handle_webhook(
@@ -62,8 +74,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         except WebhookSignatureError as exc:
             log.warning("rejected webhook for %s: %s", backend, exc)
             return _problem(401, "Unauthorized", str(exc))
-        except Unsupported as exc:
-            return _problem(404, "Not Found", str(exc))
+        except Unsupported:
+            return _problem(404, "Not Found", f"no backend instance {backend!r} takes webhooks")
         except BackendError as exc:
             # Re-reading the ticket failed; the delivery is not recorded, so a retry works.
             log.warning("webhook for %s not processed: %s", backend, exc)

@@ -26,7 +26,7 @@ def _registry(settings: Settings) -> BackendRegistry:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
+    from mailticket.cli.common import settings_or_exit
 
     settings = settings_or_exit()
     registry = _registry(settings)
@@ -66,7 +66,7 @@ def _show_reference(name: str, data: dict[str, dict[str, str]]) -> None:
 
 
 def _run(args: argparse.Namespace, what: str) -> int:
-    from mailticket.cli import settings_or_exit
+    from mailticket.cli.common import settings_or_exit
 
     registry = _registry(settings_or_exit())
     try:
@@ -91,12 +91,12 @@ def _run(args: argparse.Namespace, what: str) -> int:
 
 def _deliver(args: argparse.Namespace) -> int:
     from mailticket.backends.delivery import deliver_backend_ops
-    from mailticket.cli import settings_or_exit
-    from mailticket.store.db import make_engine, make_session_factory
+    from mailticket.cli.common import open_engine, settings_or_exit
+    from mailticket.store.db import make_session_factory
 
     settings = settings_or_exit()
     registry = _registry(settings)
-    engine = make_engine(settings.database_url)
+    engine = open_engine(settings)
     try:
         report = asyncio.run(deliver_backend_ops(
             make_session_factory(engine), registry, settings, target=args.name
@@ -110,12 +110,12 @@ def _deliver(args: argparse.Namespace) -> int:
 
 def _poll(args: argparse.Namespace) -> int:
     from mailticket.backends.sync import poll_backend
-    from mailticket.cli import settings_or_exit
-    from mailticket.store.db import make_engine, make_session_factory
+    from mailticket.cli.common import open_engine, settings_or_exit
+    from mailticket.store.db import make_session_factory
 
     settings = settings_or_exit()
     registry = _registry(settings)
-    engine = make_engine(settings.database_url)
+    engine = open_engine(settings)
 
     async def once() -> Any:
         backend = registry.build(args.name)
@@ -138,8 +138,8 @@ def _poll(args: argparse.Namespace) -> int:
 def _relink(args: argparse.Namespace) -> int:
     from mailticket.backends import links
     from mailticket.backends.base import RemoteRef
-    from mailticket.cli import settings_or_exit
-    from mailticket.store.db import make_engine, make_session_factory
+    from mailticket.cli.common import open_engine, settings_or_exit
+    from mailticket.store.db import make_session_factory
     from mailticket.ticketing import tickets
 
     settings = settings_or_exit()
@@ -148,7 +148,7 @@ def _relink(args: argparse.Namespace) -> int:
     except UnknownBackend as exc:
         print(f"mailticket: {exc}", file=sys.stderr)
         return 2
-    engine = make_engine(settings.database_url)
+    engine = open_engine(settings)
     try:
         with make_session_factory(engine)() as session, session.begin():
             ticket = tickets.find_ticket(session, args.ticket)

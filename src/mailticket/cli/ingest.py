@@ -7,11 +7,17 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TextIO
 
+from mailticket.cli.common import CliError, open_runtime, settings_or_exit
+from mailticket.live.maildir import headers_of
 from mailticket.reading.sources import iter_messages
-from mailticket.runtime import build_runtime
+from mailticket.runtime import Runtime
+from mailticket.ticketing import quarantine
+from mailticket.types import Outcome
 
 
 class Progress:
@@ -38,26 +44,58 @@ class Progress:
             self.stream.write("\r" + " " * 60 + "\r")
 
 
-def _ingest(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
+def _too_large(runtime: Runtime, source: str, raw: bytes) -> Outcome:
+    """Held like the worker holds it: the header block only, with the reason."""
+    head = headers_of(raw)
+    found = BytesHeaderParser().parsebytes(head).get("Message-ID")
+    message_id = str(found).strip() if found else None
+    reason = f"too large: {len(raw)} bytes (MAX_MESSAGE_SIZE={runtime.settings.max_message_size})"
+    with runtime.session_factory() as session:
+        quarantine.quarantine_raw(session, head, source, reason, message_id)
+        session.commit()
+    return Outcome(source=source, message_id=message_id, action="quarantined", error=reason)
 
+
+def _within_limit(
+    runtime: Runtime, items: Iterable[tuple[str, bytes]], held: list[Outcome], limit: int | None
+) -> Iterator[tuple[str, bytes]]:
+    for source, raw in items:
+        if limit is not None and len(raw) > limit:
+            held.append(_too_large(runtime, source, raw))
+        else:
+            yield source, raw
+
+
+def _ingest(args: argparse.Namespace) -> int:
     settings = settings_or_exit()
-    runtime = build_runtime(settings)
+    if not args.send_replies:
+        # An archive import answers nobody: its senders wrote long ago, or to a list.
+        settings = settings.model_copy(update={"auto_reply_enabled": False})
+    runtime = open_runtime(settings)
     runtime.pipeline.backdate = args.backdate
     counts: Counter[str] = Counter()
     progress = Progress(sys.stderr)
+    held: list[Outcome] = []
+    limit = None if args.no_size_limit else settings.max_message_size
+
+    def report(outcome: Outcome) -> None:
+        counts[outcome.action] += 1
+        progress.tick(outcome.action)
+        if args.json:
+            sys.stdout.write(json.dumps(outcome.as_json(), ensure_ascii=False) + "\n")
+        elif outcome.action == "quarantined":
+            print(f"quarantined {outcome.source}: {outcome.error}", file=sys.stderr)
+
     try:
-        messages = iter_messages([Path(p) for p in args.paths])
+        messages = _within_limit(runtime, iter_messages([Path(p) for p in args.paths]), held, limit)
         for outcome in runtime.pipeline.ingest_many(messages, batch_size=args.batch_size):
-            counts[outcome.action] += 1
-            progress.tick(outcome.action)
-            if args.json:
-                sys.stdout.write(json.dumps(outcome.as_json(), ensure_ascii=False) + "\n")
-            elif outcome.action == "quarantined":
-                print(f"quarantined {outcome.source}: {outcome.error}", file=sys.stderr)
+            while held:  # over-size messages met while this batch was read come first
+                report(held.pop(0))
+            report(outcome)
+        while held:
+            report(held.pop(0))
     except FileNotFoundError as exc:
-        print(f"mailticket ingest: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(f"ingest: {exc}", code=2) from None
     finally:
         progress.done()
         runtime.close()
@@ -74,5 +112,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--backdate", action="store_true",
         help="archive import: number tickets by each mail's arrival date instead of today",
+    )
+    p.add_argument(
+        "--no-size-limit", action="store_true",
+        help="archive import: take messages larger than MAX_MESSAGE_SIZE whole",
+    )
+    p.add_argument(
+        "--send-replies", action="store_true",
+        help="queue the workflows' auto-replies (by default an import answers nobody)",
     )
     p.set_defaults(func=_ingest)

@@ -7,35 +7,37 @@ import sys
 
 from sqlalchemy import select
 
-from mailticket.runtime import build_runtime
+from mailticket.cli.common import CliError, open_runtime, settings_or_exit
 from mailticket.store.models import QuarantineEntry, RawMessage
 from mailticket.ticketing import quarantine
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    runtime = build_runtime(settings_or_exit())
-    with runtime.session_factory() as session:
-        query = select(QuarantineEntry).order_by(QuarantineEntry.id)
-        if not args.all:
-            query = query.where(QuarantineEntry.status == "held")
-        for q in session.scalars(query):
-            print(f"{q.id:>6} {q.status:<8} x{q.attempts:<3} {q.source or '-'}\n       {q.reason}")
-    runtime.close()
+    runtime = open_runtime(settings_or_exit())
+    try:
+        with runtime.session_factory() as session:
+            query = select(QuarantineEntry).order_by(QuarantineEntry.id)
+            if not args.all:
+                query = query.where(QuarantineEntry.status == "held")
+            entries = session.scalars(query).all()
+            if not entries:
+                print("the quarantine is empty" if args.all else
+                      "no held messages (the quarantine is empty; --all shows released ones)")
+                return 0
+            for q in entries:
+                print(f"{q.id:>6} {q.status:<8} x{q.attempts:<3} {q.source or '-'}\n       {q.reason}")
+    finally:
+        runtime.close()
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    runtime = build_runtime(settings_or_exit())
+    runtime = open_runtime(settings_or_exit())
     try:
         with runtime.session_factory() as session:
             q = session.get(QuarantineEntry, args.id)
             if q is None:
-                print(f"mailticket: no quarantine entry {args.id}", file=sys.stderr)
-                return 1
+                raise CliError(f"no quarantine entry {args.id}")
             raw = session.get_one(RawMessage, q.raw_message_id)
             if args.raw:
                 sys.stdout.buffer.write(raw.raw)
@@ -50,14 +52,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
-    runtime = build_runtime(settings_or_exit())
+    runtime = open_runtime(settings_or_exit())
     try:
         outcome = quarantine.retry(runtime.pipeline, args.id)
     except quarantine.QuarantineNotFound as exc:
-        print(f"mailticket: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(str(exc)) from None
     finally:
         runtime.close()
     print(f"{outcome.action}: {outcome.ticket_number or outcome.error or ''}".rstrip(": "))

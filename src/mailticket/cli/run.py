@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mailticket.cli.common import one_line_warnings, require_database, settings_or_exit
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
 from mailticket.runtime import Runtime, build_runtime
@@ -32,10 +33,11 @@ async def _forever(worker: Worker) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mailticket.cli import settings_or_exit
-
     settings = settings_or_exit()
     configure_logging(settings.log_format)
+    if not getattr(args, "verbose", False):
+        one_line_warnings()
+    # Nothing opens the database before the worker runs: the configuration is checked first.
     runtime = build_runtime(settings)
     try:
         worker = Worker(
@@ -51,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        require_database(settings)
         if args.once:
             asyncio.run(worker.run_once())
             return 1 if worker.failures else 0

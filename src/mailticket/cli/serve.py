@@ -6,8 +6,8 @@ import argparse
 
 import uvicorn
 
+from mailticket.cli.common import one_line_warnings, open_runtime, settings_or_exit
 from mailticket.live.logs import configure_logging
-from mailticket.runtime import build_runtime
 
 
 def _listen_default(api_listen: str | None) -> tuple[str, int]:
@@ -19,12 +19,13 @@ def _listen_default(api_listen: str | None) -> tuple[str, int]:
 
 def _serve(args: argparse.Namespace) -> int:
     from mailticket.api.app import create_app
-    from mailticket.cli import settings_or_exit
 
     settings = settings_or_exit()
     configure_logging(settings.log_format)
+    if not getattr(args, "verbose", False):
+        one_line_warnings()
     host, port = _listen_default(settings.api_listen)
-    runtime = build_runtime(settings)
+    runtime = open_runtime(settings)
     try:
         uvicorn.run(
             create_app(runtime), host=args.host or host, port=args.port or port,

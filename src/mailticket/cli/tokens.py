@@ -9,13 +9,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.api import tokens
-from mailticket.store.db import make_engine, make_session_factory
+from mailticket.cli.common import open_engine, settings_or_exit
+from mailticket.store.db import make_session_factory
 
 
 def _session_factory() -> tuple[Engine, sessionmaker[Session]]:
-    from mailticket.cli import settings_or_exit
-
-    engine = make_engine(settings_or_exit().database_url)
+    engine = open_engine(settings_or_exit())
     return engine, make_session_factory(engine)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mailticket.outbound.auto_reply import queue_auto_reply
-from mailticket.outbound.loop import should_auto_reply
+from mailticket.outbound.loop import arrival_time, should_auto_reply
 from mailticket.outbound.templates import TemplateRenderError
 from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
 
@@ -37,7 +37,9 @@ def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str
         return {"sent": False, "reason": "not a new ticket (only_if_created)"}
     now = ctx.now or datetime.now(UTC)
     ok, reason = should_auto_reply(
-        ctx.work, ctx.settings, ctx.email, ctx.classification, now=now
+        ctx.work, ctx.settings, ctx.email, ctx.classification,
+        now=ctx.clock_now or now,
+        received_at=arrival_time(ctx.email, ctx.email_log.email_received_at),
     )
     if not ok:
         return {"sent": False, "reason": reason}

@@ -80,6 +80,18 @@ def recent_auto_replies(work: Batch, address: str, *, since: datetime) -> int:
     return work.recent_replies(address, since)
 
 
+def arrival_time(email: ParsedEmail, logged_at: datetime | None) -> datetime | None:
+    """When the message reached us, as far as a server can vouch for it: the time the
+    pipeline logged (the source's word or the newest Received stamp), unless all it had was
+    the Date header. Date is the sender's clock, which may be wrong by a year; judging age
+    by it would silence a customer for the fault of their laptop."""
+    if logged_at is None:
+        return None
+    if not email.headers.get("received") and logged_at == email.date:
+        return None
+    return logged_at
+
+
 def should_auto_reply(
     work: Batch,
     settings: Settings,
@@ -87,10 +99,25 @@ def should_auto_reply(
     classification: Classification,
     *,
     now: datetime | None = None,
+    received_at: datetime | None = None,
 ) -> tuple[bool, str]:
-    """(True, "ok") when an automatic answer may go out, else (False, why not)."""
+    """(True, "ok") when an automatic answer may go out, else (False, why not).
+
+    `now` is the pipeline's clock (never backdated) and `received_at` when the message
+    reached us: an answer to old mail is news to nobody and noise to everybody."""
     if not settings.auto_reply_enabled:
-        return False, "auto-replies are disabled (AUTO_REPLY_ENABLED=false)"
+        return False, (
+            "auto-replies are off (AUTO_REPLY_ENABLED=false, or an `ingest` without"
+            " --send-replies)"
+        )
+    now = as_utc(now or datetime.now(UTC))
+    max_age = settings.auto_reply_max_age
+    if received_at is not None and max_age > timedelta(0):
+        age = now - as_utc(received_at)
+        if age > max_age:
+            return False, (
+                f"received {_human(age)} ago, longer than AUTO_REPLY_MAX_AGE={_human(max_age)}"
+            )
     if classification.label in NO_REPLY_LABELS:
         return False, f"classified as {classification.label}"
     reason = _header_reason(email)
@@ -107,7 +134,6 @@ def should_auto_reply(
     if not email.message_id_synthetic and email.message_id.lower().endswith(f"@{domain}>"):
         return False, f"Message-ID {email.message_id} is from our own domain (a loop)"
     limit, window = settings.auto_reply_rate_limit, settings.auto_reply_rate_window
-    now = as_utc(now or datetime.now(UTC))
     sent = recent_auto_replies(work, recipient, since=now - window)
     if sent >= limit:
         return False, (
@@ -122,4 +148,6 @@ def _human(window: timedelta) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0 and seconds >= size:
             return f"{seconds // size}{unit}"
+    if seconds >= 86400 * 2:
+        return f"{seconds // 86400}d"  # an age, not a setting: whole days are precise enough
     return f"{seconds}s"

@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mailticket.bundled import data_path
 from mailticket.settings import Settings
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -32,8 +33,7 @@ class Rendered:
 
 @lru_cache(maxsize=1)
 def default_templates_dir() -> Path:
-    # src/mailticket/outbound/templates.py -> project root
-    return Path(__file__).resolve().parents[3] / "templates" / "email"
+    return data_path("templates", "email")
 
 
 def templates_dir(settings: Settings) -> Path:

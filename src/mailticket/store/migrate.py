@@ -10,23 +10,26 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from mailticket.bundled import data_path
+
 
 class MigrationsNotFound(RuntimeError):
     pass
 
 
-def _project_root() -> Path:
-    # src/mailticket/store/migrate.py -> project root holding alembic.ini and migrations/
-    return Path(__file__).resolve().parents[3]
+def migrations_dir() -> Path:
+    return data_path("migrations")
 
 
 def alembic_config(database_url: str) -> Config:
-    root = _project_root()
-    ini = root / "alembic.ini"
-    if not (root / "migrations" / "env.py").exists():
-        raise MigrationsNotFound(f"migrations/ not found under {root}")
-    cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    """The configuration alembic.ini gives the `alembic` command in a checkout, built in
+    code: an installed package has no alembic.ini, only its migrations."""
+    folder = migrations_dir()
+    if not (folder / "env.py").is_file():
+        raise MigrationsNotFound(f"no Alembic migrations at {folder}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(folder))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["database_url"] = database_url
     return cfg
 

@@ -25,6 +25,9 @@ from mailticket.types import Classification, ParsedEmail
 OPEN_STATUSES = frozenset({"open", "pending"})
 REOPENABLE_STATUSES = frozenset({"resolved", "closed"})
 MAX_SUBJECT = 998
+# Ids are 32-bit integers in the schema; a larger number names no ticket (and must not
+# reach the database driver, which would refuse it).
+MAX_ID = 2_147_483_647
 
 
 def format_description(email: ParsedEmail, received_at: datetime | None) -> str:
@@ -85,6 +88,11 @@ def link_email(
     _attach_email(work, ticket, email, log, is_reply=True)
     if classification.is_automated:
         return None
+    # A customer who writes "#printer" in a reply means it as much as in the first mail.
+    # Quoted lines are left out: they repeat tags the ticket has (or that an agent removed).
+    # Priority stays as it is: it is set when the ticket opens, later only by people.
+    if tags := extract_tags(_unquoted(email.text)):
+        add_tags(ticket, tags)
     if ticket.status in REOPENABLE_STATUSES:
         ticket.status = "open"
         ticket.resolved_at = None
@@ -109,6 +117,10 @@ def _attach_email(
     log.is_reply = is_reply
     # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
     record_thread_refs(work, ticket.id, email.message_id, [*email.in_reply_to, *email.references])
+
+
+def _unquoted(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
 
 
 def add_tags(ticket: Ticket, tags: Iterable[str]) -> list[str]:
@@ -141,8 +153,11 @@ def add_comment(
 def find_ticket(session: Session, ref: str | int) -> Ticket | None:
     """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
     ticket: Ticket | None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        ticket = session.get(Ticket, int(ref))
+    if isinstance(ref, str) and ref.isascii() and ref.isdigit():
+        # Only ASCII digits are an id: str.isdigit() is also true for "¹" or "١".
+        ref = int(ref)
+    if isinstance(ref, int):
+        ticket = session.get(Ticket, ref) if 0 < ref <= MAX_ID else None
     else:
         ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == ref.upper()))
     hops = 0

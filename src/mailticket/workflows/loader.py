@@ -28,6 +28,11 @@ from mailticket.workflows.schema import (
 
 DEFAULT_PATH = Path(__file__).with_name("default.yaml")
 SUFFIXES = (".yaml", ".yml")
+# Bounds on a file's shape, far above any real workflow file: the text can come from the
+# HTTP API (POST /api/v1/workflows/validate), where deep nesting would exhaust the stack and
+# an alias bomb ("billion laughs") the memory of whatever walks the expanded data.
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # counted with every alias expanded
 
 Loc = Sequence[str | int]
 
@@ -153,7 +158,7 @@ class _FileLoader:
 
     def _parse(self, text: str) -> tuple[yaml.Node, Any] | None:
         try:
-            loader = yaml.SafeLoader(text)
+            loader = _BoundedLoader(text)
         except yaml.reader.ReaderError as exc:
             # Raised while the loader is built, before any mark exists: find the line.
             line = text.count("\n", 0, exc.position) + 1
@@ -166,6 +171,7 @@ class _FileLoader:
             if node is None:
                 self.issue(1, "file is empty: expected `workflows:` with a list of workflows")
                 return None
+            _check_expanded_size(node)
             return node, loader.construct_document(node)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
@@ -267,6 +273,61 @@ class _FileLoader:
             line=_line_at(node, at),
             continue_on_error=step.on_error == "continue",
         )
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH while composing (the
+    composer recurses once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past MAX_NODES nodes, or refer to a node that
+    contains them (a cycle). Sizes are memoised per node, so this costs one pass."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:  # recursion bounded by MAX_DEPTH
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it", node.start_mark
+            )
+        open_nodes.add(key)
+        total = 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)",
+                    child.start_mark,
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _line(node: yaml.Node) -> int:

@@ -56,6 +56,8 @@ class ActionContext:
     raw_message_id: int
     # The pipeline's clock: ticket numbers use its date (tests pin it; production: now).
     now: datetime | None = None
+    # The same clock as it reads now, never backdated by an archive import: how old mail is.
+    clock_now: datetime | None = None
     ticket: Ticket | None = None  # set once an action created or linked a ticket
     created: bool = False
     linked: bool = False

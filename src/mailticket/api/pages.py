@@ -1,0 +1,83 @@
+"""Server-rendered HTML: the Jinja2 environment and the headers every page carries.
+
+Shared by the thread view (web.py) and the error handlers (errors.py), which answer /ui
+requests with a page instead of problem+json. Jinja2 runs with autoescape on: mail is
+attacker-controlled text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
+from starlette.templating import Jinja2Templates
+
+from mailticket.bundled import data_path
+
+TEMPLATE_DIR = data_path("templates", "web")
+UI_PREFIX = "/ui"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on our
+    # own form posts.
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+# Unicode direction controls: embeddings, overrides and isolates. In a subject they make
+# "Invoice\u202Efdp.exe" read "Invoiceexe.pdf". Mail text shows them as a visible marker
+# instead of obeying them; what remains (real right-to-left text) is isolated by the
+# templates (<bdi>, unicode-bidi: plaintext), so it cannot reorder what surrounds it.
+BIDI_CONTROLS = {
+    "\u202a": "LEFT-TO-RIGHT EMBEDDING",
+    "\u202b": "RIGHT-TO-LEFT EMBEDDING",
+    "\u202c": "POP DIRECTIONAL FORMATTING",
+    "\u202d": "LEFT-TO-RIGHT OVERRIDE",
+    "\u202e": "RIGHT-TO-LEFT OVERRIDE",
+    "\u2066": "LEFT-TO-RIGHT ISOLATE",
+    "\u2067": "RIGHT-TO-LEFT ISOLATE",
+    "\u2068": "FIRST STRONG ISOLATE",
+    "\u2069": "POP DIRECTIONAL ISOLATE",
+}
+_BIDI = re.compile("[" + "".join(BIDI_CONTROLS) + "]")
+
+
+def _marker(match: re.Match[str]) -> str:
+    char = match.group()
+    code = f"U+{ord(char):04X}"
+    return (
+        f'<span class="bidi" title="{code} {BIDI_CONTROLS[char]}: shown, not applied">'
+        f"[{code}]</span>"
+    )
+
+
+def shown(value: object) -> Markup:
+    """Text from a mail, escaped, with every direction control replaced by a marker."""
+    return Markup(_BIDI.sub(_marker, str(escape("" if value is None else value))))
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_env.filters["shown"] = shown
+templates = Jinja2Templates(env=_env)
+
+
+def is_ui(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
