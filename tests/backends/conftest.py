@@ -7,8 +7,21 @@ from typing import Any
 import pytest
 
 from mailticket.runtime import Runtime
+from tests.backends.fakes import contract
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import PUSH_WORKFLOW, write_backends
+
+
+@pytest.fixture(autouse=True)
+def vendor_contracts() -> Iterator[None]:
+    """Fail the test when any fake saw a request its vendor would refuse, or gave an answer
+    its vendor's document does not allow (see fakes/contract.py)."""
+    contract.watch()
+    yield
+    problems = contract.unread()
+    if problems:
+        pytest.fail("fake vendors saw contract breaches:\n" + "\n".join(map(str, problems)),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -8,7 +8,11 @@ HTTP, and back by polling where the vendor is polled:
   does not undo it;
 - a "not found" from a write, while the ticket exists, leaves the link alone;
 - a deletion is found by the poll, without a write;
-- `backends refresh` reads reference data, and fails on wrong credentials.
+- `backends refresh` reads reference data, and fails on wrong credentials (ours, or a
+  password the vendor no longer takes).
+
+Faults come from each fake's `fail_next` (fakes/faults.py), and every fake checks every
+request and answer against its vendor's document: a story that breaks the contract fails.
 """
 
 from __future__ import annotations
@@ -205,8 +209,11 @@ def test_refresh_reads_reference_data_and_refuses_bad_credentials(
     monkeypatch.setenv("BACKENDS_FILE", str(path))
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'unused.db'}")
     monkeypatch.chdir(tmp_path)  # no stray .env
-    assert main(["backends", "refresh", "bad"]) == 1
+    assert main(["backends", "refresh", "bad"]) == 1  # wrong in our configuration
     assert "bad: authentication failed" in capsys.readouterr().err
+    vendor.refuse_password()  # changed at the vendor's end: its own refusal
+    assert main(["backends", "refresh", "good"]) == 1
+    assert "good: authentication failed" in capsys.readouterr().err
     assert main(["backends", "refresh", "good"]) == 0
     out = capsys.readouterr().out
     if vendor.reference_kinds:

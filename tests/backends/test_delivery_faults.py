@@ -10,6 +10,7 @@ from mailticket.backends.models import RemoteLink
 from mailticket.runtime import Runtime
 from mailticket.store.models import WorkflowExecution
 from mailticket.store.outbox_models import utcnow
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import count, drain, drain_until_quiet, items, link_of
 from tests.backends.mail import mail
@@ -34,7 +35,7 @@ async def test_outage_then_recovery_creates_one_issue_and_each_comment_once(
         _ingest(rt, mail(body=f"follow-up {n}", reply_to=mid)[0])
 
     # 1: the vendor processes the create but the connection drops before the answer.
-    fake_jira.fail("POST", ISSUE, "drop_after")
+    fake_jira.fail_next(Fault.LOST_ANSWER, method="POST", path=ISSUE)
     report = await drain(rt)
     assert report.done == 0 and report.dead == 0
     assert len(fake_jira.issues) == 1  # it did happen remotely
@@ -45,13 +46,13 @@ async def test_outage_then_recovery_creates_one_issue_and_each_comment_once(
         assert all(i.status == "pending" for i in items(s))
 
     # 2: the outage: every call answers 500, then the search is also down.
-    fake_jira.fail("POST", r"/rest/api/3/search/jql", "500", times=2)
+    fake_jira.fail_next(Fault.SERVER_ERROR, method="POST", path=r"/rest/api/3/search/jql", times=2)
     assert (await drain(rt)).done == 0
     assert len(fake_jira.issues) == 1
 
     # 3: recovery. The retry finds the issue by its label instead of creating another;
     # the first comment is created but its answer is lost, the retry finds it.
-    fake_jira.fail("POST", COMMENT, "drop_after")
+    fake_jira.fail_next(Fault.LOST_ANSWER, method="POST", path=COMMENT)
     report = await drain_until_quiet(rt)
     assert report.dead == 0
     assert len(fake_jira.issues) == 1
@@ -70,7 +71,7 @@ async def test_rate_limit_retry_after_is_honoured(
 ) -> None:
     rt = jira_runtime
     _ingest(rt, mail()[0])
-    fake_jira.fail("POST", ISSUE, "429", retry_after="120")
+    fake_jira.fail_next(Fault.RATE_LIMITED, method="POST", path=ISSUE, retry_after=120)
     before = utcnow()
     report = await drain(rt)
     assert report.retried == 1
@@ -115,7 +116,7 @@ async def test_deleted_remote_ticket_breaks_the_link_and_is_not_recreated(
     ticket_id = _ingest(rt, first)
     await drain(rt)
     issue = next(iter(fake_jira.issues.values()))
-    fake_jira.delete(issue["key"])
+    fake_jira.fail_next(Fault.DELETED, ticket=issue["key"])
 
     _ingest(rt, mail(body="are you there?", reply_to=mid)[0])
     report = await drain_until_quiet(rt)
@@ -153,7 +154,7 @@ async def test_webhook_for_a_deleted_ticket_marks_it_broken(
     ticket_id = _ingest(rt, mail()[0])
     await drain(rt)
     issue = next(iter(fake_jira.issues.values()))
-    fake_jira.delete(issue["key"])
+    fake_jira.fail_next(Fault.DELETED, ticket=issue["key"])
     app = FastAPI()
     app.include_router(build_router(rt))
     with AsgiServer(app) as api:
@@ -171,7 +172,7 @@ async def test_lost_attachment_answer_is_not_uploaded_twice(
 ) -> None:
     rt = jira_runtime
     _ingest(rt, mail(attachment=("a.bin", "application/octet-stream", b"\x00" * 100))[0])
-    fake_jira.fail("POST", r"/rest/api/2/issue/[^/]+/attachments", "drop_after")
+    fake_jira.fail_next(Fault.LOST_ANSWER, method="POST", path=r"/rest/api/2/issue/[^/]+/attachments")
     report = await drain_until_quiet(rt)
     assert report.dead == 0
     issue = next(iter(fake_jira.issues.values()))

@@ -29,6 +29,7 @@ from mailticket.backends.errors import (
 )
 from mailticket.backends.itop import ITopBackend, ITopConfig
 from tests.backends.fakes._server import serve
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.itop import FakeITop
 
 
@@ -124,17 +125,21 @@ async def test_find_by_op_key_on_a_stock_install(backend: ITopBackend) -> None:
     assert await backend.find_by_op_key("x' OR 1=1 --") is None
 
 
-async def test_a_field_the_site_added_may_hold_the_key(url: str) -> None:
+async def test_a_field_the_site_added_may_hold_the_key(url: str, fake: FakeITop) -> None:
     stock = ITopBackend("itop", config(url, op_key_field="external_ref"))
     try:
         with pytest.raises(ValidationError, match="external_ref: Unknown attribute"):
             await stock.create_ticket(DRAFT, op_key="k")
     finally:
         await stock.aclose()
+    # Sent on purpose: the stock datamodel (and so the document) has no such attribute.
+    assert [p.message for p in fake.take_breaches()] == [
+        "body: Additional properties are not allowed ('external_ref' was unexpected) "
+        "(at json_data/fields)"]
 
 
 async def test_added_field_lookup(url: str, fake: FakeITop) -> None:
-    fake.attributes = fake.attributes | {"external_ref"}
+    fake.add_attributes("external_ref")
     b = ITopBackend("itop", config(url, op_key_field="external_ref"))
     try:
         ref = await b.create_ticket(DRAFT, op_key="k" * 10)
@@ -200,6 +205,11 @@ async def test_always_200_error_codes(url: str, fake: FakeITop) -> None:
     finally:
         await bare.aclose()
     assert all(s.path == "/webservices/rest.php" for s in fake.seen)
+    # The unknown operation was sent on purpose.
+    assert [p.message for p in fake.take_breaches()] == [
+        "body: 'core/delete_everything' is not one of ['list_operations', 'core/create', "
+        "'core/get', 'core/update', 'core/apply_stimulus', 'core/delete', 'core/get_related', "
+        "'core/check_credentials'] (at json_data/operation)"]
 
 
 async def test_close_new_request_without_team_or_agent(url: str, fake: FakeITop) -> None:
@@ -282,11 +292,11 @@ async def test_resolution_text_comes_back(backend: ITopBackend, fake: FakeITop) 
 
 async def test_database_down_is_transient(backend: ITopBackend, fake: FakeITop) -> None:
     ref = await backend.create_ticket(DRAFT, op_key="k")
-    fake.database_down()
+    fake.fail_next(Fault.SERVER_ERROR)
     with pytest.raises(Transient, match="iTop: An error occurred") as read:
         await backend.get_ticket(ref)
     assert not isinstance(read.value, AmbiguousResult) and read.value.status == 500
-    fake.database_down()
+    fake.fail_next(Fault.SERVER_ERROR)
     with pytest.raises(AmbiguousResult):  # a write: look it up before sending it again
         await backend.create_comment(ref, CommentDraft("x"), op_key="c")
     # A page that is not a REST answer at all, even with HTTP 200, is transient too.
@@ -297,7 +307,7 @@ async def test_database_down_is_transient(backend: ITopBackend, fake: FakeITop) 
 
 async def test_missing_tickets_in_one_query(backend: ITopBackend, fake: FakeITop) -> None:
     refs = [await backend.create_ticket(DRAFT, op_key=f"k{i}") for i in range(3)]
-    fake.delete(int(refs[1].id))
+    fake.fail_next(Fault.DELETED, ticket=refs[1].id)
     before = len(fake.seen)
     assert await backend.missing_tickets(refs) == {refs[1].id}
     assert len(fake.seen) == before + 1

@@ -21,6 +21,7 @@ from mailticket.backends.sync import SyncReport, poll_backend
 from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
 from tests.backends.fakes._server import serve
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.itop import FakeITop
 from tests.backends.helpers import drain, drain_until_quiet, items, link_of, write_backends
 from tests.backends.mail import mail
@@ -178,7 +179,7 @@ async def test_database_down_is_retried_not_dead(
     fake, url = itop
     rt = _runtime(make_runtime, url, tmp_path)
     _ingest(rt, mail()[0])
-    fake.database_down(times=3)
+    fake.fail_next(Fault.SERVER_ERROR, times=3)
     report = await drain(rt)
     assert (report.retried, report.dead) == (1, 0)
     with rt.session_factory() as s:
@@ -195,7 +196,7 @@ async def test_existence_check_interval_zero_never_checks(
     ticket_id = _ingest(rt, mail()[0])
     await drain_until_quiet(rt)
     (rec,) = fake.requests()
-    fake.delete(int(rec["id"]))
+    fake.fail_next(Fault.DELETED, ticket=rec["id"])
     report = await _poll(rt)
     assert (report.checked, report.broken) == (0, 0)
     with rt.session_factory() as s:

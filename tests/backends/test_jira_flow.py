@@ -175,3 +175,35 @@ async def test_status_comes_back_by_polling(jira_runtime: Runtime, fake_jira: Fa
         assert by_key[keys[1]].status == "resolved"
         assert by_key[keys[2]].status == "open"  # reported, not guessed
         assert by_key[keys[2]].custom_fields.get("remote_resolution") is None
+
+
+async def test_requester_maps_to_a_jira_user_or_a_new_jsm_customer(fake_jira: FakeJira) -> None:
+    """The reporter is the Jira user with the sender's address; an unknown sender becomes a
+    Jira Service Management customer when asked (create_requester), else the default."""
+    from mailticket.backends.base import TicketDraft
+    from mailticket.backends.jira import JiraBackend, JiraConfig
+    from tests.backends.conftest import jira_instance
+
+    def backend(**extra: object) -> JiraBackend:
+        cfg = {k: v for k, v in jira_instance(fake_jira, **extra).items() if k != "kind"}
+        return JiraBackend("jira", JiraConfig.model_validate(cfg))
+
+    stranger = TicketDraft(subject="s", text="t", requester_email="New.Person@example.com",
+                           requester_name="New Person")
+    known = TicketDraft(subject="s", text="t", requester_email="Carol@Example.com")
+    plain, create = backend(default_reporter="acc-carol"), backend(create_requester=True)
+    try:
+        def reporter(issue_id: str) -> object:
+            return (fake_jira.issues[issue_id]["fields"].get("reporter") or {}).get("accountId")
+
+        assert reporter((await create.create_ticket(known, op_key="k1")).id) == "acc-carol"
+        assert reporter((await plain.create_ticket(stranger, op_key="k2")).id) == "acc-carol"
+        assert "new.person@example.com" not in fake_jira.users  # plain made nobody
+        made = reporter((await create.create_ticket(stranger, op_key="k3")).id)
+        customer = fake_jira.users["new.person@example.com"]
+        assert made == customer["accountId"] and customer["displayName"] == "New Person"
+        # Found from now on, not created twice.
+        assert reporter((await create.create_ticket(stranger, op_key="k4")).id) == made
+    finally:
+        await plain.aclose()
+        await create.aclose()

@@ -12,6 +12,7 @@ from mailticket.backends.throttle import TokenBucket
 from mailticket.cli import main
 from mailticket.runtime import Runtime
 from mailticket.store.models import Ticket
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.helpers import drain, drain_until_quiet, items, link_of
 from tests.backends.mail import mail
@@ -49,7 +50,7 @@ async def test_relink_repairs_a_broken_link(
     assert ticket_id is not None
     await drain(rt)
     old = next(iter(fake_jira.issues.values()))
-    fake_jira.delete(old["key"])
+    fake_jira.fail_next(Fault.DELETED, ticket=old["key"])
     rt.pipeline.process(mail(body="lost", reply_to=mid)[0], "t")
     assert (await drain_until_quiet(rt)).dead == 1
     # An operator recreated it by hand (or found it moved) and re-links.

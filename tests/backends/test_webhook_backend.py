@@ -14,6 +14,7 @@ from mailticket.backends.webhook_api import build_router
 from mailticket.runtime import Runtime
 from mailticket.store.models import Ticket
 from tests.backends.fakes.asgi import AsgiServer
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.webhook_receiver import FakeReceiver
 from tests.backends.helpers import (
     count,
@@ -40,7 +41,7 @@ async def test_events_signed_retried_and_status_called_back(
         ticket_id = rt.pipeline.process(raw, "t").ticket_id
         # The receiver took the create but the answer was lost: the retry resends the same
         # webhook-id, and the receiver's dedupe keeps one event.
-        receiver.fail("POST", "/hook", "drop_after")
+        receiver.fail_next(Fault.LOST_ANSWER, method="POST", path="/hook")
         await drain(rt)
         rt.pipeline.process(mail(body="again", reply_to=mid)[0], "t")
         report = await drain_until_quiet(rt)

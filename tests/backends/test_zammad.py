@@ -15,6 +15,7 @@ from mailticket.backends.webhook_api import build_router
 from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
 from tests.backends.fakes.asgi import AsgiServer
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.zammad import FakeZammad
 from tests.backends.helpers import (
     drain,
@@ -49,10 +50,10 @@ async def test_push_comments_attachments_and_outage(
     raw, mid = mail(attachment=("log.txt", "text/plain", b"line 1\n"))
     ticket_id = rt.pipeline.process(raw, "t").ticket_id
     assert ticket_id is not None
-    zammad.fail("POST", "/api/v1/tickets", "drop_after")  # created, answer lost
+    zammad.fail_next(Fault.LOST_ANSWER, method="POST", path="/api/v1/tickets")  # created, answer lost
     await drain(rt)
     rt.pipeline.process(mail(body="second mail", reply_to=mid)[0], "t")
-    zammad.fail("POST", "/api/v1/ticket_articles", "drop_after")
+    zammad.fail_next(Fault.LOST_ANSWER, method="POST", path="/api/v1/ticket_articles")
     report = await drain_until_quiet(rt)
     assert report.dead == 0
     assert len(zammad.tickets) == 1

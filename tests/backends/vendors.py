@@ -1,9 +1,11 @@
 """One harness per vendor fake, so the conformance tests run the same story against each.
 
 A harness starts its fake, says how to configure an instance of the backend against it
-(and how to get the credentials wrong), injects the faults the stories need (an applied
-request whose answer is lost; a vendor-shaped "not found" from a write while the ticket
-exists), and reads the fake's state the way a vendor's user would see it.
+(and how to get the credentials wrong), names the requests the stories break, and reads the
+fake's state the way a vendor's user would see it. Faults go through the fakes' uniform
+`fail_next` (fakes/faults.py): an applied request whose answer is lost, a deleted ticket, a
+refused password; and a ready-made vendor answer for a "not found" from a write while the
+ticket exists. Every fake checks what it sees against its vendor's document (contract.py).
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ import base64
 from contextlib import ExitStack
 from typing import Any, ClassVar
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from mailticket.backends.autotask import AutotaskBackend
 from tests.backends.conftest import jira_instance
 from tests.backends.fakes._server import serve
 from tests.backends.fakes.autotask import FakeAutotask
 from tests.backends.fakes.base import Resp
+from tests.backends.fakes.faults import Fault
 from tests.backends.fakes.freshdesk import FakeFreshdesk
-from tests.backends.fakes.itop import FakeITop
+from tests.backends.fakes.itop import FakeITop, operation
 from tests.backends.fakes.jira import STATUS_CATEGORY, FakeJira
 from tests.backends.fakes.servicenow import FakeServiceNow, failure
 from tests.backends.fakes.smax import TENANT, FakeSmax
@@ -38,10 +41,14 @@ class Vendor:
     reference_kinds: ClassVar[tuple[str, ...]] = ()
     # The vendor's id of the person carol@example.com (known to every fake), if it has one.
     known_requester: ClassVar[str | None] = None
+    # (method, path as a regular expression) of the create and of a comment on ticket {rid}
+    CREATE: ClassVar[tuple[str, str]]
+    COMMENT: ClassVar[tuple[str, str]]
 
     def __init__(self) -> None:
         self._stack = ExitStack()
         self.url = ""
+        self.fake: Any = None
 
     def __enter__(self) -> Vendor:
         self.start()
@@ -61,12 +68,26 @@ class Vendor:
 
     def lose_answer(self, what: str) -> None:
         """The next create ("create") or comment ("comment") is applied, its answer lost."""
+        method, path = self.CREATE if what == "create" else self.COMMENT
+        self.fake.fail_next(Fault.LOST_ANSWER, method=method, path=path.format(rid=r"[^/]+"))
+
+    def refuse_password(self) -> None:
+        """The next request meets the vendor's answer to a password changed at its end."""
+        self.fake.fail_next(Fault.WRONG_PASSWORD)
+
+    def delete(self, rid: str) -> None:
+        """Someone deletes the ticket at the vendor's end."""
+        self.fake.fail_next(Fault.DELETED, ticket=rid)
+
+    def not_found(self, rid: str) -> Any:
+        """The vendor's answer to a write on a ticket it cannot find."""
         raise NotImplementedError
 
     def not_found_on_next_comment(self, rid: str) -> None:
         """The next comment write on `rid` answers the vendor's "not found", although the
         ticket is still there (a read says so)."""
-        raise NotImplementedError
+        method, path = self.COMMENT
+        self.fake.fail_next(self.not_found(rid), method=method, path=path.format(rid=rid))
 
     def tickets(self) -> list[str]:
         raise NotImplementedError
@@ -91,16 +112,13 @@ class Vendor:
     def is_resolved(self, rid: str) -> bool:
         raise NotImplementedError
 
-    def delete(self, rid: str) -> None:
-        raise NotImplementedError
-
 
 class JiraVendor(Vendor):
     kind = "jira"
     reference_kinds = ("projects", "issue_types", "statuses", "transitions")
     known_requester = "acc-carol"
-    ISSUE = r"/rest/api/2/issue"
-    COMMENT = r"/rest/api/2/issue/[^/]+/comment"
+    CREATE = ("POST", r"/rest/api/2/issue")
+    COMMENT = ("POST", r"/rest/api/2/issue/{rid}/comment")
 
     def start(self) -> None:
         self.fake = self._stack.enter_context(FakeJira())
@@ -112,12 +130,9 @@ class JiraVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"api_token": "nope"}
 
-    def lose_answer(self, what: str) -> None:
-        self.fake.fail("POST", self.ISSUE if what == "create" else self.COMMENT, "drop_after")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.respond("POST", self.COMMENT, Resp(404, {"errorMessages": [
-            "Issue does not exist or you do not have permission to see it."], "errors": {}}))
+    def not_found(self, rid: str) -> Resp:
+        return Resp(404, {"errorMessages": [
+            "Issue does not exist or you do not have permission to see it."], "errors": {}})
 
     def tickets(self) -> list[str]:
         return list(self.fake.issues)
@@ -144,8 +159,6 @@ class JiraVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.issues[rid]["fields"]["status"]["name"] == "Resolved"
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(rid)
 
 
 class ITopVendor(Vendor):
@@ -165,14 +178,16 @@ class ITopVendor(Vendor):
         return {"auth_pwd": "wrong"}
 
     def lose_answer(self, what: str) -> None:
-        self.fake.lose_answer("core/create" if what == "create" else "core/update")
+        # Every operation goes to rest.php: the operation tells a create from a comment.
+        verb = "core/create" if what == "create" else "core/update"
+        self.fake.fail_next(Fault.LOST_ANSWER, path=FakeITop.REST, where=operation(verb))
 
     def not_found_on_next_comment(self, rid: str) -> None:
         # The wording iTop uses for a missing ticket; a wrong team or agent id is told
         # apart by its class (test_itop), this one only by reading the ticket back.
         self.fake.fail_next(JSONResponse({"code": 100, "objects": None,
                                           "message": f"Invalid object UserRequest::{rid}"}),
-                            path_prefix="/webservices/rest.php")
+                            path=FakeITop.REST, where=operation("core/update"))
 
     def _rec(self, rid: str) -> dict[str, Any]:
         return self.fake.objects["UserRequest"][int(rid)]
@@ -201,15 +216,14 @@ class ITopVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self._rec(rid)["status"] == "resolved"
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(int(rid))
 
 
 class ZammadVendor(Vendor):
     kind = "zammad"
     reference_kinds = ("groups", "states", "priorities")
     known_requester = "7"
-    TICKETS, ARTICLES = r"/api/v1/tickets", r"/api/v1/ticket_articles"
+    CREATE = ("POST", r"/api/v1/tickets")
+    COMMENT = ("POST", r"/api/v1/ticket_articles")  # the ticket id is in the body
 
     def start(self) -> None:
         self.fake = self._stack.enter_context(FakeZammad())
@@ -222,13 +236,9 @@ class ZammadVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"token": "wrong"}
 
-    def lose_answer(self, what: str) -> None:
-        self.fake.fail("POST", self.TICKETS if what == "create" else self.ARTICLES,
-                       "drop_after")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.respond("POST", self.ARTICLES, Resp(404, {
-            "error": "Couldn't find Ticket with 'id'", "error_human": "Couldn't find Ticket"}))
+    def not_found(self, rid: str) -> Resp:
+        return Resp(404, {"error": "Couldn't find Ticket with 'id'",
+                          "error_human": "Couldn't find Ticket"})
 
     def tickets(self) -> list[str]:
         return [str(k) for k in self.fake.tickets]
@@ -252,14 +262,14 @@ class ZammadVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.tickets[int(rid)]["state"] == "closed"
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(rid)
 
 
 class ZendeskVendor(Vendor):
     kind = "zendesk"
     reference_kinds = ("groups", "ticket_fields")
     known_requester = "501"
+    CREATE = ("POST", r"/api/v2/tickets\.json")
+    COMMENT = ("PUT", r"/api/v2/tickets/{rid}\.json")  # a comment is a ticket update
 
     def start(self) -> None:
         self.fake = FakeZendesk()
@@ -272,15 +282,8 @@ class ZendeskVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"api_token": "wrong"}
 
-    def lose_answer(self, what: str) -> None:
-        if what == "create":
-            self.fake.drop_after("POST", "/api/v2/tickets.json")
-        else:
-            self.fake.drop_after("PUT", "/api/v2/tickets/")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.fail_next(JSONResponse({"error": "RecordNotFound", "description": "Not found"},
-                                         404), path_prefix=f"/api/v2/tickets/{rid}.json")
+    def not_found(self, rid: str) -> Response:
+        return JSONResponse({"error": "RecordNotFound", "description": "Not found"}, 404)
 
     def tickets(self) -> list[str]:
         return [str(k) for k in self.fake.tickets]
@@ -305,15 +308,14 @@ class ZendeskVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.tickets[int(rid)]["status"] == "solved"
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(int(rid))
 
 
 class AutotaskVendor(Vendor):
     kind = "autotask"
     reference_kinds = ("queues", "sources", "statuses", "priorities")
     known_requester = "30"
-    API = "/ATServicesRest/V1.0"
+    CREATE = ("POST", r"/ATServicesRest/V1\.0/Tickets")
+    COMMENT = ("POST", r"/ATServicesRest/V1\.0/Tickets/{rid}/Notes")
 
     def start(self) -> None:
         AutotaskBackend.zone_cache.clear()
@@ -331,13 +333,8 @@ class AutotaskVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"secret": "nope"}
 
-    def lose_answer(self, what: str) -> None:
-        self.fake.drop_after("POST", f"{self.API}/Tickets" if what == "create"
-                             else f"{self.API}/Tickets/")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.fail_next(JSONResponse({"errors": [f"Ticket {rid} not found"]}, 404),
-                            path_prefix=f"{self.API}/Tickets/{rid}/Notes")
+    def not_found(self, rid: str) -> Response:
+        return JSONResponse({"errors": [f"Ticket {rid} not found"]}, 404)
 
     def tickets(self) -> list[str]:
         return [str(k) for k in self.fake.tickets]
@@ -361,15 +358,14 @@ class AutotaskVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.tickets[int(rid)]["status"] == 5
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(int(rid))
 
 
 class ServiceNowVendor(Vendor):
     kind = "servicenow"
     reference_kinds = ("groups", "states", "close_codes")
     known_requester = "6816f79cc0a8016401c5a33be04be441"
-    TABLE = "/api/now/table/incident"
+    CREATE = ("POST", r"/api/now/table/incident")
+    COMMENT = ("PATCH", r"/api/now/table/incident/{rid}")  # work notes are a field
 
     def start(self) -> None:
         self.fake = FakeServiceNow()
@@ -382,16 +378,9 @@ class ServiceNowVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"password": "wrong"}
 
-    def lose_answer(self, what: str) -> None:
-        if what == "create":
-            self.fake.drop_after("POST", self.TABLE)
-        else:
-            self.fake.drop_after("PATCH", f"{self.TABLE}/")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.fail_next(failure(404, "No Record found", "Record doesn't exist or ACL "
-                                    "restricts the record retrieval"),
-                            path_prefix=f"{self.TABLE}/{rid}")
+    def not_found(self, rid: str) -> Response:
+        return failure(404, "No Record found",
+                       "Record doesn't exist or ACL restricts the record retrieval")
 
     def tickets(self) -> list[str]:
         return list(self.fake.incidents)
@@ -416,14 +405,14 @@ class ServiceNowVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.incidents[rid]["state"] == "6"
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(rid)
 
 
 class FreshdeskVendor(Vendor):
     kind = "freshdesk"
     reference_kinds = ("groups", "ticket_fields", "statuses")
     known_requester = "4401"
+    CREATE = ("POST", r"/api/v2/tickets")
+    COMMENT = ("POST", r"/api/v2/tickets/{rid}/(notes|reply)")
 
     def start(self) -> None:
         self.fake = FakeFreshdesk()  # a stock helpdesk: no custom fields
@@ -436,14 +425,8 @@ class FreshdeskVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"api_key": "wrong"}
 
-    def lose_answer(self, what: str) -> None:
-        self.fake.drop_after("POST", "/api/v2/tickets" if what == "create"
-                             else "/api/v2/tickets/")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.fail_next(JSONResponse({"code": "access_denied", "message": "Record not "
-                                          "found"}, 404),
-                            path_prefix=f"/api/v2/tickets/{rid}/notes")
+    def not_found(self, rid: str) -> Response:
+        return JSONResponse({"code": "access_denied", "message": "Record not found"}, 404)
 
     def tickets(self) -> list[str]:
         return [str(k) for k in self.fake.tickets]
@@ -467,15 +450,14 @@ class FreshdeskVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.tickets[int(rid)]["status"] == 4
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(int(rid))
 
 
 class SmaxVendor(Vendor):
     kind = "smax"
     reference_kinds = ("groups", "services")
     known_requester = "10020"
-    REST = f"/rest/{TENANT}"
+    CREATE = ("POST", rf"/rest/{TENANT}/ems/bulk")
+    COMMENT = ("POST", rf"/rest/{TENANT}/collaboration/comments/Request/{{rid}}")
 
     def start(self) -> None:
         self.fake = FakeSmax()
@@ -489,13 +471,8 @@ class SmaxVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"password": "nope"}
 
-    def lose_answer(self, what: str) -> None:
-        self.fake.drop_after("POST", f"{self.REST}/ems/bulk" if what == "create"
-                             else f"{self.REST}/collaboration/comments/Request/")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.fail_next(JSONResponse({"code": 404, "message": "Request not found"}, 404),
-                            path_prefix=f"{self.REST}/collaboration/comments/Request/{rid}")
+    def not_found(self, rid: str) -> Response:
+        return JSONResponse({"code": 404, "message": "Request not found"}, 404)
 
     def tickets(self) -> list[str]:
         return list(self.fake.requests)
@@ -519,13 +496,12 @@ class SmaxVendor(Vendor):
     def is_resolved(self, rid: str) -> bool:
         return self.fake.requests[rid]["PhaseId"] == "Review"
 
-    def delete(self, rid: str) -> None:
-        self.fake.delete(rid)
 
 
 class WebhookVendor(Vendor):
     kind = "webhook"
     pollable = False
+    CREATE = COMMENT = ("POST", r"/hook")  # every event goes to the one URL
 
     def start(self) -> None:
         self.fake = self._stack.enter_context(FakeReceiver(WEBHOOK_SECRET))
@@ -538,11 +514,8 @@ class WebhookVendor(Vendor):
     def bad_credentials(self) -> dict[str, Any]:
         return {"secret": "whsec_" + base64.b64encode(b"not-the-receivers-secret").decode()}
 
-    def lose_answer(self, what: str) -> None:
-        self.fake.fail("POST", r"/hook", "drop_after")
-
-    def not_found_on_next_comment(self, rid: str) -> None:
-        self.fake.respond("POST", r"/hook", Resp(404, {"error": f"no ticket {rid}"}))
+    def not_found(self, rid: str) -> Resp:
+        return Resp(404, {"error": f"no ticket {rid}"})
 
     def _events(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.fake.events.values() if e["type"] == kind]

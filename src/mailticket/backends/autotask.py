@@ -127,9 +127,11 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
         if key not in self.zone_cache:
             url = self.config.zone_lookup_url.rstrip("/") + "/zoneInformation"
             try:
+                # The vendor's Swagger marks the credential headers required on this call too.
                 resp = await http.request(self.client, "GET", url, backend=self.name,
                                           extract_message=_error_message,
-                                          params={"user": self.config.username})
+                                          params={"user": self.config.username},
+                                          headers=self._headers())
             except Transient:
                 raise
             except BackendError as exc:
@@ -143,14 +145,18 @@ class AutotaskBackend(TicketBackend[AutotaskConfig]):
                                     str(info.get("webUrl") or ""))
         return self.zone_cache[key]
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
-        base, _ = await self._zone()
+    def _headers(self) -> dict[str, str]:
         cfg = self.config
         headers = {"ApiIntegrationCode": cfg.integration_code.get_secret_value(),
                    "UserName": cfg.username, "Secret": cfg.secret.get_secret_value(),
                    "Content-Type": "application/json"}
         if cfg.impersonation_resource_id is not None:
             headers["ImpersonationResourceId"] = str(cfg.impersonation_resource_id)
+        return headers
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        base, _ = await self._zone()
+        headers = self._headers()
         url = path if path.startswith(base) else base + path
         try:
             resp = await self.client.request(method, url, headers=headers, **kwargs)

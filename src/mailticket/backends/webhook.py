@@ -7,6 +7,9 @@ Every operation is one signed POST of an event (`ticket.created`, `comment.creat
     webhook-timestamp: <unix seconds>
     webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>
 
+Signing and verifying are the `standardwebhooks` reference library's (it passes the spec's
+test vectors: tests/backends/test_standard_webhooks.py).
+
 Because the receiver deduplicates on webhook-id, re-sending after an ambiguous failure is
 safe (native idempotency). The receiver may call us back with the same signing scheme
 (`ticket.updated` with the ticket's status) at POST /api/v1/webhooks/<instance>.
@@ -14,9 +17,6 @@ safe (native idempotency). The receiver may call us back with the same signing s
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, field_validator
+from standardwebhooks.webhooks import (
+    EmptyWebhookSecretError,
+    Webhook,
+    WebhookVerificationError,
+)
 
 from mailticket.backends import http
 from mailticket.backends.base import (
@@ -48,43 +53,51 @@ STATUSES: dict[str, Normalized] = {s.value: s for s in Normalized if s is not No
 
 class WebhookConfig(BackendConfig):
     url: str
-    # "whsec_<base64>" (the Standard Webhooks form) or any string used as raw bytes.
-    secret: SecretStr
-    # Inbound deliveries older or newer than this are refused (replay protection).
-    tolerance_s: int = 300
+    # "whsec_<base64>" (the Standard Webhooks form) or any other string, used as raw bytes.
+    secret: SecretStr = Field(min_length=1)
+    # Inbound deliveries older or newer than this are refused (replay protection). The
+    # Standard Webhooks library refuses past 5 minutes; a smaller value tightens that.
+    tolerance_s: int = Field(default=300, ge=1, le=300)
+
+    @field_validator("secret")
+    @classmethod
+    def _usable(cls, secret: SecretStr) -> SecretStr:
+        try:
+            _webhook(secret)
+        except (EmptyWebhookSecretError, ValueError) as exc:
+            raise ValueError(f"not a usable signing secret: {exc}") from exc
+        return secret
 
 
-def _key(secret: SecretStr) -> bytes:
+def _webhook(secret: SecretStr) -> Webhook:
     value = secret.get_secret_value()
-    if value.startswith("whsec_"):
-        return base64.b64decode(value.removeprefix("whsec_"))
-    return value.encode()
+    # The library base64-decodes any str secret; a plain (non-"whsec_") secret has always
+    # meant its own bytes here, so it goes in as bytes.
+    return Webhook(value if value.startswith("whsec_") else value.encode())
 
 
 def sign(secret: SecretStr, msg_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(_key(secret), signed, hashlib.sha256).digest()).decode()
+    return _webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
 
 
 def verify(secret: SecretStr, headers: Mapping[str, str], body: bytes, *, tolerance_s: int,
-           now: float | None = None, backend: str = "") -> str:
-    """Check a Standard Webhooks delivery; returns its webhook-id."""
-    msg_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
-    given = headers.get("webhook-signature", "")
-    if not msg_id or not stamp or not given:
-        raise WebhookSignatureError("webhook-id/-timestamp/-signature missing", backend=backend)
-    # Unix seconds: ASCII digits, and few of them (int() would take "١٢" or 400 digits, and a
-    # 400-digit number overflows the float comparison below).
-    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+           backend: str = "") -> str:
+    """Check a Standard Webhooks delivery (headers with lower-case names); returns its
+    webhook-id. Several space-separated signatures are allowed (a secret being rotated)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    # The spec's timestamp is integer unix seconds: a few ASCII digits. The library reads it
+    # with float(), which also takes "+1.7e9", "1_700_000_000" and "١٧٠٠٠٠٠٠٠٠".
+    stamp = lower.get("webhook-timestamp", "")
+    if stamp and not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
         raise WebhookSignatureError("webhook-timestamp is not unix seconds", backend=backend)
-    ts = int(stamp)
-    if abs((now if now is not None else time.time()) - ts) > tolerance_s:
+    try:
+        _webhook(secret).verify(body, lower, json_parse=False)
+    # A garbled signature list or a body that is not UTF-8 raise ValueError in the library.
+    except (WebhookVerificationError, ValueError) as exc:
+        raise WebhookSignatureError(f"webhook refused: {exc}", backend=backend) from exc
+    if abs(time.time() - float(lower["webhook-timestamp"])) > tolerance_s:
         raise WebhookSignatureError("webhook-timestamp outside the tolerance", backend=backend)
-    expected = sign(secret, msg_id, ts, body)
-    # Several space-separated signatures while a secret is being rotated.
-    if not any(hmac.compare_digest(expected, sig) for sig in given.split()):
-        raise WebhookSignatureError("webhook-signature does not match", backend=backend)
-    return msg_id
+    return lower["webhook-id"]
 
 
 class WebhookBackend(TicketBackend[WebhookConfig]):

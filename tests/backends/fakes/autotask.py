@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,66 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
+
+DOCUMENT = "autotask-psa-rest-v1.openapi.json.gz"
+
+
+@functools.cache
+def _segments() -> dict[str, str]:
+    names = {"atservicesrest": "ATServicesRest"}
+    for template in CONTRACT.paths():
+        names.update({s.lower(): s for s in template.split("/") if s and "{" not in s})
+    return names
+
+
+def _document_case(path: str) -> str:
+    # Autotask runs on IIS, which matches paths without regard to case; its own docs write
+    # /atservicesrest/v1.0/zoneInformation where the Swagger has /V1.0/ZoneInformation.
+    names = _segments()
+    return "/".join(names.get(s.lower(), s) for s in path.split("/"))
+
+
+def _dotnet_types(document: dict[str, Any]) -> None:
+    # The document is Swashbuckle's Swagger 2.0 rendering of .NET models. Swagger 2.0 cannot
+    # say "null", and a C# `object` becomes the schema `Object` = {"type": "object"}. Autotask
+    # sends null for every unset field, {"item": null} for an id it does not have, and plain
+    # numbers or strings where a C# `object` is declared (OperationResultModel.itemId is the
+    # new entity's integer id; a query filter's `value` "can be either an Integer, String,
+    # Boolean, an Array of Integers, or an Array of Strings", its own description says).
+    schemas = document["components"]["schemas"]
+    schemas["Object"] = {}
+    schemas["Filter"]["properties"]["value"] = {"anyOf": [
+        {"type": t} for t in ("integer", "string", "boolean")] + [
+        {"type": "array", "items": {"type": t}} for t in ("integer", "string")]}
+    for name, schema in schemas.items():
+        for prop_name, prop in (schema.get("properties") or {}).items():
+            if "$ref" not in prop:
+                prop["nullable"] = True
+            elif name.startswith("ItemQueryResultModel_") and prop_name == "item":
+                schema["properties"]["item"] = {"anyOf": [
+                    prop, {"type": "object", "nullable": True, "enum": [None]}]}
+
+
+def _next_page(document: dict[str, Any]) -> None:
+    # A query answers with pageDetails.nextPageUrl, which the client follows verbatim (GET,
+    # same headers): <entity>/query/next?paging=...&search=.... The document lists only the
+    # POST .../query that starts the walk.
+    paths = document["paths"]
+    for template in [t for t in paths if t.endswith("/query") and "post" in paths[t]]:
+        query = paths[template]["post"]
+        headers = [p for p in query.get("parameters", []) if p["in"] in ("header", "path")]
+        paths[template + "/next"] = {"get": {
+            "operationId": query["operationId"] + "NextPage",
+            "parameters": [*headers, *({"name": name, "in": "query", "required": True,
+                                         "schema": {"type": "string"}}
+                                        for name in ("paging", "search"))],
+            "responses": query["responses"],
+        }}
+
+
+CONTRACT = Contract(DOCUMENT, rewrite=_document_case, overlays=(_dotnet_types, _next_page))
 
 API = "/ATServicesRest/V1.0"
 REQUIRED = ("companyID", "title", "status", "priority", "queueID")
@@ -28,6 +89,8 @@ def errors(*messages: str, status: int = 500) -> JSONResponse:
 
 
 class FakeAutotask(FakeVendor):
+    contract = CONTRACT
+
     def __init__(self, user: str = "api@example.org", secret: str = "s3cret",
                  code: str = "INTEGRATION") -> None:
         self.user, self.secret, self.code = user, secret, code
@@ -73,9 +136,6 @@ class FakeAutotask(FakeVendor):
     def set_status(self, tid: int, status: int) -> None:
         self.tickets[tid].update(status=status, lastActivityDate=self.tick())
 
-    def delete(self, tid: int) -> None:
-        del self.tickets[tid]
-
     def technician_note(self, tid: int, text: str, publish: int = 1) -> dict[str, Any]:
         """A technician writes a note in Autotask."""
         note = {"id": self.nid(), "ticketID": tid, "title": text[:40], "description": text,
@@ -94,6 +154,30 @@ class FakeAutotask(FakeVendor):
         base = str(request.base_url).rstrip("/")
         return JSONResponse({"zoneName": "Fake Zone", "url": f"{base}/ATServicesRest/",
                              "webUrl": f"{base}/web/", "ci": 1})
+
+    def refuse_credentials(self) -> Response:
+        if self.auth_status == 401:
+            return JSONResponse({"errors": ["Unauthorized"]}, 401)
+        return errors("Unable to authenticate: the user name or secret is invalid, "
+                      "or the ApiIntegrationCode is not valid")
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.SERVER_ERROR:
+            return errors("An unexpected error has occurred. Please try again.")
+        if kind is Fault.RATE_LIMITED:  # the thread/request limits
+            return JSONResponse({"errors": ["Request rate exceeded"]}, 429,
+                                {"Retry-After": str(retry_after)})
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        if all(p.unknown for p in problems):  # IIS: no such resource
+            return Response(b"<html><body>404 - File or directory not found.</body></html>",
+                            404, media_type="text/html")
+        # Autotask answers an invalid payload with HTTP 500 and its `errors` list.
+        return errors(*(p.message for p in problems))
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.tickets[int(ticket)]
 
     def _denied(self, request: Request) -> Response | None:
         h = request.headers
@@ -177,7 +261,8 @@ class FakeAutotask(FakeVendor):
         nxt = None
         if offset + size < len(rows):
             nxt = str(request.url_for("query_next").include_query_params(
-                offset=offset + size, search=json.dumps(search)))
+                paging=json.dumps({"pageSize": size, "offset": offset + size}),
+                search=json.dumps(search)))
         return JSONResponse({"items": chunk, "pageDetails": {
             "count": len(chunk), "requestCount": size, "prevPageUrl": None,
             "nextPageUrl": nxt}})
@@ -191,7 +276,8 @@ class FakeAutotask(FakeVendor):
         if (denied := self._denied(request)) is not None:
             return denied
         qp = request.query_params
-        return self._page(request, json.loads(qp["search"]), int(qp["offset"]))
+        return self._page(request, json.loads(qp["search"]),
+                          int(json.loads(qp["paging"])["offset"]))
 
     async def add_note(self, request: Request) -> Response:
         if (denied := self._denied(request)) is not None:

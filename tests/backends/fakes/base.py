@@ -1,9 +1,13 @@
 """A tiny real HTTP server on 127.0.0.1 for vendor fakes, with scripted faults.
 
 Vendors subclass FakeVendor, register routes with `route(method, pattern)`, and keep their
-state in plain attributes (guarded by `lock`: the server is threaded). Faults are queued
-per route: `429` (with Retry-After), `503`, `drop_before` (close the connection without
-processing) and `drop_after` (process, then close without answering: the ambiguous create).
+state in plain attributes (guarded by `lock`: the server is threaded). A subclass names its
+`contract` (the vendor's API description): every request is checked against it before any
+route runs, and every answer after (see contract.py).
+
+Faults: `fail_next(kind)` with a `faults.Fault` is the same on every fake; `fail_next(Resp)`
+answers the next matching request with a ready-made answer (a vendor's error of one kind,
+e.g. its "not found" for a ticket that exists).
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from tests.backends.fakes import faults
+from tests.backends.fakes.contract import Answer, Breaches, Contract, Exchange, Problem
+from tests.backends.fakes.faults import Fault, Pending
 
 
 @dataclass
@@ -38,24 +46,18 @@ class Resp:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class Fault:
-    method: str
-    pattern: str
-    action: str  # "429" | "503" | "drop_before" | "drop_after" | "500" | "respond"
-    retry_after: str = "7"
-    times: int = 1
-    response: Resp | None = None  # for "respond": answered instead of the route
-
-
 Handler = Callable[[Req], Resp]
 
 
 class FakeVendor:
+    contract: ClassVar[Contract | None] = None
+
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        self.faults: list[Fault] = []
+        # A fault kind, or a ready-made answer.
+        self.faults: list[Pending[Fault | Resp]] = []
+        self.breaches = Breaches()
         self.log: list[tuple[str, str, int]] = []  # (method, path, status or -1 for drops)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -65,15 +67,51 @@ class FakeVendor:
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$"), handler))
 
-    def fail(self, method: str, pattern: str, action: str, *, times: int = 1,
-             retry_after: str = "7") -> None:
+    def fail_next(self, kind: Fault | str | Resp, *, method: str | None = None,
+                  path: str | None = None, times: int = 1, retry_after: int = 7,
+                  ticket: str | int | None = None,
+                  where: Callable[[Exchange], bool] | None = None) -> None:
+        """Schedule one of the faults every fake reproduces (see faults.py), or answer the
+        next `times` matching requests with a ready-made `Resp`."""
+        if isinstance(kind, Resp):
+            with self.lock:
+                self.faults.append(Pending(method, path, kind, times, where=where))
+            return
+        fault = Fault(kind)
+        if fault is Fault.DELETED:
+            if ticket is None:
+                raise ValueError("Fault.DELETED needs the ticket")
+            with self.lock:
+                self.delete_ticket(str(ticket))
+            return
         with self.lock:
-            self.faults.append(Fault(method, pattern, action, retry_after, times))
+            self.faults.append(Pending(method, path, fault, times, retry_after, where=where))
 
-    def respond(self, method: str, pattern: str, response: Resp, *, times: int = 1) -> None:
-        """Answer the next matching request with `response` (the vendor's own error shape)."""
-        with self.lock:
-            self.faults.append(Fault(method, pattern, "respond", times=times, response=response))
+    def take_breaches(self) -> list[Problem]:
+        """The contract breaches seen so far, which then no longer fail the test."""
+        return self.breaches.take()
+
+    # --- what a vendor says (subclasses answer in their vendor's shape) ------------------
+
+    def delete_ticket(self, ticket: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot delete a ticket")
+
+    def refuse_credentials(self, req: Req) -> Resp:
+        return Resp(401, {"error": "bad credentials"})
+
+    def fault_answer(self, kind: Fault, req: Req, retry_after: int) -> Resp:
+        if kind is Fault.RATE_LIMITED:
+            return Resp(429, {"error": "rate limited"}, {"Retry-After": str(retry_after)})
+        if kind is Fault.WRONG_PASSWORD:
+            return self.refuse_credentials(req)
+        return Resp(500, {"error": "internal server error"})
+
+    def reject(self, req: Req, problems: list[Problem]) -> Resp:
+        """The vendor's answer to a request its API refuses."""
+        text = "; ".join(p.message for p in problems)
+        if all(p.unknown for p in problems):
+            return Resp(404, {"error": text})
+        return Resp(400, {"error": text})
 
     @property
     def url(self) -> str:
@@ -114,15 +152,12 @@ class FakeVendor:
 
     # --- serving -----------------------------------------------------------------------
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, exchange: Exchange) -> Pending[Fault | Resp] | None:
         with self.lock:
-            for fault in self.faults:
-                if fault.method == method and re.fullmatch(fault.pattern, path):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.remove(fault)
-                    return fault
-        return None
+            return faults.take(self.faults, exchange)
+
+    def _exchange(self, req: Req, query: str) -> Exchange:
+        return Exchange(req.method, req.path, query, req.headers, req.body)
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         split = urlsplit(h.path)
@@ -133,20 +168,27 @@ class FakeVendor:
             query={k: v[-1] for k, v in parse_qs(split.query).items()},
             headers={k.lower(): v for k, v in h.headers.items()}, body=body,
         )
-        fault = self._take_fault(req.method, req.path)
-        if fault is not None and fault.action == "drop_before":
-            return self._drop(h, req)
-        if fault is not None and fault.action == "respond" and fault.response is not None:
-            return self._write(h, req, Resp(fault.response.status, fault.response.body,
-                                            dict(fault.response.headers)))
-        if fault is not None and fault.action in ("429", "503", "500"):
-            resp = Resp(int(fault.action), {"error": f"injected {fault.action}"},
-                        {"Retry-After": fault.retry_after} if fault.action != "500" else {})
-            return self._write(h, req, resp)
+        exchange = self._exchange(req, split.query)
+        if self.contract is not None:
+            problems = self.contract.check_request(exchange)
+            if problems:
+                self.breaches.add(problems)
+                return self._write(h, req, self.reject(req, problems))
+        fault = self._take_fault(exchange)
+        action = fault.answer if fault is not None else None
+        if isinstance(action, Resp):
+            return self._write(h, req, Resp(action.status, action.body, dict(action.headers)))
+        if fault is not None and action in (Fault.RATE_LIMITED, Fault.SERVER_ERROR,
+                                            Fault.WRONG_PASSWORD):
+            return self._write(h, req, self.fault_answer(Fault(action), req, fault.retry_after))
         resp = self._dispatch(req)
-        if fault is not None and fault.action == "drop_after":
+        status, headers, data = self._encode(resp)
+        if self.contract is not None:
+            self.breaches.add(self.contract.check_response(
+                exchange, Answer(status, {k.lower(): v for k, v in headers.items()}, data)))
+        if action is Fault.LOST_ANSWER:
             return self._drop(h, req)
-        self._write(h, req, resp)
+        self._send(h, req, status, headers, data)
 
     def _dispatch(self, req: Req) -> Resp:
         for method, pattern, handler in self.routes:
@@ -171,19 +213,27 @@ class FakeVendor:
         self.log.append((req.method, req.path, -1))
         h.close_connection = True
 
-    def _write(self, h: BaseHTTPRequestHandler, req: Req, resp: Resp) -> None:
-        self.log.append((req.method, req.path, resp.status))
+    @staticmethod
+    def _encode(resp: Resp) -> tuple[int, dict[str, str], bytes]:
+        headers = dict(resp.headers)
         if isinstance(resp.body, bytes):
             data = resp.body
-            ctype = resp.headers.pop("Content-Type", "application/octet-stream")
+            headers.setdefault("Content-Type", "application/octet-stream")
         elif resp.body is None:
-            data, ctype = b"", ""
+            data = b""
         else:
-            data, ctype = json.dumps(resp.body).encode(), "application/json"
-        h.send_response(resp.status)
-        if ctype:
-            h.send_header("Content-Type", ctype)
-        for name, value in resp.headers.items():
+            data = json.dumps(resp.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        return resp.status, headers, data
+
+    def _write(self, h: BaseHTTPRequestHandler, req: Req, resp: Resp) -> None:
+        self._send(h, req, *self._encode(resp))
+
+    def _send(self, h: BaseHTTPRequestHandler, req: Req, status: int, headers: dict[str, str],
+              data: bytes) -> None:
+        self.log.append((req.method, req.path, status))
+        h.send_response(status)
+        for name, value in headers.items():
             h.send_header(name, value)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()

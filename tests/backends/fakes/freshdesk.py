@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 
 def invalid(*errors: tuple[str, str, str]) -> JSONResponse:
@@ -20,6 +22,8 @@ def invalid(*errors: tuple[str, str, str]) -> JSONResponse:
 
 
 class FakeFreshdesk(FakeVendor):
+    contract = Contract("freshdesk.yaml")
+
     def __init__(self, api_key: str = "fdkey", custom_fields: frozenset[str] = frozenset()
                  ) -> None:
         self.api_key = api_key
@@ -46,9 +50,6 @@ class FakeFreshdesk(FakeVendor):
             Route("/api/v2/groups", self.groups),
             Route("/api/v2/ticket_fields", self.ticket_fields),
         ]
-
-    def delete(self, tid: int) -> None:
-        del self.tickets[tid]
 
     def _requester(self, body: dict[str, Any]) -> int | None:
         """requester_id, or email: the contact with it, else a new contact."""
@@ -101,8 +102,31 @@ class FakeFreshdesk(FakeVendor):
         expected = base64.b64encode(f"{self.api_key}:X".encode()).decode()
         if request.headers.get("authorization") == f"Basic {expected}":
             return None
+        return self.refuse_credentials()
+
+    def refuse_credentials(self) -> Response:
         return JSONResponse({"code": "invalid_credentials",
                              "message": "You have to be logged in to perform this action."}, 401)
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.RATE_LIMITED:
+            return JSONResponse(
+                {"code": "rate_limit_exceeded",
+                 "message": "You have exceeded the limit of requests per hour"}, 429,
+                {"Retry-After": str(retry_after), "X-RateLimit-Total": "200",
+                 "X-RateLimit-Remaining": "0", "X-RateLimit-Used-CurrentRequest": "1"})
+        if kind is Fault.SERVER_ERROR:
+            return JSONResponse({"code": "internal_error",
+                                 "message": "We're sorry, but something went wrong."}, 500)
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        if all(p.unknown for p in problems):
+            return Response(status_code=404)
+        return invalid(*(("", p.message, "invalid_value") for p in problems))
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.tickets[int(ticket)]
 
     async def me(self, request: Request) -> Response:
         return self._denied(request) or JSONResponse(
@@ -139,7 +163,8 @@ class FakeFreshdesk(FakeVendor):
         tid = self.nid()
         now = self.tick()
         self.tickets[tid] = {**body, "id": tid, "created_at": now, "updated_at": now,
-                             "requester_id": requester, "tags": list(body.get("tags") or []),
+                             "requester_id": requester, "priority": body.get("priority", 1),
+                             "tags": list(body.get("tags") or []),
                              "custom_fields": body.get("custom_fields", {})}
         return JSONResponse(self.tickets[tid], 201)
 

@@ -6,23 +6,29 @@ come back as strings (an empty external key is "0"); dates are local time of the
 attribute); "Invalid object <Class>::<id>" answers any bad external key, the ticket's own
 included; ev_assign takes empty team/agent; ev_reopen exists; a case-log entry's
 `user_login` is the author's display name when the account has a contact. The database
-being down is HTTP 500 text/html (`database_down`).
+being down is HTTP 500 text/html (`Fault.SERVER_ERROR`).
+
+Every request and answer is checked against fakes/schemas/itop.yaml (see contract.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract, Exchange, Problem
+from tests.backends.fakes.faults import Fault
 
 # stimulus -> (from states, to state, mandatory fields)
 LIFECYCLE: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
@@ -53,15 +59,29 @@ def answer(code: int, message: str | None, objects: Any = None) -> JSONResponse:
     return JSONResponse({"code": code, "message": message, "objects": objects})
 
 
-class _Lost(Response):
-    """The operation was applied; its answer is cut off mid-body (the ambiguous write)."""
+def operation(verb: str) -> Callable[[Exchange], bool]:
+    """Matches a REST request for one operation (`fail_next(..., where=operation(...))`):
+    every iTop request goes to the same path, the operation is in `json_data`."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b'{"code":0,', "more_body": True})
-        raise ConnectionAbortedError("fake iTop drops the answer on purpose")
+    def match(ex: Exchange) -> bool:
+        form = dict(parse_qsl(ex.body.decode("utf-8", "replace")))
+        try:
+            return bool(json.loads(form.get("json_data", "")).get("operation") == verb)
+        except (ValueError, AttributeError):
+            return False
+
+    return match
+
+
+@dataclass(frozen=True)
+class AddedFields:
+    """A datamodel an admin extended: UserRequest also has these attributes."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, document: dict[str, Any]) -> None:
+        fields = document["components"]["schemas"]["UserRequestFields"]["properties"]
+        fields.update({name: {"type": ["string", "integer"]} for name in self.names})
 
 
 class Refused(Exception):
@@ -73,6 +93,9 @@ class Refused(Exception):
 
 
 class FakeITop(FakeVendor):
+    contract = Contract("itop.yaml")
+    REST = "/webservices/rest.php"
+
     def __init__(self, user: str = "rest", password: str = "pw", token: str = "tok", *,
                  contact_name: str | None = "Rest Integration",
                  zone: str = "Europe/Paris", added_fields: frozenset[str] = frozenset()) -> None:
@@ -81,7 +104,9 @@ class FakeITop(FakeVendor):
         self.contact_name = contact_name
         self.zone = ZoneInfo(zone)
         # Attributes a site added to its UserRequest (none on a stock install).
-        self.attributes = USER_REQUEST | added_fields
+        self.attributes = set(USER_REQUEST)
+        if added_fields:
+            self.add_attributes(*added_fields)
         self.objects: dict[str, dict[int, dict[str, Any]]] = {
             "UserRequest": {}, "Attachment": {},
             "Organization": {3: {"id": "3", "name": "Demo"}, 4: {"id": "4", "name": "Acme"}},
@@ -96,7 +121,6 @@ class FakeITop(FakeVendor):
         self._next = 100
         self.comments_seen: list[str] = []
         self.operations: list[str] = []
-        self._lose: list[str] = []
         super().__init__()
 
     def routes(self) -> list[Route]:
@@ -118,18 +142,38 @@ class FakeITop(FakeVendor):
         entries.append({"date": self.tick(), "user_login": who, "user_id": "7",
                         "message": message, "message_html": f"<p>{message}</p>"})
 
-    def delete(self, key: int) -> None:
-        with self._lock:
-            del self.objects["UserRequest"][key]
+    def add_attributes(self, *names: str) -> None:
+        """An admin extends UserRequest with these attributes (iTop, and its document)."""
+        self.attributes = self.attributes | set(names)
+        extra = tuple(sorted(self.attributes - USER_REQUEST))
+        self.contract = Contract("itop.yaml", overlays=(AddedFields(extra),))
 
-    def lose_answer(self, operation: str) -> None:
-        """Apply the next `operation` (e.g. "core/create") but lose its answer."""
-        with self._lock:
-            self._lose.append(operation)
+    # --- what iTop says (fail_next, contract breaches) ------------------------------------
 
-    def database_down(self, times: int = 1) -> None:
-        """The web server answers, the database does not: HTTP 500 text/html."""
-        self.fail_next(HTMLResponse(HTML_500, 500), times=times)
+    def delete_ticket(self, ticket: str) -> None:
+        del self.objects["UserRequest"][int(ticket)]
+
+    def refuse_credentials(self) -> Response:
+        return answer(1, "Error: Invalid login")
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.SERVER_ERROR:  # the web server answers, the database does not
+            return HTMLResponse(HTML_500, 500)
+        if kind is Fault.RATE_LIMITED:  # iTop has none; the web server in front answers
+            return HTMLResponse("<html><body><h1>429 Too Many Requests</h1></body></html>",
+                                429, {"Retry-After": str(retry_after)})
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        if all(p.unknown for p in problems):  # not rest.php: the web server's 404
+            return HTMLResponse("<html><body><h1>Not Found</h1></body></html>", 404)
+        text = "; ".join(p.message for p in problems)
+        if "(at json_data/operation)" in text:
+            return answer(11, "Error: Unknown operation")
+        unknown = re.search(r"\('([^']+)'.* unexpected\) \(at json_data/fields\)", text)
+        if unknown:  # iTop names the first attribute its class does not have
+            return answer(100, f"Error: {unknown.group(1)}: Unknown attribute")
+        return answer(100, "Error: " + text)
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self.objects["UserRequest"].values())
@@ -229,14 +273,9 @@ class FakeITop(FakeVendor):
         if handler is None:
             return answer(11, f"Error: Unknown operation '{op}'")
         try:
-            resp = handler(data)
+            return handler(data)
         except Refused as exc:
             return answer(exc.code, exc.message)
-        with self._lock:
-            if op in self._lose:
-                self._lose.remove(op)
-                return _Lost()
-        return resp
 
     def list_operations(self, data: dict[str, Any]) -> Response:
         verbs = ("core/create", "core/get", "core/update", "core/apply_stimulus", "core/delete")

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 
 from tests.backends.fakes.base import FakeVendor, Req, Resp, multipart_files
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 # name -> category, and the transitions (id, name, to) offered from anywhere
 STATUS_CATEGORY = {
@@ -26,6 +28,46 @@ TRANSITIONS = [("21", "Start Progress", "In Progress"), ("31", "Resolve", "Resol
 ISSUE_TYPES = [("10001", "Task"), ("10002", "Bug"), ("10003", "Service Request")]
 
 
+def _as_v3(path: str) -> str:
+    # Atlassian publishes v3 only; v2 has the same operations and differs only in taking plain
+    # strings where v3 takes Atlassian Document Format, which the v3 document leaves untyped
+    # (Comment.body, IssueUpdateDetails.fields).
+    return re.sub(r"^/rest/api/2/", "/rest/api/3/", path)
+
+
+def _attachment_parts(document: dict[str, Any]) -> None:
+    # "Add attachment" types its multipart body as an array, which no multipart/form-data
+    # body is; its description says what is meant: parts named `file`, and the request must
+    # carry `X-Atlassian-Token: no-check` or it is blocked.
+    post = document["paths"]["/rest/api/3/issue/{issueIdOrKey}/attachments"]["post"]
+    post["requestBody"]["content"]["multipart/form-data"]["schema"] = {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "array", "items": {"type": "string",
+                                                           "format": "binary"}}},
+    }
+    post.setdefault("parameters", []).append({
+        "name": "X-Atlassian-Token", "in": "header", "required": True,
+        "schema": {"type": "string", "enum": ["no-check"]},
+    })
+
+
+def _jira_date_time(value: object) -> bool:
+    # Jira writes offsets without a colon ("2021-01-17T12:34:00.000+0000", as in the
+    # document's own examples), which ISO 8601 allows and RFC 3339 `date-time` does not.
+    if not isinstance(value, str):
+        return True
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+CONTRACT = Contract("jira-cloud-platform.v3.openapi.json.gz", rewrite=_as_v3,
+                    overlays=(_attachment_parts,), formats=(("date-time", _jira_date_time),),
+                    beside=(("/rest/servicedeskapi/",
+                             Contract("jira-service-management.yaml")),))
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
 
@@ -35,6 +77,8 @@ def _err(status: int, *messages: str, **errors: str) -> Resp:
 
 
 class FakeJira(FakeVendor):
+    contract = CONTRACT
+
     def __init__(self, *, project: str = "OPS", email: str = "bot@example.com",
                  token: str = "secret-token", webhook_secret: str = "hook-secret") -> None:
         super().__init__()
@@ -81,7 +125,29 @@ class FakeJira(FakeVendor):
         basic = base64.b64encode(f"{self.email}:{self.token}".encode()).decode()
         if given == f"Basic {basic}" or given.removeprefix("Bearer ") in self.bearer:
             return None
+        return self.refuse_credentials(req)
+
+    def refuse_credentials(self, req: Req) -> Resp:
         return _err(401, "You are not authenticated. Authentication required to perform this operation.")
+
+    def fault_answer(self, kind: Fault, req: Req, retry_after: int) -> Resp:
+        if kind is Fault.RATE_LIMITED:  # backend-contracts.md section 1, Errors and rate limits
+            return Resp(429, {"errorMessages": ["Rate limit exceeded."], "errors": {}},
+                        {"Retry-After": str(retry_after), "RateLimit-Reason": "jira-burst-based"})
+        if kind is Fault.SERVER_ERROR:
+            return _err(500, "Internal server error")
+        return super().fault_answer(kind, req, retry_after)
+
+    def reject(self, req: Req, problems: list[Problem]) -> Resp:
+        if all(p.unknown for p in problems):
+            return _err(404, f"null for uri: {req.path}")
+        return _err(400, *(p.message for p in problems))
+
+    def delete_ticket(self, ticket: str) -> None:
+        with self.lock:
+            issue = self.issue(ticket)
+            assert issue is not None
+            del self.issues[issue["id"]]
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -121,12 +187,6 @@ class FakeJira(FakeVendor):
         with self.lock:
             made = self._create(Req("POST", "/rest/api/2/issue", {}, {}, body.encode()))
             return self.issues[made.body["id"]]
-
-    def delete(self, id_or_key: str) -> None:
-        with self.lock:
-            issue = self.issue(id_or_key)
-            assert issue is not None
-            del self.issues[issue["id"]]
 
     def webhook(self, url: str, event: str, id_or_key: str, *, comment: dict[str, Any] | None = None,
                 delivery_id: str | None = None, secret: str | None = None) -> httpx.Response:
@@ -185,7 +245,10 @@ class FakeJira(FakeVendor):
             return self._missing()
         out = []
         for tid, name, to in TRANSITIONS:
-            fields = {"resolution": {"required": True}} if to == "Resolved" else {}
+            fields = {"resolution": {
+                "required": True, "key": "resolution", "name": "Resolution",
+                "operations": ["set"], "schema": {"type": "resolution", "system": "resolution"},
+            }} if to == "Resolved" else {}
             out.append({"id": tid, "name": name, "fields": fields,
                         "to": {"name": to, "statusCategory": {"key": STATUS_CATEGORY[to]}}})
         return Resp(200, {"transitions": out})
@@ -290,17 +353,19 @@ class FakeJira(FakeVendor):
         statuses = [{"id": str(30 + n), "name": name,
                      "statusCategory": {"key": cat}} for n, (name, cat)
                     in enumerate(STATUS_CATEGORY.items())]
-        return Resp(200, [{"id": i, "name": n, "subtask": False, "statuses": statuses}
-                          for i, n in ISSUE_TYPES])
+        return Resp(200, [{"self": f"{self.url}/rest/api/3/issuetype/{i}", "id": i, "name": n,
+                           "subtask": False, "statuses": statuses} for i, n in ISSUE_TYPES])
 
     def _workflows(self, req: Req) -> Resp:
         if not self.workflow_admin:
             return _err(403, "You are not authorized to perform this action. "
                         "Administrator privileges are required.")
-        transitions = [{"id": t, "name": n, "to": n2, "from": []}
-                       for t, n, n2 in TRANSITIONS]
+        status_ids = {name: str(30 + n) for n, name in enumerate(STATUS_CATEGORY)}
+        # `to` is the target status's id; a transition with no `from` is "global".
+        transitions = [{"id": t, "name": n, "description": "", "to": status_ids[n2],
+                        "from": [], "type": "global"} for t, n, n2 in TRANSITIONS]
         return Resp(200, {"values": [{"id": {"name": "Software Simplified Workflow"},
-                                      "transitions": transitions}],
+                                      "description": "", "transitions": transitions}],
                           "isLast": True, "startAt": 0, "maxResults": 50, "total": 1})
 
     def _search(self, req: Req) -> Resp:

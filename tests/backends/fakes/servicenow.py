@@ -13,6 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 FMT = "%Y-%m-%d %H:%M:%S"
 STATE_LABELS = {"1": "New", "2": "In Progress", "3": "On Hold", "6": "Resolved", "7": "Closed",
@@ -38,6 +40,8 @@ def _holds(have: str, op: str, value: str) -> bool:
 
 
 class FakeServiceNow(FakeVendor):
+    contract = Contract("servicenow.yaml")
+
     def __init__(self, user: str = "svc", password: str = "pw") -> None:
         self.user, self.password = user, password
         self.incidents: dict[str, dict[str, str]] = {}
@@ -75,9 +79,6 @@ class FakeServiceNow(FakeVendor):
             Route("/api/now/table/{table}", self.other_table, methods=["GET", "POST"]),
         ]
 
-    def delete(self, sys_id: str) -> None:
-        del self.incidents[sys_id]
-
     def tick(self) -> str:
         self.clock += timedelta(seconds=1)
         return self.clock.strftime(FMT)
@@ -101,6 +102,27 @@ class FakeServiceNow(FakeVendor):
             return False
         user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
         return (user, pw) == (self.user, self.password)
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.incidents[ticket]
+
+    def refuse_credentials(self) -> Response:
+        return self._unauth()
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.RATE_LIMITED:  # an instance rate-limit rule
+            return JSONResponse({"error": {"message": "Too Many Requests",
+                                           "detail": "Rate limit exceeded"}, "status": "failure"},
+                                429, {"Retry-After": str(retry_after)})
+        if kind is Fault.SERVER_ERROR:
+            return failure(500, "Internal server error", "An unexpected error occurred")
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        detail = "; ".join(p.message for p in problems)
+        if all(p.unknown for p in problems):
+            return failure(400, "Requested URI does not represent any resource", detail)
+        return failure(400, "Invalid request", detail)
 
     def _unauth(self) -> JSONResponse:
         return failure(401, "User Not Authenticated", "Required to provide Auth information")
@@ -219,13 +241,17 @@ class FakeServiceNow(FakeVendor):
             return self._unauth()
         qp = request.query_params
         if qp.get("table_sys_id") not in self.incidents:
-            return failure(400, "Invalid table or sys_id", "table_sys_id")
+            # "404: the record specified by table_name and table_sys_id does not exist"
+            return failure(404, "Record not found", "table_sys_id")
         sys_id = uuid.uuid4().hex
+        data = await request.body()
         self.attachments.append({
             "sys_id": sys_id, "table_name": qp["table_name"], "table_sys_id": qp["table_sys_id"],
             "file_name": qp["file_name"], "content_type": request.headers.get("content-type"),
-            "data": await request.body(),
+            "data": data,
         })
-        return JSONResponse({"result": {"sys_id": sys_id, "file_name": qp["file_name"],
-                                        "download_link": f"/api/now/attachment/{sys_id}/file"}},
-                            201)
+        return JSONResponse({"result": {
+            "sys_id": sys_id, "file_name": qp["file_name"], "table_name": qp["table_name"],
+            "table_sys_id": qp["table_sys_id"], "size_bytes": str(len(data)),
+            "content_type": request.headers.get("content-type") or "",
+            "download_link": f"/api/now/attachment/{sys_id}/file"}}, 201)

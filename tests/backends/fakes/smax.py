@@ -14,11 +14,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from tests.backends.fakes._server import FakeVendor
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
 
 TENANT = "100000002"
 
 
 class FakeSmax(FakeVendor):
+    contract = Contract("smax.yaml")
+
     def __init__(self, login: str = "integration", password: str = "pw") -> None:
         self.login, self.password = login, password
         self.tokens: set[str] = set()
@@ -57,9 +61,6 @@ class FakeSmax(FakeVendor):
         self.clock_ms += 1000
         return self.clock_ms
 
-    def delete(self, rid: str) -> None:
-        del self.requests[rid]
-
     def expire_tokens(self) -> None:
         self.tokens.clear()
 
@@ -80,7 +81,28 @@ class FakeSmax(FakeVendor):
             "SMAX_AUTH_TOKEN")
         if cookie in self.tokens:
             return None
+        return self.refuse_credentials()
+
+    def refuse_credentials(self) -> Response:
         return JSONResponse({"code": 401, "message": "Unauthorized"}, 401)
+
+    def fault_answer(self, kind: Fault, retry_after: int) -> Response:
+        if kind is Fault.RATE_LIMITED:  # SMAX documents none; its gateway answers
+            return JSONResponse({"code": 429, "message": "Too Many Requests"}, 429,
+                                {"Retry-After": str(retry_after)})
+        if kind is Fault.SERVER_ERROR:
+            return JSONResponse({"code": 500, "message": "Internal Server Error"}, 500)
+        return super().fault_answer(kind, retry_after)
+
+    def reject(self, problems: list[Problem]) -> Response:
+        text = "; ".join(p.message for p in problems)
+        if all(p.unknown for p in problems):
+            return JSONResponse({"code": 404, "message": text}, 404)
+        return JSONResponse({"meta": {"completion_status": "FAILED",
+                                      "errorDetailsList": [{"message": text}]}}, 400)
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.requests[ticket]
 
     def _fail(self, message: str, status: str = "BAD_REQUEST") -> dict[str, Any]:
         return {"completion_status": "FAILED",

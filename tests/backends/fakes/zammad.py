@@ -15,6 +15,13 @@ from typing import Any
 import httpx
 
 from tests.backends.fakes.base import FakeVendor, Req, Resp
+from tests.backends.fakes.contract import Contract, Problem
+from tests.backends.fakes.faults import Fault
+
+# A fresh Zammad's ids (api/ticket/states.rst, priorities.rst; group 1 is "Users").
+STATE_IDS = {"new": 1, "open": 2, "pending reminder": 3, "closed": 4, "merged": 5,
+             "removed": 6, "pending close": 7}
+PRIORITY_IDS = {"1 low": 1, "2 normal": 2, "3 high": 3}
 
 
 def _now() -> str:
@@ -22,6 +29,8 @@ def _now() -> str:
 
 
 class FakeZammad(FakeVendor):
+    contract = Contract("zammad.yaml")
+
     def __init__(self, *, token: str = "ztoken", webhook_secret: str = "zhook") -> None:
         super().__init__()
         self.token, self.webhook_secret = token, webhook_secret
@@ -35,9 +44,8 @@ class FakeZammad(FakeVendor):
                 "firstname": "Carol", "lastname": "Customer"},
         }
         self.groups = {1: "Users", 2: "Support"}
-        self.states = {1: "new", 2: "open", 3: "pending reminder", 4: "closed", 6: "merged",
-                       7: "pending close"}
-        self.priorities = {1: "1 low", 2: "2 normal", 3: "3 high"}
+        self.states = {v: k for k, v in STATE_IDS.items()}
+        self.priorities = {v: k for k, v in PRIORITY_IDS.items()}
         self.route("GET", r"/api/v1/users/me", lambda r: Resp(200, self.users[3]))
         self.route("GET", r"/api/v1/users/search", self._user_search)
         self.route("GET", r"/api/v1/groups", lambda r: Resp(200, [
@@ -56,7 +64,36 @@ class FakeZammad(FakeVendor):
     def check_auth(self, req: Req) -> Resp | None:
         if req.headers.get("authorization") == f"Token token={self.token}":
             return None
+        return self.refuse_credentials(req)
+
+    def refuse_credentials(self, req: Req) -> Resp:
         return Resp(401, {"error": "authentication failed", "error_human": "Authentication failed"})
+
+    def fault_answer(self, kind: Fault, req: Req, retry_after: int) -> Resp:
+        if kind is Fault.RATE_LIMITED:
+            return Resp(429, {"error": "Too many requests"}, {"Retry-After": str(retry_after)})
+        if kind is Fault.SERVER_ERROR:
+            return Resp(500, {"error": "An internal server error occurred"})
+        return super().fault_answer(kind, req, retry_after)
+
+    def reject(self, req: Req, problems: list[Problem]) -> Resp:
+        text = "; ".join(p.message for p in problems)
+        if all(p.unknown for p in problems):
+            return Resp(404, {"error": f"No route matches [{req.method}] {req.path}"})
+        return Resp(422, {"error": text, "error_human": text})
+
+    def delete_ticket(self, ticket: str) -> None:
+        del self.tickets[int(ticket)]
+
+    def shown(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        """A ticket as Zammad answers it: ids for its relations (the names, as with
+        ?expand=true, stay too)."""
+        shown = {k: v for k, v in ticket.items() if k != "from_header"}
+        group_id = next(k for k, v in self.groups.items() if v == ticket["group"])
+        return {**shown, "priority": ticket.get("priority") or "2 normal", "group_id": group_id,
+                "state_id": STATE_IDS[ticket["state"]],
+                "priority_id": PRIORITY_IDS.get(str(ticket.get("priority")), 2),
+                "created_at": ticket.get("created_at", ticket["updated_at"])}
 
     def _missing(self) -> Resp:
         return Resp(404, {"error": "Couldn't find Ticket with 'id'",
@@ -90,10 +127,6 @@ class FakeZammad(FakeVendor):
             "Content-Type": "application/json", "X-Hub-Signature": f"sha1={sig}",
             "X-Zammad-Trigger": "mailticket sync", "X-Zammad-Delivery": delivery or str(uuid.uuid4()),
         })
-
-    def delete(self, tid: int | str) -> None:
-        with self.lock:
-            del self.tickets[int(tid)]
 
     def _user_search(self, req: Req) -> Resp:
         query = req.query.get("query", "")
@@ -135,11 +168,11 @@ class FakeZammad(FakeVendor):
         self.tickets[tid] = ticket
         self.articles[tid] = [{**article, "id": next(self._ids), "ticket_id": tid,
                                "created_at": _now(), "attachments": []}]
-        return Resp(201, ticket)
+        return Resp(201, self.shown(ticket))
 
     def _get(self, req: Req) -> Resp:
         t = self.ticket(req.params["id"])
-        return Resp(200, t) if t else self._missing()
+        return Resp(200, self.shown(t)) if t else self._missing()
 
     def _put(self, req: Req) -> Resp:
         t = self.ticket(req.params["id"])
@@ -151,7 +184,7 @@ class FakeZammad(FakeVendor):
             return Resp(422, {"error": f"Unknown state {body['state']}"})
         t.update(body)
         t["updated_at"] = _now()
-        return Resp(200, t)
+        return Resp(200, self.shown(t))
 
     def _article(self, req: Req) -> Resp:
         body = req.json() or {}
@@ -194,6 +227,6 @@ class FakeZammad(FakeVendor):
         page = int(req.query.get("page") or 1)
         chunk = found[(page - 1) * per: page * per]
         if req.query.get("expand") == "true":
-            return Resp(200, chunk)
+            return Resp(200, [self.shown(t) for t in chunk])
         return Resp(200, {"tickets": [t["id"] for t in chunk],
-                          "assets": {"Ticket": {str(t["id"]): t for t in chunk}}})
+                          "assets": {"Ticket": {str(t["id"]): self.shown(t) for t in chunk}}})
