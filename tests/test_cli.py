@@ -31,7 +31,8 @@ def test_ingest_json_and_rerun_creates_nothing(db_url: str) -> None:
     rows = [json.loads(line) for line in first.stdout.splitlines()]
     assert [r["action"] for r in rows] == ["created", "linked", "created"]
     assert set(rows[0]) == {"source", "message_id", "action", "ticket_number", "matched_by",
-                            "classification", "confidence", "error"}
+                            "classification", "confidence", "error", "tickets", "suspect"}
+    assert rows[0]["tickets"] == [rows[0]["ticket_number"]] and rows[0]["suspect"] is False
     assert rows[1]["matched_by"] == "in_reply_to"
     again = run(db_url, "ingest", "--json", str(SEED))
     assert [json.loads(x)["action"] for x in again.stdout.splitlines()] == ["duplicate"] * 3

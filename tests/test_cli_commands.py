@@ -177,7 +177,9 @@ def test_tickets_list_has_a_header_and_refuses_an_unknown_status(
     cli("ingest", "--backdate", str(SEED), cwd=tmp_path, DATABASE_URL=sqlite_url)
     listed = cli("tickets", "list", cwd=tmp_path, DATABASE_URL=sqlite_url)
     header, *rows = listed.stdout.splitlines()
-    assert header.split()[:5] == ["TICKET", "STATUS", "PRIORITY", "REQUESTER", "SUBJECT"]
+    assert header.split()[:7] == [
+        "TICKET", "STATUS", "PRIORITY", "CUSTOMER", "SLA", "REQUESTER", "SUBJECT"
+    ]
     assert len(rows) == 2 and all(r.startswith("TKT-") for r in rows)
     bogus = cli("tickets", "list", "--status", "bogus", cwd=tmp_path, DATABASE_URL=sqlite_url)
     assert bogus.returncode == 2 and "invalid choice: 'bogus'" in bogus.stderr

@@ -314,7 +314,9 @@ def test_on_error(tmp_path: Path) -> None:
 
 def test_missing_trigger(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("    classification_trigger: support_request\n", ""))
-    assert only_issue(path) == (2, "missing required key 'classification_trigger'")
+    line, reason = only_issue(path)
+    assert line == 2
+    assert reason.startswith("missing required key 'classification_trigger' (or 'event_trigger'")
 
 
 def test_duplicate_yaml_key_is_not_silently_dropped(tmp_path: Path) -> None:

@@ -196,3 +196,41 @@ def count_batch_fallback() -> None:
         BATCH_FALLBACKS,
         "Batches redone one message at a time because a message in them failed.",
     )
+
+
+# --- customers, SLAs and escalation (issue 11): every metric of the feature is defined here --
+
+SLA_BREACHES = "mailticket_sla_breaches_total"
+FIRST_RESPONSE_SECONDS = "mailticket_first_response_seconds"
+EVENT_WORKFLOW_RUNS = "mailticket_event_workflow_runs_total"
+SENDER_SUSPECT = "mailticket_sender_suspect_total"
+# Wall-clock time to the first agent answer: minutes to days.
+FIRST_RESPONSE_BUCKETS: tuple[float, ...] = (
+    300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400, 5 * 86400,
+)
+
+
+def count_sla_breach(target: str, policy: str) -> None:
+    REGISTRY.inc(
+        SLA_BREACHES, "SLA targets breached, by target and policy.",
+        target=target, policy=policy,
+    )
+
+
+def observe_first_response(seconds: float) -> None:
+    REGISTRY.observe(
+        FIRST_RESPONSE_SECONDS,
+        "Wall-clock time from a ticket's creation to its first public agent reply.",
+        seconds, FIRST_RESPONSE_BUCKETS,
+    )
+
+
+def count_event_run(event: str, status: str) -> None:
+    REGISTRY.inc(
+        EVENT_WORKFLOW_RUNS, "Workflow runs triggered by ticket events, by event and status.",
+        event=event, status=status,
+    )
+
+
+def count_sender_suspect() -> None:
+    REGISTRY.inc(SENDER_SUSPECT, "Inbound mail whose sender failed validation (spoofed?).")

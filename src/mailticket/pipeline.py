@@ -30,14 +30,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket import metrics, threading
 from mailticket.backends.actions import mirror_followup
+from mailticket.customers import lookup as customers
 from mailticket.outbound.loop import reply_recipient
 from mailticket.reading.parsing import parse_email
+from mailticket.reading.senderauth import SenderAuthConfig, Verdict, check_sender, is_suspect
+from mailticket.reading.senderauth.dns import DnsClient
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Settings, UnmatchedAction
+from mailticket.sla import service as sla_service
 from mailticket.store.batch import Batch, CheckpointLost, open_batch
 from mailticket.store.db import new_row
-from mailticket.store.models import Attachment, EmailLog, RawMessage, WorkflowExecution
+from mailticket.store.models import (
+    Attachment,
+    EmailLog,
+    EmailTicket,
+    RawMessage,
+    Ticket,
+    WorkflowExecution,
+)
 from mailticket.store.outbox_models import as_utc
+from mailticket.store.senderauth_models import EmailSenderAuth
 from mailticket.ticketing import quarantine, tickets
 from mailticket.types import Classification, Outcome, ParsedEmail
 from mailticket.workflows.engine import run_workflows
@@ -50,11 +62,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-Prepared = tuple[ParsedEmail, Classification]
+# Parsed, classified, and the sender's validation (None when none is configured).
+Prepared = tuple[ParsedEmail, Classification, Verdict | None]
 # What parsing and classifying gave for a message: its result, or why it failed.
 Ready = Prepared | Exception
 # A failed batch is halved until it is this small, then redone with SAVEPOINTs.
 _ONE_BY_ONE = 4
+
+
+class HeldByWorkflow(Exception):
+    """A workflow's `quarantine` action asked for the message to be held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +150,23 @@ class Pipeline:
     # Importing an archive: date tickets by when each mail arrived, not by today (never
     # later than the clock, so a bogus future Date header cannot mint tomorrow's numbers).
     backdate: bool = False
+    # Sender validation (SPF/DKIM/DMARC), built from the settings once.
+    sender_auth: SenderAuthConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.sender_auth is None:
+            self.sender_auth = SenderAuthConfig.from_settings(self.settings)
+        self._dns: DnsClient | None = None
+
+    def _check_sender(self, raw: bytes) -> Verdict | None:
+        """The verdict on the From domain, before any transaction: our own checks may ask
+        DNS, which must never happen while the unit of work holds its locks."""
+        config = self.sender_auth
+        if config is None or not config.active:
+            return None
+        if config.verify != "off" and self._dns is None:
+            self._dns = config.dns_client()
+        return check_sender(raw, config, dns=self._dns)
 
     # --- boundaries --------------------------------------------------------------------
 
@@ -226,7 +260,7 @@ class Pipeline:
         for raw, _source in items:
             try:
                 email = parse_email(raw, domain=self.settings.mail_domain)
-                prepared.append((email, self.classifier.classify(email)))
+                prepared.append((email, self.classifier.classify(email), self._check_sender(raw)))
             except Exception as exc:  # noqa: BLE001 - the message is quarantined with it
                 prepared.append(exc)
         return prepared
@@ -279,6 +313,9 @@ class Pipeline:
             if on_write is not None:
                 on_write()
             work.finish()
+            # SLA state of the tickets whose status or priority changed is recomputed on
+            # the next sweep (one UPDATE for the batch, after its rows are written).
+            sla_service.mark_touched_stale(work)
             return outcomes
         finally:
             work.close()
@@ -294,6 +331,11 @@ class Pipeline:
             return outcome
         except (OperationalError, CheckpointLost):
             raise
+        except HeldByWorkflow as exc:
+            work.rollback_to(mark, exc)
+            log.info("message from %s held by a workflow: %s", item.source, exc)
+            assert not isinstance(ready, Exception)
+            return self._hold(work, item, None, reason=str(exc), message_id=ready[0].message_id)
         except IntegrityError as exc:
             work.rollback_to(mark, exc)
             # Another worker stored the same Message-ID between our check and our insert.
@@ -312,10 +354,12 @@ class Pipeline:
         """Everything the batch's messages could look up, in a handful of queries."""
         if not ready:
             return
-        work.prefetch_logged(email.message_id for email, _ in ready)
+        work.prefetch_logged(email.message_id for email, _, _ in ready)
+        # The customer rules for every sender, in one query: tickets map without another.
+        customers.prefetch(work, (email.from_address for email, _, _ in ready))
         ids: list[str] = []
         numbers: set[str] = set()
-        for email, classification in ready:
+        for email, classification, _ in ready:
             for _signal, mid in threading.candidates(email, classification):
                 ids.append(mid)
                 if number := canonical_ticket_number(mid):
@@ -328,10 +372,10 @@ class Pipeline:
         clock = self.clock()
         earliest = min(
             (min(received_at_of(email, None), clock) if self.backdate else clock)
-            for email, _ in ready
+            for email, _, _ in ready
         )
         work.prefetch_replies(
-            (reply_recipient(email)[0] for email, _ in ready),
+            (reply_recipient(email)[0] for email, _, _ in ready),
             as_utc(earliest) - self.settings.auto_reply_rate_window,
         )
 
@@ -344,16 +388,28 @@ class Pipeline:
         return now
 
     def _handle(
-        self, work: Batch, item: Item, email: ParsedEmail, classification: Classification
+        self,
+        work: Batch,
+        item: Item,
+        email: ParsedEmail,
+        classification: Classification,
+        verdict: Verdict | None,
     ) -> Outcome:
         source = item.source
         duplicate = self._duplicate(work, email, source)
         if duplicate is not None:
             return duplicate
+        suspect = self._suspect(verdict)
         raw_row = item.raw_message or quarantine.store_raw(work, item.raw, source)
-        resolution = threading.resolve(work, self.settings, email, classification)
+        resolution = threading.resolve(work, self.settings, email, classification, suspect=suspect)
         entry = work.add(self._log_row(email, classification, raw_row, item.received_at))
         work.note_logged(entry)
+        if verdict is not None:
+            # The evidence beside the log row, written with it (which check said what).
+            work.add(new_row(
+                EmailSenderAuth, email_log_id=entry.id, status=verdict.status, suspect=suspect,
+                from_domain=verdict.from_domain, evidence=verdict.evidence(),
+            ))
         attachments = self._attachments(work, email, entry)
 
         ctx = ActionContext(
@@ -366,31 +422,43 @@ class Pipeline:
             raw_message_id=raw_row.id,
             now=self._now(entry),
             clock_now=self.clock(),
+            suspect=suspect,
+            joined=tuple(resolution.joined),
         )
         ran: list[str] = []
         if self.settings.email_workflows_enabled:
-            ran = [ex.workflow_name for ex in run_workflows(ctx, self.workflows) if ex.status == "ok"]
-        if ctx.ticket is None and not ctx.ignored:
-            self._unmatched(ctx)
+            executions = run_workflows(
+                ctx, self.workflows, customer=lambda: self._customer_of(ctx)
+            )
+            ran = [ex.workflow_name for ex in executions if ex.status == "ok"]
+        if ctx.quarantine is not None:
+            raise HeldByWorkflow(ctx.quarantine)
+        if not ctx.tickets and not ctx.ignored:
+            self._unmatched(ctx, resolution.joined)
+        first = ctx.tickets[0] if ctx.tickets else None
         for attachment in attachments:
             attachment.ticket_id = entry.ticket_id
-        if ctx.ticket is not None and resolution.also:
+        if first is not None and resolution.also:
             others = [work.ticket(tid) for tid in resolution.also]
-            tickets.merge_tickets(work, ctx.ticket, others)
+            tickets.merge_tickets(work, first, others, now=ctx.now)
         # Mail on a ticket that lives in an external backend too becomes a remote comment
-        # (no backends configured: no lookup on the hot path).
+        # (no backends configured: no lookup on the hot path), on each of its tickets.
         if self.settings.backends_file is not None:
-            mirror_followup(ctx)
+            targets: list[Ticket | None] = [*ctx.tickets] or [None]
+            for target in targets:
+                ctx.ticket = target
+                mirror_followup(ctx)
+            ctx.ticket = first
 
         match = resolution.match
-        on_ticket = ctx.ticket.id if ctx.ticket is not None else entry.ticket_id
+        on_ticket = first.id if first is not None else entry.ticket_id
         if match is not None and match.ticket_id == on_ticket:
             entry.matched_by, entry.matched_value = match.matched_by, match.matched_value
         elif ctx.linked:
             entry.matched_by = "workflow"
         entry.action = "created" if ctx.created else "linked" if ctx.linked else "logged"
         # A logged message (an out-of-office, say) may still sit on a ticket: name it.
-        ticket = ctx.ticket or (work.ticket(on_ticket) if on_ticket else None)
+        ticket = first or (work.ticket(on_ticket) if on_ticket else None)
         return Outcome(
             source=source,
             message_id=email.message_id,
@@ -402,21 +470,50 @@ class Pipeline:
             confidence=round(classification.confidence, 4),
             email_log_id=entry.id,
             workflows=ran,
+            ticket_numbers=[t.ticket_number for t in ctx.tickets],
+            suspect=suspect,
         )
 
-    def _unmatched(self, ctx: ActionContext) -> None:
-        """No workflow took the message. A reply still lands on its ticket's log; the
-        configurable default may open a ticket for human mail."""
+    def _suspect(self, verdict: Verdict | None) -> bool:
+        if verdict is None or self.sender_auth is None:
+            return False
+        suspect = is_suspect(verdict, self.sender_auth.policy)
+        if suspect:
+            metrics.count_sender_suspect()
+        return suspect
+
+    def _customer_of(self, ctx: ActionContext) -> tuple[int, str] | None:
+        """The message's customer, for workflows limited to customers: its ticket's (a
+        reply), else its sender's."""
+        if ctx.thread is not None:
+            owner = ctx.work.ticket(ctx.thread.ticket_id).customer_id
+            if owner is not None:
+                found = customers.customer(ctx.work, owner)
+                return (found.id, found.key) if found is not None else None
+        assert ctx.email is not None
+        match = customers.detect(
+            ctx.work, self.settings, [ctx.email.from_address], trusted=not ctx.suspect
+        )[0].match
+        return (match.customer_id, match.customer_key) if match is not None else None
+
+    def _unmatched(self, ctx: ActionContext, joined: list[int]) -> None:
+        """No workflow took the message. A reply still lands on its ticket's log (on each
+        ticket its original belongs to); the configurable default may open a ticket for
+        human mail."""
+        assert ctx.classification is not None and ctx.email_log is not None
         human = not ctx.classification.is_automated
         if self.settings.email_unmatched_action is UnmatchedAction.create_ticket and human:
             self._default_create(ctx)
             return
         if ctx.thread is not None:
-            ticket = ctx.work.ticket(ctx.thread.ticket_id)
+            ticket: Ticket = ctx.work.ticket(ctx.thread.ticket_id)
             ctx.email_log.ticket_id = ticket.id
             ctx.email_log.is_reply = True
+            for other in joined:
+                ctx.work.add(new_row(EmailTicket, email_log_id=ctx.email_log.id, ticket_id=other))
 
     def _default_create(self, ctx: ActionContext) -> None:
+        assert ctx.email_log is not None and ctx.email is not None and ctx.classification
         spec = get_action("create_ticket")
         started = time.perf_counter()
         result = spec.func(ctx, spec.params_model())
@@ -451,10 +548,20 @@ class Pipeline:
             classification=first.classification,
         )
 
-    def _hold(self, work: Batch, item: Item, exc: BaseException) -> Outcome:
+    def _hold(
+        self,
+        work: Batch,
+        item: Item,
+        exc: BaseException | None,
+        *,
+        reason: str | None = None,
+        message_id: str | None = None,
+    ) -> Outcome:
         raw_row = item.raw_message or quarantine.store_raw(work, item.raw, item.source)
         entry = quarantine.quarantine(
-            work, raw_row, source=item.source, reason=quarantine.describe(exc), exc=exc
+            work, raw_row, source=item.source,
+            reason=reason if reason is not None else quarantine.describe(exc or Exception()),
+            exc=exc, message_id=message_id,
         )
         return Outcome(
             source=item.source,

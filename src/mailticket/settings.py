@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     sender_auth_dns_timeout: float = Field(default=5.0, gt=0, le=60)
     # YAML of calendars and SLA policies; None: no SLAs.
     sla_path: Path | None = None
+    # Seconds between SLA sweeps (sla_warning / sla_breached / ticket_idle events).
+    sla_sweep_interval: float = Field(default=60.0, gt=0)
+    # Where `notify` reaches an assignee: JSON `{"5": "anna@example.com"}` (user id -> address).
+    assignee_addresses: dict[int, str] = Field(default_factory=dict)
 
     @field_validator(
         "customer_shared_domains", "customer_shared_domains_extra", "sender_auth_authserv_ids",
@@ -200,6 +204,22 @@ class Settings(BaseSettings):
         if value is not None:
             SharedDomains(value)  # raises a ValueError naming the bad entry
         return value
+
+    @field_validator("assignee_addresses", mode="before")
+    @classmethod
+    def _assignee_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("assignee_addresses")
+    @classmethod
+    def _assignee_addresses(cls, value: dict[int, str]) -> dict[int, str]:
+        out = {}
+        for user, address in value.items():
+            bare = parseaddr(address)[1].strip().lower()
+            if "@" not in bare:
+                raise ValueError(f"user {user}: {address!r} is not an address")
+            out[user] = bare
+        return out
 
     @field_validator("customers_path", "sla_path")
     @classmethod
@@ -287,6 +307,19 @@ class Settings(BaseSettings):
         if self.ticket_auto_assign and self.ticket_default_assignee_id is None:
             raise ValueError(
                 "TICKET_AUTO_ASSIGN=true needs TICKET_DEFAULT_ASSIGNEE_ID to be set"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sender_policy_has_evidence(self) -> Settings:
+        if (
+            self.sender_auth_policy == "no_pass"
+            and not self.sender_auth_authserv_ids
+            and self.sender_auth_verify == "off"
+        ):
+            raise ValueError(
+                "SENDER_AUTH_POLICY=no_pass would mark every message spoofed?: nothing can "
+                "pass without SENDER_AUTH_AUTHSERV_IDS or SENDER_AUTH_VERIFY"
             )
         return self
 

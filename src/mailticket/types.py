@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 Action = Literal["created", "linked", "duplicate", "logged", "quarantined"]
+# Labels of mail no human wrote.
+AUTOMATED_LABELS = ("auto_reply", "bounce")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class Classification:
     @property
     def is_automated(self) -> bool:
         """Mail no human wrote: never auto-answered, never reopens a ticket."""
-        return self.label in ("auto_reply", "bounce")
+        return self.label in AUTOMATED_LABELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,31 @@ class ThreadMatch:
     ticket_number: str
     matched_by: str  # in_reply_to | references | referenced_by | embedded | subject
     matched_value: str
+
+
+# Events the scheduler raises for tickets; workflows trigger on them (`event_trigger`).
+SLA_WARNING, SLA_BREACHED, TICKET_IDLE = "sla_warning", "sla_breached", "ticket_idle"
+EVENT_KINDS = (SLA_WARNING, SLA_BREACHED, TICKET_IDLE)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    """Something that happened to a ticket with time, not with mail: an SLA threshold
+    crossed, or a ticket the customer left without an answer for N days."""
+
+    kind: str  # one of EVENT_KINDS
+    ticket_id: int
+    # first_response | resolution (SLA events); the quiet period, e.g. "7d" (ticket_idle)
+    target: str
+    at: datetime  # when the threshold was crossed / the quiet period began
+    policy: str | None = None  # the SLA policy, for SLA events
+    # ticket_idle: the `days` of the workflow trigger that asked for it
+    idle_days: float | None = None
+
+    @property
+    def trigger(self) -> str:
+        """How an execution row names it: `sla_breached:first_response`, `ticket_idle:7d`."""
+        return f"{self.kind}:{self.target}" if self.target else self.kind
 
 
 @dataclass(slots=True)
@@ -113,6 +140,10 @@ class Outcome:
     error: str | None = None
     email_log_id: int | None = None
     workflows: list[str] = field(default_factory=list)
+    # Every ticket the message opened or joined, ticket_number's first (multi-ticket).
+    ticket_numbers: list[str] = field(default_factory=list)
+    # The sender failed validation under the deployment's policy (the `spoofed?` label).
+    suspect: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -124,4 +155,6 @@ class Outcome:
             "classification": self.classification,
             "confidence": self.confidence,
             "error": self.error,
+            "tickets": list(self.ticket_numbers),
+            "suspect": self.suspect,
         }

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from mailticket.store.models import Attachment, EmailLog, Ticket
+from mailticket.store.models import Attachment, EmailLog, EmailTicket, Ticket
 
 
 class BadCursor(ValueError):
@@ -115,16 +115,31 @@ THREAD_COLUMNS = (
 
 
 def thread(session: Session, ticket_id: int) -> Sequence[Any]:
-    """A ticket's mail in the order it reached us (ix_email_log_ticket_received serves it).
+    """A ticket's mail in the order it reached us (ix_email_log_ticket_received serves it),
+    with the mail of other tickets linked to it too (multi-ticket threading).
 
     Plain rows of the listed columns, not ORM objects: the thread endpoint is the hottest
     read path and needs neither identity map nor the wide columns (body, thread data).
     """
-    return session.execute(
+    own = session.execute(
         select(*THREAD_COLUMNS)
         .where(EmailLog.ticket_id == ticket_id)
         .order_by(EmailLog.email_received_at, EmailLog.id)
     ).all()
+    linked = session.execute(
+        select(*THREAD_COLUMNS)
+        .join(EmailTicket, EmailTicket.email_log_id == EmailLog.id)
+        .where(EmailTicket.ticket_id == ticket_id, EmailLog.ticket_id != ticket_id)
+    ).all()
+    if not linked:
+        return own
+    return sorted([*own, *linked], key=lambda r: (_utc(r.email_received_at), r.id))
+
+
+def _utc(moment: datetime | None) -> datetime:
+    if moment is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def tickets_by_email(session: Session, address: str) -> list[Ticket]:
@@ -135,6 +150,10 @@ def tickets_by_email(session: Session, address: str) -> list[Ticket]:
         return []
     from_log = select(EmailLog.ticket_id).where(
         EmailLog.email_from == addr, EmailLog.ticket_id.is_not(None)
+    ).union(
+        select(EmailTicket.ticket_id)
+        .join(EmailLog, EmailLog.id == EmailTicket.email_log_id)
+        .where(EmailLog.email_from == addr)
     )
     return list(
         session.scalars(

@@ -28,6 +28,7 @@ from mailticket.api.schemas import (
 )
 from mailticket.backends.actions import queue_comment, queue_ticket_update
 from mailticket.settings import Priority
+from mailticket.sla import service as sla_service
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets as ticket_service
 
@@ -142,7 +143,7 @@ def get_ticket(ticket_id: TicketRef, session: SessionDep) -> TicketDetail:
     "/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("write"))]
 )
 def patch_ticket(
-    ticket_id: TicketRef, change: TicketPatch, session: SessionDep
+    ticket_id: TicketRef, change: TicketPatch, session: SessionDep, runtime: RuntimeDep
 ) -> TicketDetail:
     """Change status, priority, assignee or tags (tags replace the list)."""
     ticket = load_ticket(session, ticket_id)
@@ -161,6 +162,11 @@ def patch_ticket(
         ticket.tags = []
         ticket_service.add_tags(ticket, change.tags or [])
     ticket.updated_at = datetime.now(UTC)
+    # The SLA clock follows (history row; a new priority may mean another policy).
+    if new_status is not None:
+        sla_service.record_status(session, ticket.id, new_status, runtime.clock(), source="api")
+    if new_priority is not None:
+        sla_service.mark_stale(session, [ticket.id])
     # Mirrored to external backends in the same transaction (the outbox delivers it).
     queue_ticket_update(session, ticket, status=new_status, priority=new_priority)
     session.commit()
@@ -178,12 +184,14 @@ def add_comment(
     comment: CommentIn,
     session: SessionDep,
     principal: WritePrincipal,
+    runtime: RuntimeDep,
 ) -> CommentOut:
     """A public comment or an internal note; the author defaults to the token's name."""
     ticket = load_ticket(session, ticket_id)
     row = ticket_service.add_comment(
         session, ticket, comment.body, internal=comment.visibility == "internal",
         author_email=comment.author_email or f"token:{principal.name}", source="api",
+        now=runtime.clock(),  # a public comment may be the SLA's first response
     )
     session.flush()
     queue_comment(session, ticket, row)

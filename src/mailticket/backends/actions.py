@@ -63,9 +63,9 @@ def _draft(ctx: ActionContext, ticket: Ticket, params: PushToBackendParams,
     return TicketDraft(
         subject=ticket.subject,
         text=ticket.description,
-        html=ctx.email.html,
+        html=ctx.email.html if ctx.email is not None else None,
         requester_email=ticket.requester_email,
-        requester_name=ctx.email.from_name or None,
+        requester_name=(ctx.email.from_name or None) if ctx.email is not None else None,
         priority=ticket.priority,
         tags=tuple(ticket.tags or ()),
         local_number=ticket.ticket_number,
@@ -74,19 +74,24 @@ def _draft(ctx: ActionContext, ticket: Ticket, params: PushToBackendParams,
 
 
 def _queue_attachments(ctx: ActionContext, ticket_id: int, backend: str, link_id: int) -> int:
+    """The message's attachments; for an event-triggered push (no message), every
+    attachment the ticket's mail brought."""
+    if ctx.email_log is not None and ctx.email is not None:
+        which = Attachment.email_log_id == ctx.email_log.id
+    else:
+        which = Attachment.ticket_id == ticket_id
     rows = ctx.session.scalars(
-        select(Attachment)
-        .where(Attachment.email_log_id == ctx.email_log.id)
-        .order_by(Attachment.part_index)
+        select(Attachment).where(which).order_by(Attachment.email_log_id, Attachment.part_index)
     ).all()
     for row in rows:
+        mail_key = ctx.email.message_id if ctx.email is not None else f"log:{row.email_log_id}"
         enqueue_op(
             ctx.session, backend=backend, operation="create_attachment", ticket_id=ticket_id,
             payload={
                 "email_log_id": row.email_log_id, "part_index": row.part_index,
                 "filename": row.filename, "content_type": row.content_type, "public": True,
             },
-            key_parts=(ctx.email.message_id, row.part_index, link_id),
+            key_parts=(mail_key, row.part_index, link_id),
         )
     return len(rows)
 
@@ -135,7 +140,8 @@ def mirror_followup(ctx: ActionContext) -> list[str]:
     Called by the pipeline after workflows ran. The email that opened or pushed the ticket
     is already in the remote create, so it is skipped.
     """
-    ticket_id = ctx.ticket.id if ctx.ticket is not None else ctx.email_log.ticket_id
+    mail = ctx.mail("mirroring a follow-up")
+    ticket_id = ctx.ticket.id if ctx.ticket is not None else mail.email_log.ticket_id
     if ticket_id is None or ctx.created or ctx.ignored:
         return []
     pushed = set(ctx.notes.get(PUSHED_NOTE, ()))
@@ -143,7 +149,7 @@ def mirror_followup(ctx: ActionContext) -> list[str]:
     ticket = ctx.ticket if ctx.ticket is not None else ctx.session.get_one(Ticket, ticket_id)
     # A customer's reply reopens a resolved ticket: the reopen goes out before the comment.
     queue_ticket_update(ctx.session, ticket, status=ticket.status,
-                        stamp=f"mail:{ctx.email.message_id}")
+                        stamp=f"mail:{mail.email.message_id}")
     current: list[RemoteLink] = links.links_of(ctx.session, ticket_id)
     for link in current:
         if link.backend in pushed:
@@ -151,19 +157,19 @@ def mirror_followup(ctx: ActionContext) -> list[str]:
         if link.state == "broken":
             log.warning(
                 "not mirroring %s to %s: link broken (%s)",
-                ctx.email.message_id, link.backend, link.broken_reason,
+                mail.email.message_id, link.backend, link.broken_reason,
             )
             continue
-        sender = ctx.email.from_name or ctx.email.from_address or "unknown sender"
+        sender = mail.email.from_name or mail.email.from_address or "unknown sender"
         enqueue_op(
             ctx.session, backend=link.backend, operation="create_comment", ticket_id=ticket_id,
             payload={
-                "text": f"{sender} wrote:\n\n{ctx.email.text.strip()}\n",
+                "text": f"{sender} wrote:\n\n{mail.email.text.strip()}\n",
                 "public": True,
-                "author_email": ctx.email.from_address or None,
-                "email_log_id": ctx.email_log.id,
+                "author_email": mail.email.from_address or None,
+                "email_log_id": mail.email_log.id,
             },
-            key_parts=(ctx.email.message_id, link.id),
+            key_parts=(mail.email.message_id, link.id),
         )
         _queue_attachments(ctx, ticket_id, link.backend, link.id)
         queued.append(link.backend)

@@ -21,6 +21,7 @@ from mailticket.cli.common import (
 from mailticket.settings import ConfigError
 from mailticket.store.migrate import MigrationsNotFound
 from mailticket.workflows.loader import WorkflowLoadError
+from mailticket.yamlconfig import ConfigFileError
 
 __all__ = ["CliError", "build_parser", "main", "settings_or_exit"]
 
@@ -35,6 +36,8 @@ COMMAND_MODULES: list[str] = [
     "mailticket.cli.tokens",
     "mailticket.cli.serve",
     "mailticket.cli.backends",
+    "mailticket.cli.customers",
+    "mailticket.cli.sla",
 ]
 
 # 128 + SIGPIPE: what a command killed by a closed pipe exits with (`... | head`).
@@ -114,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkflowLoadError as exc:
         # The same `file:line: reason` lines as `workflows validate` and `workflows list`.
         _fail(f"mailticket: WORKFLOWS_PATH does not load:\n{exc}", verbose=verbose)
+        return 2
+    except ConfigFileError as exc:
+        # CUSTOMERS_PATH / SLA_PATH, or customers they name that do not exist: file:line.
+        _fail(f"mailticket: configuration problems:\n{exc}", verbose=verbose)
         return 2
     except ArgumentError as exc:
         _fail(f"mailticket: DATABASE_URL is not a database URL: {exc}", verbose=verbose)

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from mailticket.cli.common import one_line_warnings, require_database, settings_or_exit
+from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
-from mailticket.runtime import Runtime, build_runtime
+from mailticket.runtime import Runtime, build_runtime, prepare_worker
 from mailticket.settings import ConfigError
 
 
@@ -24,6 +25,16 @@ def _app_factory(runtime: Runtime) -> Callable[[], Any] | None:
     # Optional component: imported by name so installations without it still run.
     create_app = importlib.import_module("mailticket.api.app").create_app
     return lambda: create_app(runtime)
+
+
+def _sweeper(runtime: Runtime) -> Callable[[], object] | None:
+    """The SLA / escalation sweep the worker schedules (None: nothing to sweep for)."""
+    if runtime.sla is None and not runtime.workflows.has_events:
+        return None
+    return lambda: run_sweep(
+        runtime.session_factory, runtime.settings, runtime.sla, runtime.workflows,
+        clock=runtime.clock,
+    )
 
 
 async def _forever(worker: Worker) -> None:
@@ -45,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
             process=runtime.pipeline.process,
             # --once serves nothing: the API would only be torn down again.
             app_factory=None if args.once else _app_factory(runtime),
+            sweep=_sweeper(runtime),
         )
         if not worker.describe():
             print(
@@ -54,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
             )
             return 2
         require_database(settings)
+        # Customers synced, every customer the SLA file and the workflows name checked.
+        prepare_worker(runtime)
         if args.once:
             asyncio.run(worker.run_once())
             return 1 if worker.failures else 0

@@ -141,6 +141,23 @@ def customers_involved(
     return out
 
 
+def rules_for(
+    session: Session, addresses: Iterable[str]
+) -> tuple[dict[str, CustomerRef], dict[str, CustomerRef]]:
+    """The contact and domain rules that could map any of `addresses` (normalised address
+    -> customer, domain -> customer), in one query: for callers that cache them."""
+    normal: set[str] = set()
+    domains: set[str] = set()
+    for address in addresses:
+        try:
+            value = normalise_address(address)
+        except InvalidDomain:
+            continue
+        normal.add(value)
+        domains.update(parent_chain(value.rpartition("@")[2]))
+    return _lookup(session, normal, domains)
+
+
 def _lookup_query() -> Any:
     """Both lookups in one round trip, built once: the matcher runs for every message, and
     building the statement cost more than the database answering it."""

@@ -54,6 +54,9 @@ class Worker:
     # Pipeline.process (own transaction) for the LMTP receiver; None: no receiver.
     process: Callable[[bytes, str], Outcome] | None = None
     app_factory: Callable[[], Any] | None = None  # the HTTP API, when API_LISTEN is set
+    # The SLA / escalation sweep (blocking; its own transactions), every SLA_SWEEP_INTERVAL
+    # seconds; None: no SLA file and no event-triggered workflows.
+    sweep: Callable[[], object] | None = None
     imap: list[ImapSource] = field(default_factory=list)
     maildir: MaildirSource | None = None
     failures: int = 0
@@ -110,6 +113,7 @@ class Worker:
                 log.error("source failed source=%s error=%r", name, result)
             else:
                 total += result
+        await self._sweep()
         await self._deliver()
         await self._deliver_backends()
         log.info(
@@ -141,6 +145,11 @@ class Worker:
             scheduler.add_job(
                 self._poll_backends, "interval", seconds=self.settings.backend_poll_interval,
                 max_instances=1, coalesce=True,
+            )
+        if self.sweep is not None:
+            scheduler.add_job(
+                self._sweep, "interval", seconds=self.settings.sla_sweep_interval,
+                max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.settings.outbox_retention:
             scheduler.add_job(
@@ -205,6 +214,19 @@ class Worker:
         removed = await asyncio.to_thread(prune)
         if removed:
             log.info("pruned imap ledger rows=%d", removed)
+
+    async def _sweep(self) -> None:
+        """SLA events, idle tickets and their workflows (one runner per cluster: the sweep
+        takes PostgreSQL's advisory lock; on SQLite it writes in turns of the write gate)."""
+        if self.sweep is None:
+            return
+        try:
+            await asyncio.to_thread(self.sweep)
+        except Exception:  # the next interval tries again; the worker must outlive one failure
+            log.exception("sla sweep failed")
+            return
+        # Notices it queued go out now rather than at the next outbox poll.
+        self._kick.event.set()
 
     async def _prune_outbox(self) -> None:
         before = datetime.now(UTC) - self.settings.outbox_retention

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from mailticket.outbound.auto_reply import queue_auto_reply
 from mailticket.outbound.loop import arrival_time, should_auto_reply
 from mailticket.outbound.templates import TemplateRenderError
-from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
+from mailticket.workflows.registry import MAIL, ActionContext, ActionError, ActionParams, action
 
 
 class SendAutoReplyParams(ActionParams):
@@ -28,18 +28,19 @@ class SendAutoReplyParams(ActionParams):
         return value.lower()
 
 
-@action("send_auto_reply", SendAutoReplyParams, through_work=True)
+@action("send_auto_reply", SendAutoReplyParams, through_work=True, on=frozenset({MAIL}))
 def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str, Any]:
     """Queue a templated answer to the sender (loop-protected, rate-limited, sent once)."""
+    mail = ctx.mail("send_auto_reply")
     if ctx.ticket is None:
         raise ActionError("no ticket to reply about: put create_ticket before send_auto_reply")
     if params.only_if_created and not ctx.created:
         return {"sent": False, "reason": "not a new ticket (only_if_created)"}
     now = ctx.now or datetime.now(UTC)
     ok, reason = should_auto_reply(
-        ctx.work, ctx.settings, ctx.email, ctx.classification,
+        ctx.work, ctx.settings, mail.email, mail.classification,
         now=ctx.clock_now or now,
-        received_at=arrival_time(ctx.email, ctx.email_log.email_received_at),
+        received_at=arrival_time(mail.email, mail.email_log.email_received_at),
     )
     if not ok:
         return {"sent": False, "reason": reason}
@@ -48,7 +49,7 @@ def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str
             ctx.work,
             ctx.settings,
             ctx.ticket,
-            ctx.email,
+            mail.email,
             template=params.template,
             now=now,
             extra=dict(params.extra),

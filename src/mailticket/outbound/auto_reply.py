@@ -13,18 +13,18 @@ from typing import Any
 
 from mailticket.outbound.compose import compose, new_message_id, reply_subject, thread_headers
 from mailticket.outbound.loop import reply_recipient
+from mailticket.outbound.sending import SEND_OPERATION, SMTP_KIND, SMTP_TARGET, queue_message
 from mailticket.outbound.templates import MailTemplates
 from mailticket.settings import Settings
 from mailticket.store.batch import AUTO_REPLY_ACTION, Batch
-from mailticket.store.db import new_row
-from mailticket.store.models import EmailLog, Ticket
-from mailticket.store.outbox_models import OutboxItem, as_utc, utcnow
-from mailticket.threading import record_thread_refs
+from mailticket.store.models import Ticket
+from mailticket.store.outbox_models import as_utc
 from mailticket.types import ParsedEmail
 
-SMTP_KIND = "smtp"
-SMTP_TARGET = "smtp"
-SEND_OPERATION = "send_mail"
+__all__ = [
+    "SEND_OPERATION", "SMTP_KIND", "SMTP_TARGET", "QueuedReply", "idempotency_key",
+    "queue_auto_reply", "template_context",
+]
 
 
 @dataclass(frozen=True)
@@ -94,45 +94,18 @@ def queue_auto_reply(
         html_body=rendered.html,
         date=now,
     )
-    entry = new_row(
-        EmailLog,
+    queued = queue_message(
+        work,
+        settings,
         ticket_id=ticket.id,
-        email_message_id=message.message_id,
-        email_subject=message.subject,
-        email_from=settings.mail_from_address,
-        email_from_name=settings.mail_from_name or None,
-        email_to=to_address,
-        email_received_at=now,
-        is_reply=True,
-        thread_data={
-            "message_id": message.message_id,
-            "in_reply_to": message.in_reply_to,
-            "references": " ".join(message.references) or None,
-            "template": template,
-        },
-        direction="out",
+        message=message,
+        rcpt_to=[to_address],
         action=AUTO_REPLY_ACTION,
         body_text=rendered.text,
-        created_at=now,
+        idempotency_key=key,
+        now=now,
+        from_name=settings.mail_from_name,
+        thread_extra={"template": template},
     )
-    work.add(entry)
-    work.note_logged(entry)
     work.note_reply(to_address, now)
-    # Our own id as "self" (a reply to it threads straight here), the ids it points at as refs.
-    record_thread_refs(work, ticket.id, message.message_id, message.references)
-    payload = {
-        "mail_from": settings.mail_from_address,
-        "rcpt_to": [to_address],
-        "message_id": message.message_id,
-        "email_log_id": entry.id,
-    }
-    item = new_row(
-        OutboxItem,
-        kind=SMTP_KIND, target=SMTP_TARGET, operation=SEND_OPERATION, payload=payload,
-        # The exact bytes: a retry sends the identical message, Message-ID included.
-        message=message.raw, idempotency_key=key, ticket_id=ticket.id,
-        status="pending", attempts=0, next_attempt_at=utcnow(),
-    )
-    work.add(item)
-    work.note_outbox(item)
-    return QueuedReply(message.message_id, item.id, entry.id, False)
+    return QueuedReply(message.message_id, queued.item.id, queued.entry.id, False)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mailticket import metrics
 from mailticket.customers.models import Customer
 from mailticket.sla.clock import SlaState, StatusSpan, compute
 from mailticket.sla.config import SlaConfig
 from mailticket.sla.models import SlaEvent, TicketSla, TicketStatusChange
+from mailticket.store.batch import Batch
+from mailticket.store.db import new_row
 from mailticket.store.models import Ticket
 
 SLA_WARNING = "sla_warning"
@@ -65,6 +68,7 @@ def record_status(
     session: Session, ticket_id: int, status: str, at: datetime, *, source: str | None = None
 ) -> bool:
     """Append a status change (no-op when the status is unchanged); marks the SLA stale."""
+    at = _utc(at)
     last = session.scalar(
         select(TicketStatusChange.status)
         .where(TicketStatusChange.ticket_id == ticket_id)
@@ -79,14 +83,53 @@ def record_status(
     return True
 
 
-def record_first_response(session: Session, ticket_id: int, at: datetime) -> None:
-    """The first public agent reply; later ones change nothing."""
+def record_first_response(session: Session, ticket_id: int, at: datetime) -> timedelta | None:
+    """The first public agent reply; later ones change nothing. Returns the time from the
+    ticket's creation to it when this call set it (for the metrics), else None."""
+    at = _utc(at)
     row = session.get(TicketSla, ticket_id)
     if row is None:
         session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
     elif row.first_response_at is None or at < _aware(row.first_response_at):
         row.first_response_at, row.computed_at = at, None
+    else:
+        return None
     session.flush()
+    created = session.scalar(select(Ticket.created_at).where(Ticket.id == ticket_id))
+    if created is None:
+        return None
+    elapsed = _aware(at) - _aware(created)
+    metrics.observe_first_response(max(elapsed.total_seconds(), 0.0))
+    return elapsed
+
+
+# --- in a unit of work (the pipeline, event runs) -------------------------------------------
+
+_TOUCHED = "sla.touched"
+
+
+def note_status(work: Batch, ticket_id: int, status: str, at: datetime, *, source: str) -> None:
+    """A status change made in a unit of work: its history row goes with the batch's rows
+    (no query: the caller knows the status changed), and the ticket is recomputed on the
+    next sweep (`mark_touched_stale`, which the batch's owner calls once it is written)."""
+    at = _utc(at)
+    work.add(new_row(
+        TicketStatusChange, ticket_id=ticket_id, status=status, changed_at=at, source=source,
+    ))
+    touch(work, [ticket_id])
+
+
+def touch(work: Batch, ticket_ids: Iterable[int]) -> None:
+    """Tickets whose SLA inputs (status, priority, customer) the unit of work changed.
+    Kept without undo: marking a ticket stale that did not change costs one recomputation."""
+    work.memo.setdefault(_TOUCHED, set()).update(ticket_ids)
+
+
+def mark_touched_stale(work: Batch) -> None:
+    """After the unit of work is written: one UPDATE for every ticket it touched."""
+    touched: set[int] = work.memo.pop(_TOUCHED, set())
+    if touched:
+        mark_stale(work.session, sorted(touched))
 
 
 def mark_stale(session: Session, ticket_ids: Iterable[int] | None = None) -> None:
@@ -198,7 +241,7 @@ def claim_events(session: Session, claims: list[Claim]) -> set[tuple[int, str, s
     # One cached statement, sent as multi-row batches by SQLAlchemy's insertmanyvalues.
     rows = session.execute(stmt, [
         {"ticket_id": c.ticket_id, "kind": c.kind, "target": c.target,
-         "occurrence": c.occurrence, "at": c.at, "fired": c.fired}
+         "occurrence": c.occurrence, "at": _utc(c.at), "fired": c.fired}
         for c in claims
     ])
     inserted = {(tid, kind, target, occurrence) for tid, kind, target, occurrence in rows}
@@ -272,6 +315,7 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
     """Recompute the tickets that need it (stale, never computed, or due for a look) and
     raise their events. Returns what fired, for the workflow engine. A handful of
     statements per batch, whatever its size: the database round trip is the cost."""
+    now = _utc(now)
     report = SweepReport()
     facts = _due_tickets(session, now, limit)
     ids = [f.ticket_id for f in facts]
@@ -297,6 +341,7 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
 
 def refresh_ticket(session: Session, config: SlaConfig, ticket_id: int, now: datetime) -> SlaState | None:
     """Recompute one ticket now (after a change the API shows at once); no events."""
+    now = _utc(now)
     facts = _facts(session, [ticket_id])
     if not facts:
         return None
@@ -304,6 +349,24 @@ def refresh_ticket(session: Session, config: SlaConfig, ticket_id: int, now: dat
     save_state(session, ticket_id, state, now)
     session.flush()
     return state
+
+
+# --- reading, for the API, the CLI and the thread view --------------------------------------
+
+
+def states_of(session: Session, ticket_ids: Iterable[int]) -> dict[int, TicketSla]:
+    """Stored SLA state by ticket id (tickets without a computed state are missing): the
+    badge (`state`: on_track | warning | breached), due times, paused, the policy."""
+    ids = sorted(set(ticket_ids))
+    if not ids:
+        return {}
+    rows = session.scalars(select(TicketSla).where(TicketSla.ticket_id.in_(ids)))
+    return {row.ticket_id: row for row in rows if row.policy is not None}
+
+
+def state_clause(state: str) -> Any:
+    """Tickets whose SLA badge is `state` (for `select(Ticket).where(...)`)."""
+    return Ticket.id.in_(select(TicketSla.ticket_id).where(TicketSla.state == state))
 
 
 def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFacts]:
@@ -349,3 +412,10 @@ def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes for what was stored as UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
+
+
+def _utc(moment: datetime) -> datetime:
+    """Stored as UTC: SQLite keeps a datetime's wall time and drops its offset."""
+    if moment.tzinfo is None:
+        raise ValueError("SLA times must be timezone-aware")
+    return moment.astimezone(UTC)

@@ -39,6 +39,7 @@ from mailticket.store.models import (
     Attachment,
     Comment,
     EmailLog,
+    EmailTicket,
     QuarantineEntry,
     RawMessage,
     ThreadRef,
@@ -53,7 +54,7 @@ _CHUNK = 500
 AUTO_REPLY_ACTION = "auto_reply"
 _KIND_RANK = {"self": 0, "ref": 1}
 # What a merge moves from one ticket to the other (as merging always has).
-_MOVED_WITH_TICKET = (EmailLog, Comment, Attachment)
+_MOVED_WITH_TICKET = (EmailLog, Comment, Attachment, EmailTicket)
 
 
 class CheckpointLost(Exception):
@@ -129,6 +130,10 @@ class Batch:
         self._counters_dirty: set[str] = set()
         self._outbox: dict[str, OutboxItem | None] = {}
         self._held: dict[str, QuarantineEntry | None] = {}
+        # Lookups other packages cache for the batch's lifetime, by their own key (the
+        # customer directory, tickets an event touched ...): reference data the batch
+        # never writes, or sets where an extra entry is harmless, so no undo is kept.
+        self.memo: dict[str, Any] = {}
         session.connection()  # begin now, so the transaction this batch lives in is known
         self._tx = session.get_nested_transaction() or session.get_transaction()
         event.listen(session, "do_orm_execute", self._before_orm_execute)
@@ -229,8 +234,9 @@ class Batch:
     def add(self, obj: _T) -> _T:
         """A new row, given its id now and written when the batch is."""
         row: Any = obj
-        if row.id is None:
-            # Straight into the new object's dict: nothing to record or undo for it.
+        if getattr(row, "id", _NO_ID) is None:
+            # Straight into the new object's dict: nothing to record or undo for it. (A row
+            # keyed by the row it describes, like a log row's sender evidence, has no id.)
             row.__dict__["id"] = self.ids.take(row.__tablename__)
         self.unattached.append(row)
         self._mine.append(row)
@@ -597,6 +603,7 @@ class Batch:
 
 
 _ABSENT: Any = object()
+_NO_ID: Any = object()
 
 
 def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = False) -> None:

@@ -113,6 +113,8 @@ def move_tickets(session: Session, moves: list[tuple[int, int]]) -> None:
         )
     connection.execute(_MOVE_REFS, params)
     connection.execute(_DROP_REFS, params)
+    connection.execute(_MOVE_LINKS, params)
+    connection.execute(_DROP_LINKS, params)
 
 
 # The SELECT's WHERE also settles SQLite's parsing of INSERT ... SELECT ... ON CONFLICT.
@@ -123,6 +125,13 @@ _MOVE_REFS = text(
     "WHERE excluded.kind = 'self'"
 )
 _DROP_REFS = text("DELETE FROM tticket_thread_refs WHERE ticket_id = :m_src")
+# A message's further tickets (multi-ticket threading) follow the merge, once each.
+_MOVE_LINKS = text(
+    "UPDATE mailticket_email_tickets SET ticket_id = :m_dst WHERE ticket_id = :m_src "
+    "AND email_log_id NOT IN "
+    "(SELECT email_log_id FROM mailticket_email_tickets WHERE ticket_id = :m_dst)"
+)
+_DROP_LINKS = text("DELETE FROM mailticket_email_tickets WHERE ticket_id = :m_src")
 
 # A ref that turns out to be a message we hold upgrades to "self" (both forms below).
 _UNNEST_REFS = text(

@@ -190,6 +190,28 @@ class ThreadRef(Base):
     kind: Mapped[str] = mapped_column(String(8), nullable=False)
 
 
+class EmailTicket(Base):
+    """A message that belongs to more than one ticket (multi-ticket threading): the log keeps
+    one row per message and its `ticket_id` names the first ticket, as the seed's SQL
+    expects; each further ticket is a row here. A ticket's thread is the mail whose
+    `ticket_id` is the ticket plus the mail linked to it here."""
+
+    __tablename__ = "mailticket_email_tickets"
+
+    email_log_id: Mapped[int] = mapped_column(
+        ForeignKey("tticket_email_log.id"), primary_key=True
+    )
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tticket_tickets.id"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=_now()
+    )
+
+    email_log_row: Mapped[EmailLog] = _written_after("EmailLog", "EmailTicket.email_log_id")
+    ticket_row: Mapped[Ticket] = _written_after("Ticket", "EmailTicket.ticket_id")
+
+
 class TicketCounter(Base):
     """Per-day sequence behind TKT-YYYYMMDD-XXX, bumped with one atomic upsert."""
 
@@ -217,10 +239,16 @@ class WorkflowExecution(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=_now(), index=True
     )
+    # NULL for a run a message triggered (`classification` names its label); for a run an
+    # event triggered, the event: `sla_warning:first_response`, `ticket_idle:7d` ...
+    trigger: Mapped[str | None] = mapped_column(String(48), index=True)
+    # The ticket an event run was about (a mail-triggered run's ticket is its email's).
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tticket_tickets.id"), index=True)
 
     email_log_row: Mapped[EmailLog | None] = _written_after(
         "EmailLog", "WorkflowExecution.email_log_id"
     )
+    ticket_row: Mapped[Ticket | None] = _written_after("Ticket", "WorkflowExecution.ticket_id")
 
 
 class QuarantineEntry(Base):

@@ -5,6 +5,13 @@ headers of the original message they carry, then "some ticket's mail pointed at 
 message" (it arrived after its reply), then the subject. For each id two signals count: a
 Message-ID stored for a ticket (ours or the customer's, in any message's own id, In-Reply-To
 or References: the last gives ghost parents) and a TKT number inside the id.
+
+Multi-ticket threading: one message can belong to several tickets (a `split_by: customer`
+create, or two workflows that each opened one). Its id is then stored as "self" for each of
+them: a reply to it joins every one (`joined`), and tickets that share a message are never
+merged with each other (they are parallel conversations on purpose, not one split by
+accident). A message whose sender failed validation (`suspect`) never threads by its
+subject alone: a forged From must not be able to write into someone's ticket by naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from dataclasses import dataclass, field
 
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Settings, SubjectMatchPolicy
-from mailticket.store.batch import Batch
+from mailticket.store.batch import Batch, Ref
 from mailticket.store.models import Ticket
 from mailticket.threading.subject import subject_ticket_number
 from mailticket.types import Classification, ParsedEmail, ThreadMatch
@@ -30,6 +37,14 @@ class Resolution:
     # The matched ticket itself. The session's identity map only holds objects weakly: kept
     # here, the actions that link the mail find it there instead of loading it again.
     ticket: Ticket | None = field(default=None, repr=False, compare=False)
+    # Further tickets the matched original belongs to (multi-ticket): the message joins
+    # them too, in id order.
+    joined: list[int] = field(default_factory=list)
+
+    @property
+    def ticket_ids(self) -> list[int]:
+        """Every ticket the message threads into, the matched one first."""
+        return [] if self.match is None else [self.match.ticket_id, *self.joined]
 
 
 def candidates(email: ParsedEmail, classification: Classification) -> list[tuple[str, str]]:
@@ -64,8 +79,31 @@ def _is_participant(work: Batch, ticket: Ticket, address: str) -> bool:
     return work.is_participant(ticket, address)
 
 
+def _siblings(refs: dict[str, list[Ref]], work: Batch, start: int) -> set[int]:
+    """Tickets linked to `start` by messages they share (each holds the id as "self"),
+    directly or through one another."""
+    groups = [
+        {work.live(work.ticket(r.ticket_id)).id for r in found if r.kind == "self"}
+        for found in refs.values()
+    ]
+    family = {start}
+    grew = True
+    while grew:
+        grew = False
+        for group in groups:
+            if len(group) > 1 and group & family and not group <= family:
+                family |= group
+                grew = True
+    return family
+
+
 def resolve(
-    work: Batch, settings: Settings, email: ParsedEmail, classification: Classification
+    work: Batch,
+    settings: Settings,
+    email: ParsedEmail,
+    classification: Classification,
+    *,
+    suspect: bool = False,
 ) -> Resolution:
     pairs = candidates(email, classification)
     ids = [mid for _, mid in pairs]
@@ -75,14 +113,12 @@ def resolve(
 
     first: ThreadMatch | None = None
     first_ticket: Ticket | None = None
+    joined: list[int] = []
     related: dict[int, Ticket] = {}
     for signal, mid in pairs:
         # For "referenced_by" only mail that pointed at this id counts, not a copy of it.
-        hits = [
-            work.live(work.ticket(r.ticket_id))
-            for r in refs.get(mid, [])
-            if signal != "referenced_by" or r.kind == "ref"
-        ]
+        pointed = [r for r in refs.get(mid, []) if signal != "referenced_by" or r.kind == "ref"]
+        hits = [work.live(work.ticket(r.ticket_id)) for r in pointed]
         number = canonical_ticket_number(mid)
         if number and number.upper() in by_number:
             hits.append(by_number[number.upper()])
@@ -90,15 +126,20 @@ def resolve(
             if first is None:
                 first = ThreadMatch(ticket.id, ticket.ticket_number, signal, mid)
                 first_ticket = ticket
+                # The original is a message of several tickets: the reply joins them all.
+                own = {work.live(work.ticket(r.ticket_id)).id for r in pointed if r.kind == "self"}
+                if ticket.id in own:
+                    joined = sorted(own - {ticket.id})
             if signal in _MERGING_SIGNALS:
                 related.setdefault(ticket.id, ticket)
 
     if first is not None:
-        also = [tid for tid in related if tid != first.ticket_id]
-        return Resolution(first, also, first_ticket)
+        family = _siblings(refs, work, first.ticket_id) if len(related) > 1 else set()
+        also = [tid for tid in related if tid != first.ticket_id and tid not in family]
+        return Resolution(first, also, first_ticket, joined)
 
     number = subject_ticket_number(email.subject)
-    if number:
+    if number and not suspect:
         found = _tickets_by_number(work, {number.upper()}).get(number.upper())
         if found is not None and (
             settings.ticket_subject_match is SubjectMatchPolicy.any

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from mailticket.reading.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Priority, Settings
+from mailticket.sla import service as sla_service
 from mailticket.store.batch import Batch
 from mailticket.store.db import new_row
-from mailticket.store.models import Comment, EmailLog, Ticket
+from mailticket.store.models import Comment, EmailLog, EmailTicket, Ticket
 from mailticket.threading import record_thread_refs
 from mailticket.ticketing.numbering import allocate_ticket_number
 from mailticket.types import Classification, ParsedEmail
@@ -66,6 +67,9 @@ def create_ticket_from_email(
             "created_from_email": True,
         },
         requester_email=email.from_address or None,
+        # The pipeline's clock, which dates the number too: the SLA clock starts here, and
+        # an archive import dates the ticket by the mail's arrival.
+        **({"created_at": now} if now is not None else {}),
     )
     work.add(ticket)
     work.keep_ticket(ticket)
@@ -79,11 +83,15 @@ def link_email(
     email: ParsedEmail,
     log: EmailLog,
     classification: Classification,
+    *,
+    now: datetime | None = None,
 ) -> Comment | None:
     """Thread a message into an existing ticket.
 
-    A human reply becomes a public comment and reopens a resolved ticket; an auto-reply
-    or bounce is logged on the ticket but never reopens it nor counts as the customer's word.
+    A human reply becomes a public comment, reopens a resolved ticket and moves a ticket
+    waiting for the customer (`pending`) back to `open`, which restarts its SLA clock; an
+    auto-reply or bounce is logged on the ticket but never reopens it nor counts as the
+    customer's word.
     """
     _attach_email(work, ticket, email, log, is_reply=True)
     if classification.is_automated:
@@ -93,9 +101,10 @@ def link_email(
     # Priority stays as it is: it is set when the ticket opens, later only by people.
     if tags := extract_tags(_unquoted(email.text)):
         add_tags(ticket, tags)
-    if ticket.status in REOPENABLE_STATUSES:
+    if ticket.status in REOPENABLE_STATUSES or ticket.status == "pending":
         ticket.status = "open"
         ticket.resolved_at = None
+        sla_service.note_status(work, ticket.id, "open", now or datetime.now(UTC), source="email")
     comment = new_row(
         Comment,
         ticket_id=ticket.id,
@@ -113,9 +122,14 @@ def link_email(
 def _attach_email(
     work: Batch, ticket: Ticket, email: ParsedEmail, log: EmailLog, *, is_reply: bool
 ) -> None:
-    log.ticket_id = ticket.id
-    log.is_reply = is_reply
-    # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
+    if log.ticket_id is None or log.ticket_id == ticket.id:
+        log.ticket_id = ticket.id
+        log.is_reply = is_reply
+        # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
+    else:
+        # A further ticket of the same message (multi-ticket threading): the log row keeps
+        # naming the first, as the seed's SQL expects; the link table names this one.
+        work.add(new_row(EmailTicket, email_log_id=log.id, ticket_id=ticket.id))
     record_thread_refs(work, ticket.id, email.message_id, [*email.in_reply_to, *email.references])
 
 
@@ -136,7 +150,10 @@ def add_comment(
     internal: bool,
     author_email: str | None = None,
     source: str = "api",
+    now: datetime | None = None,
 ) -> Comment:
+    """An agent's comment. A public one is an answer to the customer: the first is the
+    ticket's SLA first response (at `now`, the caller's clock)."""
     comment = Comment(
         ticket_id=ticket.id,
         body=body,
@@ -147,6 +164,8 @@ def add_comment(
     session.add(comment)
     ticket.updated_at = datetime.now(UTC)
     session.flush()
+    if not internal:
+        sla_service.record_first_response(session, ticket.id, now or datetime.now(UTC))
     return comment
 
 
@@ -175,7 +194,9 @@ def ticket_by_number(work: Batch, number: str) -> Ticket | None:
     return work.live(found) if found is not None else None
 
 
-def merge_tickets(work: Batch, target: Ticket, sources: Iterable[Ticket]) -> None:
+def merge_tickets(
+    work: Batch, target: Ticket, sources: Iterable[Ticket], *, now: datetime | None = None
+) -> None:
     """Fold tickets that turned out to be one conversation into `target`.
 
     Happens when a message's own headers tie together tickets that were opened separately
@@ -190,6 +211,7 @@ def merge_tickets(work: Batch, target: Ticket, sources: Iterable[Ticket]) -> Non
         target.tags = merge_tags(target.tags or [], src.tags or [])
         src.status = "merged"
         src.merged_into_id = target.id
+        sla_service.note_status(work, src.id, "merged", now or datetime.now(UTC), source="system")
         work.add(
             new_row(
                 Comment,

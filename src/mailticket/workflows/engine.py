@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +33,46 @@ OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 NOT_RUN, ROLLED_BACK = "not_run", "rolled_back"
 
 
-def run_workflows(ctx: ActionContext, workflows: WorkflowSet) -> list[WorkflowExecution]:
-    """Run every workflow triggered by the message's label, in order; return their rows
-    (added to the unit of work, ids assigned)."""
+def run_workflows(
+    ctx: ActionContext,
+    workflows: WorkflowSet,
+    *,
+    customer: Callable[[], tuple[int, str] | None] | None = None,
+) -> list[WorkflowExecution]:
+    """Run every workflow triggered by the message's labels, in order; return their rows
+    (added to the unit of work, ids assigned). `customer`: the message's customer (id,
+    key), asked only when a triggered workflow is limited to customers."""
+    assert ctx.classification is not None, "a mail-triggered run needs its classification"
     executions: list[WorkflowExecution] = []
-    for wf in workflows.triggered(ctx.classification):
-        if wf.below_threshold(ctx.classification.confidence):
+    extra = tuple(label for label in ctx.labels if label != ctx.classification.label)
+    for wf in workflows.triggered(ctx.classification, labels=extra, customer=customer):
+        # A workflow that only the `spoofed?` label triggered is not about the classifier's
+        # confidence.
+        by_label = wf.triggered_by(ctx.classification.label)
+        if by_label and wf.below_threshold(ctx.classification.confidence):
             execution = _skipped(ctx, wf)
         else:
             execution = _run(ctx, wf)
+        ctx.work.add(execution)
+        executions.append(execution)
+        if execution.status == OK and wf.stop:
+            break
+    return executions
+
+
+def run_event_workflows(
+    ctx: ActionContext,
+    workflows: WorkflowSet,
+    *,
+    customer: Callable[[], tuple[int, str] | None] | None = None,
+) -> list[WorkflowExecution]:
+    """Run every workflow whose event trigger matches `ctx.event`, in order, exactly as
+    mail-triggered ones run (checkpoint per workflow, `stop`); rows added to the unit of
+    work with the event as their trigger."""
+    assert ctx.event is not None, "an event-triggered run needs its event"
+    executions: list[WorkflowExecution] = []
+    for wf in workflows.for_event(ctx.event, customer):
+        execution = _run(ctx, wf)
         ctx.work.add(execution)
         executions.append(execution)
         if execution.status == OK and wf.stop:
@@ -63,10 +94,16 @@ class _CtxState:
     linked: bool
     ignored: bool
     notes: dict[str, Any]
+    tickets: tuple[Ticket, ...]
+    group: tuple[Ticket, ...]
+    quarantine: str | None
 
     @classmethod
     def of(cls, ctx: ActionContext) -> _CtxState:
-        return cls(ctx.ticket, ctx.created, ctx.linked, ctx.ignored, dict(ctx.notes))
+        return cls(
+            ctx.ticket, ctx.created, ctx.linked, ctx.ignored, dict(ctx.notes),
+            tuple(ctx.tickets), tuple(ctx.group), ctx.quarantine,
+        )
 
     def restore(self, ctx: ActionContext) -> None:
         ctx.ticket, ctx.created, ctx.linked, ctx.ignored = (
@@ -76,6 +113,8 @@ class _CtxState:
             self.ignored,
         )
         ctx.notes = dict(self.notes)
+        ctx.tickets, ctx.group = list(self.tickets), list(self.group)
+        ctx.quarantine = self.quarantine
 
 
 def _run(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
@@ -83,6 +122,9 @@ def _run(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
     steps: list[dict[str, Any]] = []
     tolerated: list[str] = []
     before = _CtxState.of(ctx)
+    # What this workflow opens or joins is its own group (a second workflow's create_ticket
+    # opens a ticket of its own: multi-ticket threading).
+    ctx.workflow, ctx.group = wf.name, []
     error: str | None = None
     failure: BaseException | None = None
     mark = ctx.work.checkpoint(durable=not _through_work(wf.steps))
@@ -104,11 +146,11 @@ def _run(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
         raise
     except ActionError as exc:
         error, failure = _describe(exc), exc
-        log.warning("workflow %r failed for %s: %s", wf.name, ctx.email.message_id, error)
+        log.warning("workflow %r failed for %s: %s", wf.name, _subject(ctx), error)
     except Exception as exc:
         # The per-workflow boundary: a bug in one action must not take the message down.
         error, failure = _describe(exc), exc
-        log.exception("workflow %r crashed for %s", wf.name, ctx.email.message_id)
+        log.exception("workflow %r crashed for %s", wf.name, _subject(ctx))
     if not released:
         ctx.work.rollback_to(mark, failure)
         before.restore(ctx)
@@ -158,7 +200,7 @@ def _run_tolerated(
             "workflow %r: step %s failed for %s, continuing: %s",
             wf.name,
             step.action,
-            ctx.email.message_id,
+            _subject(ctx),
             problem,
             exc_info=not isinstance(exc, ActionError),
         )
@@ -171,7 +213,16 @@ def _run_tolerated(
     return None
 
 
+def _subject(ctx: ActionContext) -> str:
+    """What a run was for, in log lines: the message's id, or the event and its ticket."""
+    if ctx.email is not None:
+        return ctx.email.message_id
+    event = ctx.event
+    return f"{event.trigger} of ticket {event.ticket_id}" if event is not None else "?"
+
+
 def _skipped(ctx: ActionContext, wf: Workflow) -> WorkflowExecution:
+    assert ctx.classification is not None
     reason = (
         f"confidence {ctx.classification.confidence:.3f} is below the workflow's "
         f"threshold {wf.confidence_threshold:.3f}"
@@ -221,6 +272,24 @@ def _execution(
     error: str | None,
     started: float,
 ) -> WorkflowExecution:
+    duration = round((time.perf_counter() - started) * 1000, 3)
+    if ctx.event is not None:
+        return new_row(
+            WorkflowExecution,
+            workflow_name=wf.name,
+            email_log_id=None,
+            email_message_id=None,
+            classification=None,
+            confidence=None,
+            status=status,
+            steps=steps,
+            result=result,
+            error=error,
+            duration_ms=duration,
+            trigger=ctx.event.trigger,
+            ticket_id=ctx.event.ticket_id,
+        )
+    assert ctx.email_log is not None and ctx.email is not None and ctx.classification
     return new_row(
         WorkflowExecution,
         workflow_name=wf.name,
@@ -232,7 +301,7 @@ def _execution(
         steps=steps,
         result=result,
         error=error,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        duration_ms=duration,
     )
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from mailticket.workflows import registry
 from mailticket.workflows.schema import (
     TOP_LEVEL_KEYS,
+    EventTrigger,
     Step,
     StepSpec,
     Workflow,
@@ -228,9 +229,12 @@ class _FileLoader:
         steps = [step for step in built if step is not None]
         if spec is None or len(steps) != len(built):
             return None
+        if not self._steps_fit(node, spec, steps):
+            return None
+        event = spec.event_trigger
         return Workflow(
             name=spec.name,
-            triggers=spec.classification_trigger,
+            triggers=spec.classification_trigger or (),
             confidence_threshold=spec.confidence_threshold,
             steps=tuple(steps),
             order=spec.order if spec.order is not None else position,
@@ -239,7 +243,37 @@ class _FileLoader:
             description=spec.description,
             file=self.file,
             line=_line_at(node, ("name",)),
+            event=None if event is None else EventTrigger(
+                event=event.event,
+                target=event.target,
+                days=event.days,
+                statuses=event.status or ("open", "pending"),
+            ),
+            customers=spec.customer or (),
+            customer_line=_line_at(node, ("customer",)) if spec.customer else 0,
         )
+
+    def _steps_fit(self, node: yaml.Node, spec: WorkflowSpec, steps: list[Step]) -> bool:
+        """An event run has no email: actions that need one are refused where they stand."""
+        kind = registry.EVENT if spec.event_trigger is not None else registry.MAIL
+        fits = True
+        for index, step in enumerate(steps):
+            action = registry.registered_actions()[step.action]
+            if kind not in action.on:
+                usable = sorted(
+                    name for name, a in registry.registered_actions().items() if kind in a.on
+                )
+                what = (
+                    "needs an email; an event_trigger workflow has none"
+                    if kind == registry.EVENT
+                    else "runs only for ticket events (event_trigger)"
+                )
+                self.issue(
+                    _line_at(node, ("workflow_steps", index, "action")),
+                    f"{step.action} {what} (usable here: {', '.join(usable)})",
+                )
+                fits = False
+        return fits
 
     def _step(self, node: yaml.Node, index: int, raw: Any) -> Step | None:
         at: tuple[str | int, ...] = ("workflow_steps", index)
@@ -387,6 +421,8 @@ def _reason(err: Any, model: type[BaseModel], *, param_of: str | None = None) ->
         return f"{prefix}{_dotted(loc)} must not be empty"
     msg = str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")
+    if not loc:  # the whole workflow (or params) is wrong, not one key of it
+        return f"{prefix}{msg}"
     shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
     if isinstance(value, bool) and kind == "string_type":
         shown += "; YAML reads yes/no/on/off/true/false as booleans, quote the text"

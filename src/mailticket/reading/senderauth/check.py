@@ -36,6 +36,12 @@ class SenderAuthConfig:
             dns_timeout=settings.sender_auth_dns_timeout,
         )
 
+    @property
+    def active(self) -> bool:
+        """Any evidence can be had: a trusted MTA, or our own checks. Without either every
+        verdict would be `none`, so nothing is checked (nor stored) at all."""
+        return bool(self.authserv_ids) or self.verify != "off"
+
     def dns_client(self) -> DnsClient:
         return DnsClient(list(self.dns_servers), self.dns_timeout)
 
