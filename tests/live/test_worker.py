@@ -216,10 +216,14 @@ async def test_reconnects_after_the_server_goes_away(
         server.append(message("before the outage"))
         await wait_for(lambda: counts(session_factory)["email_log"] == 1)
         assert connected(box.label) == 1.0
-        server.halt()
+        # In threads: halting and starting the server must not stall the worker's loop.
+        await asyncio.to_thread(server.halt)
         await wait_for(lambda: connected(box.label) == 0.0)  # noticed; backing off
-        server.start()
-        server.append(message("after the outage"))
+        await asyncio.to_thread(server.start)
+        await asyncio.to_thread(server.append, message("after the outage"))
+        # Whatever the backoff has grown to meanwhile, the poll job's wake retries at once,
+        # so the test does not hang on the server's or the backoff's timing.
+        src.wake.set()
         await wait_for(lambda: counts(session_factory)["email_log"] == 2, timeout=30)
         assert connected(box.label) == 1.0
     finally:

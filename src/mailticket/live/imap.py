@@ -10,6 +10,7 @@ processing. After a UIDVALIDITY change the pipeline's Message-ID check reports d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -302,7 +303,10 @@ class ImapSource:
                     )
                     metrics.set_imap_state(self.box.label, connected=False)
                     await self.imap.close()
-                    await _wait(stop, asyncio.sleep(backoff))
+                    # The poll job's wake ends a long backoff early: a server back after a
+                    # five-minute outage is tried again at the next poll, not minutes later.
+                    self.wake.clear()
+                    await _wait(stop, _sleep_or_wake(self.wake, backoff))
                     backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
             metrics.set_imap_state(self.box.label, connected=False)
@@ -332,6 +336,12 @@ class ImapSource:
                 except TimeoutError:
                     pass  # no poll due yet: renew the lock, drain anyway (cheap)
                 await self.imap.select()  # refreshes the folder; notices a UIDVALIDITY change
+
+
+async def _sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less when `event` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
 
 
 async def _wait(stop: asyncio.Event, work: Awaitable[object]) -> bool:
