@@ -116,7 +116,13 @@ def test_two_workers_on_one_mailbox_never_both_process_it(
             lambda: scalar(factory, select(func.count()).select_from(ImapLedgerEntry)) == n,
             90, "all messages",
         )
-        time.sleep(0.5)
+        # Both must have reached the mailbox before they are stopped: under load the second
+        # process may still be starting when the first has drained everything.
+        def decided(i: int) -> bool:
+            log = (tmp_path / f"w{i}.log").read_text()
+            return "connected mailbox=" in log or "locked-by-another-worker" in log
+
+        wait_until(lambda: all(decided(i) for i in range(2)), 90, "both workers at the mailbox")
         for p in procs:
             p.send_signal(signal.SIGTERM)
         assert [p.wait(30) for p in procs] == [0, 0]
