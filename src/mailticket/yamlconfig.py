@@ -1,8 +1,10 @@
 """YAML configuration files whose every mistake is reported as `file:line: reason`.
 
-Shared by the customers and SLA loaders (workflows/loader.py predates it and does the same
-by itself). The YAML is composed into a node tree first: the nodes keep their marks, which
-is how a pydantic error location becomes the line of the offending key or value.
+Shared by the workflow, customer and SLA loaders. The YAML is composed into a node tree
+first: the nodes keep their marks, which is how a pydantic error location becomes the line
+of the offending key or value. Composition is bounded (depth, and size with aliases
+expanded): workflow text can come from the HTTP API, and a customers file from whoever may
+edit it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 Loc = Sequence[str | int]
+# Far above any real configuration file: deep nesting would exhaust the stack, and an alias
+# bomb ("billion laughs") the memory of whatever walks the expanded data.
+MAX_DEPTH = 64
+MAX_NODES = 100_000  # counted with every alias expanded
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class YamlDocument:
             raise ConfigFileError(self.issues)
 
 
-def read_yaml(path: Path, what: str) -> YamlDocument:
+def read_yaml(path: Path, what: str, *, mapping_only: bool = True) -> YamlDocument:
     """Read and parse `path`; on any failure the document has no data and one issue.
 
     `what` names the expected top level in the empty-file message ("`customers:` with a
@@ -83,13 +89,15 @@ def read_yaml(path: Path, what: str) -> YamlDocument:
         doc = YamlDocument(name, None, None)
         doc.issue(0, f"cannot read: {exc.strerror or exc}")
         return doc
-    return parse_yaml(text, name, what)
+    return parse_yaml(text, name, what, mapping_only=mapping_only)
 
 
-def parse_yaml(text: str, name: str, what: str) -> YamlDocument:
+def parse_yaml(text: str, name: str, what: str, *, mapping_only: bool = True) -> YamlDocument:
+    """Parse `text`; `mapping_only` reports a top level that is not a mapping (and drops
+    the data), otherwise the caller judges the shape from the node."""
     doc = YamlDocument(name, None, None)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = BoundedLoader(text)
     except yaml.reader.ReaderError as exc:
         # Raised while the loader is built, before any mark exists: find the line.
         line = text.count("\n", 0, exc.position) + 1
@@ -102,6 +110,7 @@ def parse_yaml(text: str, name: str, what: str) -> YamlDocument:
         if node is None:
             doc.issue(1, f"file is empty: expected {what}")
             return doc
+        check_expanded_size(node)
         doc.node, doc.data = node, loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -114,10 +123,72 @@ def parse_yaml(text: str, name: str, what: str) -> YamlDocument:
     finally:
         loader.dispose()
     _report_duplicate_keys(doc)
-    if not isinstance(doc.data, dict):
+    if mapping_only and not isinstance(doc.data, dict):
         doc.issue(line_of(node), f"expected a mapping at the top: {what}")
         doc.data = None
     return doc
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_DEPTH while composing (the
+    composer recurses once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past MAX_NODES nodes, or refer to a node that
+    contains them (a cycle). Sizes are memoised per node, so this costs one pass."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:  # recursion bounded by MAX_DEPTH
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it", node.start_mark
+            )
+        open_nodes.add(key)
+        total = 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)",
+                    child.start_mark,
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def child(node: yaml.MappingNode, key: str) -> yaml.Node | None:
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node  # type: ignore[no-any-return]
+    return None
 
 
 def line_of(node: yaml.Node) -> int:

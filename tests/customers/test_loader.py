@@ -166,3 +166,16 @@ def test_settings_check_the_path(tmp_path: Path) -> None:
     assert load_settings(_env_file=None, customers_path=str(path)).customers_path == path
     with pytest.raises(ConfigError, match="CUSTOMERS_PATH"):
         load_settings(_env_file=None, customers_path=str(tmp_path / "missing.yaml"))
+
+
+def test_alias_bomb_and_deep_nesting_are_refused_at_their_line(tmp_path: Path) -> None:
+    # The customers file shares the workflow loader's bounded reader: an alias bomb or a
+    # nesting thousands deep is a file:line error, not minutes of CPU or a RecursionError.
+    bomb = ["customers:", "  - key: a", "    name: x", "    x0: &a0 [z, z, z, z, z, z, z, z, z, z]"]
+    bomb += [f"    x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    found = issues(tmp_path, "\n".join(bomb) + "\n")
+    assert len(found) == 1 and "alias bomb" in found[0][1]
+    deep = "customers:\n  - key: a\n    name: " + "[" * 200 + "]" * 200 + "\n"
+    found = issues(tmp_path, deep)
+    assert len(found) == 1 and "nested deeper than 64 levels" in found[0][1]
+    assert found[0][0] == 3
