@@ -97,16 +97,7 @@ def detect(
 ) -> list[Detection]:
     """One Detection per address, in the given order."""
     wanted = list(addresses)
-    normal: set[str] = set()
-    domains: set[str] = set()
-    for address in wanted:
-        try:
-            value = normalise_address(address)
-        except InvalidDomain:
-            continue
-        normal.add(value)
-        domains.update(parent_chain(value.rpartition("@")[2]))
-    contact_map, domain_map = _lookup(session, normal, domains)
+    contact_map, domain_map = rules_for(session, wanted)
     return [
         resolve(address, contact_map, domain_map, shared, allow_domain=allow_domain)
         for address in wanted
