@@ -23,6 +23,7 @@ so most of them hit their ticket, and the rest are what real mail has too: a sta
 
     .venv/bin/python bench/mailmix.py 2000 --stats      # what a run of 2,000 contains
     .venv/bin/python bench/mailmix.py 20 --dump DIR     # the messages as .eml files
+    .venv/bin/python bench/mailmix.py 1000000 --stream  # length-prefixed, to a pipe
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import base64
 import heapq
 import quopri
 import random
+import sys
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -233,6 +235,8 @@ class _Mix:
         self.opened += 1
         thread = _Thread(mid, f"user{n}@{host}", name, subject, charset, self.opened, [mid])
         self.threads.append(thread)
+        if len(self.threads) > 6000:
+            del self.threads[:3000]  # replies go to the last 3,000: memory stays flat
         if len(self.long) < 3 and rng.random() < 0.05:
             thread.target = rng.randint(50, 150)
             self.long.append(thread)
@@ -374,7 +378,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--stats", action="store_true", help="print the share of each kind")
     ap.add_argument("--dump", type=Path, help="write the messages to this directory")
+    ap.add_argument("--stream", action="store_true",
+                    help="write the messages to stdout, each after its length (4 bytes, big-endian)")
     args = ap.parse_args()
+    if args.stream:
+        out = sys.stdout.buffer
+        for raw in generate_mix(args.n, args.seed):
+            out.write(len(raw).to_bytes(4, "big"))
+            out.write(raw)
+        out.flush()
+        return
     kinds: Counter[str] = Counter()
     charsets: Counter[str] = Counter()
     total = attachments = html = 0
