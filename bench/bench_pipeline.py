@@ -39,12 +39,14 @@ from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from tests.dbutil import create_pg, drop_pg
 
+from mailticket import metrics
 from mailticket.reading.parsing import parse_email
 from mailticket.runtime import build_runtime
 from mailticket.settings import load_settings
+from mailticket.store import bulkwrite, pgcopy
 from mailticket.store.db import make_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -176,9 +178,10 @@ def main() -> None:
         spool.write(len(raw).to_bytes(4, "big") + raw)
         size += len(raw)
     print(f"mix:               {args.mix}, {args.n:,} messages, {size / args.n / 1024:.1f} KB mean")
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     n_parsed = sum(1 for raw in spooled(spool) if parse_email(raw))
     parse_rate = n_parsed / (time.perf_counter() - t)
+    parse_cpu_rate = n_parsed / (time.process_time() - cpu)
 
     name = "mt_bench_pipeline"
     url = create_pg(name)
@@ -191,6 +194,31 @@ def main() -> None:
             preload(url, args.preload)
             print(f"preloaded {args.preload:,} emails in {time.perf_counter() - t:.0f}s")
         rt = build_runtime(load_settings(database_url=url, _env_file=None))
+        # What reaches the database, by kind: merges must not bring back per-row INSERTs.
+        statements: dict[str, int] = {}
+
+        def count(_conn, _cursor, statement, _params, _context, executemany) -> None:  # type: ignore[no-untyped-def]
+            kind = statement.lstrip().split(None, 1)[0].upper()
+            statements[kind] = statements.get(kind, 0) + 1
+
+        event.listen(rt.engine, "before_cursor_execute", count)
+        fallbacks = [0]
+        counted = metrics.count_batch_fallback
+
+        def fallback() -> None:
+            fallbacks[0] += 1
+            counted()
+
+        metrics.count_batch_fallback = fallback  # type: ignore[assignment]
+        copies = [0]
+        cursor_copy = pgcopy.copy_rows
+
+        def copy(*a, **k) -> None:  # type: ignore[no-untyped-def]
+            copies[0] += 1
+            cursor_copy(*a, **k)
+
+        bulkwrite.copy_rows = copy  # type: ignore[assignment]
+        cpu = time.process_time()
         rss_before = peak_rss_mb()
         t = time.perf_counter()
         actions: dict[str, int] = {}
@@ -203,6 +231,7 @@ def main() -> None:
             if i and i % 10_000 == 0:
                 print(f"  {i:>8,} msgs  {i / (time.perf_counter() - t):7.0f} msg/s  peak RSS {peak_rss_mb():.0f} MB")
         elapsed = time.perf_counter() - t
+        cpu = time.process_time() - cpu
         with rt.engine.connect() as conn:
             merged = conn.execute(
                 text("SELECT count(*) FROM tticket_tickets WHERE merged_into_id IS NOT NULL")
@@ -216,6 +245,10 @@ def main() -> None:
         print(f"end to end:        {rate:,.0f} msg/s  ({elapsed:.1f}s)")
         print(f"parse only:        {parse_rate:,.0f} msg/s (same messages, same parser)")
         print(f"ratio:             {rate / parse_rate:.2f} x parse-only")
+        print(f"CPU of this process: {cpu * 1000 / total:.2f} ms/msg ingest,"
+              f" {1000 / parse_cpu_rate:.2f} ms/msg parse only")
+        print(f"statements:        {dict(sorted(statements.items()))}, COPY {copies[0]},"
+              f" batches redone {fallbacks[0]}")
         print(f"peak RSS:          {peak_rss_mb():.0f} MB (before ingest {rss_before:.0f} MB)")
         print(f"load after:        {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
     finally:

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 
 # Smaller bodies cost the parser little; below this nothing is scanned at all.
-LIFT_MIN = 256 * 1024
+LIFT_MIN = 64 * 1024
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 # A run of base64 lines: the alphabet, line breaks, and padding only at its very end.
