@@ -17,6 +17,7 @@ Targets (issue 12): >= 1,000 msg/s, >= 0.5 x parse-only, the same within 10% wit
     .venv/bin/python bench/bench_pipeline.py --n 20000 --preload 1000000
     .venv/bin/python bench/bench_pipeline.py --mix support --n 20000
     .venv/bin/python bench/bench_pipeline.py --mix support --n 20000 --preload 1000000
+    .venv/bin/python bench/bench_pipeline.py --mix support --n 20000 --storage  # bytes/table
 """
 
 from __future__ import annotations
@@ -147,6 +148,33 @@ def preload(url: str, count: int) -> None:
         engine.dispose()
 
 
+_SIZES = text("""
+    SELECT c.relname, c.reltuples::bigint,
+           pg_relation_size(c.oid),
+           COALESCE(pg_total_relation_size(NULLIF(c.reltoastrelid, 0)), 0),
+           pg_indexes_size(c.oid),
+           pg_total_relation_size(c.oid)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND n.nspname = 'public' AND c.relname <> 'alembic_version'
+    ORDER BY pg_total_relation_size(c.oid) DESC
+""")
+
+
+def storage_report(conn, messages: int, preloaded: int) -> None:  # type: ignore[no-untyped-def]
+    """Bytes per ingested message for each table: heap, TOAST, indexes, all together."""
+    conn.execute(text("ANALYZE"))
+    rows = [r for r in conn.execute(_SIZES).all() if r[5] > 8192 * 3 or r[1] > 0]
+    n = messages + preloaded
+    print(f"storage per message ({n:,} stored; bytes = table size / messages):")
+    print(f"  {'table':34} {'rows':>9} {'heap':>8} {'toast':>8} {'indexes':>8} {'total':>8}")
+    totals = [0, 0, 0, 0]
+    for name, count, heap, toast, indexes, total in rows:
+        sizes = (heap, toast, indexes, total)
+        totals = [a + b for a, b in zip(totals, sizes, strict=True)]
+        print(f"  {name:34} {max(count, 0):>9,} " + " ".join(f"{v / n:8,.0f}" for v in sizes))
+    print(f"  {'all tables':34} {'':>9} " + " ".join(f"{v / n:8,.0f}" for v in totals))
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -165,6 +193,7 @@ def main() -> None:
     ap.add_argument("--mix", choices=("simple", "support"), default="simple",
                     help="simple: the kind mail above; support: bench/mailmix.py")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--storage", action="store_true", help="print bytes per message per table")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min)")
@@ -236,6 +265,8 @@ def main() -> None:
             merged = conn.execute(
                 text("SELECT count(*) FROM tticket_tickets WHERE merged_into_id IS NOT NULL")
             ).scalar_one()
+            if args.storage:
+                storage_report(conn, args.n, args.preload)
         rt.close()
         total = sum(actions.values())
         rate = total / elapsed
