@@ -76,9 +76,16 @@ def _certificate(workdir: Path) -> tuple[Path, Path]:
 
 class Dovecot:
     def __init__(
-        self, workdir: Path, *, ssl: bool = True, oauth2_introspection_url: str | None = None
+        self,
+        workdir: Path,
+        *,
+        ssl: bool = True,
+        oauth2_introspection_url: str | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        # Further dovecot.conf settings (the bench tries the IDLE ones).
+        self.settings = settings or {}
         self.ssl = ssl
         # XOAUTH2 tokens are checked by POSTing them to this URL (RFC 7662 introspection).
         self.oauth2_url = oauth2_introspection_url
@@ -161,7 +168,7 @@ service anvil {{
 service imap-login {{
   chroot =
 }}
-"""
+""" + "".join(f"{key} = {value}\n" for key, value in self.settings.items())
 
     def start(self) -> Dovecot:
         ensure_installed()

@@ -60,6 +60,7 @@ def normalise_address(value: str) -> str:
     return f"{local.lower()}@{normalise_domain(domain)}"
 
 
+@lru_cache(maxsize=8192)
 def organizational_domain(domain: str) -> str:
     """The registrable domain (`mail.eu.acme.co.uk` -> `acme.co.uk`); a public suffix or an
     unknown single label is its own organizational domain."""

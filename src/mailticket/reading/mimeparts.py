@@ -16,6 +16,7 @@ from email.parser import HeaderParser
 
 from mailticket.reading.charsets import decode_bytes_noted, decode_header
 from mailticket.reading.headerfields import embedded_message, header_index
+from mailticket.reading.lifting import Lifted
 from mailticket.types import AttachmentPart, EmbeddedMessage
 
 # message/* types whose body is a whole mail we report as embedded; the other message/*
@@ -42,6 +43,8 @@ class Walk:
     embedded: list[EmbeddedMessage] = field(default_factory=list)
     part_types: list[str] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    # Bodies kept out of the parser (their tokens stand in the tree).
+    lifted: Lifted | None = None
 
     def defect(self, note: str) -> None:
         if note not in self.defects:
@@ -75,8 +78,8 @@ def repair_boundary(msg: Message) -> bool:
     return True
 
 
-def walk(msg: Message, hint: str | None) -> Walk:
-    out = Walk(hint=hint)
+def walk(msg: Message, hint: str | None, lifted: Lifted | None = None) -> Walk:
+    out = Walk(hint=hint, lifted=lifted)
     _visit(msg, out, inside_message=False)
     return out
 
@@ -98,7 +101,7 @@ def _visit(part: Message, out: Walk, *, inside_message: bool) -> None:
                 _visit(child, out, inside_message=inside_message or ctype in _MESSAGE_CONTAINERS)
         return
     if ctype in _HEADER_BLOCKS:
-        data = _payload_bytes(part)
+        data = _payload_bytes(part, out)
         text, _ = decode_bytes_noted(data, part.get_content_charset(), hint=out.hint)
         headers = HeaderParser().parsestr(text.lstrip("\n"), headersonly=True)
         out.embedded.append(embedded_message(header_index(headers), out.hint))
@@ -111,7 +114,7 @@ def _visit(part: Message, out: Walk, *, inside_message: bool) -> None:
     if (ctype in _BODY_TYPES or broken_multipart) and disposition != "attachment" and not filename:
         _body_part(part, ctype, out, inside_message=inside_message)
         return
-    data = _payload_bytes(part)
+    data = _payload_bytes(part, out)
     content_id = part.get("content-id")
     out.attachments.append(
         AttachmentPart(
@@ -146,13 +149,17 @@ def _raw_filename(part: Message) -> str | None:
     return None
 
 
-def _payload_bytes(part: Message) -> bytes:
+def _payload_bytes(part: Message, out: Walk) -> bytes:
     data = part.get_payload(decode=True)
-    return data if isinstance(data, bytes) else b""
+    if not isinstance(data, bytes):
+        return b""
+    if out.lifted is not None:
+        return out.lifted.payload(data) or data
+    return data
 
 
 def _body_part(part: Message, ctype: str, out: Walk, *, inside_message: bool) -> None:
-    data = _payload_bytes(part)
+    data = _payload_bytes(part, out)
     if b"begin " in data:
         data = _take_uuencoded(data, out)
     charset = part.get_content_charset()

@@ -26,6 +26,7 @@ from mailticket.reading.headerfields import (
     return_path,
 )
 from mailticket.reading.htmltext import html_to_text
+from mailticket.reading.lifting import Lifted, lift
 from mailticket.reading.mimeparts import repair_boundary, walk
 from mailticket.reading.msgids import (
     canonical_bytes,
@@ -107,27 +108,36 @@ def _report_type(msg: Message) -> str | None:
 _SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 
 
-def _prepare(raw: bytes) -> bytes:
-    if not isinstance(raw, bytes | bytearray | memoryview):
-        raise ParseError(f"expected bytes, got {type(raw).__name__}")
-    data = canonical_bytes(bytes(raw))
+def _canonical(raw: bytes) -> bytes:
+    data = canonical_bytes(raw)
     if not data.strip(b"\x00 \t\n"):
         raise ParseError("empty message")
     refused = not_mail(data)
     if refused is not None:
         raise ParseError(f"not an email message: {refused}")
-    head, sep, body = data.partition(b"\n\n")
+    cut = data.find(b"\n\n")
+    head = data if cut < 0 else data[:cut]  # the body is not copied
     fixed = head.replace(b"\x00", b"")  # NUL is never header text (and PostgreSQL refuses it)
     if _SPACE_BEFORE_COLON.search(fixed):
         # RFC 822's obsolete syntax allows "From  : x"; the stdlib would read a first line
         # like that as an mbox separator and other such lines as body text.
         fixed = _SPACE_BEFORE_COLON.sub(rb"\1:", fixed)
-    return data if fixed == head else fixed + sep + body
+    if fixed == head:
+        return data
+    return fixed if cut < 0 else fixed + data[cut:]
+
+
+def _prepare(raw: bytes) -> tuple[bytes, Lifted | None]:
+    """The bytes the parser reads (big base64 bodies lifted out, see `lifting`)."""
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise ParseError(f"expected bytes, got {type(raw).__name__}")
+    small, lifted = lift(bytes(raw))
+    return _canonical(small), lifted
 
 
 def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
     """Parse one message. Raises ParseError only when the bytes are not a message at all."""
-    data = _prepare(raw)
+    data, lifted = _prepare(raw)
     msg, defects = _build_tree(data)
     if repair_boundary(msg):
         defects.append("boundary recovered from the body's delimiter lines")
@@ -135,12 +145,13 @@ def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
     # Only raw 8-bit header bytes need the guess; finding it costs a walk over every part.
     eight_bit = any(not v.isascii() for values in index.values() for v in values)
     hint = _charset_hint(msg) if eight_bit else None
-    body = walk(msg, hint)
+    body = walk(msg, hint, lifted)
 
     message_id = first_message_id(index.get("message-id"))
     synthetic = message_id is None
     if message_id is None:
-        message_id = synthetic_message_id(data, domain)
+        # Named after the whole message, as the parser would have seen it without lifting.
+        message_id = synthetic_message_id(data if lifted is None else _canonical(raw), domain)
         defects.append("Message-ID: missing or unusable")
     when, date_note = parse_date(index.get("date"))
     if date_note:
@@ -184,13 +195,13 @@ def parse_email(raw: bytes, *, domain: str = "mailticket.local") -> ParsedEmail:
 
 def extract_attachment(raw: bytes, index: int) -> AttachmentPart:
     """The `index`-th attachment as parse_email numbers it (same tree, same walk)."""
-    data = _prepare(raw)
+    data, lifted = _prepare(raw)
     try:
         msg = email.message_from_bytes(data)
     except RecursionError as exc:
         raise ParseError("MIME nesting too deep to parse") from exc
     repair_boundary(msg)
-    found = walk(msg, _charset_hint(msg)).attachments
+    found = walk(msg, _charset_hint(msg), lifted).attachments
     if not 0 <= index < len(found):
         raise LookupError(f"attachment {index} not found: the message has {len(found)}")
     return found[index]

@@ -93,6 +93,24 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _pg_session(dbapi_conn: Any, _record: Any) -> None:
+    # Raw messages are stored whole, attachments included: pglz, PostgreSQL's default TOAST
+    # compression, spends several times longer on such values than lz4 and keeps them no
+    # smaller (base64 and compressed files barely compress). Columns that name their own
+    # method keep it; a server built without lz4 keeps its default.
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(
+            "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+            "AND 'lz4' = ANY(enumvals)"
+        )
+        if cur.fetchone() is not None:
+            cur.execute("SET default_toast_compression = lz4")
+        dbapi_conn.commit()
+    finally:
+        cur.close()
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
@@ -104,7 +122,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # psycopg2's own executemany is one round trip per row; this pages UPDATEs and
         # upserts (INSERTs already go out as multi-row VALUES).
         kwargs.setdefault("executemany_mode", "values_plus_batch")
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _pg_session)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -58,7 +58,10 @@ class IdBlocks:
     def __init__(self, session: Session, block: int) -> None:
         self.session = session
         self.block = max(block, MIN_BLOCK)
-        self.postgres = session.get_bind().dialect.name == "postgresql"
+        bind = session.get_bind()
+        self.postgres = bind.dialect.name == "postgresql"
+        # The engine's shared pool (a session bound to a connection: that one's engine).
+        self._free = _pool(bind.engine).free if self.postgres else None
         self._next: dict[str, int] = {}
 
     def after_foreign_write(self) -> None:
@@ -67,6 +70,11 @@ class IdBlocks:
         self._next.clear()
 
     def take(self, table: str) -> int:
+        if self._free is not None:
+            with _lock:
+                free = self._free.get(table)
+                if free:
+                    return free.pop()  # the common case: no connection lookup at all
         # On the connection, not the session: an ORM execute would autoflush.
         connection = self.session.connection()
         if not self.postgres:

@@ -1,0 +1,109 @@
+"""Big attachments: stored intact, and parsed exactly as without lifting their bodies out
+of the parser's way (memory is a bench figure: bench/bench_memory.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import select
+
+from mailticket.reading import lifting
+from mailticket.reading.parsing import extract_attachment, parse_email
+from mailticket.runtime import Runtime
+from mailticket.store.models import Attachment, EmailLog, RawMessage
+from mailticket.types import ParsedEmail
+
+BIG = os.urandom(3 * 1024 * 1024 + 1)  # not a whole number of base64 quads: padding
+SMALL = b"%PDF-1.4 small file\n" * 10
+
+
+def _mail(*, crlf: bool = True) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "big@example.com", "support@example.com", "dump"
+    msg["Message-ID"] = "<big-1@example.com>"
+    msg.set_content("Core dump attached.\n\nSecond paragraph.\n")
+    msg.add_attachment(BIG, maintype="application", subtype="octet-stream", filename="core.bin")
+    msg.add_attachment(SMALL, maintype="application", subtype="pdf", filename="a.pdf")
+    raw = msg.as_bytes()
+    return raw.replace(b"\n", b"\r\n") if crlf else raw
+
+
+def _forwarded() -> bytes:
+    outer = EmailMessage()
+    outer["From"], outer["To"], outer["Subject"] = "fw@example.com", "support@example.com", "Fw"
+    outer["Message-ID"] = "<fw-1@example.com>"
+    outer.set_content("See the mail below.")
+    inner = EmailMessage()
+    inner["From"], inner["Subject"], inner["Message-ID"] = "x@example.com", "dump", "<in@x>"
+    inner.set_content("inner text")
+    inner.add_attachment(BIG, maintype="image", subtype="png", filename="big.png")
+    outer.add_attachment(inner)
+    return outer.as_bytes()
+
+
+def _unlifted(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> ParsedEmail:
+    with monkeypatch.context() as m:
+        m.setattr(lifting, "LIFT_MIN", 1 << 60)
+        assert lifting.lift(raw)[1] is None
+        return parse_email(raw)
+
+
+@pytest.mark.parametrize("raw", [_mail(), _mail(crlf=False), _forwarded()],
+                         ids=["crlf", "lf", "forwarded"])
+def test_lifted_bodies_parse_as_without_lifting(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert lifting.lift(raw)[1] is not None
+    parsed = parse_email(raw)
+    assert parsed == _unlifted(raw, monkeypatch)
+    assert [a.payload for a in parsed.attachments if a.size > 1000][0] == BIG
+    assert extract_attachment(raw, 0).payload == BIG
+
+
+def _pad(raw: bytes) -> int:
+    """Where the big body's padding starts (a letter before it makes a broken quad)."""
+    return raw.index(b"==\r\n", len(raw) // 2)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw.replace(b"Content-Transfer-Encoding: base64", b"X-Encoding: base64", 1),
+        lambda raw: raw[: _pad(raw) - 1] + raw[_pad(raw) :],
+        lambda raw: raw[: len(raw) // 2] + b"*" + raw[len(raw) // 2 :],
+    ],
+    ids=["no-cte", "cut-quad", "junk"],
+)
+def test_bodies_lifting_cannot_decode_exactly_stay_with_the_parser(
+    damage: Callable[[bytes], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = damage(_mail())
+    assert lifting.lift(raw)[1] is None
+    assert parse_email(raw) == _unlifted(raw, monkeypatch)
+
+
+def test_big_attachment_is_stored_intact(make_runtime: Callable[..., Runtime]) -> None:
+    rt = make_runtime()
+    raw = _mail()
+    outcome = rt.pipeline.process(raw, "test")
+    assert outcome.action == "created"
+    with rt.session_factory() as session:
+        log = session.scalars(select(EmailLog).where(EmailLog.id == outcome.email_log_id)).one()
+        stored = session.scalars(
+            select(RawMessage.raw).where(RawMessage.id == log.raw_message_id)
+        ).one()
+        parts = session.scalars(
+            select(Attachment).where(Attachment.email_log_id == log.id)
+            .order_by(Attachment.part_index)
+        ).all()
+        body_text = log.body_text
+    assert stored == raw
+    assert [(p.filename, p.size, p.sha256) for p in parts] == [
+        ("core.bin", len(BIG), hashlib.sha256(BIG).hexdigest()),
+        ("a.pdf", len(SMALL), hashlib.sha256(SMALL).hexdigest()),
+    ]
+    assert "Core dump attached." in body_text
