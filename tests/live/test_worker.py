@@ -200,7 +200,7 @@ async def test_xoauth2_login(tmp_path: Path) -> None:
 
 
 def connected(label: str) -> float | None:
-    return metrics.REGISTRY.value("mailticket_imap_connected", mailbox=label)
+    return metrics.sample_value(metrics.IMAP_CONNECTED, mailbox=label)
 
 
 async def test_reconnects_after_the_server_goes_away(

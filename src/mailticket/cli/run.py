@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mailticket import metrics
 from mailticket.cli.common import one_line_warnings, require_database, settings_or_exit
 from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     finally:
         runtime.close()
+        metrics.process_exiting()
     return 0
 
 
