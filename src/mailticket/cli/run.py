@@ -54,7 +54,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         worker = Worker(
             settings, runtime.engine, runtime.session_factory, runtime.pipeline,
-            process=runtime.pipeline.process,
             # --once serves nothing: the API would only be torn down again.
             app_factory=None if args.once else _app_factory(runtime),
             sweep=_sweeper(runtime),
