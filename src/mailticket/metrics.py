@@ -56,6 +56,7 @@ SLA_BREACHES = "mailticket_sla_breaches_total"
 FIRST_RESPONSE_SECONDS = "mailticket_first_response_seconds"
 EVENT_WORKFLOW_RUNS = "mailticket_event_workflow_runs_total"
 SENDER_SUSPECT = "mailticket_sender_suspect_total"
+RECEIVER_GROUP = "mailticket_receiver_group_messages"
 
 # This process's metrics. Not prometheus_client's global registry: importing the package must
 # not register anything twice, and the scrape below decides what a single process shows.
@@ -97,6 +98,10 @@ _event_runs = _counter(
     ("event", "status"),
 )
 _suspect = _counter(SENDER_SUSPECT, "Inbound mail whose sender failed validation (spoofed?).")
+_receiver_group = Histogram(
+    RECEIVER_GROUP, "Messages of concurrent LMTP/SMTP sessions committed in one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=_OWN,
+)
 
 
 # --- what the code calls ---------------------------------------------------------------------
@@ -129,6 +134,10 @@ def count_event_run(event: str, status: str) -> None:
 
 def count_sender_suspect() -> None:
     _suspect.inc()
+
+
+def observe_receiver_group(messages: int) -> None:
+    _receiver_group.observe(messages)
 
 
 # --- scraping ----------------------------------------------------------------------------------

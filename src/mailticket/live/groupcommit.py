@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mailticket import metrics
 from mailticket.types import Outcome
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class GroupCommit:
             await self._commit(live[half:])
             return
         self.groups += 1
+        metrics.observe_receiver_group(len(live))
         for item, outcome in zip(live, outcomes, strict=True):
             if not item.done.done():
                 item.done.set_result(outcome)
