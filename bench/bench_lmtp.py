@@ -1,7 +1,7 @@
 """LMTP receiver throughput: concurrent LMTP clients into one `mailticket run` on PostgreSQL.
 
     .venv/bin/python bench/bench_lmtp.py                 # 3,000 messages of the mix, 8 clients
-    .venv/bin/python bench/bench_lmtp.py --n 5000 --clients 8
+    .venv/bin/python bench/bench_lmtp.py --n 5000 --clients 8 --mail plain --workers 2
 
 Every message is answered 250 only after its commit; concurrent sessions share commits (group
 commit, src/mailticket/live/groupcommit.py). Prints msg/s over all clients, the reply latency
@@ -43,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=1, help="`mailticket run` processes")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
         "--mail", choices=("mix", "plain"), default="mix",
@@ -71,7 +72,7 @@ def main() -> None:
             "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_TLS": "plain",
             "LOG_FORMAT": "text", "PROMETHEUS_MULTIPROC_DIR": str(prom),
         }
-        workers = Workers(env, Path(tmp), [free_port()])
+        workers = Workers(env, Path(tmp), [free_port() for _ in range(args.workers)])
         workers.start_all()
         try:
             workers.wait_started()
@@ -100,7 +101,7 @@ def main() -> None:
         drop_pg(name)
     lat = feed.latencies
     print(f"LMTP, {args.clients} clients, {args.n} messages ({args.mail}, mean {mean_kb:.1f} KB),"
-          f" one `mailticket run`, PostgreSQL: {args.n / took:.0f} msg/s ({took:.1f} s)")
+          f" {args.workers} `mailticket run`, PostgreSQL: {args.n / took:.0f} msg/s ({took:.1f} s)")
     print(f"reply latency p50 {1000 * percentile(lat, 0.5):.0f} ms, "
           f"p99 {1000 * percentile(lat, 0.99):.0f} ms; retries {feed.retries}, "
           f"errors {len(feed.errors)}")
