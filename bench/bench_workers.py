@@ -85,6 +85,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.engine = engine
         self.waits: Counter[str] = Counter()
+        self.blocked: Counter[str] = Counter()
         self.samples = 0
         self.stop = threading.Event()
         self.cpu0 = _cpu()
@@ -93,14 +94,17 @@ class Sampler(threading.Thread):
         with self.engine.connect() as conn:
             while not self.stop.wait(0.1):
                 rows = conn.execute(text(
-                    "SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU')"
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'),"
+                    " wait_event_type = 'Lock', left(regexp_replace(query, '\\s+', ' ', 'g'), 70)"
                     " FROM pg_stat_activity WHERE datname = current_database()"
                     " AND pid <> pg_backend_pid() AND state = 'active'"
                 )).all()
                 conn.rollback()
                 self.samples += 1
-                for _state, wait in rows:
+                for wait, on_lock, query in rows:
                     self.waits[wait] += 1
+                    if on_lock:  # which statement waits for another transaction's lock
+                        self.blocked[query] += 1
 
     def cpu_busy(self) -> float:
         busy0, total0 = self.cpu0
@@ -212,6 +216,7 @@ def one_run(
         "lmtp_refused": len(feed.errors),
         "pg_active_avg": sum(sampler.waits.values()) / max(sampler.samples, 1),
         "pg_waits": {k: round(v / total_waits, 2) for k, v in sampler.waits.most_common(5)},
+        "blocked_statements": dict(sampler.blocked.most_common(3)),
         "processed_by_all_workers": processed_total(prom),
         **check,
     }
