@@ -170,7 +170,7 @@ def _by_sizes(
 
 
 def _fallbacks() -> float:
-    return metrics.REGISTRY.value(metrics.BATCH_FALLBACKS) or 0.0
+    return metrics.sample_value(metrics.BATCH_FALLBACKS) or 0.0
 
 
 def _assert_identical(results: dict[int, tuple[Any, Any]]) -> tuple[Any, Any]:

@@ -1,236 +1,230 @@
-"""In-process metrics, rendered in the Prometheus text exposition format.
+"""Metrics through prometheus_client, adding up across processes.
 
-A tiny registry rather than prometheus_client: we need a handful of counters, gauges and
-one histogram, and a process-wide registry that tests can reset. Values that live in the
-database (quarantine size, outbox depth) are gauges filled by a collector at scrape time.
+Every metric of the service is defined here, and call sites use the helper functions below.
+One process (the tests, `mailticket ingest`) counts in memory. Several processes (many
+`mailticket run` workers and the API) must add up: started with the environment variable
+`PROMETHEUS_MULTIPROC_DIR` pointing to one shared, initially empty directory, prometheus_client
+keeps each value in a per-process mmap file there, and a scrape of any process's `/metrics`
+merges every file (counters and histograms summed; gauges by their `multiprocess_mode`).
+The variable is read by prometheus_client when it is first imported, so it belongs in the
+environment of every process, not in the settings.
+
+Values that live in the database (quarantine size, outbox depth) are the same for every
+process: they are not counted, but read at scrape time by a collector (`set_database_collector`).
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
+import os
+import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
-Labels = tuple[tuple[str, str], ...]
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.metrics_core import Metric
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# `_created` series double every counter's output and mean nothing once processes add up.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
-
-
-def _labels(values: dict[str, str]) -> Labels:
-    return tuple(sorted(values.items()))
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _fmt_labels(labels: Labels, extra: Labels = ()) -> str:
-    items = labels + extra
-    if not items:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in items) + "}"
-
-
-def _fmt_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-@dataclass
-class _Metric:
-    name: str
-    help: str
-    kind: str
-    values: dict[Labels, float] = field(default_factory=dict)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-        for labels, value in sorted(self.values.items()):
-            lines.append(f"{self.name}{_fmt_labels(labels)} {_fmt_value(value)}")
-        return lines
-
-
-@dataclass
-class _Histogram:
-    name: str
-    help: str
-    buckets: Sequence[float]
-    # per label set: bucket counts (non-cumulative), sum, count
-    series: dict[Labels, tuple[list[int], float, int]] = field(default_factory=dict)
-
-    def observe(self, labels: Labels, value: float) -> None:
-        counts, total, n = self.series.get(labels, ([0] * len(self.buckets), 0.0, 0))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                counts[i] += 1
-                break
-        self.series[labels] = (counts, total + value, n + 1)
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for labels, (counts, total, n) in sorted(self.series.items()):
-            running = 0
-            for bound, c in zip(self.buckets, counts, strict=True):
-                running += c
-                le = (("le", _fmt_value(bound)),)
-                lines.append(f"{self.name}_bucket{_fmt_labels(labels, le)} {running}")
-            inf = (("le", "+Inf"),)
-            lines.append(f"{self.name}_bucket{_fmt_labels(labels, inf)} {n}")
-            lines.append(f"{self.name}_sum{_fmt_labels(labels)} {_fmt_value(total)}")
-            lines.append(f"{self.name}_count{_fmt_labels(labels)} {n}")
-        return lines
-
-
-Collector = Callable[["Registry"], None]
-
-
-class Registry:
-    """Thread-safe: the IMAP worker, the outbox job and the API share one process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._metrics: dict[str, _Metric] = {}
-        self._histograms: dict[str, _Histogram] = {}
-        self._collectors: list[Collector] = []
-
-    def _metric(self, name: str, help: str, kind: str) -> _Metric:
-        metric = self._metrics.get(name)
-        if metric is None:
-            metric = self._metrics[name] = _Metric(name, help, kind)
-        return metric
-
-    def inc(self, name: str, help: str, amount: float = 1.0, **labels: str) -> None:
-        with self._lock:
-            metric = self._metric(name, help, "counter")
-            key = _labels(labels)
-            metric.values[key] = metric.values.get(key, 0.0) + amount
-
-    def set(self, name: str, help: str, value: float, **labels: str) -> None:
-        with self._lock:
-            self._metric(name, help, "gauge").values[_labels(labels)] = value
-
-    def observe(
-        self, name: str, help: str, value: float,
-        buckets: Sequence[float] = LATENCY_BUCKETS, **labels: str,
-    ) -> None:
-        with self._lock:
-            hist = self._histograms.get(name)
-            if hist is None:
-                hist = self._histograms[name] = _Histogram(name, help, tuple(buckets))
-            hist.observe(_labels(labels), value)
-
-    def value(self, name: str, **labels: str) -> float | None:
-        with self._lock:
-            metric = self._metrics.get(name)
-            return None if metric is None else metric.values.get(_labels(labels))
-
-    def histogram_count(self, name: str, **labels: str) -> int:
-        with self._lock:
-            hist = self._histograms.get(name)
-            if hist is None or _labels(labels) not in hist.series:
-                return 0
-            return hist.series[_labels(labels)][2]
-
-    def add_collector(self, collector: Collector) -> None:
-        with self._lock:
-            self._collectors.append(collector)
-
-    def remove_collector(self, collector: Collector) -> None:
-        with self._lock:
-            if collector in self._collectors:
-                self._collectors.remove(collector)
-
-    def render(self) -> str:
-        with self._lock:
-            collectors = list(self._collectors)
-        for collect in collectors:
-            collect(self)
-        with self._lock:
-            blocks: Iterable[list[str]] = [
-                *(m.render() for _, m in sorted(self._metrics.items())),
-                *(h.render() for _, h in sorted(self._histograms.items())),
-            ]
-            return "\n".join(line for block in blocks for line in block) + "\n"
-
-    def reset(self) -> None:
-        with self._lock:
-            self._metrics.clear()
-            self._histograms.clear()
-            self._collectors.clear()
-
-
-REGISTRY = Registry()
-
-EMAILS_PROCESSED = "mailticket_emails_processed_total"
-PROCESSING_SECONDS = "mailticket_email_processing_seconds"
-
-
-def observe_processing(seconds: float, action: str, classification: str) -> None:
-    REGISTRY.inc(
-        EMAILS_PROCESSED, "Emails processed, by outcome and classification.",
-        action=action, classification=classification,
-    )
-    REGISTRY.observe(
-        PROCESSING_SECONDS, "Time to process one email, parse to commit-ready.", seconds,
-    )
-
-
-def set_imap_state(mailbox: str, connected: bool) -> None:
-    REGISTRY.set(
-        "mailticket_imap_connected", "1 while the IMAP connection of a mailbox is up.",
-        1.0 if connected else 0.0, mailbox=mailbox,
-    )
-
-
-BATCH_FALLBACKS = "mailticket_batch_fallbacks_total"
-
-
-def count_batch_fallback() -> None:
-    REGISTRY.inc(
-        BATCH_FALLBACKS,
-        "Batches redone one message at a time because a message in them failed.",
-    )
-
-
-# --- customers, SLAs and escalation (issue 11): every metric of the feature is defined here --
-
-SLA_BREACHES = "mailticket_sla_breaches_total"
-FIRST_RESPONSE_SECONDS = "mailticket_first_response_seconds"
-EVENT_WORKFLOW_RUNS = "mailticket_event_workflow_runs_total"
-SENDER_SUSPECT = "mailticket_sender_suspect_total"
 # Wall-clock time to the first agent answer: minutes to days.
 FIRST_RESPONSE_BUCKETS: tuple[float, ...] = (
     300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 86400, 2 * 86400, 5 * 86400,
 )
 
+EMAILS_PROCESSED = "mailticket_emails_processed_total"
+PROCESSING_SECONDS = "mailticket_email_processing_seconds"
+IMAP_CONNECTED = "mailticket_imap_connected"
+BATCH_FALLBACKS = "mailticket_batch_fallbacks_total"
+SLA_BREACHES = "mailticket_sla_breaches_total"
+FIRST_RESPONSE_SECONDS = "mailticket_first_response_seconds"
+EVENT_WORKFLOW_RUNS = "mailticket_event_workflow_runs_total"
+SENDER_SUSPECT = "mailticket_sender_suspect_total"
+RECEIVER_GROUP = "mailticket_receiver_group_messages"
+
+# This process's metrics. Not prometheus_client's global registry: importing the package must
+# not register anything twice, and the scrape below decides what a single process shows.
+_OWN = CollectorRegistry(auto_describe=True)
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+    # prometheus_client appends `_total` itself.
+    return Counter(name.removesuffix("_total"), doc, list(labels), registry=_OWN)
+
+
+_processed = _counter(
+    EMAILS_PROCESSED, "Emails processed, by outcome and classification.",
+    ("action", "classification"),
+)
+_processing = Histogram(
+    PROCESSING_SECONDS, "Time to process one email, parse to commit-ready.",
+    buckets=LATENCY_BUCKETS, registry=_OWN,
+)
+# A mailbox is connected when any live worker holds it (the others wait on its lock); a
+# killed worker's value leaves with it (`live` modes drop files of dead processes).
+_imap = Gauge(
+    IMAP_CONNECTED, "1 while the IMAP connection of a mailbox is up.", ["mailbox"],
+    multiprocess_mode="livemax", registry=_OWN,
+)
+_fallbacks = _counter(
+    BATCH_FALLBACKS, "Batches redone one message at a time because a message in them failed.",
+)
+_breaches = _counter(
+    SLA_BREACHES, "SLA targets breached, by target and policy.", ("target", "policy"),
+)
+_first_response = Histogram(
+    FIRST_RESPONSE_SECONDS,
+    "Wall-clock time from a ticket's creation to its first public agent reply.",
+    buckets=FIRST_RESPONSE_BUCKETS, registry=_OWN,
+)
+_event_runs = _counter(
+    EVENT_WORKFLOW_RUNS, "Workflow runs triggered by ticket events, by event and status.",
+    ("event", "status"),
+)
+_suspect = _counter(SENDER_SUSPECT, "Inbound mail whose sender failed validation (spoofed?).")
+_receiver_group = Histogram(
+    RECEIVER_GROUP, "Messages of concurrent LMTP/SMTP sessions committed in one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=_OWN,
+)
+
+
+# --- what the code calls ---------------------------------------------------------------------
+
+
+def observe_processing(seconds: float, action: str, classification: str) -> None:
+    _processed.labels(action=action, classification=classification).inc()
+    _processing.observe(seconds)
+
+
+def set_imap_state(mailbox: str, connected: bool) -> None:
+    _imap.labels(mailbox=mailbox).set(1.0 if connected else 0.0)
+
+
+def count_batch_fallback() -> None:
+    _fallbacks.inc()
+
 
 def count_sla_breach(target: str, policy: str) -> None:
-    REGISTRY.inc(
-        SLA_BREACHES, "SLA targets breached, by target and policy.",
-        target=target, policy=policy,
-    )
+    _breaches.labels(target=target, policy=policy).inc()
 
 
 def observe_first_response(seconds: float) -> None:
-    REGISTRY.observe(
-        FIRST_RESPONSE_SECONDS,
-        "Wall-clock time from a ticket's creation to its first public agent reply.",
-        seconds, FIRST_RESPONSE_BUCKETS,
-    )
+    _first_response.observe(seconds)
 
 
 def count_event_run(event: str, status: str) -> None:
-    REGISTRY.inc(
-        EVENT_WORKFLOW_RUNS, "Workflow runs triggered by ticket events, by event and status.",
-        event=event, status=status,
-    )
+    _event_runs.labels(event=event, status=status).inc()
 
 
 def count_sender_suspect() -> None:
-    REGISTRY.inc(SENDER_SUSPECT, "Inbound mail whose sender failed validation (spoofed?).")
+    _suspect.inc()
+
+
+def observe_receiver_group(messages: int) -> None:
+    _receiver_group.observe(messages)
+
+
+# --- scraping ----------------------------------------------------------------------------------
+
+DatabaseCollector = Callable[[], Iterable[Metric]]
+
+_lock = threading.Lock()
+_database: list[DatabaseCollector] = []
+
+
+class _Database:
+    """Adapts the installed database collector to prometheus_client's collector protocol."""
+
+    def collect(self) -> Iterable[Metric]:
+        with _lock:
+            collectors = list(_database)
+        for collect in collectors:
+            yield from collect()
+
+
+def set_database_collector(collector: DatabaseCollector | None) -> None:
+    """One database collector per process, the newest app's: re-creating the app (tests,
+    reload) replaces it instead of piling up collectors for closed databases."""
+    with _lock:
+        _database[:] = [] if collector is None else [collector]
+
+
+def multiproc_dir() -> Path | None:
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+_PID = re.compile(r"_(\d+)\.db$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def reap_dead_processes(path: Path) -> list[int]:
+    """Drop the live gauges of processes that died without saying so (kill -9, OOM).
+
+    Their counters and histograms stay: a total must not go down because a worker died.
+    The directory must belong to one PID namespace (one host or container), or a pid
+    seen here could name someone else's process."""
+    dead = sorted({
+        int(match.group(1))
+        for name in os.listdir(path)
+        if (match := _PID.search(name)) is not None and not _alive(int(match.group(1)))
+    })
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    return dead
+
+
+def _scrape_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    path = multiproc_dir()
+    if path is None:
+        registry.register(_OWN)
+    else:
+        reap_dead_processes(path)
+        multiprocess.MultiProcessCollector(registry, str(path))  # type: ignore[no-untyped-call]
+    registry.register(_Database())
+    return registry
+
+
+def render() -> bytes:
+    """The Prometheus text exposition of every process (multiprocess mode) or this one."""
+    return generate_latest(_scrape_registry())
+
+
+def sample_value(name: str, **labels: str) -> float | None:
+    """One sample as a scrape sees it, e.g. `sample_value(EMAILS_PROCESSED, action=...)`,
+    `sample_value(FIRST_RESPONSE_SECONDS + "_count")`."""
+    return _scrape_registry().get_sample_value(name, labels)
+
+
+def process_exiting() -> None:
+    """A worker that ends normally takes its live gauges with it at once."""
+    path = multiproc_dir()
+    if path is not None:
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(os.getpid(), str(path))  # type: ignore[no-untyped-call]

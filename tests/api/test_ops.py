@@ -105,10 +105,10 @@ def test_health_ready_and_metrics(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     r = api.client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     lines = r.text.splitlines()
-    assert "mailticket_quarantine_held 1" in lines
+    assert "mailticket_quarantine_held 1.0" in lines  # prometheus_client writes floats
     pending_smtp = [ln for ln in lines if ln.startswith('mailticket_outbox_pending{kind="smtp"}')]
-    assert pending_smtp and int(pending_smtp[0].split()[-1]) >= 3
-    assert 'mailticket_outbox_pending{kind="backend"} 0' in lines
+    assert pending_smtp and float(pending_smtp[0].split()[-1]) >= 3
+    assert 'mailticket_outbox_pending{kind="backend"} 0.0' in lines
     assert any(ln.startswith(metrics.EMAILS_PROCESSED) for ln in lines)
     assert any(ln.startswith(f"{metrics.PROCESSING_SECONDS}_bucket") for ln in lines)
 

@@ -37,7 +37,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 def _worker(rt: Runtime) -> Worker:
     return Worker(
-        rt.settings, rt.engine, rt.session_factory, rt.pipeline, process=rt.pipeline.process
+        rt.settings, rt.engine, rt.session_factory, rt.pipeline
     )
 
 

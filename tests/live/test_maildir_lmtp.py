@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import smtplib
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,13 @@ def test_seen_name_keeps_flags() -> None:
 def _processor(factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
     handler = FakeHandler()
 
-    def process(raw: bytes, source: str) -> Outcome:
+    def store(items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
         with factory() as session:
-            outcome = handler.process_in_session(session, raw, source)
+            outcomes = handler.process_batch(session, items)
             session.commit()
-            return outcome
+            return outcomes
 
-    return process
+    return store
 
 
 @pytest.mark.parametrize("proto", ["lmtp", "smtp"])

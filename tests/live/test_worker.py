@@ -200,7 +200,7 @@ async def test_xoauth2_login(tmp_path: Path) -> None:
 
 
 def connected(label: str) -> float | None:
-    return metrics.REGISTRY.value("mailticket_imap_connected", mailbox=label)
+    return metrics.sample_value(metrics.IMAP_CONNECTED, mailbox=label)
 
 
 async def test_reconnects_after_the_server_goes_away(
@@ -253,21 +253,13 @@ async def test_worker_runs_the_lmtp_receiver(
 ) -> None:
     import smtplib
 
-    from mailticket.types import Outcome
     from tests.live.dovecot import free_port
 
     handler = FakeHandler()
-
-    def process(raw: bytes, source: str) -> Outcome:
-        with session_factory() as session:
-            outcome = handler.process_in_session(session, raw, source)
-            session.commit()
-            return outcome
-
     port = free_port()
     s = load_settings(database_url=settings.database_url, _env_file=None,
                       lmtp_listen=f"127.0.0.1:{port}", smtp_host="127.0.0.1")
-    worker = Worker(s, engine, session_factory, handler, process=process)
+    worker = Worker(s, engine, session_factory, handler)
     assert worker.describe() == [f"receiver:127.0.0.1:{port}"]
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Iterator
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,15 +27,10 @@ router = APIRouter(tags=["health"])
 QUARANTINE_SIZE = "mailticket_quarantine_held"
 OUTBOX_DEPTH = "mailticket_outbox_pending"
 
-_lock = threading.Lock()
-_current: list[metrics.Collector] = []
-
-
 def install_collector(runtime: Runtime) -> None:
-    """One database collector per process, for the newest app: re-creating the app (tests,
-    reload) replaces it instead of piling up collectors for closed databases."""
+    """The database gauges of /metrics, read from this runtime's database at scrape time."""
 
-    def collect(registry: metrics.Registry) -> None:
+    def collect() -> Iterator[Metric]:
         try:
             with runtime.session_factory() as session:
                 held = session.scalar(
@@ -50,18 +47,17 @@ def install_collector(runtime: Runtime) -> None:
         except SQLAlchemyError as exc:
             log.warning("metrics: database unavailable: %s", exc)
             return
-        registry.set(QUARANTINE_SIZE, "Quarantined messages still held.", float(held or 0))
+        yield GaugeMetricFamily(
+            QUARANTINE_SIZE, "Quarantined messages still held.", value=float(held or 0)
+        )
+        depth = GaugeMetricFamily(
+            OUTBOX_DEPTH, "Outgoing items waiting for delivery, by kind.", labels=["kind"]
+        )
         for kind in sorted({"smtp", "backend", *pending}):
-            registry.set(
-                OUTBOX_DEPTH, "Outgoing items waiting for delivery, by kind.",
-                float(pending.get(kind, 0)), kind=kind,
-            )
+            depth.add_metric([kind], float(pending.get(kind, 0)))
+        yield depth
 
-    with _lock:
-        for old in _current:
-            metrics.REGISTRY.remove_collector(old)
-        _current[:] = [collect]
-        metrics.REGISTRY.add_collector(collect)
+    metrics.set_database_collector(collect)
 
 
 @router.get("/healthz", response_model=Health)
@@ -93,6 +89,5 @@ def readyz(runtime: RuntimeDep) -> Health | JSONResponse:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
 def metrics_endpoint() -> PlainTextResponse:
-    return PlainTextResponse(
-        metrics.REGISTRY.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-    )
+    # Every worker's counts when PROMETHEUS_MULTIPROC_DIR is shared (see metrics.py).
+    return PlainTextResponse(metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mailticket import metrics
 from mailticket.cli.common import one_line_warnings, require_database, settings_or_exit
 from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
@@ -53,7 +54,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         worker = Worker(
             settings, runtime.engine, runtime.session_factory, runtime.pipeline,
-            process=runtime.pipeline.process,
             # --once serves nothing: the API would only be torn down again.
             app_factory=None if args.once else _app_factory(runtime),
             sweep=_sweeper(runtime),
@@ -78,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     finally:
         runtime.close()
+        metrics.process_exiting()
     return 0
 
 

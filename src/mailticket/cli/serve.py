@@ -6,6 +6,7 @@ import argparse
 
 import uvicorn
 
+from mailticket import metrics
 from mailticket.cli.common import one_line_warnings, open_runtime, settings_or_exit
 from mailticket.live.logs import configure_logging
 
@@ -33,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     finally:
         runtime.close()
+        metrics.process_exiting()
     return 0
 
 

@@ -1,25 +1,22 @@
 """LMTP (or SMTP) receiver: a push source for an MTA such as Postfix or Dovecot's LDA.
 
 It answers 250 only once the message is committed; when it cannot be stored (the database
-is down) it answers 451 so the MTA keeps the message and tries again later.
+is down) it answers 451 so the MTA keeps the message and tries again later. Messages of
+concurrent sessions are committed together (`groupcommit`), each answered after that commit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 
-from mailticket.types import Outcome
+from mailticket.live.groupcommit import GroupCommit, StoreGroup
 
 log = logging.getLogger(__name__)
-
-Process = Callable[[bytes, str], Outcome]
 
 
 def parse_listen(value: str) -> tuple[str, str, int]:
@@ -36,17 +33,17 @@ def parse_listen(value: str) -> tuple[str, str, int]:
 
 
 class DeliveryHandler:
-    """aiosmtpd handler: run the (blocking) pipeline in a thread, answer after the commit."""
+    """aiosmtpd handler: hand the message to the group committer, answer after the commit."""
 
-    def __init__(self, process: Process, name: str) -> None:
-        self.process = process
+    def __init__(self, committer: GroupCommit, name: str) -> None:
+        self.committer = committer
         self.name = name
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         source = f"{self.name}:{envelope.mail_from or '<>'}"
         try:
-            outcome = await asyncio.to_thread(self.process, raw, source)
+            outcome = await self.committer.submit(raw, source)
         except Exception as exc:  # noqa: BLE001 - the per-message boundary: tell the MTA to retry
             log.error("cannot store %s message error=%r", self.name, exc)
             status = "451 4.3.0 Cannot store the message now; try again later"
@@ -63,10 +60,11 @@ class DeliveryHandler:
 
 
 def start_receiver(
-    listen: str, process: Process, *, max_message_size: int
+    listen: str, store: StoreGroup, *, max_message_size: int
 ) -> Controller:
+    """`store` stores a group of messages in one transaction and commits it."""
     proto, host, port = parse_listen(listen)
-    handler = DeliveryHandler(process, proto)
+    handler = DeliveryHandler(GroupCommit(store), proto)
     factory_cls = LMTP if proto == "lmtp" else SMTP
 
     class _Controller(Controller):

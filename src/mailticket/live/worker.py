@@ -51,8 +51,6 @@ class Worker:
     engine: Engine
     session_factory: sessionmaker[Session]
     handler: MessageHandler
-    # Pipeline.process (own transaction) for the LMTP receiver; None: no receiver.
-    process: Callable[[bytes, str], Outcome] | None = None
     app_factory: Callable[[], Any] | None = None  # the HTTP API, when API_LISTEN is set
     # The SLA / escalation sweep (blocking; its own transactions), every SLA_SWEEP_INTERVAL
     # seconds; None: no SLA file and no event-triggered workflows.
@@ -163,7 +161,7 @@ class Worker:
             )
         scheduler.start()
         receiver = None
-        if self.settings.lmtp_listen and self.process is not None:
+        if self.settings.lmtp_listen:
             receiver = start_receiver(
                 self.settings.lmtp_listen, self._store_pushed,
                 max_message_size=self.settings.max_message_size,
@@ -192,10 +190,12 @@ class Worker:
                 await api[1]
             log.info("worker stopped")
 
-    def _store_pushed(self, raw: bytes, source: str) -> Outcome:
-        assert self.process is not None
-        with write_gate(self.engine):
-            return self.process(raw, source)
+    def _store_pushed(self, items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+        """A group of pushed messages (one or many sessions), one committed transaction."""
+        with write_gate(self.engine), self.session_factory() as session:
+            outcomes = self._kick.process_batch(session, items)
+            session.commit()
+            return outcomes
 
     async def _drain_maildir(self) -> None:
         assert self.maildir is not None

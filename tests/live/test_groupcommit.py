@@ -1,0 +1,136 @@
+"""Group commit in the LMTP receiver (real aiosmtpd, real pipeline, SQLite and PostgreSQL):
+concurrent sessions share transactions, every 250 comes after its message's commit, and a
+group the database refuses is split so that only the refused message is answered 451."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
+
+from mailticket.live.lmtp import start_receiver
+from mailticket.live.worker import Worker
+from mailticket.runtime import Runtime
+from mailticket.settings import load_settings
+from mailticket.store.models import EmailLog
+from mailticket.types import Outcome
+from tests.live.dovecot import free_port
+from tests.mailfactory import make_email
+
+COMMIT_DELAY = 0.15  # seconds every commit is held back before it reaches the database
+
+
+def _mail(tag: str, i: int) -> tuple[str, bytes]:
+    mid = f"<{tag}-{i}-{time.time_ns()}@client.example>"
+    return mid, make_email(subject=f"{tag} {i}", sender=f"c{i}@example.com", message_id=mid)
+
+
+def _stored(rt: Runtime, mid: str) -> bool:
+    # A connection of its own: sees only what was committed.
+    with rt.engine.connect() as conn:
+        return conn.scalar(select(EmailLog.id).where(EmailLog.email_message_id == mid)) is not None
+
+
+def _send(port: int, raw: bytes) -> int:
+    """The LMTP reply code to this message's DATA."""
+    try:
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            client.sendmail("customer@example.com", ["support@example.test"], raw)
+    except smtplib.SMTPDataError as exc:
+        return exc.smtp_code
+    return 250
+
+
+async def test_250_comes_after_the_commit_and_sessions_share_commits(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    rt = make_runtime()
+    port = free_port()
+    settings = load_settings(
+        database_url=rt.settings.database_url, _env_file=None,
+        lmtp_listen=f"127.0.0.1:{port}", smtp_host="127.0.0.1",
+    )
+    commits = []
+
+    def slow_commit(conn: Any) -> None:
+        # Fired before the DBAPI commit: a 250 sent before the commit would find no row.
+        time.sleep(COMMIT_DELAY)
+        commits.append(time.monotonic())
+
+    event.listen(rt.engine, "commit", slow_commit)
+    worker = Worker(settings, rt.engine, rt.session_factory, rt.pipeline)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(0.3)
+        mails = [_mail("group", i) for i in range(40)]
+
+        def deliver(mail: tuple[str, bytes]) -> tuple[int, bool]:
+            code = _send(port, mail[1])
+            return code, _stored(rt, mail[0])  # looked up the moment the answer came
+
+        def run_clients() -> list[tuple[int, bool]]:
+            with ThreadPoolExecutor(8) as pool:
+                return list(pool.map(deliver, mails))
+
+        replies = await asyncio.to_thread(run_clients)
+        assert [code for code, _ in replies] == [250] * 40
+        assert all(stored for _, stored in replies), "250 answered before the commit"
+        # 40 messages from 8 concurrent sessions, each commit held 150 ms: shared commits.
+        # (The worker's own jobs commit too: that only makes the count larger.)
+        assert len(commits) < 40, f"{len(commits)} commits for 40 messages: no group commit"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        event.remove(rt.engine, "commit", slow_commit)
+
+
+def test_a_refused_message_in_a_group_does_not_lose_the_others(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    rt = make_runtime()
+    groups: list[int] = []
+    hold = threading.Event()
+
+    def store(items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+        groups.append(len(items))
+        with rt.session_factory() as session:
+            outcomes = rt.pipeline.process_batch(session, items)
+            if any(b"HOLD" in raw for raw, _ in items):
+                hold.wait(10)  # the other sessions queue up behind this commit meanwhile
+            if any(b"REFUSED" in raw for raw, _ in items):
+                # What the database answers when it goes away or refuses the transaction:
+                # the whole transaction is lost.
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+            session.commit()
+            return outcomes
+
+    port = free_port()
+    ctl = start_receiver(f"127.0.0.1:{port}", store, max_message_size=1_000_000)
+    try:
+        first = _mail("HOLD", 0)
+        mails = [_mail("REFUSED" if i == 5 else "ok", i) for i in range(1, 9)]
+        with ThreadPoolExecutor(9) as pool:
+            held = pool.submit(_send, port, first[1])
+            while not groups:
+                time.sleep(0.01)
+            answers = [pool.submit(_send, port, raw) for _, raw in mails]
+            time.sleep(0.5)  # all eight are queued behind the held commit
+            hold.set()
+            codes = [a.result(30) for a in answers]
+            assert held.result(30) == 250
+        assert codes == [250, 250, 250, 250, 451, 250, 250, 250]
+        assert 8 in groups, f"the eight did not share a transaction: {groups}"
+        for i, (mid, _) in enumerate(mails):
+            assert _stored(rt, mid) == (i != 4), mid
+        assert _stored(rt, first[0])
+    finally:
+        ctl.stop()
+
