@@ -44,6 +44,7 @@ from mailticket.settings import Settings
 from mailticket.store.batch import open_batch
 from mailticket.store.db import new_row
 from mailticket.store.models import Attachment, Comment, EmailLog, RawMessage, Ticket
+from mailticket.store.outbox_models import as_utc
 from mailticket.ticketing import tickets as ticket_service
 from mailticket.types import AUTOMATED_LABELS
 
@@ -148,7 +149,7 @@ def _quote(entry: EmailLog) -> _Quoted:
     sender = entry.email_from_name or entry.email_from or "you"
     if entry.email_from_name and entry.email_from:
         sender = f"{entry.email_from_name} <{entry.email_from}>"
-    when = format_datetime(entry.email_received_at) if entry.email_received_at else None
+    when = format_datetime(as_utc(entry.email_received_at)) if entry.email_received_at else None
     attribution = f"On {when}, {sender} wrote:" if when else f"{sender} wrote:"
     lines = (entry.body_text or "").strip().splitlines()[:MAX_QUOTED_LINES]
     return _Quoted(attribution, [line.rstrip() for line in lines])
