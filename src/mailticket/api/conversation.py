@@ -106,10 +106,18 @@ async def read_comment(request: Request) -> tuple[CommentIn, list[MailFile]]:
         return _validated(await request.body()), []
     if kind != "multipart/form-data":
         raise Problem(415, f"send application/json or multipart/form-data, not {kind or '?'}")
-    form = await request.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
     fields: dict[str, Any] = {}
     files: list[MailFile] = []
-    for name, value in form.multi_items():
+    # Closing the form removes the temporary files the uploads were spooled to.
+    async with request.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS) as form:
+        await _read_form(form.multi_items(), fields, files)
+    return _validated(fields), files
+
+
+async def _read_form(
+    items: list[tuple[str, UploadFile | str]], fields: dict[str, Any], files: list[MailFile]
+) -> None:
+    for name, value in items:
         if name == FILES_FIELD:
             if not isinstance(value, UploadFile):
                 raise _invalid([FILES_FIELD], "expected a file, got a text field")
@@ -126,7 +134,6 @@ async def read_comment(request: Request) -> tuple[CommentIn, list[MailFile]]:
             fields[name] = value
         else:
             raise _invalid([name], "unexpected or repeated field", "extra_forbidden")
-    return _validated(fields), files
 
 
 def _store_comment(
