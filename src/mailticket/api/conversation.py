@@ -57,7 +57,8 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
         "author_name": {"type": "string", "maxLength": 200},
         "cc": {
             "type": "array", "maxItems": 50,
-            "items": {"type": "string", "minLength": 3, "maxLength": 320},
+            "items": {"type": "string", "minLength": 3, "maxLength": 320,
+                      "pattern": people.ADDRESS_PATTERN},
         },
         FILES_FIELD: {
             "type": "array",
@@ -264,8 +265,8 @@ def remove_participant(
         found = people.remove_participant(
             session, runtime.settings, ticket, address, now=runtime.clock()
         )
-    except people.ParticipantError as exc:
-        raise Problem(422, str(exc)) from None
+    except people.ParticipantError:
+        found = False  # no address at all: certainly nobody on the ticket
     if not found:
         raise Problem(404, f"{address} is no participant of {ticket.ticket_number}")
     session.commit()
