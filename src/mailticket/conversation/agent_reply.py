@@ -192,7 +192,7 @@ def mail_comment(
     in_reply_to, references = thread_headers(*_parent_ids(parent))
     shown_name = author_name.strip() if settings.agent_reply_show_name else ""
     rendered = MailTemplates.from_settings(settings).render(TEMPLATE, {
-        "body": comment.body,
+        "body": comment.body.replace("\r\n", "\n").strip("\n"),
         "agent_name": shown_name,
         "agent_email": comment.author_email or "",
         "ticket_number": ticket.ticket_number,
