@@ -47,9 +47,10 @@ def our_addresses(settings: Settings) -> frozenset[str]:
 
 
 # What we mail to: an ASCII dot-atom local part and a domain with at least one dot (the API
-# documents the same pattern, so whatever its schema allows is taken here). "/" is left out,
-# legal as it is: an address is a path segment of DELETE .../participants/{address}.
-ADDRESS_PATTERN = r"^[A-Za-z0-9!#$%&'*+=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+# documents the same pattern, so whatever its schema allows is taken here). "/", "%", "?"
+# and "#" are left out, legal as they are: an address is a path segment of
+# DELETE .../participants/{address}, where they would be read as URL syntax.
+ADDRESS_PATTERN = r"^[A-Za-z0-9!$&'*+=^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
 _ADDRESS = re.compile(ADDRESS_PATTERN.strip("^$"))
 
 
