@@ -142,9 +142,10 @@ def ticket_page(
     )
     files = queries.attachments_of(session, [m.id for m in mails])
     notes = [c for c in ticket.comments if c.email_log_id is None]
+    followup_of, followups = queries.followup_links(session, ticket)
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
-        principal=principal,
+        principal=principal, followup_of=followup_of, followups=followups,
     )
 
 
