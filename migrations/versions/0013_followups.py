@@ -1,7 +1,7 @@
 """closed tickets: when a ticket was closed (the reopen window) and follow-up links
 
 Revision ID: 0013_followups
-Revises: 0011_customers_wiring
+Revises: 0012_participants
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013_followups"
-down_revision: str | Sequence[str] | None = "0011_customers_wiring"
+down_revision: str | Sequence[str] | None = "0012_participants"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

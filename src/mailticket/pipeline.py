@@ -606,6 +606,9 @@ class Pipeline:
                 "message_id": email.message_id,
                 "in_reply_to": " ".join(email.in_reply_to) or None,
                 "references": " ".join(email.references) or None,
+                # Who else was copied: the ticket's participants too (absent when nobody
+                # was, keeping the seed's shape).
+                **({"cc": ", ".join(email.cc)} if email.cc else {}),
             },
             direction="in",
             classification=classification.label,

@@ -122,6 +122,18 @@ class Settings(BaseSettings):
     # Mail received longer ago than this is never answered (a mailbox full of old unread
     # mail, a Maildir restored from backup); "0" answers mail of any age.
     auto_reply_max_age: timedelta = timedelta(days=1)
+    # --- agents' answers (issue 10; see conversation/agent_reply.py) ---------------------------
+    # Quote the customer's last message below the reply marker in an agent's answer.
+    agent_reply_quote: bool = True
+    # Language of that marker line (ISO 639-1; the quote stripping knows every one).
+    agent_reply_language: str = Field(default="en", min_length=2, max_length=8)
+    # From: "<agent name> <support address>" when the comment names its author;
+    # false: always MAIL_FROM's own name.
+    agent_reply_show_name: bool = True
+    # Files one answer may carry, and their total size in bytes (413 above it). A request
+    # is also bound by API_MAX_BODY_BYTES.
+    reply_max_attachments: int = Field(default=10, ge=0, le=100)
+    reply_max_attachment_bytes: int = Field(default=4 * 1024 * 1024, ge=0)
     # Delivered outbox items are deleted this long after delivery ("30d", "12h", seconds);
     # 0 keeps them forever. Dead items are kept until an operator retries or removes them.
     outbox_retention: timedelta = timedelta(days=30)

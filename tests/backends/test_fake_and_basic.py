@@ -45,7 +45,7 @@ async def test_fake_backend_round_trip(
     remote.status = "canceled"
     backend = registry_for(path).build("jira")
     try:
-        report = await poll_backend(rt.session_factory, backend)
+        report = await poll_backend(rt.session_factory, rt.settings, backend)
     finally:
         await backend.aclose()
     assert report.updated == 1

@@ -64,7 +64,7 @@ def _ingest(rt: Runtime, raw: bytes) -> int:
 async def _poll(rt: Runtime) -> SyncReport:
     backend = registry_for(rt.settings.backends_file).build("itop")
     try:
-        return await poll_backend(rt.session_factory, backend)
+        return await poll_backend(rt.session_factory, rt.settings, backend)
     finally:
         await backend.aclose()
 

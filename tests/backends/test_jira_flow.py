@@ -143,7 +143,7 @@ async def test_own_comments_are_not_echoed(jira_runtime: Runtime, fake_jira: Fak
             resp = fake_jira.webhook(f"{api.url}/api/v1/webhooks/jira", "comment_created",
                                      issue["key"], comment=ours)
             assert resp.json()["comments"] == 0
-        report = await poll_backend(rt.session_factory, backend)
+        report = await poll_backend(rt.session_factory, rt.settings, backend)
         assert report.comments == 0
     finally:
         await backend.aclose()
@@ -163,7 +163,7 @@ async def test_status_comes_back_by_polling(jira_runtime: Runtime, fake_jira: Fa
     fake_jira.set_status(keys[2], "Shipped", category="done")
     backend = registry_for(rt.settings.backends_file).build("jira")
     try:
-        report = await poll_backend(rt.session_factory, backend)
+        report = await poll_backend(rt.session_factory, rt.settings, backend)
     finally:
         await backend.aclose()
     assert report.unknown_status == [f"{keys[2]}: Shipped"]

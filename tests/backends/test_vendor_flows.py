@@ -103,8 +103,8 @@ async def test_servicenow_outage_then_recovery_and_poll(
     fake.agent_note(incident["sys_id"], "replaced the toner")
     backend = registry_for(rt.settings.backends_file).build("snow")
     try:
-        report1 = await poll_backend(rt.session_factory, backend)
-        report2 = await poll_backend(rt.session_factory, backend)
+        report1 = await poll_backend(rt.session_factory, rt.settings, backend)
+        report2 = await poll_backend(rt.session_factory, rt.settings, backend)
     finally:
         await backend.aclose()
     assert report1.comments == 1 and report2.comments == 0

@@ -103,9 +103,9 @@ async def test_trigger_and_polling_bring_status_and_notes_back(
     zammad.set_state(tid, "merged")
     backend = registry_for(rt.settings.backends_file).build("zd")
     try:
-        report = await poll_backend(rt.session_factory, backend)
+        report = await poll_backend(rt.session_factory, rt.settings, backend)
         assert report.updated == 1 and report.comments == 0
-        again = await poll_backend(rt.session_factory, backend)  # cursor kept: no changes
+        again = await poll_backend(rt.session_factory, rt.settings, backend)  # cursor kept: no changes
         assert again.updated == 0
     finally:
         await backend.aclose()

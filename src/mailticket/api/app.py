@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from mailticket.api import (
+    conversation,
     emails,
     errors,
     health,
@@ -63,6 +64,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     web.install(app)
     app.include_router(health.router)
     app.include_router(tickets.router)
+    app.include_router(conversation.router)
     app.include_router(emails.router)
     app.include_router(quarantine.router)
     app.include_router(workflows.router)

@@ -142,6 +142,8 @@ def document(doc: dict[str, Any], app: FastAPI, settings: Settings) -> None:
             body = op.get("requestBody", {}).get("content", {})
             for media in body.values():
                 _collect_refs(media.get("schema", {}), schemas, body_models)
+                if "properties" in media.get("schema", {}):  # a body declared in place
+                    _forbid_nul_in_model(media["schema"])
     for name in body_models:
         _forbid_nul_in_model(schemas[name])
     for unused in ("HTTPValidationError", "ValidationError"):

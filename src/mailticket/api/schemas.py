@@ -179,10 +179,39 @@ class TicketPatch(_In):
     )
 
 
+Address = Annotated[str, Field(min_length=3, max_length=320)]
+
+
 class CommentIn(_In):
     body: str = Field(min_length=1, max_length=100_000)
     visibility: Literal["public", "internal"] = "public"
     author_email: str | None = Field(default=None, max_length=320)
+    author_name: str | None = Field(
+        default=None, max_length=200,
+        description="Shown as the From display name of the mail (AGENT_REPLY_SHOW_NAME).",
+    )
+    cc: list[Address] = Field(
+        default_factory=list, max_length=50,
+        description="Further recipients of this reply only, like a mail client's Cc.",
+    )
+
+
+class ParticipantIn(_In):
+    address: Address
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ParticipantOut(BaseModel):
+    address: str
+    name: str
+    source: Literal["requester", "mail", "added"]
+
+
+class ParticipantList(BaseModel):
+    ticket_id: int
+    ticket_number: str
+    participants: list[ParticipantOut]
+    removed: list[str] = Field(description="Addresses removed from the ticket: never mailed.")
 
 
 class AttachmentOut(_Out):

@@ -1,4 +1,5 @@
-"""/api/v1/tickets: list, show, change, comment, thread, lookup by address."""
+"""/api/v1/tickets: list, show, change, thread, lookup by address (comments and
+participants: conversation.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from mailticket.api import queries
-from mailticket.api.auth import RuntimeDep, SessionDep, WritePrincipal, require
+from mailticket.api.auth import RuntimeDep, SessionDep, require
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
-    CommentIn,
     CommentOut,
     EmailOut,
     InputDatetime,
@@ -25,7 +25,6 @@ from mailticket.api.schemas import (
     TicketStatus,
     TicketSummary,
 )
-from mailticket.backends.actions import queue_comment
 from mailticket.settings import Priority
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets as ticket_service
@@ -164,31 +163,6 @@ def patch_ticket(
     session.commit()
     session.refresh(ticket)
     return ticket_detail(session, ticket)
-
-
-@router.post(
-    "/{ticket_id}/comments",
-    response_model=CommentOut,
-    status_code=201,
-)
-def add_comment(
-    ticket_id: TicketRef,
-    comment: CommentIn,
-    session: SessionDep,
-    principal: WritePrincipal,
-    runtime: RuntimeDep,
-) -> CommentOut:
-    """A public comment or an internal note; the author defaults to the token's name."""
-    ticket = load_ticket(session, ticket_id)
-    row = ticket_service.add_comment(
-        session, ticket, comment.body, internal=comment.visibility == "internal",
-        author_email=comment.author_email or f"token:{principal.name}", source="api",
-        now=runtime.clock(),  # a public comment may be the SLA's first response
-    )
-    session.flush()
-    queue_comment(session, ticket, row)
-    session.commit()
-    return CommentOut.model_validate(row)
 
 
 @router.get(

@@ -14,15 +14,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from mailticket.api import csrf, tokens
 from mailticket.api.auth import COOKIE_NAME, Principal, RuntimeDep, SessionDep, UiPrincipal
+from mailticket.api.conversation import _store_comment as store_comment
 from mailticket.api.errors import Problem
 from mailticket.api.pages import SECURITY_HEADERS
-from mailticket.api.schemas import SettableStatus
+from mailticket.api.schemas import CommentIn, SettableStatus
 from mailticket.api.tickets import load_ticket
 from mailticket.backends.actions import queue_comment
+from mailticket.conversation.agent_reply import MailFile
 from mailticket.runtime import Runtime
 from mailticket.settings import Priority
 from mailticket.ticketing import tickets as ticket_service
@@ -137,26 +140,40 @@ async def reply(
     writer: WriterDep,
     session: SessionDep,
     runtime: RuntimeDep,
+    cc: Annotated[str, Form(max_length=4000)] = "",
     files: Annotated[list[UploadFile], File()] = [],  # noqa: B006 - FastAPI copies defaults
     token: Token = None,
 ) -> Response:
+    """A public reply: the API's comment service mails it to the participants (and Cc)."""
     csrf.check(request, writer.session_token, token)
+    try:
+        comment = CommentIn(
+            body=body, visibility="public",
+            cc=[a.strip() for a in cc.replace(";", ",").split(",") if a.strip()],
+        )
+    except ValidationError as exc:
+        raise Problem(422, "cc: " + "; ".join(e["msg"] for e in exc.errors())) from None
     # A file input left empty still posts one part, with no name and no bytes.
-    chosen = [f for f in files if f.filename]
+    chosen = [
+        MailFile(
+            filename=f.filename.replace("\x00", ""),
+            content_type=f.content_type or "application/octet-stream",
+            data=await f.read(),
+        )
+        for f in files if f.filename
+    ]
+    # The same code path as POST /api/v1/tickets/{id}/comments (limits, recipients, the
+    # agent_reply mail, the backends' mirror), with the same refusals.
     number = await run_in_threadpool(
-        _public_comment, session, runtime, ticket_ref, body, writer.author
+        _reply, session, runtime, writer.principal, ticket_ref, comment, chosen
     )
-    del chosen
     return _back(number, "thread")
 
 
-def _public_comment(session: Session, runtime: Runtime, ref: str, body: str, author: str) -> str:
-    ticket = load_ticket(session, ref)
-    row = ticket_service.add_comment(
-        session, ticket, body, internal=False, author_email=author, source="ui",
-        now=runtime.clock(),
-    )
-    session.flush()
-    queue_comment(session, ticket, row)
-    session.commit()
-    return ticket.ticket_number
+def _reply(
+    session: Session, runtime: Runtime, principal: Principal, ref: str, comment: CommentIn,
+    files: list[MailFile],
+) -> str:
+    number = load_ticket(session, ref).ticket_number
+    store_comment(session, runtime, principal, ref, comment, files)
+    return number

@@ -6,9 +6,11 @@ webhooks are polled through `query_tickets(updated_since)`. Remote statuses map 
 ones through the backend's normalisation (configurable `status_map` on each instance) with
 Waldur's resolved / canceled semantics; a status nobody mapped is reported, never guessed.
 A local status change still on its way out (queued in the outbox) wins: the poll does not
-overwrite it with the remote status it is about to replace. Remote comments, and the
-vendor's resolution text, come back as internal comments, except the ones we wrote
-ourselves (recognised by the marker or id we stored, never by an author's name).
+overwrite it with the remote status it is about to replace. Remote comments come back
+except the ones we wrote ourselves (recognised by the marker or id we stored, never by an
+author's name): a public one as a public comment that is mailed to the customer
+(conversation/agent_reply.py), an internal one, and the vendor's resolution text, as
+internal comments that are never mailed.
 
 Polling also checks, at each instance's `existence_check_interval`, that every linked remote
 ticket still exists (batched), so a deletion is found without waiting for the next write.
@@ -39,7 +41,10 @@ from mailticket.backends.delivery import status_change_waiting
 from mailticket.backends.errors import NotFound, Unsupported, WebhookSignatureError
 from mailticket.backends.models import RemoteCommentRef, RemoteLink, SyncCursor, WebhookDelivery
 from mailticket.backends.registry import BackendRegistry
-from mailticket.store.models import Ticket
+from mailticket.conversation.agent_reply import NoRecipients, mail_comment
+from mailticket.outbound.templates import TemplateRenderError
+from mailticket.settings import Settings
+from mailticket.store.models import Comment, Ticket
 from mailticket.store.outbox_models import as_utc, utcnow
 from mailticket.ticketing import tickets
 
@@ -143,9 +148,11 @@ def _bring_back_resolution(session: Session, link: RemoteLink, ticket: Ticket, t
     report.comments += 1
 
 
-def mirror_comments(session: Session, link: RemoteLink, comments: list[RemoteComment],
-                    report: SyncReport) -> None:
-    """Remote comments we did not write, once each, as internal local comments."""
+def mirror_comments(session: Session, settings: Settings, link: RemoteLink,
+                    comments: list[RemoteComment], report: SyncReport) -> None:
+    """Remote comments we did not write, once each, as local comments: an agent's public
+    answer stays public and is mailed to the ticket's participants; an internal one stays
+    internal and is never mailed."""
     for rc in comments:
         if rc.op_key is not None:
             continue  # ours: the backend kept the key we created it with
@@ -157,13 +164,35 @@ def mirror_comments(session: Session, link: RemoteLink, comments: list[RemoteCom
         if known is not None:
             continue
         ticket = session.get_one(Ticket, link.ticket_id)
-        who = f" by {rc.author}" if rc.author else ""
-        comment = tickets.add_comment(
-            session, ticket, f"[{link.backend} {'public' if rc.public else 'internal'}"
-            f" comment{who}]\n{rc.text}", internal=True, author_email=None, source="backend",
-        )
+        if rc.public and rc.text.strip():
+            comment = _public_answer(session, settings, link, ticket, rc)
+        else:
+            who = f" by {rc.author}" if rc.author else ""
+            comment = tickets.add_comment(
+                session, ticket, f"[{link.backend} {'public' if rc.public else 'internal'}"
+                f" comment{who}]\n{rc.text}", internal=True, author_email=None,
+                source="backend",
+            )
         links.remember_comment(session, link, rc.id, "in", comment.id)
         report.comments += 1
+
+
+def _public_answer(session: Session, settings: Settings, link: RemoteLink, ticket: Ticket,
+                   rc: RemoteComment) -> Comment:
+    """An agent's public comment in the backend: the customer gets it by mail, like one
+    written here. When it cannot be mailed (nobody to mail, a broken template) the comment
+    is still kept, public, and the reason logged: the sync must not stall on it."""
+    comment = tickets.add_comment(
+        session, ticket, rc.text.strip(), internal=False, author_email=None, source="backend",
+        now=utcnow(),
+    )
+    try:
+        mail_comment(session, settings, ticket, comment, author_name=rc.author or "",
+                     now=utcnow())
+    except (NoRecipients, TemplateRenderError) as exc:
+        log.warning("backend %s: public comment %s on %s not mailed: %s",
+                    link.backend, rc.id, ticket.ticket_number, exc)
+    return comment
 
 
 async def _read(
@@ -187,6 +216,7 @@ def _link_snapshot(session: Session, backend: str, remote_id: str) -> RemoteRef 
 
 async def refresh_link(
     session_factory: sessionmaker[Session],
+    settings: Settings,
     backend: TicketBackend[Any],
     remote_id: str,
     report: SyncReport,
@@ -224,7 +254,7 @@ async def refresh_link(
             return
         if remote is not None:
             apply_remote(session, link, remote, report)
-        mirror_comments(session, link, comments, report)
+        mirror_comments(session, settings, link, comments, report)
 
 
 def seen_delivery(session: Session, backend: str, delivery_id: str) -> bool:
@@ -237,6 +267,7 @@ def seen_delivery(session: Session, backend: str, delivery_id: str) -> bool:
 
 async def handle_webhook(
     session_factory: sessionmaker[Session],
+    settings: Settings,
     backend: TicketBackend[Any],
     headers: Mapping[str, str],
     body: bytes,
@@ -278,7 +309,7 @@ async def handle_webhook(
                     ref=RemoteRef(backend.name, event.ticket_id), status_raw=event.status_raw,
                     status=backend.normalize_status(event.status_raw, backend.default_statuses()),
                 )
-            await refresh_link(session_factory, backend, event.ticket_id, report,
+            await refresh_link(session_factory, settings, backend, event.ticket_id, report,
                                extra_comments=extra, fallback=fallback, before_commit=claim)
     except IntegrityError:
         # The same delivery, arriving twice at once: the other request's commit won.
@@ -291,6 +322,7 @@ async def handle_webhook(
 
 async def poll_backend(
     session_factory: sessionmaker[Session],
+    settings: Settings,
     backend: TicketBackend[Any],
     *,
     now: datetime | None = None,
@@ -309,7 +341,8 @@ async def poll_backend(
     while True:
         page = await backend.query_tickets(updated_since=query_since, cursor=cursor)
         for remote in page.items:
-            await refresh_link(session_factory, backend, remote.ref.id, report, known=remote)
+            await refresh_link(session_factory, settings, backend, remote.ref.id, report,
+                               known=remote)
             if remote.updated_at is not None and (newest is None or remote.updated_at > newest):
                 newest = remote.updated_at
         cursor = page.cursor
@@ -381,7 +414,7 @@ async def check_existence(
 
 
 async def poll_all(
-    session_factory: sessionmaker[Session], registry: BackendRegistry
+    session_factory: sessionmaker[Session], settings: Settings, registry: BackendRegistry
 ) -> dict[str, SyncReport | Exception]:
     """Poll every instance that can be polled; one failing instance does not stop the rest."""
     results: dict[str, SyncReport | Exception] = {}
@@ -390,7 +423,7 @@ async def poll_all(
         try:
             if not backend.supports(Cap.POLLING):
                 continue
-            results[name] = await poll_backend(session_factory, backend)
+            results[name] = await poll_backend(session_factory, settings, backend)
         except Exception as exc:  # per-instance boundary: reported, the next one still runs
             log.warning("polling %s failed: %s", name, exc, exc_info=True)
             results[name] = exc

@@ -68,7 +68,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         client = instance.build()
         try:
             result = await handle_webhook(
-                runtime.session_factory, client, {k.lower(): v for k, v in request.headers.items()},
+                runtime.session_factory, runtime.settings, client, {k.lower(): v for k, v in request.headers.items()},
                 body,
             )
         except WebhookSignatureError as exc:

@@ -120,7 +120,7 @@ def _poll(args: argparse.Namespace) -> int:
     async def once() -> Any:
         backend = registry.build(args.name)
         try:
-            return await poll_backend(make_session_factory(engine), backend)
+            return await poll_backend(make_session_factory(engine), settings, backend)
         finally:
             await backend.aclose()
 

@@ -297,7 +297,7 @@ class Worker:
         except BackendConfigError as exc:
             log.error("backends not polled: %s", exc)
             return
-        for name, result in (await poll_all(self._immediate, registry)).items():
+        for name, result in (await poll_all(self._immediate, self.settings, registry)).items():
             if isinstance(result, Exception):
                 continue  # poll_all logged it
             if result.updated or result.comments or result.broken or result.unknown_status:

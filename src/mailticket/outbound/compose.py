@@ -11,10 +11,10 @@ import base64
 import binascii
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import format_datetime, formataddr
+from email.utils import encode_rfc2231, format_datetime, formataddr
 
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 
@@ -107,7 +107,13 @@ def compose(
     text_body: str,
     html_body: str | None,
     date: datetime,
+    cc: Sequence[tuple[str, str]] = (),
+    reply_to: str | None = None,
+    automatic: bool = True,
+    attachments: Sequence[MailFile] = (),
 ) -> Composed:
+    """`automatic`: an auto-reply (RFC 3834 headers); False for a person's answer. `cc`:
+    (name, address) pairs. `attachments` make the message multipart/mixed."""
     # Written out directly: the stdlib's generator re-folds every header through
     # email.header and cost more than the rest of an auto-reply together. This is safe
     # because every value below is one clean line (clean_header), our own, or encoded here.
@@ -115,6 +121,12 @@ def compose(
     headers = [
         ("From", _address(from_name, from_address)),
         ("To", _address(to_name, to_address)),
+    ]
+    if cc:
+        headers.append(("Cc", ", ".join(_address(name, address) for name, address in cc)))
+    if reply_to:
+        headers.append(("Reply-To", _address("", reply_to)))
+    headers += [
         ("Subject", _encoded(clean_subject)),
         ("Date", format_datetime(date)),
         ("Message-ID", message_id),
@@ -123,30 +135,87 @@ def compose(
         headers.append(("In-Reply-To", in_reply_to))
     if references:
         headers.append(("References", " ".join(references)))
-    # RFC 3834: marks this as an automatic response so other responders stay quiet;
-    # the Microsoft header does the same for Exchange/Outlook out-of-office rules.
-    headers += [
-        ("Auto-Submitted", "auto-replied"),
-        ("X-Auto-Response-Suppress", "All"),
-        ("Precedence", "auto_reply"),
-        ("MIME-Version", "1.0"),
-    ]
+    if automatic:
+        # RFC 3834: marks this as an automatic response so other responders stay quiet;
+        # the Microsoft header does the same for Exchange/Outlook out-of-office rules.
+        # A person's answer carries none of them: it is mail like any other.
+        headers += [
+            ("Auto-Submitted", "auto-replied"),
+            ("X-Auto-Response-Suppress", "All"),
+            ("Precedence", "auto_reply"),
+        ]
+    headers.append(("MIME-Version", "1.0"))
     lines = [_fold(name, value) for name, value in headers]
-    if html_body is None:
-        lines += _TEXT_HEADERS["plain"]
-        body = _qp(text_body)
-    else:
-        # "=_" never occurs in quoted-printable output, so no body line can match it.
-        boundary = f"=_mailticket_{secrets.token_hex(12)}"
-        lines.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
-        body = b"".join(
-            b"--" + boundary.encode() + b"\r\n"
-            + "\r\n".join(_TEXT_HEADERS[subtype]).encode() + b"\r\n\r\n"
-            + _qp(content)
-            for subtype, content in (("plain", text_body), ("html", html_body))
-        ) + b"--" + boundary.encode() + b"--\r\n"
-    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+    part_lines, body = _text_part(text_body, html_body)
+    if attachments:
+        boundary = _boundary()
+        body = (
+            _delimiter(boundary) + _head(part_lines) + body
+            + b"".join(_delimiter(boundary) + _file_part(f) for f in attachments)
+            + b"--" + boundary.encode() + b"--\r\n"
+        )
+        part_lines = [f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"']
+    raw = ("\r\n".join([*lines, *part_lines]) + "\r\n\r\n").encode("ascii") + body
     return Composed(message_id, clean_subject, in_reply_to, references, raw)
+
+
+@dataclass(frozen=True)
+class MailFile:
+    """An attachment to send: its name as the sender gave it, a MIME type, the bytes."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+_MIME_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def safe_content_type(value: str) -> str:
+    """A plain `type/subtype` (parameters dropped), else application/octet-stream."""
+    bare = value.split(";", 1)[0].strip().lower()
+    return bare if _MIME_TYPE.match(bare) and not bare.startswith("multipart/") \
+        else "application/octet-stream"
+
+
+def _boundary() -> str:
+    # "=_" never occurs in quoted-printable nor base64 output, so no body line can match it.
+    return f"=_mailticket_{secrets.token_hex(12)}"
+
+
+def _delimiter(boundary: str) -> bytes:
+    return b"--" + boundary.encode() + b"\r\n"
+
+
+def _head(lines: list[str]) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def _text_part(text_body: str, html_body: str | None) -> tuple[list[str], bytes]:
+    """The readable part: text/plain, or multipart/alternative with the HTML version."""
+    if html_body is None:
+        return list(_TEXT_HEADERS["plain"]), _qp(text_body)
+    boundary = _boundary()
+    body = b"".join(
+        _delimiter(boundary) + _head(_TEXT_HEADERS[subtype]) + _qp(content)
+        for subtype, content in (("plain", text_body), ("html", html_body))
+    ) + b"--" + boundary.encode() + b"--\r\n"
+    return [f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"'], body
+
+
+def _file_part(item: MailFile) -> bytes:
+    name = clean_header(item.filename)[:200].replace("\\", "_").replace('"', "_") or "attachment"
+    if name.isascii():
+        param = f'filename="{name}"'
+    else:
+        param = "filename*=" + encode_rfc2231(name, "utf-8")
+    lines = [
+        f"Content-Type: {safe_content_type(item.content_type)}",
+        "Content-Transfer-Encoding: base64",
+        _fold("Content-Disposition", f"attachment; {param}"),
+    ]
+    encoded = base64.encodebytes(item.data).replace(b"\n", b"\r\n")
+    return _head(lines) + encoded
 
 
 _TEXT_HEADERS = {

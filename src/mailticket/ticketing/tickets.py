@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailticket.conversation import split_reply
 from mailticket.reading.extraction import detect_priority, extract_tags, merge_tags
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 from mailticket.settings import Priority, Settings
@@ -121,7 +122,7 @@ def link_email(
     comment = new_row(
         Comment,
         ticket_id=ticket.id,
-        body=email.text.strip(),
+        body=reply_text(email),
         author_email=email.from_address or None,
         is_internal=False,
         source="email",
@@ -144,6 +145,23 @@ def _attach_email(
         # naming the first, as the seed's SQL expects; the link table names this one.
         work.add(new_row(EmailTicket, email_log_id=log.id, ticket_id=ticket.id))
     record_thread_refs(work, ticket.id, email.message_id, [*email.in_reply_to, *email.references])
+
+
+# A reply that only quotes earlier mail (a forward to ourselves, an empty "Re:") still
+# makes its comment; the log row keeps the whole message.
+NO_NEW_TEXT = "(no new text: the message only quotes earlier mail)"
+
+
+def reply_text(email: ParsedEmail) -> str:
+    """What the customer wrote now: the reply without the quoted mail and the signature
+    (`tticket_email_log.body_text` and the raw message keep everything)."""
+    # `email.text` is rendered from the HTML when the mail has no text/plain part; the
+    # splitter wants only a real text part as text.
+    plain = email.text if "text/plain" in email.part_types else None
+    parts = split_reply(plain, email.html)
+    if parts.source == "none":
+        return email.text.strip()
+    return parts.new_text.strip() or NO_NEW_TEXT
 
 
 def _unquoted(text: str) -> str:

@@ -1,0 +1,171 @@
+"""Who a ticket's answers go to: the requester, everyone on the customer mail of the thread
+(From, To, Cc), and whoever an agent added; minus anyone removed and minus our own addresses.
+
+Only the changes people make are stored (`models.Participant`); the rest is read from the
+thread when it is needed, so ingesting mail writes nothing extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import getaddresses, parseaddr
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailticket.conversation.models import Participant
+from mailticket.outbound.compose import clean_header
+from mailticket.outbound.loop import own_addresses
+from mailticket.settings import Settings
+from mailticket.store.models import EmailLog, Ticket
+from mailticket.types import AUTOMATED_LABELS
+
+Source = Literal["requester", "mail", "added"]
+
+
+class ParticipantError(ValueError):
+    """An address that cannot be a participant (not an address, or one of ours)."""
+
+
+@dataclass(frozen=True)
+class Person:
+    address: str
+    name: str
+    source: Source
+
+
+def our_addresses(settings: Settings) -> frozenset[str]:
+    """Every address that is us: the support address, OWN_ADDRESSES, the agents'
+    ASSIGNEE_ADDRESSES and the mailbox login (when it is an address)."""
+    extra = [*settings.assignee_addresses.values()]
+    if settings.imap_user and "@" in settings.imap_user:
+        extra.append(settings.imap_user.strip().lower())
+    return own_addresses(settings) | frozenset(extra)
+
+
+def bare_address(value: str) -> str:
+    """`value` as a bare, lower-cased address; ParticipantError when it is none."""
+    name, address = parseaddr(clean_header(value))
+    address = address.strip().lower()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "." not in domain or len(address) > 320 or not address.isascii():
+        raise ParticipantError(f"{value!r} is not an e-mail address")
+    return address
+
+
+def _split(value: str | None) -> list[tuple[str, str]]:
+    return [(n, a.strip().lower()) for n, a in getaddresses([value or ""]) if "@" in a]
+
+
+def _from_thread(session: Session, ticket: Ticket) -> list[tuple[str, str]]:
+    """(name, address) from every human customer message of the ticket, oldest first."""
+    log = EmailLog
+    rows = session.execute(
+        select(log.email_from, log.email_from_name, log.email_to, log.thread_data)
+        .where(
+            log.ticket_id == ticket.id, log.direction == "in",
+            log.classification.is_(None) | log.classification.not_in(AUTOMATED_LABELS),
+        )
+        .order_by(log.id)
+    ).all()
+    out: list[tuple[str, str]] = []
+    for sender, sender_name, to, thread in rows:
+        if sender:
+            out.append((sender_name or "", sender))
+        out += _split(to)
+        out += _split((thread or {}).get("cc"))
+    return out
+
+
+def _changes(session: Session, ticket: Ticket) -> dict[str, Participant]:
+    rows = session.scalars(select(Participant).where(Participant.ticket_id == ticket.id))
+    return {row.address: row for row in rows}
+
+
+def participants(session: Session, settings: Settings, ticket: Ticket) -> list[Person]:
+    """The ticket's current participants, requester first, each address once."""
+    ours = our_addresses(settings)
+    changes = _changes(session, ticket)
+    found: dict[str, Person] = {}
+
+    def offer(name: str, address: str, source: Source) -> None:
+        if address in found or address in ours or "@" not in address:
+            return
+        change = changes.get(address)
+        if change is not None and change.state == "removed":
+            return
+        found[address] = Person(address, clean_header(name), source)
+
+    if ticket.requester_email:
+        offer("", ticket.requester_email.lower(), "requester")
+    for name, address in _from_thread(session, ticket):
+        offer(name, address, "mail")
+    for row in sorted(changes.values(), key=lambda r: r.id):
+        if row.state == "added":
+            offer(row.name or "", row.address, "added")
+    # The requester's display name, when their mail gave one.
+    if ticket.requester_email and ticket.requester_email.lower() in found:
+        req = found[ticket.requester_email.lower()]
+        if not req.name:
+            name = next((n for n, a in _from_thread(session, ticket) if a == req.address and n),
+                        "")
+            found[req.address] = Person(req.address, clean_header(name), "requester")
+    return list(found.values())
+
+
+def removed(session: Session, ticket: Ticket) -> list[str]:
+    return sorted(a for a, row in _changes(session, ticket).items() if row.state == "removed")
+
+
+def add_participant(
+    session: Session, settings: Settings, ticket: Ticket, address: str, *,
+    name: str = "", now: datetime,
+) -> Person:
+    """Add (or bring back) an address. ParticipantError for a non-address or one of ours."""
+    bare = bare_address(address)
+    if bare in our_addresses(settings):
+        raise ParticipantError(f"{bare} is one of our own addresses")
+    row = _changes(session, ticket).get(bare)
+    if row is None:
+        row = Participant(ticket_id=ticket.id, address=bare, created_at=now)
+        session.add(row)
+    row.state, row.updated_at = "added", now
+    row.name = clean_header(name)[:200] or row.name
+    session.flush()
+    return next(p for p in participants(session, settings, ticket) if p.address == bare)
+
+
+def remove_participant(
+    session: Session, settings: Settings, ticket: Ticket, address: str, *, now: datetime
+) -> bool:
+    """Stop mailing `address` on this ticket; False when it is no participant."""
+    bare = bare_address(address)
+    if bare not in {p.address for p in participants(session, settings, ticket)}:
+        return False
+    row = _changes(session, ticket).get(bare)
+    if row is None:
+        row = Participant(ticket_id=ticket.id, address=bare, created_at=now)
+        session.add(row)
+    row.state, row.updated_at = "removed", now
+    session.flush()
+    return True
+
+
+def recipients(
+    session: Session, settings: Settings, ticket: Ticket, cc: list[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(To, Cc) of an answer as (name, address): the requester (else the first participant)
+    in To, the other participants and this answer's own `cc` in Cc, each address once."""
+    people = participants(session, settings, ticket)
+    ours = our_addresses(settings)
+    to = [(p.name, p.address) for p in people[:1]]
+    copied = [(p.name, p.address) for p in people[1:]]
+    seen = {a for _, a in [*to, *copied]}
+    for value in cc:
+        bare = bare_address(value)
+        if bare not in seen and bare not in ours:
+            seen.add(bare)
+            copied.append(("", bare))
+    return to, copied
