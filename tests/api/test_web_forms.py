@@ -91,7 +91,7 @@ def test_an_internal_note_from_the_page_is_never_mailed(api: Api) -> None:
     assert _outbox_count(api) == before
     with api.runtime.session_factory() as s:
         (note,) = s.scalars(select(Comment)).all()
-        assert (note.is_internal, note.source, note.email_log_id) == (True, "ui", None)
+        assert (note.is_internal, note.email_log_id) == (True, None)
         assert note.author_email == "token:test-write"
 
 
@@ -137,3 +137,24 @@ def test_quoted_text_is_folded_behind_a_control(api: Api) -> None:
     assert "Now it smokes too." in new
     assert "<summary>show quoted text</summary>" in folded
     assert "&gt; The printer jams." in folded.partition("</details>")[0]
+
+
+def test_a_reply_needs_the_form_token_and_valid_cc(api: Api) -> None:
+    opened = api.ingest(make_email(subject="Printer", sender="ann@example.com"))
+    before = _outbox_count(api)
+    _login(api, "write")
+    token = _token_on(api.client.get(f"/ui/tickets/{opened.ticket_number}").text)
+    url = f"/ui/tickets/{opened.ticket_number}/reply"
+    files = {"files": ("a.txt", b"hello", "text/plain")}
+    missing = api.client.post(url, data={"body": "on our way"}, files=files)
+    assert missing.status_code == 403
+    bad_cc = api.client.post(url, data={"body": "on our way", "cc": "not an address",
+                                        csrf.FIELD: token}, files=files)
+    assert bad_cc.status_code == 422 and "cc" in bad_cc.text
+    assert _outbox_count(api) == before
+    with api.runtime.session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Comment)) == 0
+    sent = api.client.post(url, data={"body": "on our way", csrf.FIELD: token}, files=files,
+                           follow_redirects=False)
+    assert sent.status_code == 303 and sent.headers["location"].endswith("#thread")
+    assert _outbox_count(api) == before + 1

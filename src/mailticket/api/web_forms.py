@@ -24,11 +24,9 @@ from mailticket.api.errors import Problem
 from mailticket.api.pages import SECURITY_HEADERS
 from mailticket.api.schemas import CommentIn, SettableStatus
 from mailticket.api.tickets import load_ticket
-from mailticket.backends.actions import queue_comment
 from mailticket.conversation.agent_reply import MailFile
 from mailticket.runtime import Runtime
 from mailticket.settings import Priority
-from mailticket.ticketing import tickets as ticket_service
 from mailticket.ticketing.changes import TicketChange, apply_change
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -67,19 +65,6 @@ def _back(ticket_number: str, anchor: str) -> Response:
     return response
 
 
-def _note(session: Session, runtime: Runtime, ref: str, body: str, author: str) -> str:
-    ticket = load_ticket(session, ref)
-    row = ticket_service.add_comment(
-        session, ticket, body, internal=True, author_email=author, source="ui",
-        now=runtime.clock(),
-    )
-    session.flush()
-    # Backends get it as their own internal note; no mail is ever made from it.
-    queue_comment(session, ticket, row)
-    session.commit()
-    return ticket.ticket_number
-
-
 def _change(session: Session, runtime: Runtime, ref: str, change: TicketChange) -> str:
     ticket = load_ticket(session, ref)
     apply_change(session, ticket, change, now=runtime.clock(), source="ui")
@@ -97,8 +82,12 @@ async def add_note(
     runtime: RuntimeDep,
     token: Token = None,
 ) -> Response:
+    """An internal note: the API's comment service, which never mails one."""
     csrf.check(request, writer.session_token, token)
-    number = await run_in_threadpool(_note, session, runtime, ticket_ref, body, writer.author)
+    note = CommentIn(body=body, visibility="internal")
+    number = await run_in_threadpool(
+        _comment, session, runtime, writer.principal, ticket_ref, note, []
+    )
     return _back(number, "notes")
 
 
@@ -162,18 +151,18 @@ async def reply(
         )
         for f in files if f.filename
     ]
-    # The same code path as POST /api/v1/tickets/{id}/comments (limits, recipients, the
-    # agent_reply mail, the backends' mirror), with the same refusals.
     number = await run_in_threadpool(
-        _reply, session, runtime, writer.principal, ticket_ref, comment, chosen
+        _comment, session, runtime, writer.principal, ticket_ref, comment, chosen
     )
     return _back(number, "thread")
 
 
-def _reply(
+def _comment(
     session: Session, runtime: Runtime, principal: Principal, ref: str, comment: CommentIn,
     files: list[MailFile],
 ) -> str:
+    """The same code path as POST /api/v1/tickets/{id}/comments (limits, recipients, the
+    agent_reply mail for a public one, the backends' mirror), with the same refusals."""
     number = load_ticket(session, ref).ticket_number
     store_comment(session, runtime, principal, ref, comment, files)
     return number
