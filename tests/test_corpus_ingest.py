@@ -21,7 +21,7 @@ from mailticket.store.models import EmailLog, QuarantineEntry, Ticket
 from tests.conftest import FIXTURES
 
 ANY_WF = FIXTURES / "workflows" / "any_create.yaml"
-ACTIONS = {"created", "linked", "duplicate", "logged", "quarantined"}
+ACTIONS = {"created", "linked", "reopened", "followup", "duplicate", "logged", "quarantined"}
 
 
 def _hard_cases(corpus: Path) -> dict[str, list[str]]:

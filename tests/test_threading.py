@@ -125,7 +125,7 @@ def test_auto_reply_threads_but_never_reopens(rt: Runtime) -> None:
         log = s.scalars(select(EmailLog).where(EmailLog.email_message_id != "<q@x>")).one()
         assert log.ticket_id == ticket.id and log.is_reply
     human = ingest(rt, make_email(subject="Re: Help please", in_reply_to="<q@x>", body="still broken"))
-    assert human.action == "linked" and human.ticket_number == t.ticket_number
+    assert human.action == "reopened" and human.ticket_number == t.ticket_number
     with rt.session_factory() as s:
         assert s.scalars(select(Ticket)).one().status == "open"
 

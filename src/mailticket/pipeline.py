@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket import metrics, threading
+from mailticket import followups, metrics, threading
 from mailticket.backends.actions import mirror_followup
 from mailticket.customers import lookup as customers
 from mailticket.outbound.loop import reply_recipient
@@ -401,9 +401,12 @@ class Pipeline:
             return duplicate
         suspect = self._suspect(verdict)
         raw_row = item.raw_message or quarantine.store_raw(work, item.raw, source)
-        resolution = threading.resolve(work, self.settings, email, classification, suspect=suspect)
+        found = threading.resolve(work, self.settings, email, classification, suspect=suspect)
         entry = work.add(self._log_row(email, classification, raw_row, item.received_at))
         work.note_logged(entry)
+        # A reply to a closed ticket: reopen it, continue on its follow-up, or open one.
+        routed = followups.route(work, self.settings, found, classification, self._now(entry))
+        resolution = routed.resolution
         if verdict is not None:
             # The evidence beside the log row, written with it (which check said what).
             work.add(new_row(
@@ -434,6 +437,11 @@ class Pipeline:
         if ctx.quarantine is not None:
             raise HeldByWorkflow(ctx.quarantine)
         if not ctx.tickets and not ctx.ignored:
+            if routed.followup_of is not None and (
+                self.settings.email_unmatched_action is not UnmatchedAction.create_ticket
+            ):
+                # No workflow opened the follow-up: the mail stays on the old ticket's log.
+                ctx.thread, resolution = found.match, found
             self._unmatched(ctx, resolution.joined)
         first = ctx.tickets[0] if ctx.tickets else None
         for attachment in attachments:
@@ -457,6 +465,14 @@ class Pipeline:
         elif ctx.linked:
             entry.matched_by = "workflow"
         entry.action = "created" if ctx.created else "linked" if ctx.linked else "logged"
+        if ctx.created and routed.followup_of is not None:
+            for made in ctx.tickets:
+                made.followup_of_id = routed.followup_of.id
+            entry.matched_by = followups.FOLLOWUP
+            entry.matched_value = routed.followup_of.ticket_number
+            entry.action = "followup"
+        elif routed.reopens is not None and routed.reopens.status == "open":
+            entry.action = "reopened"
         # A logged message (an out-of-office, say) may still sit on a ticket: name it.
         ticket = first or (work.ticket(on_ticket) if on_ticket else None)
         return Outcome(

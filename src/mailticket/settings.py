@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     ticket_timezone: str = "UTC"
     ticket_subject_match: SubjectMatchPolicy = SubjectMatchPolicy.any
     email_unmatched_action: UnmatchedAction = UnmatchedAction.log
+    # A customer's reply to a resolved or closed ticket reopens it within this long of its
+    # closing ("14d", "36h", seconds); later, it opens a follow-up ticket linked to the old
+    # one. "0": every such reply opens a follow-up.
+    ticket_reopen_window: timedelta = Field(default=timedelta(days=14), ge=timedelta(0))
     # Messages per transaction when ingesting in bulk, and the most raw bytes one batch may
     # hold in memory. A batch is written in one go; when a message in it fails, the batch
     # is redone one message at a time, so one failure never loses its neighbours.
@@ -267,7 +271,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "auto_reply_rate_window", "auto_reply_max_age", "outbox_retention", mode="before"
+        "auto_reply_rate_window", "auto_reply_max_age", "outbox_retention",
+        "ticket_reopen_window", mode="before"
     )
     @classmethod
     def _duration(cls, value: Any) -> Any:

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-Action = Literal["created", "linked", "duplicate", "logged", "quarantined"]
+# reopened: linked to a closed ticket and reopened it; followup: opened a ticket that
+# follows up a ticket closed longer than the reopen window.
+Action = Literal["created", "linked", "reopened", "followup", "duplicate", "logged", "quarantined"]
+# The actions that wrote to a ticket (opened one or added to one).
+WROTE_TICKETS = frozenset({"created", "linked", "reopened", "followup"})
 # Labels of mail no human wrote.
 AUTOMATED_LABELS = ("auto_reply", "bounce")
 

@@ -148,7 +148,7 @@ async def test_ticket_pending_seven_days_is_closed_with_a_mail(
     env.clock.set(berlin(2025, 12, 23, 9, 0))
     our_id = msg["Message-ID"]
     back = env.ingest(make_email(sender="jane@acme.example", in_reply_to=our_id, subject="no!"))
-    assert back.action == "linked" and back.ticket_id == tid
+    assert back.action == "reopened" and back.ticket_id == tid
     assert env.ticket(tid).status == "open"
     assert env.sweep(berlin(2025, 12, 31, 9, 0)).runs == []  # open, not pending
 

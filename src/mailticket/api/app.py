@@ -18,6 +18,7 @@ from mailticket.api import (
     testing,
     tickets,
     web,
+    web_forms,
     workflows,
 )
 from mailticket.api.gate import WEBHOOK_PREFIX, Gate
@@ -72,6 +73,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         app.include_router(test_router)
     _include_webhooks(app, runtime)
     app.include_router(web.router)
+    app.include_router(web_forms.router)
     health.install_collector(runtime)
     openapi.install(app, runtime.settings)
     return app

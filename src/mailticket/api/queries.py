@@ -176,3 +176,15 @@ def attachments_of(session: Session, email_ids: list[int]) -> dict[int, list[Att
     for row in rows:
         found[row.email_log_id].append(row)
     return found
+
+
+def followup_links(session: Session, ticket: Ticket) -> tuple[Ticket | None, list[Ticket]]:
+    """The closed ticket `ticket` follows up, and the tickets that follow it up (oldest
+    first)."""
+    before = session.get(Ticket, ticket.followup_of_id) if ticket.followup_of_id else None
+    after = list(
+        session.scalars(
+            select(Ticket).where(Ticket.followup_of_id == ticket.id).order_by(Ticket.id)
+        )
+    )
+    return before, after

@@ -163,6 +163,11 @@ class TicketDetail(TicketSummary):
     custom_fields: dict[str, Any]
     merged_into_id: int | None
     resolved_at: UtcDatetime | None
+    # When it was last resolved or closed (the reopen window runs from here).
+    closed_at: UtcDatetime | None = None
+    # The closed ticket this one follows up, and the tickets that follow this one up.
+    followup_of: TicketBrief | None = None
+    followups: list[TicketBrief] = Field(default_factory=list)
     comments: list[CommentOut]
 
 

@@ -60,8 +60,8 @@ def email_to_ticket(body: TestEmailIn, runtime: RuntimeDep) -> TestEmailOut:
     return TestEmailOut(
         ticket_id=outcome.ticket_id,
         ticket_number=outcome.ticket_number,
-        created=outcome.action == "created",
-        linked=outcome.action == "linked",
+        created=outcome.action in ("created", "followup"),
+        linked=outcome.action in ("linked", "reopened"),
         action=outcome.action,
         matched_by=outcome.matched_by,
         classification=outcome.classification,

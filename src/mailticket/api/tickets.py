@@ -3,7 +3,6 @@ participants: conversation.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -26,11 +25,10 @@ from mailticket.api.schemas import (
     TicketStatus,
     TicketSummary,
 )
-from mailticket.backends.actions import queue_ticket_update
 from mailticket.settings import Priority
-from mailticket.sla import service as sla_service
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets as ticket_service
+from mailticket.ticketing.changes import TicketChange, apply_change
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 
@@ -57,14 +55,18 @@ def load_ticket(session: Session, ref: str) -> Ticket:
     return ticket
 
 
-def ticket_detail(ticket: Ticket) -> TicketDetail:
+def ticket_detail(session: Session, ticket: Ticket) -> TicketDetail:
     base = TicketSummary.model_validate(ticket).model_dump()
+    before, after = queries.followup_links(session, ticket)
     return TicketDetail(
         **base,
         description=ticket.description,
         custom_fields=ticket.custom_fields or {},
         merged_into_id=ticket.merged_into_id,
         resolved_at=ticket.resolved_at,
+        closed_at=ticket.closed_at,
+        followup_of=TicketBrief.model_validate(before) if before is not None else None,
+        followups=[TicketBrief.model_validate(t) for t in after],
         comments=[CommentOut.model_validate(c) for c in ticket.comments],
     )
 
@@ -136,7 +138,7 @@ def list_tickets(
 
 @router.get("/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("read"))])
 def get_ticket(ticket_id: TicketRef, session: SessionDep) -> TicketDetail:
-    return ticket_detail(load_ticket(session, ticket_id))
+    return ticket_detail(session, load_ticket(session, ticket_id))
 
 
 @router.patch(
@@ -147,31 +149,20 @@ def patch_ticket(
 ) -> TicketDetail:
     """Change status, priority, assignee or tags (tags replace the list)."""
     ticket = load_ticket(session, ticket_id)
-    fields = change.model_fields_set
-    new_status = new_priority = None
-    if "status" in fields and change.status is not None and change.status != ticket.status:
-        ticket.status = new_status = change.status
-        ticket.resolved_at = datetime.now(UTC) if change.status == "resolved" else None
-    if "priority" in fields and change.priority is not None:
-        if change.priority.value != ticket.priority:
-            new_priority = change.priority.value
-        ticket.priority = change.priority.value
-    if "assigned_to_user_id" in fields:
-        ticket.assigned_to_user_id = change.assigned_to_user_id
-    if "tags" in fields:
-        ticket.tags = []
-        ticket_service.add_tags(ticket, change.tags or [])
-    ticket.updated_at = datetime.now(UTC)
-    # The SLA clock follows (history row; a new priority may mean another policy).
-    if new_status is not None:
-        sla_service.record_status(session, ticket.id, new_status, runtime.clock(), source="api")
-    if new_priority is not None:
-        sla_service.mark_stale(session, [ticket.id])
-    # Mirrored to external backends in the same transaction (the outbox delivers it).
-    queue_ticket_update(session, ticket, status=new_status, priority=new_priority)
+    apply_change(
+        session, ticket,
+        TicketChange(
+            status=change.status,
+            priority=change.priority.value if change.priority is not None else None,
+            assigned_to_user_id=change.assigned_to_user_id,
+            tags=change.tags,
+            given=frozenset(change.model_fields_set),
+        ),
+        now=runtime.clock(), source="api",
+    )
     session.commit()
     session.refresh(ticket)
-    return ticket_detail(ticket)
+    return ticket_detail(session, ticket)
 
 
 @router.get(

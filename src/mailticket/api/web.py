@@ -8,7 +8,6 @@ rendered by pages.py (autoescape on: mail is attacker-controlled text).
 from __future__ import annotations
 
 from typing import Annotated, get_args
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from mailticket.api import emails, queries
+from mailticket.api import csrf, emails, queries, tokens
 from mailticket.api.auth import (
     COOKIE_NAME,
     LoginRequired,
@@ -27,8 +26,9 @@ from mailticket.api.auth import (
 from mailticket.api.auth import authenticate as check_token
 from mailticket.api.pages import SECURITY_HEADERS
 from mailticket.api.pages import page as _page
-from mailticket.api.schemas import TicketStatus
+from mailticket.api.schemas import SettableStatus, TicketStatus
 from mailticket.api.tickets import load_ticket
+from mailticket.conversation import split_reply
 from mailticket.settings import Priority
 from mailticket.store.models import EmailLog
 
@@ -47,16 +47,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, to_login)
 
 
-def _cross_site(request: Request) -> bool:
-    # Browsers state where a request comes from in Sec-Fetch-Site; older ones only in Origin
-    # ("null" from opaque origins counts as foreign).
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site not in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    return bool(origin) and urlsplit(origin or "").netloc != request.headers.get("host")
-
-
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request) -> HTMLResponse:
     return _page(request, "login.html", error=None)
@@ -68,7 +58,7 @@ async def login(
     token: Annotated[str, Form(max_length=200)],
     runtime: RuntimeDep,
 ) -> Response:
-    if _cross_site(request):
+    if csrf.cross_site(request):
         # Login CSRF: another site must not sign a browser in with the attacker's token.
         return _page(request, "login.html", status_code=403, error="Cross-site sign-in refused.")
     principal = await run_in_threadpool(check_token, runtime, token.strip())
@@ -142,9 +132,18 @@ def ticket_page(
     )
     files = queries.attachments_of(session, [m.id for m in mails])
     notes = [c for c in ticket.comments if c.email_log_id is None]
+    followup_of, followups = queries.followup_links(session, ticket)
+    # A customer's mail shows what they wrote now; the quoted history is folded away.
+    split = {m.id: split_reply(m.body_text, None) for m in mails if m.direction == "in"}
+    # The forms only for a token that may use them (read scope sees the thread alone).
+    can_write = tokens.scope_allows(principal.scope, "write")
+    plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
-        principal=principal,
+        principal=principal, followup_of=followup_of, followups=followups, split=split,
+        can_write=can_write, csrf_field=csrf.FIELD,
+        csrf_token=csrf.form_token(plain) if can_write else "",
+        statuses=list(get_args(SettableStatus)), priorities=[p.value for p in Priority],
     )
 
 

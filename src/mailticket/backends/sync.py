@@ -112,7 +112,7 @@ def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
     if ticket.status == wanted and fields.get("remote_resolution") == resolution:
         report.unchanged += 1
         return
-    ticket.status = wanted
+    tickets.set_status(ticket, wanted, utcnow())
     if remote.status in (Normalized.resolved, Normalized.closed):
         ticket.resolved_at = ticket.resolved_at or utcnow()
     else:

@@ -15,6 +15,7 @@ from mailticket.outbound.loop import own_addresses
 from mailticket.outbound.templates import TemplateRenderError
 from mailticket.sla import service as sla_service
 from mailticket.store.models import Ticket
+from mailticket.ticketing import tickets
 from mailticket.workflows.registry import ActionContext, ActionError, ActionParams, action
 
 ASSIGNEE, REQUESTER = "assignee", "requester"
@@ -170,7 +171,7 @@ def close(ctx: ActionContext, params: CloseParams) -> dict[str, Any]:
         return {"ticket_number": ticket.ticket_number, "closed": False,
                 "reason": f"already {ticket.status}"}
     now = _now(ctx)
-    ticket.status = params.status
+    tickets.set_status(ticket, params.status, now)
     ticket.resolved_at = now
     ticket.updated_at = now
     sla_service.note_status(ctx.work, ticket.id, params.status, now, source="workflow")

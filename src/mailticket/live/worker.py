@@ -33,7 +33,7 @@ from mailticket.settings import Settings
 from mailticket.store import outbox
 from mailticket.store.db import make_session_factory
 from mailticket.store.gate import write, write_gate
-from mailticket.types import Outcome
+from mailticket.types import WROTE_TICKETS, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class _Kick:
         return self._kick(self.handler.process_batch(session, items))
 
     def _kick(self, outcomes: list[Outcome]) -> list[Outcome]:
-        if self._loop is not None and any(o.action in ("created", "linked") for o in outcomes):
+        if self._loop is not None and any(o.action in WROTE_TICKETS for o in outcomes):
             self._loop.call_soon_threadsafe(self.event.set)
         return outcomes
 

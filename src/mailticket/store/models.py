@@ -60,6 +60,13 @@ class Ticket(Base):
         DateTime(timezone=True), nullable=False, server_default=_now(), onupdate=_now()
     )
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When it last went from being worked on to resolved or closed (None while open): the
+    # reopen window of a customer's reply is measured from here.
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The closed ticket this one continues (a reply after the reopen window).
+    followup_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tticket_tickets.id"), index=True
+    )
 
     comments: Mapped[list[Comment]] = relationship(
         back_populates="ticket", order_by="Comment.id", foreign_keys="Comment.ticket_id"

@@ -97,6 +97,23 @@ def _siblings(refs: dict[str, list[Ref]], work: Batch, start: int) -> set[int]:
     return family
 
 
+def _followup_root(work: Batch, ticket: Ticket) -> int:
+    """The first ticket of the follow-up chain `ticket` belongs to."""
+    hops = 0
+    while ticket.followup_of_id is not None and hops < 20:
+        ticket = work.ticket(ticket.followup_of_id)
+        hops += 1
+    return ticket.id
+
+
+def _same_followup_chain(work: Batch, a: Ticket, b: Ticket) -> bool:
+    # A follow-up continues a closed ticket as a conversation of its own (see
+    # mailticket.followups): its mail carries the old thread's ids, yet the two never merge.
+    if a.followup_of_id is None and b.followup_of_id is None:
+        return False
+    return _followup_root(work, a) == _followup_root(work, b)
+
+
 def resolve(
     work: Batch,
     settings: Settings,
@@ -135,7 +152,11 @@ def resolve(
 
     if first is not None:
         family = _siblings(refs, work, first.ticket_id) if len(related) > 1 else set()
-        also = [tid for tid in related if tid != first.ticket_id and tid not in family]
+        also = [
+            tid for tid, ticket in related.items()
+            if tid != first.ticket_id and tid not in family
+            and not (first_ticket and _same_followup_chain(work, first_ticket, ticket))
+        ]
         return Resolution(first, also, first_ticket, joined)
 
     number = subject_ticket_number(email.subject)

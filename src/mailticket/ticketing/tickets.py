@@ -32,6 +32,18 @@ MAX_SUBJECT = 998
 MAX_ID = 2_147_483_647
 
 
+def set_status(ticket: Ticket, status: str, now: datetime) -> None:
+    """The one way a ticket's status moves: it keeps `closed_at` (when the ticket stopped
+    being worked on, which the reopen window is measured from) in step. Moving between
+    resolved and closed keeps the first closing time."""
+    if status in REOPENABLE_STATUSES:
+        if ticket.status not in REOPENABLE_STATUSES or ticket.closed_at is None:
+            ticket.closed_at = now
+    else:
+        ticket.closed_at = None
+    ticket.status = status
+
+
 def format_description(email: ParsedEmail, received_at: datetime | None) -> str:
     sender = f"{email.from_name} <{email.from_address}>" if email.from_name else email.from_address
     when = received_at.isoformat() if received_at else "unknown"
@@ -103,9 +115,10 @@ def link_email(
     if tags := extract_tags(_unquoted(email.text)):
         add_tags(ticket, tags)
     if ticket.status in REOPENABLE_STATUSES or ticket.status == "pending":
-        ticket.status = "open"
+        moment = now or datetime.now(UTC)
+        set_status(ticket, "open", moment)
         ticket.resolved_at = None
-        sla_service.note_status(work, ticket.id, "open", now or datetime.now(UTC), source="email")
+        sla_service.note_status(work, ticket.id, "open", moment, source="email")
     comment = new_row(
         Comment,
         ticket_id=ticket.id,
