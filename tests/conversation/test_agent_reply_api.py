@@ -89,7 +89,7 @@ async def test_a_public_comment_is_mailed_to_the_participants_with_thread_header
     number = first.ticket_number
     r = _post(api, number, json={
         "body": "We are sending someone.\n\nStay away from it.", "author_name": "Anna Agent",
-        "author_email": AGENT, "cc": ["Facilities <facilities@customer.example>"],
+        "author_email": AGENT, "cc": ["Facilities@customer.example"],
     })
     assert r.status_code == 201, r.text
     assert r.json()["is_internal"] is False and r.json()["email_log_id"] is not None
@@ -230,7 +230,7 @@ async def test_attachment_limits_answer_clearly_and_send_nothing(
                        headers={"content-type": "text/plain"})
     assert wrong_type.status_code == 415
     bad_cc = _post(api, first.ticket_id, json={"body": "x", "cc": ["not an address"]})
-    assert bad_cc.status_code == 422 and "cc" in bad_cc.json()["detail"]
+    assert bad_cc.status_code == 422 and bad_cc.json()["errors"][0]["loc"][:2] == ["body", "cc"]
     assert await _sent(api, smtp_sink) == []
     with api.runtime.session_factory() as s:
         assert s.scalar(select(func.count()).select_from(Comment).where(
@@ -254,7 +254,7 @@ async def test_participants_can_be_listed_added_and_removed(
                         ("colleague@customer.example", "mail"),
                         ("boss@customer.example", "mail")]
     w = api.auth("write")
-    r = api.client.post(base, json={"address": "Eve <EVE@customer.example>", "name": "Eve"},
+    r = api.client.post(base, json={"address": "EVE@customer.example", "name": "Eve"},
                         headers=w)
     assert r.status_code == 201, r.text
     assert ("eve@customer.example", "added") in listed()
@@ -266,6 +266,7 @@ async def test_participants_can_be_listed_added_and_removed(
     gone = api.client.delete(f"{base}/boss@customer.example", headers=w)
     assert gone.status_code == 200 and gone.json()["removed"] == ["boss@customer.example"]
     assert api.client.delete(f"{base}/stranger@customer.example", headers=w).status_code == 404
+    assert api.client.delete(f"{base}/odd@@x", headers=w).status_code == 404
 
     assert _post(api, first.ticket_id, json={"body": "Update."}).status_code == 201
     [sent] = await _sent(api, smtp_sink)

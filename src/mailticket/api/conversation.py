@@ -57,7 +57,8 @@ _MULTIPART_SCHEMA: dict[str, Any] = {
         "author_name": {"type": "string", "maxLength": 200},
         "cc": {
             "type": "array", "maxItems": 50,
-            "items": {"type": "string", "minLength": 3, "maxLength": 320},
+            "items": {"type": "string", "minLength": 3, "maxLength": 320,
+                      "pattern": people.ADDRESS_PATTERN},
         },
         FILES_FIELD: {
             "type": "array",
@@ -106,10 +107,18 @@ async def read_comment(request: Request) -> tuple[CommentIn, list[MailFile]]:
         return _validated(await request.body()), []
     if kind != "multipart/form-data":
         raise Problem(415, f"send application/json or multipart/form-data, not {kind or '?'}")
-    form = await request.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS)
     fields: dict[str, Any] = {}
     files: list[MailFile] = []
-    for name, value in form.multi_items():
+    # Closing the form removes the temporary files the uploads were spooled to.
+    async with request.form(max_files=_MAX_PARTS, max_fields=_MAX_PARTS) as form:
+        await _read_form(form.multi_items(), fields, files)
+    return _validated(fields), files
+
+
+async def _read_form(
+    items: list[tuple[str, UploadFile | str]], fields: dict[str, Any], files: list[MailFile]
+) -> None:
+    for name, value in items:
         if name == FILES_FIELD:
             if not isinstance(value, UploadFile):
                 raise _invalid([FILES_FIELD], "expected a file, got a text field")
@@ -126,7 +135,6 @@ async def read_comment(request: Request) -> tuple[CommentIn, list[MailFile]]:
             fields[name] = value
         else:
             raise _invalid([name], "unexpected or repeated field", "extra_forbidden")
-    return _validated(fields), files
 
 
 def _store_comment(
@@ -257,8 +265,8 @@ def remove_participant(
         found = people.remove_participant(
             session, runtime.settings, ticket, address, now=runtime.clock()
         )
-    except people.ParticipantError as exc:
-        raise Problem(422, str(exc)) from None
+    except people.ParticipantError:
+        found = False  # no address at all: certainly nobody on the ticket
     if not found:
         raise Problem(404, f"{address} is no participant of {ticket.ticket_number}")
     session.commit()

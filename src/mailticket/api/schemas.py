@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from mailticket.conversation.participants import ADDRESS_PATTERN
 from mailticket.settings import Priority
 
 
@@ -179,7 +180,10 @@ class TicketPatch(_In):
     )
 
 
-Address = Annotated[str, Field(min_length=3, max_length=320)]
+Address = Annotated[str, Field(
+    min_length=3, max_length=320, pattern=ADDRESS_PATTERN,
+    description="A bare address, e.g. eve@customer.example.",
+)]
 
 
 class CommentIn(_In):

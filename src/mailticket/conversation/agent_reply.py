@@ -12,6 +12,10 @@ rows), its thread ids and its outbox item are written in the caller's transactio
 all of them exist or none does; the outbox then delivers the mail like an auto-reply
 (retries, back-off, dead letters). Nothing here commits.
 
+The services take the caller's Session (the API's, the thread view's, a backend sync's) and
+open their own unit of work on it for the outgoing rows; they are not meant to be called from
+inside the pipeline's batch.
+
 Internal notes never become mail: `mail_comment` refuses a comment marked internal, and
 `post_public_reply` only ever makes public ones. Every path that mails a comment (the API,
 the thread view, a backend's public comment) goes through `mail_comment`.
@@ -188,7 +192,7 @@ def mail_comment(
     in_reply_to, references = thread_headers(*_parent_ids(parent))
     shown_name = author_name.strip() if settings.agent_reply_show_name else ""
     rendered = MailTemplates.from_settings(settings).render(TEMPLATE, {
-        "body": comment.body,
+        "body": comment.body.replace("\r\n", "\n").strip("\n"),
         "agent_name": shown_name,
         "agent_email": comment.author_email or "",
         "ticket_number": ticket.ticket_number,

@@ -7,6 +7,7 @@ thread when it is needed, so ingesting mail writes nothing extra.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses, parseaddr
@@ -45,14 +46,23 @@ def our_addresses(settings: Settings) -> frozenset[str]:
     return own_addresses(settings) | frozenset(extra)
 
 
+# What we mail to: an ASCII dot-atom local part and a domain with at least one dot (the API
+# documents the same pattern, so whatever its schema allows is taken here). "/", "%", "?"
+# and "#" are left out, legal as they are: an address is a path segment of
+# DELETE .../participants/{address}, where they would be read as URL syntax.
+ADDRESS_PATTERN = r"^[A-Za-z0-9!$&'*+=^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+_ADDRESS = re.compile(ADDRESS_PATTERN.strip("^$"))
+
+
 def bare_address(value: str) -> str:
-    """`value` as a bare, lower-cased address; ParticipantError when it is none."""
-    name, address = parseaddr(clean_header(value))
-    address = address.strip().lower()
-    local, at, domain = address.rpartition("@")
-    if not at or not local or "." not in domain or len(address) > 320 or not address.isascii():
+    """`value` (bare, or "Name <address>") as a bare, lower-cased address; ParticipantError
+    when it holds none we can mail."""
+    address = value.strip()
+    if not _ADDRESS.fullmatch(address):
+        address = parseaddr(clean_header(value))[1].strip()
+    if len(address) > 320 or not _ADDRESS.fullmatch(address):
         raise ParticipantError(f"{value!r} is not an e-mail address")
-    return address
+    return address.lower()
 
 
 def _split(value: str | None) -> list[tuple[str, str]]:
@@ -91,7 +101,8 @@ def participants(session: Session, settings: Settings, ticket: Ticket) -> list[P
     found: dict[str, Person] = {}
 
     def offer(name: str, address: str, source: Source) -> None:
-        if address in found or address in ours or "@" not in address:
+        # A non-ASCII address needs SMTPUTF8, which our mail does not use.
+        if address in found or address in ours or "@" not in address or not address.isascii():
             return
         change = changes.get(address)
         if change is not None and change.state == "removed":
