@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from mailticket.api import (
+    customers,
     emails,
     errors,
     health,
@@ -65,6 +66,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(emails.router)
     app.include_router(quarantine.router)
     app.include_router(workflows.router)
+    app.include_router(customers.router)
     test_router = testing.register(runtime)
     if test_router is not None:
         app.include_router(test_router)

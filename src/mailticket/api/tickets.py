@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from mailticket.api import queries
-from mailticket.api.auth import RuntimeDep, SessionDep, WritePrincipal, require
+from mailticket.api.auth import RuntimeDep, ScopedReader, ScopedWriter, SessionDep
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
     CommentIn,
@@ -27,6 +27,7 @@ from mailticket.api.schemas import (
     TicketSummary,
 )
 from mailticket.backends.actions import queue_comment, queue_ticket_update
+from mailticket.customers.scope import visible_ticket_ids
 from mailticket.settings import Priority
 from mailticket.sla import service as sla_service
 from mailticket.store.models import Ticket
@@ -50,30 +51,36 @@ TicketRef = Annotated[
 ]
 
 
-def load_ticket(session: Session, ref: str) -> Ticket:
+def load_ticket(session: Session, ref: str, scope: int | None = None) -> Ticket:
+    """The ticket `ref` names, or 404. For a customer scope, a ticket of another customer is
+    the same 404 as one that does not exist, and so is a ticket of theirs that was merged
+    into another customer's (or the other way round)."""
     ticket = ticket_service.find_ticket(session, ref.strip())
+    if ticket is not None and scope is not None:
+        asked = ticket_service.find_ticket(session, ref.strip(), follow_merges=False)
+        if ticket.customer_id != scope or asked is None or asked.customer_id != scope:
+            ticket = None
     if ticket is None:
         raise Problem(404, f"no ticket {ref}")
     return ticket
 
 
-def ticket_detail(ticket: Ticket) -> TicketDetail:
+def ticket_detail(session: Session, ticket: Ticket, scope: int | None = None) -> TicketDetail:
     base = TicketSummary.model_validate(ticket).model_dump()
+    merged_into = ticket.merged_into_id
+    if merged_into not in visible_ticket_ids(session, [merged_into], scope):
+        merged_into = None
     return TicketDetail(
         **base,
         description=ticket.description,
         custom_fields=ticket.custom_fields or {},
-        merged_into_id=ticket.merged_into_id,
+        merged_into_id=merged_into,
         resolved_at=ticket.resolved_at,
         comments=[CommentOut.model_validate(c) for c in ticket.comments],
     )
 
 
-@router.get(
-    "/by-email/{email_address}",
-    response_model=TicketsByEmail,
-    dependencies=[Depends(require("read"))],
-)
+@router.get("/by-email/{email_address}", response_model=TicketsByEmail)
 def by_email(
     email_address: Annotated[
         str,
@@ -83,19 +90,21 @@ def by_email(
         ),
     ],
     session: SessionDep,
+    principal: ScopedReader,
 ) -> TicketsByEmail:
     """Tickets opened by the address or with mail from it (case-insensitive)."""
-    found = queries.tickets_by_email(session, email_address)
+    found = queries.tickets_by_email(session, email_address, scope=principal.customer_id)
     return TicketsByEmail(
         email_address=email_address.strip().lower(),
         tickets=[TicketBrief.model_validate(t) for t in found],
     )
 
 
-@router.get("", response_model=TicketPage, dependencies=[Depends(require("read"))])
+@router.get("", response_model=TicketPage)
 def list_tickets(
     runtime: RuntimeDep,
     session: SessionDep,
+    principal: ScopedReader,
     status: TicketStatus | None = None,
     priority: Priority | None = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
@@ -125,7 +134,8 @@ def list_tickets(
     )
     try:
         rows, next_cursor = queries.list_tickets(
-            session, filters, limit=limit or min(DEFAULT_PAGE, cap), cursor=cursor
+            session, filters, limit=limit or min(DEFAULT_PAGE, cap), cursor=cursor,
+            scope=principal.customer_id,
         )
     except queries.BadCursor as exc:
         raise Problem(422, str(exc)) from None
@@ -134,19 +144,23 @@ def list_tickets(
     )
 
 
-@router.get("/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("read"))])
-def get_ticket(ticket_id: TicketRef, session: SessionDep) -> TicketDetail:
-    return ticket_detail(load_ticket(session, ticket_id))
+@router.get("/{ticket_id}", response_model=TicketDetail)
+def get_ticket(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> TicketDetail:
+    scope = principal.customer_id
+    return ticket_detail(session, load_ticket(session, ticket_id, scope), scope)
 
 
-@router.patch(
-    "/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("write"))]
-)
+@router.patch("/{ticket_id}", response_model=TicketDetail)
 def patch_ticket(
-    ticket_id: TicketRef, change: TicketPatch, session: SessionDep, runtime: RuntimeDep
+    ticket_id: TicketRef,
+    change: TicketPatch,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: ScopedWriter,
 ) -> TicketDetail:
     """Change status, priority, assignee or tags (tags replace the list)."""
-    ticket = load_ticket(session, ticket_id)
+    scope = principal.customer_id
+    ticket = load_ticket(session, ticket_id, scope)
     fields = change.model_fields_set
     new_status = new_priority = None
     if "status" in fields and change.status is not None and change.status != ticket.status:
@@ -171,7 +185,7 @@ def patch_ticket(
     queue_ticket_update(session, ticket, status=new_status, priority=new_priority)
     session.commit()
     session.refresh(ticket)
-    return ticket_detail(ticket)
+    return ticket_detail(session, ticket, scope)
 
 
 @router.post(
@@ -183,11 +197,11 @@ def add_comment(
     ticket_id: TicketRef,
     comment: CommentIn,
     session: SessionDep,
-    principal: WritePrincipal,
+    principal: ScopedWriter,
     runtime: RuntimeDep,
 ) -> CommentOut:
     """A public comment or an internal note; the author defaults to the token's name."""
-    ticket = load_ticket(session, ticket_id)
+    ticket = load_ticket(session, ticket_id, principal.customer_id)
     row = ticket_service.add_comment(
         session, ticket, comment.body, internal=comment.visibility == "internal",
         author_email=comment.author_email or f"token:{principal.name}", source="api",
@@ -199,13 +213,11 @@ def add_comment(
     return CommentOut.model_validate(row)
 
 
-@router.get(
-    "/{ticket_id}/emails", response_model=TicketEmails, dependencies=[Depends(require("read"))]
-)
-def ticket_emails(ticket_id: TicketRef, session: SessionDep) -> Response:
+@router.get("/{ticket_id}/emails", response_model=TicketEmails)
+def ticket_emails(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> Response:
     """The ticket's mail in chronological order (the seed's shape, plus direction,
     matched_by and classification)."""
-    ticket = load_ticket(session, ticket_id)
+    ticket = load_ticket(session, ticket_id, principal.customer_id)
     body = TicketEmails(
         ticket_id=ticket.id,
         ticket_number=ticket.ticket_number,
