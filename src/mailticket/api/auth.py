@@ -109,18 +109,18 @@ class Require:
         principal: Principal | None = getattr(request.state, STATE_PRINCIPAL, None)
         if principal is None:  # only when the gate is not in front: fail closed
             raise Problem(401, "a bearer token is required", headers=_challenge())
-        if not tokens.scope_allows(principal.scope, self.scope):
-            raise Problem(
-                403,
-                f"this needs a token with the {self.scope!r} scope "
-                f"(this one has {principal.scope!r})",
-                headers=_challenge("insufficient_scope"),
-            )
         if principal.customer_id is not None and not self.customers:
             raise Problem(
                 403,
                 "a customer-scoped token cannot use this operation (it serves every "
                 "customer's data or the service's configuration)",
+                headers=_challenge("insufficient_scope"),
+            )
+        if not tokens.scope_allows(principal.scope, self.scope):
+            raise Problem(
+                403,
+                f"this needs a token with the {self.scope!r} scope "
+                f"(this one has {principal.scope!r})",
                 headers=_challenge("insufficient_scope"),
             )
         return principal
