@@ -4,6 +4,9 @@ read-only with a 409 when CUSTOMERS_PATH is the source, 422 for what the directo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -170,3 +173,28 @@ def test_yaml_mode_is_read_only(make_api: Callable[..., Api], tmp_path: Path) ->
     with api.runtime.session_factory() as s:
         assert [(c.key, c.name, c.active) for c in s.scalars(select(Customer))] == [
             ("acme", "ACME", True)]
+
+
+def test_tokens_cli_scopes_a_token_to_a_customer(api: Api, db_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": db_url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mailticket.cli", "tokens", *args],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    acme = api.client.post(BASE, headers=api.auth("admin"), json=ACME).json()
+    api.ingest(make_email(sender="jane@acme.example", subject="ACME printer"))
+    api.ingest(make_email(sender="joe@initech.example", subject="Initech secret"))
+    created = cli("create", "--scope", "write", "--name", "acme portal", "--customer", "acme")
+    assert created.returncode == 0, created.stderr
+    assert f"customer {acme['id']}" in created.stderr
+    headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    listed = api.client.get("/api/v1/tickets", headers=headers).json()["tickets"]
+    assert [t["subject"] for t in listed] == ["ACME printer"]
+    _problem(api.client.get("/api/v1/quarantine", headers=headers), 403)
+    assert f"customer {acme['id']}" in cli("list").stdout
+    for args, reason in ((("--customer", "nobody"), "no customer 'nobody'"),
+                         (("--customer", "acme", "--scope", "admin"), "never admin")):
+        refused = cli("create", "--name", "x", *(args if "--scope" in args
+                                                 else ("--scope", "read", *args)))
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
