@@ -47,9 +47,9 @@ SCOPES = {
     ("POST", "/api/v1/test/email-to-ticket"): "write",
     ("GET", "/api/v1/customers"): "admin",
     ("POST", "/api/v1/customers"): "admin",
-    ("GET", "/api/v1/customers/{customer_id}"): "admin",
-    ("PUT", "/api/v1/customers/{customer_id}"): "admin",
-    ("DELETE", "/api/v1/customers/{customer_id}"): "admin",
+    ("GET", "/api/v1/customers/{customer}"): "admin",
+    ("PUT", "/api/v1/customers/{customer}"): "admin",
+    ("DELETE", "/api/v1/customers/{customer}"): "admin",
 }
 
 

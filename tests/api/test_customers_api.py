@@ -51,6 +51,7 @@ def test_crud_in_database_mode_and_detection_follows(api: Api) -> None:
     assert acme["domains"] == ["acme.example"]
     assert acme["contacts"] == [{"address": "boss@gmail.com", "name": "The boss"}]
     assert api.client.get(f"{BASE}/{acme['id']}", headers=admin).json() == acme
+    assert api.client.get(f"{BASE}/acme", headers=admin).json() == acme  # by key too
     assert [c["key"] for c in api.client.get(BASE, headers=admin).json()["customers"]] == ["acme"]
 
     # Detection reads what the API wrote: by domain, and by exact address on a shared domain.
@@ -122,12 +123,15 @@ def test_bad_input_is_422_and_taken_values_409(api: Api) -> None:
         ({**other, "name": "nul\x00"}, "NUL"),
         ({**other, "colour": "red"}, "colour"),
         ({**other, "id": 0}, "id"),
+        ({**other, "id": True}, "id"),
+        ({**other, "active": 0}, "active"),
     ]
     for body, hint in invalid:
         problem = _problem(api.client.post(BASE, headers=admin, json=body), 422)
         assert hint in problem["detail"] + str(problem.get("errors")), (body, problem)
     _problem(api.client.post(BASE, headers=admin, content=b"{not json"), 422)
-    _problem(api.client.get(f"{BASE}/999", headers=admin), 404)
+    for missing in ("999", "None", "99999999999", "nobody"):
+        _problem(api.client.get(f"{BASE}/{missing}", headers=admin), 404)
     _problem(api.client.put(f"{BASE}/999", headers=admin, json=other), 404)
     acme_id = api.client.get(BASE, headers=admin).json()["customers"][0]["id"]
     moved = _problem(api.client.put(f"{BASE}/{acme_id}", headers=admin,

@@ -58,9 +58,9 @@ OPERATIONS = {
     ("post", "/api/v1/test/email-to-ticket"): "staff",
     ("get", "/api/v1/customers"): "staff",
     ("post", "/api/v1/customers"): "staff",
-    ("get", "/api/v1/customers/{customer_id}"): "staff",
-    ("put", "/api/v1/customers/{customer_id}"): "staff",
-    ("delete", "/api/v1/customers/{customer_id}"): "staff",
+    ("get", "/api/v1/customers/{customer}"): "staff",
+    ("put", "/api/v1/customers/{customer}"): "staff",
+    ("delete", "/api/v1/customers/{customer}"): "staff",
     ("post", "/api/v1/webhooks/{backend}"): "signed",
     ("get", "/healthz"): "public",
     ("get", "/readyz"): "public",
@@ -84,7 +84,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/v1/test/email-to-ticket"): {
         "email_data": {"from_address": "x@acme.example", "subject": "Re: [TKT-20251215-001]"}},
     ("post", "/api/v1/customers"): {"key": "probe", "name": "Probe"},
-    ("put", "/api/v1/customers/{customer_id}"): {"key": "probe", "name": "Probe"},
+    ("put", "/api/v1/customers/{customer}"): {"key": "probe", "name": "Probe"},
 }
 # Text only the other customers' data holds; none of it may reach the scoped token.
 FOREIGN_MARKERS = ("GLOBEX-SECRET", "NOCUST-SECRET", "bob@globex.example",
@@ -369,8 +369,8 @@ def test_a_customer_token_sees_only_its_customer_through_every_route(
                 counts[kind] += 1
             continue
         if kind == "staff":
-            probes = [{"entry_id": "1", "customer_id": str(world.globex_id)},
-                      {"entry_id": "1", "customer_id": str(world.acme_id)}]
+            probes = [{"entry_id": "1", "customer": str(world.globex_id)},
+                      {"entry_id": "1", "customer": "acme"}]
             for params, headers in itertools.product(probes, (reader, writer)):
                 r = api.client.request(method, _expand(path, params), headers=headers, json=body)
                 assert r.status_code == 403, (label, r.status_code, r.text)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from mailticket.api.auth import RuntimeDep, SessionDep, require
 from mailticket.api.errors import Problem, jsonable_errors
@@ -29,7 +30,10 @@ router = APIRouter(
     prefix="/api/v1/customers", tags=["customers"], dependencies=[Depends(require("admin"))]
 )
 
-CustomerId = Annotated[int, Path(ge=1, le=2_147_483_647)]
+CustomerRef = Annotated[
+    str,
+    Path(min_length=1, max_length=64, description="The customer's numeric id or its key."),
+]
 WRITE_ERRORS: dict[int | str, dict[str, str]] = {
     409: {
         "description": "CUSTOMERS_PATH is the source of truth (the API is read-only), or "
@@ -86,6 +90,18 @@ _WRITE_FAILURES = (
 )
 
 
+def _find(session: Session, ref: str) -> CustomerView:
+    """A customer by id (ASCII digits) or key; anything else names none (404)."""
+    try:
+        if ref.isascii() and ref.isdigit():
+            if len(ref) > 10 or int(ref) > 2_147_483_647:
+                raise directory.CustomerNotFound(f"no customer with id {ref}")
+            return directory.get_customer(session, int(ref))
+        return directory.get_customer_by_key(session, ref)
+    except directory.CustomerNotFound as exc:
+        raise Problem(404, str(exc)) from None
+
+
 def _config_names(runtime: Runtime) -> set[str | int]:
     """Customers the workflow and SLA files name (by key, or by id in a workflow): the next
     start-up refuses to run if one of them is gone."""
@@ -110,12 +126,9 @@ def list_customers(
     )
 
 
-@router.get("/{customer_id}", response_model=CustomerOut)
-def get_customer(customer_id: CustomerId, session: SessionDep) -> CustomerOut:
-    try:
-        return _out(directory.get_customer(session, customer_id))
-    except directory.CustomerNotFound as exc:
-        raise Problem(404, str(exc)) from None
+@router.get("/{customer}", response_model=CustomerOut)
+def get_customer(customer: CustomerRef, session: SessionDep) -> CustomerOut:
+    return _out(_find(session, customer))
 
 
 @router.post("", response_model=CustomerOut, status_code=201, responses=WRITE_ERRORS)
@@ -134,22 +147,22 @@ def create_customer(body: CustomerIn, runtime: RuntimeDep, session: SessionDep) 
     return _out(view)
 
 
-@router.put("/{customer_id}", response_model=CustomerOut, responses=WRITE_ERRORS)
+@router.put("/{customer}", response_model=CustomerOut, responses=WRITE_ERRORS)
 def replace_customer(
-    customer_id: CustomerId, body: CustomerIn, runtime: RuntimeDep, session: SessionDep
+    customer: CustomerRef, body: CustomerIn, runtime: RuntimeDep, session: SessionDep
 ) -> CustomerOut:
     """Replace name, key, active, domains and contacts. `active: false` keeps the customer
     (tickets keep their customer_id) but it matches no mail and frees its addresses."""
     _read_only(runtime)
     spec = _spec(body)
+    before = _find(session, customer)
     try:
-        before = directory.get_customer(session, customer_id)
         if spec.key != before.key and before.key in _config_names(runtime):
             raise directory.CustomerConflict(
                 f"the workflow or SLA files name customer {before.key!r}; its key cannot change"
             )
         view = directory.update_customer(
-            session, customer_id, spec, mode=_mode(runtime),
+            session, before.id, spec, mode=_mode(runtime),
             shared=shared_for(runtime.settings), now=runtime.clock(),
         )
     except _WRITE_FAILURES as exc:
@@ -159,25 +172,23 @@ def replace_customer(
 
 
 @router.delete(
-    "/{customer_id}", status_code=204, response_class=Response, responses=WRITE_ERRORS
+    "/{customer}", status_code=204, response_class=Response, responses=WRITE_ERRORS
 )
-def delete_customer(customer_id: CustomerId, runtime: RuntimeDep, session: SessionDep) -> Response:
+def delete_customer(customer: CustomerRef, runtime: RuntimeDep, session: SessionDep) -> Response:
     """Delete a customer nothing refers to. One that tickets, tokens or the workflow and SLA
     files still name is refused (409): deactivate it with PUT instead."""
     _read_only(runtime)
+    view = _find(session, customer)
     try:
-        view = directory.get_customer(session, customer_id)
         uses = []
         tokens = session.scalar(
-            select(func.count()).select_from(ApiToken).where(ApiToken.customer_id == customer_id)
+            select(func.count()).select_from(ApiToken).where(ApiToken.customer_id == view.id)
         )
         if tokens:
             uses.append(f"{tokens} API token(s)")
         if view.key in (names := _config_names(runtime)) or view.id in names:
             uses.append("the workflow or SLA files")
-        directory.delete_customer(
-            session, customer_id, mode=_mode(runtime), also_used_by=uses
-        )
+        directory.delete_customer(session, view.id, mode=_mode(runtime), also_used_by=uses)
     except _WRITE_FAILURES as exc:
         raise _write_error(exc) from None
     session.commit()

@@ -337,10 +337,11 @@ class CustomerIn(_In):
     )
     name: str = Field(min_length=1, max_length=500)
     id: int | None = Field(
-        default=None, ge=1, le=2_147_483_647,
+        default=None, ge=1, le=2_147_483_647, strict=True,
         description="Pin the numeric id tickets carry (POST only; PUT must repeat the id or omit it).",
     )
-    active: bool = True
+    # Strict: JSON 0/1 or "true" are not booleans (nor true an id) for the document either.
+    active: bool = Field(default=True, strict=True)
     domains: list[Annotated[str, Field(max_length=253, pattern=DOMAIN)]] = Field(
         default_factory=list, max_length=500, json_schema_extra={"uniqueItems": True},
         description="The domain covers its subdomains; compared case-insensitively.",
