@@ -202,3 +202,35 @@ def test_tokens_cli_scopes_a_token_to_a_customer(api: Api, db_url: str) -> None:
         refused = cli("create", "--name", "x", *(args if "--scope" in args
                                                  else ("--scope", "read", *args)))
         assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
+
+
+def test_customers_cli_add_and_remove(api: Api, db_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": db_url}
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mailticket.cli", "customers", *args],
+                              capture_output=True, text=True, env={**env, **extra}, timeout=60)
+
+    added = cli("add", "acme", "--name", "ACME", "--domain", "Acme.Example",
+                "--contact", "boss@gmail.com")
+    assert added.returncode == 0, added.stderr
+    got = api.client.get(f"{BASE}/acme", headers=api.auth("admin")).json()
+    assert got["domains"] == ["acme.example"] and got["source"] == "api"
+    for args, reason in (
+        (("add", "other", "--name", "O", "--domain", "acme.example"), "belongs to customer 'acme'"),
+        (("add", "other", "--name", "O", "--domain", "gmail.com"), "shared mail domain"),
+        (("add", "Bad Key", "--name", "O"), "key"),
+    ):
+        refused = cli(*args)
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    api.ingest(make_email(sender="jane@acme.example"))
+    used = cli("remove", "acme")
+    assert used.returncode == 1 and "1 ticket(s)" in used.stderr, used.stderr
+    assert cli("add", "initech", "--name", "Initech").returncode == 0
+    assert cli("remove", "initech").returncode == 0
+    assert "no customer 'initech'" in cli("remove", "initech").stderr
+    path = tmp_path / "customers.yaml"
+    path.write_text("customers: []\n", encoding="utf-8")
+    yaml_mode = cli("add", "x", "--name", "X", CUSTOMERS_PATH=str(path))
+    assert yaml_mode.returncode == 2 and "CUSTOMERS_PATH" in yaml_mode.stderr

@@ -102,6 +102,21 @@ def _find(session: Session, ref: str) -> CustomerView:
         raise Problem(404, str(exc)) from None
 
 
+def outside_uses(session: Session, runtime: Runtime, view: CustomerView) -> list[str]:
+    """What refers to the customer besides tickets (the directory counts those): tokens
+    scoped to it, and the workflow and SLA files. The API and the CLI delete through this."""
+    uses = []
+    tokens = session.scalar(
+        select(func.count()).select_from(ApiToken).where(ApiToken.customer_id == view.id)
+    )
+    if tokens:
+        uses.append(f"{tokens} API token(s)")
+    names = _config_names(runtime)
+    if view.key in names or view.id in names:
+        uses.append("the workflow or SLA files")
+    return uses
+
+
 def _config_names(runtime: Runtime) -> set[str | int]:
     """Customers the workflow and SLA files name (by key, or by id in a workflow): the next
     start-up refuses to run if one of them is gone."""
@@ -180,15 +195,9 @@ def delete_customer(customer: CustomerRef, runtime: RuntimeDep, session: Session
     _read_only(runtime)
     view = _find(session, customer)
     try:
-        uses = []
-        tokens = session.scalar(
-            select(func.count()).select_from(ApiToken).where(ApiToken.customer_id == view.id)
+        directory.delete_customer(
+            session, view.id, mode=_mode(runtime), also_used_by=outside_uses(session, runtime, view)
         )
-        if tokens:
-            uses.append(f"{tokens} API token(s)")
-        if view.key in (names := _config_names(runtime)) or view.id in names:
-            uses.append("the workflow or SLA files")
-        directory.delete_customer(session, view.id, mode=_mode(runtime), also_used_by=uses)
     except _WRITE_FAILURES as exc:
         raise _write_error(exc) from None
     session.commit()

@@ -234,7 +234,7 @@ def delete_customer(
     if uses:
         raise CustomerConflict(
             f"customer {row.key!r} is still used by {', '.join(uses)}; "
-            "deactivate it instead (PUT with \"active\": false)"
+            "deactivate it instead (active: false)"
         )
     _clear_children(session, customer_id)
     session.delete(row)
