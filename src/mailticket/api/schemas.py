@@ -324,7 +324,8 @@ ADDRESS_SPEC = rf"^[A-Za-z0-9._%+=!#$&'*/?^`{{|}}~-]{{1,64}}@({_LABEL}\.)+{_LABE
 
 
 class ContactIn(_In):
-    address: str = Field(max_length=320, pattern=ADDRESS_SPEC)
+    # RFC 5321's 254 characters also keep the domain part within DNS's 253.
+    address: str = Field(max_length=254, pattern=ADDRESS_SPEC)
     name: str | None = Field(default=None, max_length=500)
 
 
