@@ -301,15 +301,16 @@ def _check_clean(world: World, label: str, r: Any, given: Iterable[str] = ()) ->
             assert number not in r.text, (label, number)
 
 
-def _same_404(label: str, foreign: Any, missing: Any, value: str, absent: str) -> None:
-    """Another customer's id answers exactly as an id that exists nowhere."""
+def _same_404(label: str, foreign: Any, missing: Any) -> None:
+    """Another customer's ids answer exactly as ids that exist nowhere (apart from the ids
+    themselves, which the answer repeats)."""
     assert foreign.status_code == missing.status_code == 404, (label, foreign.text, missing.text)
 
-    def shape(body: dict[str, Any], given: str) -> dict[str, Any]:
-        return {k: v.replace(given, "<id>") if isinstance(v, str) else v for k, v in body.items()}
+    def shape(body: dict[str, Any]) -> dict[str, Any]:
+        return {k: re.sub(r"TKT-\d{8}-\d+|\d+", "<id>", v) if isinstance(v, str) else v
+                for k, v in body.items()}
 
-    assert shape(foreign.json(), value) == shape(missing.json(), absent), (
-        label, foreign.text, missing.text)
+    assert shape(foreign.json()) == shape(missing.json()), (label, foreign.text, missing.text)
 
 
 def _snapshot(api: Api, world: World) -> dict[int, Any]:
@@ -401,11 +402,10 @@ def test_a_customer_token_sees_only_its_customer_through_every_route(
                             assert r.status_code in (200, 201), (label, params, r.text)
                     else:
                         assert r.status_code == 404, (label, params, r.status_code, r.text)
-                        if len(params) == 1:
-                            absent = api.client.request(
-                                method, _expand(path, dict.fromkeys(params, "999999")),
-                                headers=headers, params=query, json=body)
-                            _same_404(label, r, absent, next(iter(params.values())), "999999")
+                        absent = api.client.request(
+                            method, _expand(path, dict.fromkeys(params, "999999")),
+                            headers=headers, params=query, json=body)
+                        _same_404(f"{label} {params}", r, absent)
     # The staff token met the other customers' data through the same probes of every
     # readable route: the 404s above hid something real.
     readable = {f"GET {p}" for (m, p), k in OPERATIONS.items()

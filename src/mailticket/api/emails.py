@@ -114,7 +114,13 @@ def download_attachment(
     """The attachment's bytes, cut out of the stored raw message."""
     scope = principal.customer_id
     row = session.get(Attachment, attachment_id)
-    if row is None or row.email_log_id != email_id:
+    # Another customer's pair of ids answers as a pair that does not match: the answer must
+    # not tell which attachment belongs to which email.
+    if (
+        row is None
+        or row.email_log_id != email_id
+        or (scope is not None and not email_visible(session, email_id, scope))
+    ):
         raise Problem(404, f"email {email_id} has no attachment {attachment_id}")
     try:
         part = extract_attachment(_raw_bytes(session, email_id, scope), row.part_index)
