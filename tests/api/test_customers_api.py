@@ -100,7 +100,7 @@ def test_crud_in_database_mode_and_detection_follows(api: Api) -> None:
     assert "1 API token(s)" in held["detail"]
 
 
-def test_bad_input_is_422_and_taken_values_409(api: Api) -> None:
+def test_malformed_input_is_422_and_what_cannot_be_409(api: Api) -> None:
     admin = api.auth("admin")
     assert api.client.post(BASE, headers=admin, json=ACME).status_code == 201
     other = {"key": "other", "name": "Other"}
@@ -108,14 +108,17 @@ def test_bad_input_is_422_and_taken_values_409(api: Api) -> None:
         ({**ACME, "name": "again"}, "customer key 'acme' is taken"),
         ({**other, "domains": ["ACME.example"]}, "domain 'acme.example' belongs to customer 'acme'"),
         ({**other, "contacts": [{"address": "boss@GMAIL.com"}]}, "belongs to customer 'acme'"),
+        # Well formed, but no one customer's: the deployment's shared list, the PSL.
+        ({**other, "domains": ["gmail.com"]}, "shared mail domain"),
+        ({**other, "domains": ["co.uk"]}, "public suffix"),
+        ({**other, "domains": ["a.example", "A.example"]}, "listed twice"),
+        ({**other, "contacts": [{"address": "x@a.example"}, {"address": "X@a.example"}]},
+         "listed twice"),
     ]
     for body, reason in conflicts:
         problem = _problem(api.client.post(BASE, headers=admin, json=body), 409)
         assert reason in problem["detail"], problem
     invalid: list[tuple[dict[str, Any], str]] = [
-        ({**other, "domains": ["gmail.com"]}, "shared mail domain"),
-        ({**other, "domains": ["co.uk"]}, "public suffix"),
-        ({**other, "domains": ["a.example", "A.example"]}, "listed twice"),
         ({**other, "key": "Not A Key"}, "key"),
         ({**other, "domains": ["*.acme.example"]}, "domains"),
         ({**other, "contacts": [{"address": "no-at-sign"}]}, "address"),

@@ -36,9 +36,10 @@ CustomerRef = Annotated[
 ]
 WRITE_ERRORS: dict[int | str, dict[str, str]] = {
     409: {
-        "description": "CUSTOMERS_PATH is the source of truth (the API is read-only), or "
-        "the key, id, a domain or an address belongs to another customer, or (DELETE) "
-        "tickets or tokens still refer to the customer."
+        "description": "CUSTOMERS_PATH is the source of truth (the API is read-only); or "
+        "the key, id, a domain or an address belongs to another customer, a domain is a "
+        "shared mail domain or a public suffix, or an entry is listed twice; or (DELETE) "
+        "tickets, tokens or the workflow and SLA files still refer to the customer."
     },
 }
 
@@ -56,6 +57,15 @@ def _out(view: CustomerView) -> CustomerOut:
 
 
 def _spec(body: CustomerIn) -> CustomerSpec:
+    """The body as the directory's model. What the schema already describes is a 422 before
+    this runs; what is well formed but cannot be (an entry twice, in another spelling) is a
+    409, like a value another customer holds."""
+    for what, values in (("domain", body.domains), ("contact", [c.address for c in body.contacts])):
+        seen: set[str] = set()
+        for value in values:
+            if value.lower() in seen:
+                raise Problem(409, f"{what} {value.lower()!r} is listed twice")
+            seen.add(value.lower())
     try:
         return CustomerSpec.model_validate(body.model_dump())
     except ValidationError as exc:
@@ -78,10 +88,10 @@ def _read_only(runtime: Runtime) -> None:
 
 
 def _write_error(exc: Exception) -> Problem:
+    # A shared mail domain or a public suffix is well formed; it conflicts with the
+    # deployment's shared-domain list or the Public Suffix List, as a taken domain does.
     if isinstance(exc, directory.CustomerNotFound):
         return Problem(404, str(exc))
-    if isinstance(exc, directory.CustomerInvalid):
-        return Problem(422, str(exc))
     return Problem(409, str(exc))
 
 
