@@ -323,6 +323,10 @@ DOMAIN = rf"^({_LABEL}\.)+{_LABEL}$"
 ADDRESS_SPEC = rf"^[A-Za-z0-9._%+=!#$&'*/?^`{{|}}~-]{{1,64}}@({_LABEL}\.)+{_LABEL}$"
 
 
+# A JSON integer (1.0 is one, as JSON Schema counts; true and "5" are not).
+CustomerNumber = Annotated[int, Field(ge=1, le=2_147_483_647), BeforeValidator(_json_integer)]
+
+
 class ContactIn(_In):
     # RFC 5321's 254 characters also keep the domain part within DNS's 253.
     address: str = Field(max_length=254, pattern=ADDRESS_SPEC)
@@ -337,11 +341,11 @@ class CustomerIn(_In):
         description="Stable name that workflows and SLA policies use.",
     )
     name: str = Field(min_length=1, max_length=500)
-    id: int | None = Field(
-        default=None, ge=1, le=2_147_483_647, strict=True,
+    id: CustomerNumber | None = Field(
+        default=None,
         description="Pin the numeric id tickets carry (POST only; PUT must repeat the id or omit it).",
     )
-    # Strict: JSON 0/1 or "true" are not booleans (nor true an id) for the document either.
+    # Strict: JSON 0/1 or "true" are not booleans, for the document either.
     active: bool = Field(default=True, strict=True)
     domains: list[Annotated[str, Field(max_length=253, pattern=DOMAIN)]] = Field(
         default_factory=list, max_length=500, json_schema_extra={"uniqueItems": True},
