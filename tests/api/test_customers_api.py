@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from mailticket.api import tokens
+from mailticket.customers import directory
 from mailticket.customers.models import Customer
 from mailticket.runtime import prepare_worker
 from mailticket.store.models import Ticket
@@ -237,3 +239,16 @@ def test_customers_cli_add_and_remove(api: Api, db_url: str, tmp_path: Path) -> 
     path.write_text("customers: []\n", encoding="utf-8")
     yaml_mode = cli("add", "x", "--name", "X", CUSTOMERS_PATH=str(path))
     assert yaml_mode.returncode == 2 and "CUSTOMERS_PATH" in yaml_mode.stderr
+
+
+def test_a_race_the_checks_miss_is_a_409(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests may both pass the directory's checks before either writes; the
+    database's unique constraints then refuse the second (here: the checks are skipped)."""
+    admin = api.auth("admin")
+    assert api.client.post(BASE, headers=admin, json=ACME).status_code == 201
+    monkeypatch.setattr(directory, "_check_claims", lambda *a, **k: None)
+    raced = _problem(api.client.post(BASE, headers=admin, json={
+        "key": "other", "name": "Other", "domains": ["acme.example"]}), 409)
+    assert "concurrent change" in raced["detail"]
+    keys = [c["key"] for c in api.client.get(BASE, headers=admin).json()["customers"]]
+    assert keys == ["acme"]

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailticket.api.auth import RuntimeDep, SessionDep, require
@@ -100,6 +101,22 @@ _WRITE_FAILURES = (
 )
 
 
+def _commit(session: Session) -> None:
+    """The checks above read before writing; a concurrent request can still take the same
+    key, domain or address (or scope a token to a customer being deleted) in between. The
+    database's constraints then refuse the write: a 409, not a 500."""
+    try:
+        session.commit()
+    except IntegrityError:
+        raise _raced(session) from None
+
+
+def _raced(session: Session) -> Problem:
+    session.rollback()
+    return Problem(409, "a concurrent change took a key, id, domain or address of this "
+                   "customer, or now refers to it; read it again and retry")
+
+
 def _find(session: Session, ref: str) -> CustomerView:
     """A customer by id (ASCII digits) or key; anything else names none (404)."""
     try:
@@ -168,7 +185,9 @@ def create_customer(body: CustomerIn, runtime: RuntimeDep, session: SessionDep) 
         )
     except _WRITE_FAILURES as exc:
         raise _write_error(exc) from None
-    session.commit()
+    except IntegrityError:
+        raise _raced(session) from None
+    _commit(session)
     return _out(view)
 
 
@@ -192,7 +211,9 @@ def replace_customer(
         )
     except _WRITE_FAILURES as exc:
         raise _write_error(exc) from None
-    session.commit()
+    except IntegrityError:
+        raise _raced(session) from None
+    _commit(session)
     return _out(view)
 
 
@@ -210,5 +231,7 @@ def delete_customer(customer: CustomerRef, runtime: RuntimeDep, session: Session
         )
     except _WRITE_FAILURES as exc:
         raise _write_error(exc) from None
-    session.commit()
+    except IntegrityError:
+        raise _raced(session) from None
+    _commit(session)
     return Response(status_code=204)
