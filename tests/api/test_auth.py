@@ -48,6 +48,11 @@ SCOPES = {
     ("POST", "/api/v1/workflows/validate"): "read",
     ("POST", "/api/v1/workflows/reload"): "admin",
     ("POST", "/api/v1/test/email-to-ticket"): "write",
+    ("GET", "/api/v1/customers"): "admin",
+    ("POST", "/api/v1/customers"): "admin",
+    ("GET", "/api/v1/customers/{customer}"): "admin",
+    ("PUT", "/api/v1/customers/{customer}"): "admin",
+    ("DELETE", "/api/v1/customers/{customer}"): "admin",
 }
 
 

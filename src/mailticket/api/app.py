@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 
 from mailticket.api import (
     conversation,
+    customers,
     emails,
     errors,
     health,
@@ -68,6 +69,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(emails.router)
     app.include_router(quarantine.router)
     app.include_router(workflows.router)
+    app.include_router(customers.router)
     test_router = testing.register(runtime)
     if test_router is not None:
         app.include_router(test_router)

@@ -31,6 +31,8 @@ class Principal:
     token_id: int
     name: str
     scope: str
+    # A customer-scoped token: it sees that customer's tickets and mail only.
+    customer_id: int | None = None
 
 
 class LoginRequired(Exception):
@@ -66,7 +68,7 @@ def verify(session: Session, plain: str) -> Principal | None:
     row = tokens.verify_token(session, plain)
     if row is None:
         return None
-    principal = Principal(row.id, row.name, row.scope)
+    principal = Principal(row.id, row.name, row.scope, row.customer_id)
     if session.dirty:
         # last_used_at moved (once a minute per token): the auth step commits its own write.
         session.commit()
@@ -90,9 +92,14 @@ class Require:
 
     The token itself is checked by the gate (gate.py), before the body is read; the
     `credentials` parameter is here so that the OpenAPI document declares the bearer scheme
-    on the operation, and `scope` tells openapi.py which operations can answer 403."""
+    on the operation, and `scope` tells openapi.py which operations can answer 403.
+
+    `customers`: the route narrows what it serves to a customer-scoped token's customer
+    (customers/scope.py). Every other route refuses such tokens (403), so a route added
+    later stays closed to them until it is written to scope its answers."""
 
     scope: str
+    customers: bool = False
 
     async def __call__(
         self,
@@ -102,6 +109,13 @@ class Require:
         principal: Principal | None = getattr(request.state, STATE_PRINCIPAL, None)
         if principal is None:  # only when the gate is not in front: fail closed
             raise Problem(401, "a bearer token is required", headers=_challenge())
+        if principal.customer_id is not None and not self.customers:
+            raise Problem(
+                403,
+                "a customer-scoped token cannot use this operation (it serves every "
+                "customer's data or the service's configuration)",
+                headers=_challenge("insufficient_scope"),
+            )
         if not tokens.scope_allows(principal.scope, self.scope):
             raise Problem(
                 403,
@@ -112,10 +126,10 @@ class Require:
         return principal
 
 
-def require(scope: str) -> Require:
+def require(scope: str, *, customers: bool = False) -> Require:
     if scope not in tokens.SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
-    return Require(scope)
+    return Require(scope, customers)
 
 
 async def ui_principal(
@@ -132,4 +146,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadPrincipal = Annotated[Principal, Depends(require("read"))]
 WritePrincipal = Annotated[Principal, Depends(require("write"))]
+# Routes that serve a customer-scoped token its own customer's data, and only that.
+ScopedReader = Annotated[Principal, Depends(require("read", customers=True))]
+ScopedWriter = Annotated[Principal, Depends(require("write", customers=True))]
 UiPrincipal = Annotated[Principal, Depends(ui_principal)]

@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailticket.api.auth import SessionDep, require
+from mailticket.api.auth import ScopedReader, SessionDep
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import AttachmentList, AttachmentOut
+from mailticket.customers.scope import email_visible, visible_ticket_ids
 from mailticket.reading.parsing import ParseError, extract_attachment
 from mailticket.store.models import Attachment, EmailLog, RawMessage
 
-router = APIRouter(
-    prefix="/api/v1/emails", tags=["emails"], dependencies=[Depends(require("read"))]
-)
+router = APIRouter(prefix="/api/v1/emails", tags=["emails"])
 
 EmailId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 AttachmentId = Annotated[int, Path(ge=1, le=2_147_483_647)]
@@ -27,10 +26,16 @@ AttachmentId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
-def _raw_bytes(session: Session, email_id: int) -> bytes:
+def _visible(session: Session, email_id: int, scope: int | None) -> EmailLog:
+    """The log row, or 404; another customer's mail is the same 404 as none at all."""
     entry = session.get(EmailLog, email_id)
-    if entry is None:
+    if entry is None or (scope is not None and not email_visible(session, email_id, scope)):
         raise Problem(404, f"no email {email_id}")
+    return entry
+
+
+def _raw_bytes(session: Session, email_id: int, scope: int | None) -> bytes:
+    entry = _visible(session, email_id, scope)
     if entry.raw_message_id is None:
         raise Problem(404, f"email {email_id} has no stored message (generated or pruned)")
     raw = session.scalar(select(RawMessage.raw).where(RawMessage.id == entry.raw_message_id))
@@ -58,10 +63,10 @@ def attachment_url(email_id: int, attachment_id: int) -> str:
     response_class=Response,
     responses={200: {"content": {"message/rfc822": {}}, "description": "The .eml bytes."}},
 )
-def raw_email(email_id: EmailId, session: SessionDep) -> Response:
+def raw_email(email_id: EmailId, session: SessionDep, principal: ScopedReader) -> Response:
     """The message exactly as it was received."""
     return Response(
-        _raw_bytes(session, email_id),
+        _raw_bytes(session, email_id, principal.customer_id),
         media_type="message/rfc822",
         headers={
             "Content-Disposition": f'attachment; filename="email-{email_id}.eml"',
@@ -71,17 +76,22 @@ def raw_email(email_id: EmailId, session: SessionDep) -> Response:
 
 
 @router.get("/{email_id}/attachments", response_model=AttachmentList)
-def list_attachments(email_id: EmailId, session: SessionDep) -> AttachmentList:
-    if session.get(EmailLog, email_id) is None:
-        raise Problem(404, f"no email {email_id}")
-    rows = session.scalars(
+def list_attachments(
+    email_id: EmailId, session: SessionDep, principal: ScopedReader
+) -> AttachmentList:
+    scope = principal.customer_id
+    _visible(session, email_id, scope)
+    rows = list(session.scalars(
         select(Attachment).where(Attachment.email_log_id == email_id).order_by(Attachment.part_index)
-    )
+    ))
+    # A message split between customers records its first ticket, maybe another customer's.
+    named = visible_ticket_ids(session, [a.ticket_id for a in rows], scope)
     return AttachmentList(
         email_id=email_id,
         attachments=[
             AttachmentOut(
-                id=a.id, email_log_id=a.email_log_id, ticket_id=a.ticket_id,
+                id=a.id, email_log_id=a.email_log_id,
+                ticket_id=a.ticket_id if a.ticket_id in named else None,
                 part_index=a.part_index, filename=a.filename, content_type=a.content_type,
                 size=a.size, sha256=a.sha256, download_url=attachment_url(email_id, a.id),
             )
@@ -99,13 +109,21 @@ def download_attachment(
     email_id: EmailId,
     attachment_id: AttachmentId,
     session: SessionDep,
+    principal: ScopedReader,
 ) -> Response:
     """The attachment's bytes, cut out of the stored raw message."""
+    scope = principal.customer_id
     row = session.get(Attachment, attachment_id)
-    if row is None or row.email_log_id != email_id:
+    # Another customer's pair of ids answers as a pair that does not match: the answer must
+    # not tell which attachment belongs to which email.
+    if (
+        row is None
+        or row.email_log_id != email_id
+        or (scope is not None and not email_visible(session, email_id, scope))
+    ):
         raise Problem(404, f"email {email_id} has no attachment {attachment_id}")
     try:
-        part = extract_attachment(_raw_bytes(session, email_id), row.part_index)
+        part = extract_attachment(_raw_bytes(session, email_id, scope), row.part_index)
     except (LookupError, ParseError):
         raise Problem(404, f"attachment {attachment_id} cannot be found in the message") from None
     return Response(

@@ -84,7 +84,7 @@ def respond(
     return response
 
 
-def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+def jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     # Pydantic's error dicts may carry the offending exception in "ctx"; keep only text.
     out = []
     for err in errors:
@@ -120,7 +120,7 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return respond(
             request, 422, detail="the request is not valid",
-            extra={"errors": _jsonable_errors(exc.errors())},
+            extra={"errors": jsonable_errors(exc.errors())},
         )
 
     async def on_crash(request: Request, exc: Exception) -> Response:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, String, text
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mailticket.customers import models as _customers  # noqa: F401  # the FK's target table
 from mailticket.store.db import Base
 from mailticket.store.models import Ticket
 
@@ -21,6 +22,10 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
     # read | write | admin; each includes the ones before it
     scope: Mapped[str] = mapped_column(String(10), nullable=False)
+    # Set: the token sees that customer's tickets and mail only, and no admin or ops route.
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailticket_customers.id", name="fk_api_tokens_customer_id"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=_DB_NOW
     )

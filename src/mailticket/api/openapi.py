@@ -59,7 +59,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 ERROR_TEXT = {
     400: "The body could not be decoded.",
     401: "No bearer token, or one that is unknown or revoked.",
-    403: "The token's scope is not enough for this operation.",
+    403: "The token's scope is not enough for this operation, or the token is scoped to one "
+    "customer and the operation is not open to such tokens.",
     404: "Nothing with that id or name.",
     413: "The request body is larger than API_MAX_BODY_BYTES.",
     422: "The request is not valid (a NUL character, a value out of range, malformed JSON).",
@@ -83,10 +84,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _scopes(dependant: Dependant) -> set[str]:
-    found = {dependant.call.scope} if isinstance(dependant.call, Require) else set()
+def _requirements(dependant: Dependant) -> list[Require]:
+    found = [dependant.call] if isinstance(dependant.call, Require) else []
     for sub in dependant.dependencies:
-        found |= _scopes(sub)
+        found += _requirements(sub)
     return found
 
 
@@ -94,7 +95,8 @@ def error_statuses(path: str, route: APIRoute) -> set[int]:
     statuses = {413, 422}  # the gate: Content-Length over the limit, NUL in the URL
     if path.startswith(API_PREFIX) and not path.startswith(WEBHOOK_PREFIX):
         statuses.add(401)
-    if _scopes(route.dependant) - {"read"}:
+    # 403: a scope above read, or a route closed to customer-scoped tokens.
+    if any(r.scope != "read" or not r.customers for r in _requirements(route.dependant)):
         statuses.add(403)
     if route.dependant.path_params:
         statuses.add(404)

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from mailticket.customers.scope import ticket_clause
 from mailticket.store.models import Attachment, EmailLog, EmailTicket, Ticket
 
 
@@ -61,16 +62,27 @@ def _has_tag(session: Session, tag: str) -> ColumnElement[bool]:
 
 
 def list_tickets(
-    session: Session, filters: TicketFilters, *, limit: int, cursor: str | None = None
+    session: Session,
+    filters: TicketFilters,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    scope: int | None = None,
 ) -> tuple[list[Ticket], str | None]:
     """Newest first, keyset-paginated on (created_at, id).
 
     The cursor names the last ticket seen and the comparison reads that ticket's stored
     created_at back from the database, so it never depends on how a driver formats
     timestamps; tickets inserted meanwhile sort before the cursor and never shift a page.
+
+    `scope`: a customer-scoped caller's customer. Its cursor anchors on that customer's
+    tickets only, so a cursor naming another customer's ticket gives the same empty page as
+    an id that names no ticket (a page must not tell whether, or when, it exists).
     """
     query = select(Ticket)
     conds: list[ColumnElement[bool]] = []
+    if scope is not None:
+        conds.append(ticket_clause(scope))
     if filters.status:
         conds.append(Ticket.status == filters.status)
     if filters.priority:
@@ -95,7 +107,10 @@ def list_tickets(
         )
     if cursor is not None:
         after_id = decode_cursor(cursor)
-        anchor = select(Ticket.created_at).where(Ticket.id == after_id).scalar_subquery()
+        anchor_query = select(Ticket.created_at).where(Ticket.id == after_id)
+        if scope is not None:
+            anchor_query = anchor_query.where(ticket_clause(scope))
+        anchor = anchor_query.scalar_subquery()
         conds.append(
             or_(Ticket.created_at < anchor, and_(Ticket.created_at == anchor, Ticket.id < after_id))
         )
@@ -142,9 +157,10 @@ def _utc(moment: datetime | None) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def tickets_by_email(session: Session, address: str) -> list[Ticket]:
+def tickets_by_email(session: Session, address: str, *, scope: int | None = None) -> list[Ticket]:
     """Tickets opened by the address or carrying mail from it; addresses are stored lower-case.
-    The caller passes a real address: a blank one would match mail with an empty From."""
+    The caller passes a real address: a blank one would match mail with an empty From.
+    `scope`: only that customer's tickets."""
     addr = address.strip().lower()
     if not addr:
         return []
@@ -159,6 +175,7 @@ def tickets_by_email(session: Session, address: str) -> list[Ticket]:
         session.scalars(
             select(Ticket)
             .where(or_(Ticket.requester_email == addr, Ticket.id.in_(from_log)))
+            .where(*([ticket_clause(scope)] if scope is not None else []))
             .order_by(Ticket.created_at, Ticket.id)
         )
     )

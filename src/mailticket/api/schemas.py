@@ -351,3 +351,68 @@ class TestEmailOut(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+# A host name as the API takes it: LDH labels, at least two of them (a single label is
+# nobody's mail domain). The directory normalises (lower case, IDNA) and also refuses shared
+# mail domains and public suffixes; those are 422 with the reason.
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN = rf"^({_LABEL}\.)+{_LABEL}$"
+ADDRESS_SPEC = rf"^[A-Za-z0-9._%+=!#$&'*/?^`{{|}}~-]{{1,64}}@({_LABEL}\.)+{_LABEL}$"
+
+
+# A JSON integer (1.0 is one, as JSON Schema counts; true and "5" are not).
+CustomerNumber = Annotated[int, Field(ge=1, le=2_147_483_647), BeforeValidator(_json_integer)]
+
+
+class ContactIn(_In):
+    # RFC 5321's 254 characters also keep the domain part within DNS's 253.
+    address: str = Field(max_length=254, pattern=ADDRESS_SPEC)
+    name: str | None = Field(default=None, max_length=500)
+
+
+class CustomerIn(_In):
+    """A customer as POST and PUT take it: the same rules as an item of CUSTOMERS_PATH."""
+
+    key: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$",
+        description="Stable name that workflows and SLA policies use.",
+    )
+    name: str = Field(min_length=1, max_length=500)
+    id: CustomerNumber | None = Field(
+        default=None,
+        description="Pin the numeric id tickets carry (POST only; PUT must repeat the id or omit it).",
+    )
+    # Strict: JSON 0/1 or "true" are not booleans, for the document either.
+    active: bool = Field(default=True, strict=True)
+    domains: list[Annotated[str, Field(max_length=253, pattern=DOMAIN)]] = Field(
+        default_factory=list, max_length=500, json_schema_extra={"uniqueItems": True},
+        description="The domain covers its subdomains; compared case-insensitively.",
+    )
+    contacts: list[ContactIn] = Field(
+        default_factory=list, max_length=2000, json_schema_extra={"uniqueItems": True},
+        description="Exact addresses; they map even on a shared domain such as gmail.com.",
+    )
+
+
+class ContactOut(BaseModel):
+    address: str
+    name: str | None
+
+
+class CustomerOut(BaseModel):
+    id: int
+    key: str
+    name: str
+    active: bool
+    source: Literal["yaml", "api"] | str
+    domains: list[str]
+    contacts: list[ContactOut]
+
+
+class CustomerList(BaseModel):
+    read_only: bool = Field(
+        description="True when CUSTOMERS_PATH is the source of truth: writes answer 409."
+    )
+    source: str = Field(description="`database`, or the CUSTOMERS_PATH file.")
+    customers: list[CustomerOut]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from mailticket.api import queries
-from mailticket.api.auth import RuntimeDep, SessionDep, require
+from mailticket.api.auth import RuntimeDep, ScopedReader, ScopedWriter, SessionDep
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
     CommentOut,
@@ -25,6 +25,7 @@ from mailticket.api.schemas import (
     TicketStatus,
     TicketSummary,
 )
+from mailticket.customers.scope import visible_ticket_ids
 from mailticket.settings import Priority
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets as ticket_service
@@ -48,21 +49,36 @@ TicketRef = Annotated[
 ]
 
 
-def load_ticket(session: Session, ref: str) -> Ticket:
+def load_ticket(session: Session, ref: str, scope: int | None = None) -> Ticket:
+    """The ticket `ref` names, or 404. For a customer scope, a ticket of another customer is
+    the same 404 as one that does not exist, and so is a ticket of theirs that was merged
+    into another customer's (or the other way round)."""
     ticket = ticket_service.find_ticket(session, ref.strip())
+    if ticket is not None and scope is not None:
+        asked = ticket_service.find_ticket(session, ref.strip(), follow_merges=False)
+        if ticket.customer_id != scope or asked is None or asked.customer_id != scope:
+            ticket = None
     if ticket is None:
         raise Problem(404, f"no ticket {ref}")
     return ticket
 
 
-def ticket_detail(session: Session, ticket: Ticket) -> TicketDetail:
+def ticket_detail(session: Session, ticket: Ticket, scope: int | None = None) -> TicketDetail:
     base = TicketSummary.model_validate(ticket).model_dump()
+    merged_into = ticket.merged_into_id
+    if merged_into not in visible_ticket_ids(session, [merged_into], scope):
+        merged_into = None
     before, after = queries.followup_links(session, ticket)
+    # A follow-up link to another customer's ticket is hidden from a customer scope.
+    visible = visible_ticket_ids(session, [t.id for t in (before, *after) if t is not None], scope)
+    if before is not None and before.id not in visible:
+        before = None
+    after = [t for t in after if t.id in visible]
     return TicketDetail(
         **base,
         description=ticket.description,
         custom_fields=ticket.custom_fields or {},
-        merged_into_id=ticket.merged_into_id,
+        merged_into_id=merged_into,
         resolved_at=ticket.resolved_at,
         closed_at=ticket.closed_at,
         followup_of=TicketBrief.model_validate(before) if before is not None else None,
@@ -71,11 +87,7 @@ def ticket_detail(session: Session, ticket: Ticket) -> TicketDetail:
     )
 
 
-@router.get(
-    "/by-email/{email_address}",
-    response_model=TicketsByEmail,
-    dependencies=[Depends(require("read"))],
-)
+@router.get("/by-email/{email_address}", response_model=TicketsByEmail)
 def by_email(
     email_address: Annotated[
         str,
@@ -85,19 +97,21 @@ def by_email(
         ),
     ],
     session: SessionDep,
+    principal: ScopedReader,
 ) -> TicketsByEmail:
     """Tickets opened by the address or with mail from it (case-insensitive)."""
-    found = queries.tickets_by_email(session, email_address)
+    found = queries.tickets_by_email(session, email_address, scope=principal.customer_id)
     return TicketsByEmail(
         email_address=email_address.strip().lower(),
         tickets=[TicketBrief.model_validate(t) for t in found],
     )
 
 
-@router.get("", response_model=TicketPage, dependencies=[Depends(require("read"))])
+@router.get("", response_model=TicketPage)
 def list_tickets(
     runtime: RuntimeDep,
     session: SessionDep,
+    principal: ScopedReader,
     status: TicketStatus | None = None,
     priority: Priority | None = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
@@ -127,7 +141,8 @@ def list_tickets(
     )
     try:
         rows, next_cursor = queries.list_tickets(
-            session, filters, limit=limit or min(DEFAULT_PAGE, cap), cursor=cursor
+            session, filters, limit=limit or min(DEFAULT_PAGE, cap), cursor=cursor,
+            scope=principal.customer_id,
         )
     except queries.BadCursor as exc:
         raise Problem(422, str(exc)) from None
@@ -136,19 +151,23 @@ def list_tickets(
     )
 
 
-@router.get("/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("read"))])
-def get_ticket(ticket_id: TicketRef, session: SessionDep) -> TicketDetail:
-    return ticket_detail(session, load_ticket(session, ticket_id))
+@router.get("/{ticket_id}", response_model=TicketDetail)
+def get_ticket(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> TicketDetail:
+    scope = principal.customer_id
+    return ticket_detail(session, load_ticket(session, ticket_id, scope), scope)
 
 
-@router.patch(
-    "/{ticket_id}", response_model=TicketDetail, dependencies=[Depends(require("write"))]
-)
+@router.patch("/{ticket_id}", response_model=TicketDetail)
 def patch_ticket(
-    ticket_id: TicketRef, change: TicketPatch, session: SessionDep, runtime: RuntimeDep
+    ticket_id: TicketRef,
+    change: TicketPatch,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    principal: ScopedWriter,
 ) -> TicketDetail:
     """Change status, priority, assignee or tags (tags replace the list)."""
-    ticket = load_ticket(session, ticket_id)
+    scope = principal.customer_id
+    ticket = load_ticket(session, ticket_id, scope)
     apply_change(
         session, ticket,
         TicketChange(
@@ -162,16 +181,14 @@ def patch_ticket(
     )
     session.commit()
     session.refresh(ticket)
-    return ticket_detail(session, ticket)
+    return ticket_detail(session, ticket, scope)
 
 
-@router.get(
-    "/{ticket_id}/emails", response_model=TicketEmails, dependencies=[Depends(require("read"))]
-)
-def ticket_emails(ticket_id: TicketRef, session: SessionDep) -> Response:
+@router.get("/{ticket_id}/emails", response_model=TicketEmails)
+def ticket_emails(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> Response:
     """The ticket's mail in chronological order (the seed's shape, plus direction,
     matched_by and classification)."""
-    ticket = load_ticket(session, ticket_id)
+    ticket = load_ticket(session, ticket_id, principal.customer_id)
     body = TicketEmails(
         ticket_id=ticket.id,
         ticket_number=ticket.ticket_number,

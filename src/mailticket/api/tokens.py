@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailticket.api.models import ApiToken
+from mailticket.customers.models import Customer
 
 SCOPES = ("read", "write", "admin")
 PREFIX = "mtk_"
@@ -33,17 +34,47 @@ def scope_allows(held: str, needed: str) -> bool:
     return SCOPES.index(held) >= SCOPES.index(needed)
 
 
-def create_token(session: Session, *, name: str, scope: str) -> tuple[ApiToken, str]:
-    """Returns the row and the plain token; the plain token exists only in this return value."""
+def create_token(
+    session: Session, *, name: str, scope: str, customer: str | int | None = None
+) -> tuple[ApiToken, str]:
+    """Returns the row and the plain token; the plain token exists only in this return value.
+
+    `customer` (its key or id) scopes the token to that customer's tickets and mail. Such a
+    token is read or write: admin routes act on every customer's data, so the two exclude
+    each other."""
     if scope not in SCOPES:
         raise TokenError(f"unknown scope {scope!r} (one of {', '.join(SCOPES)})")
     if not name.strip():
         raise TokenError("a token needs a name")
+    customer_id = None
+    if customer is not None:
+        if scope == "admin":
+            raise TokenError("a customer-scoped token is read or write, never admin")
+        customer_id = _customer_id(session, customer)
     plain = PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(name=name.strip(), token_hash=hash_token(plain), scope=scope)
+    row = ApiToken(
+        name=name.strip(), token_hash=hash_token(plain), scope=scope, customer_id=customer_id
+    )
     session.add(row)
     session.flush()
     return row, plain
+
+
+def _customer_id(session: Session, customer: str | int) -> int:
+    text = str(customer).strip()
+    query = select(Customer.id, Customer.active)
+    if text.isascii() and text.isdigit():
+        if len(text) > 10 or int(text) > 2**31 - 1:
+            raise TokenError(f"no customer {text!r} (give its key or id)")
+        query = query.where(Customer.id == int(text))
+    else:
+        query = query.where(Customer.key == text)
+    found = session.execute(query).first()
+    if found is None:
+        raise TokenError(f"no customer {text!r} (give its key or id)")
+    if not found.active:
+        raise TokenError(f"customer {text!r} is inactive")
+    return int(found.id)
 
 
 def verify_token(session: Session, plain: str, *, now: datetime | None = None) -> ApiToken | None:

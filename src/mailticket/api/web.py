@@ -104,9 +104,13 @@ def ticket_list(
         search=search or None,
     )
     try:
-        rows, next_cursor = queries.list_tickets(session, filters, limit=50, cursor=cursor or None)
+        rows, next_cursor = queries.list_tickets(
+            session, filters, limit=50, cursor=cursor or None, scope=principal.customer_id
+        )
     except queries.BadCursor:
-        rows, next_cursor = queries.list_tickets(session, filters, limit=50)
+        rows, next_cursor = queries.list_tickets(
+            session, filters, limit=50, scope=principal.customer_id
+        )
     return _page(
         request, "tickets.html", tickets=rows, next_cursor=next_cursor, principal=principal,
         statuses=statuses, priorities=priorities,
@@ -121,7 +125,7 @@ def ticket_page(
     principal: UiPrincipal,
     session: SessionDep,
 ) -> HTMLResponse:
-    ticket = load_ticket(session, ticket_ref)
+    ticket = load_ticket(session, ticket_ref, principal.customer_id)
     mails = list(
         session.scalars(
             select(EmailLog)
@@ -136,7 +140,7 @@ def ticket_page(
     # A customer's mail shows what they wrote now; the quoted history is folded away.
     split = {m.id: split_reply(m.body_text, None) for m in mails if m.direction == "in"}
     # The forms only for a token that may use them (read scope sees the thread alone).
-    can_write = tokens.scope_allows(principal.scope, "write")
+    can_write = tokens.scope_allows(principal.scope, "write") and principal.customer_id is None
     plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
@@ -149,16 +153,16 @@ def ticket_page(
 
 @router.get("/emails/{email_id}/raw")
 def raw_download(
-    email_id: emails.EmailId, _: UiPrincipal, session: SessionDep
+    email_id: emails.EmailId, principal: UiPrincipal, session: SessionDep
 ) -> Response:
-    return emails.raw_email(email_id, session)
+    return emails.raw_email(email_id, session, principal)
 
 
 @router.get("/emails/{email_id}/attachments/{attachment_id}")
 def attachment_download(
     email_id: emails.EmailId,
     attachment_id: emails.AttachmentId,
-    _: UiPrincipal,
+    principal: UiPrincipal,
     session: SessionDep,
 ) -> Response:
-    return emails.download_attachment(email_id, attachment_id, session)
+    return emails.download_attachment(email_id, attachment_id, session, principal)

@@ -53,6 +53,10 @@ async def ui_writer(request: Request, principal: UiPrincipal) -> Writer:
             403, f"changing tickets needs a token with the 'write' scope "
             f"(this one has {principal.scope!r})",
         )
+    if principal.customer_id is not None:
+        # The API's comment and change routes are closed to customer-scoped tokens; the
+        # forms that run the same services are too.
+        raise Problem(403, "a customer-scoped token cannot change tickets from the thread view")
     return Writer(principal, request.cookies.get(COOKIE_NAME, ""))
 
 

@@ -1,12 +1,16 @@
-"""`mailticket customers list|sync`."""
+"""`mailticket customers list|sync|add|remove`."""
 
 from __future__ import annotations
 
 import argparse
 
+from pydantic import ValidationError
+
 from mailticket.cli.common import CliError, open_runtime, settings_or_exit
-from mailticket.customers.directory import list_customers
-from mailticket.runtime import check_customer_names, sync_customers
+from mailticket.customers import directory
+from mailticket.customers.directory import CustomersMode, list_customers
+from mailticket.customers.schema import CustomerSpec
+from mailticket.runtime import Runtime, check_customer_names, sync_customers
 from mailticket.yamlconfig import ConfigFileError
 
 
@@ -53,6 +57,72 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add(args: argparse.Namespace) -> int:
+    from mailticket.customers.lookup import shared_for
+
+    runtime = open_runtime(settings_or_exit())
+    try:
+        _database_mode(runtime)
+        try:
+            spec = CustomerSpec.model_validate({
+                "key": args.key, "name": args.name, "id": args.id,
+                "domains": args.domain, "contacts": args.contact,
+            })
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise CliError(f"the customer is not valid: {problems}", code=2) from None
+        with runtime.session_factory() as session:
+            try:
+                view = directory.create_customer(
+                    session, spec, mode=CustomersMode.db, shared=shared_for(runtime.settings),
+                    now=runtime.clock(),
+                )
+            except (directory.CustomerInvalid, directory.CustomerConflict) as exc:
+                raise CliError(str(exc), code=2) from None
+            session.commit()
+        print(f"customer {view.id} {view.key!r} created")
+    finally:
+        runtime.close()
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from mailticket.api.customers import outside_uses
+
+    runtime = open_runtime(settings_or_exit())
+    try:
+        _database_mode(runtime)
+        with runtime.session_factory() as session:
+            ref = str(args.customer)
+            try:
+                view = (directory.get_customer(session, int(ref))
+                        if ref.isascii() and ref.isdigit() and len(ref) <= 10
+                        else directory.get_customer_by_key(session, ref))
+                directory.delete_customer(
+                    session, view.id, mode=CustomersMode.db,
+                    also_used_by=outside_uses(session, runtime, view),
+                )
+            except directory.CustomerNotFound as exc:
+                raise CliError(str(exc)) from None
+            except directory.CustomerConflict as exc:
+                raise CliError(str(exc)) from None
+            session.commit()
+        print(f"customer {view.id} {view.key!r} removed")
+    finally:
+        runtime.close()
+    return 0
+
+
+def _database_mode(runtime: Runtime) -> None:
+    if runtime.customers is not None:
+        raise CliError(
+            f"customers are managed in CUSTOMERS_PATH ({runtime.customers.source}); "
+            "change the file and run `mailticket customers sync`", code=2,
+        )
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("customers", help="the customer directory (CUSTOMERS_PATH or the API)")
     s = p.add_subparsers(dest="customers_command", metavar="ACTION", required=True)
@@ -61,3 +131,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls.set_defaults(func=_list)
     sync = s.add_parser("sync", help="make the tables an exact copy of CUSTOMERS_PATH")
     sync.set_defaults(func=_sync)
+    add = s.add_parser("add", help="add a customer (without CUSTOMERS_PATH), as the API's POST")
+    add.add_argument("key", help="stable name: workflows and SLA policies use it")
+    add.add_argument("--name", required=True)
+    add.add_argument("--id", type=int, help="pin the numeric id tickets carry")
+    add.add_argument("--domain", action="append", default=[], help="repeatable")
+    add.add_argument("--contact", action="append", default=[], help="an address; repeatable")
+    add.set_defaults(func=_add)
+    remove = s.add_parser(
+        "remove", help="delete a customer nothing refers to (without CUSTOMERS_PATH)"
+    )
+    remove.add_argument("customer", help="its key or id")
+    remove.set_defaults(func=_remove)

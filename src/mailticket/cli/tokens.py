@@ -23,7 +23,9 @@ def _create(args: argparse.Namespace) -> int:
     try:
         with factory() as session:
             try:
-                row, plain = tokens.create_token(session, name=args.name, scope=args.scope)
+                row, plain = tokens.create_token(
+                    session, name=args.name, scope=args.scope, customer=args.customer
+                )
             except tokens.TokenError as exc:
                 print(f"mailticket: {exc}", file=sys.stderr)
                 return 2
@@ -31,7 +33,9 @@ def _create(args: argparse.Namespace) -> int:
             # The only time the token is ever shown: only its hash is stored.
             print(plain)
             print(
-                f"token {row.id} {row.name!r} scope {row.scope}: store it now, "
+                f"token {row.id} {row.name!r} scope {row.scope}"
+                + (f" customer {row.customer_id}" if row.customer_id is not None else "")
+                + ": store it now, "
                 "it is not shown again",
                 file=sys.stderr,
             )
@@ -47,7 +51,11 @@ def _list(args: argparse.Namespace) -> int:
             for row in tokens.list_tokens(session):
                 state = "revoked" if row.revoked_at else "active"
                 used = row.last_used_at.isoformat() if row.last_used_at else "never"
-                print(f"{row.id:>5} {row.scope:<6} {state:<8} last used {used:<32} {row.name}")
+                who = f"customer {row.customer_id}" if row.customer_id is not None else "all"
+                print(
+                    f"{row.id:>5} {row.scope:<6} {state:<8} {who:<16} last used {used:<32} "
+                    f"{row.name}"
+                )
     finally:
         engine.dispose()
     return 0
@@ -75,6 +83,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create = s.add_parser("create", help="create a token and print it once")
     create.add_argument("--scope", choices=tokens.SCOPES, required=True)
     create.add_argument("--name", required=True, help="who or what uses it")
+    create.add_argument(
+        "--customer", metavar="KEY_OR_ID",
+        help="scope the token to one customer: it sees that customer's tickets and mail "
+        "only (read or write scope)",
+    )
     create.set_defaults(func=_create)
     ls = s.add_parser("list", help="tokens, their scope and last use (never the token)")
     ls.set_defaults(func=_list)

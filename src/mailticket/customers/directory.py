@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from mailticket.customers.loader import CustomersConfig
@@ -207,6 +207,37 @@ def deactivate_customer(
         raise CustomerNotFound(f"no customer with id {customer_id}")
     row.active, row.updated_at = False, now
     _clear_children(session, customer_id)
+    session.flush()
+
+
+def delete_customer(
+    session: Session, customer_id: int, *, mode: CustomersMode, also_used_by: list[str]
+) -> None:
+    """DELETE: the row goes, with its addresses and domains, when nothing refers to it.
+    A customer that tickets (or what the caller lists in `also_used_by`: tokens, workflow
+    and SLA files) still name is refused with CustomerConflict: ids are not reused behind
+    a ticket's back. Such a customer is deactivated instead (update with active=false)."""
+    _writable(mode)
+    row = session.get(Customer, customer_id)
+    if row is None:
+        raise CustomerNotFound(f"no customer with id {customer_id}")
+    tickets = session.scalar(
+        select(func.count()).select_from(Ticket).where(Ticket.customer_id == customer_id)
+    ) or 0
+    evidence = session.scalar(
+        select(func.count()).select_from(TicketCustomer)
+        .where(TicketCustomer.customer_id == customer_id)
+    ) or 0
+    uses = list(also_used_by)
+    if tickets or evidence:
+        uses.insert(0, f"{max(tickets, evidence)} ticket(s)")
+    if uses:
+        raise CustomerConflict(
+            f"customer {row.key!r} is still used by {', '.join(uses)}; "
+            "deactivate it instead (active: false)"
+        )
+    _clear_children(session, customer_id)
+    session.delete(row)
     session.flush()
 
 

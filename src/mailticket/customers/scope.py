@@ -42,6 +42,29 @@ def email_clause(customer_id: int) -> ColumnElement[bool]:
     return or_(EmailLog.ticket_id.in_(theirs), EmailLog.id.in_(linked))
 
 
+def email_visible(session: Session, email_id: int, customer_id: int | None) -> bool:
+    """The log row exists and, for a customer scope, belongs to the customer (one answer for
+    "no such email" and "another customer's email": ids must not reveal what exists)."""
+    query = select(EmailLog.id).where(EmailLog.id == email_id)
+    if customer_id is not None:
+        query = query.where(email_clause(customer_id))
+    return session.scalar(query) is not None
+
+
+def visible_ticket_ids(
+    session: Session, ticket_ids: Iterable[int | None], customer_id: int | None
+) -> set[int]:
+    """The ids among `ticket_ids` the scope may name (all of them without a scope): an
+    answer that mentions a ticket (an attachment's first ticket, a merge target) leaves out
+    another customer's."""
+    ids = {tid for tid in ticket_ids if tid is not None}
+    if customer_id is None or not ids:
+        return ids
+    return set(
+        session.scalars(select(Ticket.id).where(Ticket.id.in_(sorted(ids)), ticket_clause(customer_id)))
+    )
+
+
 def badges(session: Session, ticket_ids: Iterable[int]) -> dict[int, CustomerBadge]:
     """Ticket id -> its customer and the evidence, for the tickets that have one."""
     ids = sorted(set(ticket_ids))

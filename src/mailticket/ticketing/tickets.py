@@ -200,8 +200,9 @@ def add_comment(
     return comment
 
 
-def find_ticket(session: Session, ref: str | int) -> Ticket | None:
-    """A ticket by id or by number; a merged ticket resolves to the one it was merged into."""
+def find_ticket(session: Session, ref: str | int, *, follow_merges: bool = True) -> Ticket | None:
+    """A ticket by id or by number; a merged ticket resolves to the one it was merged into
+    (unless `follow_merges` is false)."""
     ticket: Ticket | None
     if isinstance(ref, str) and ref.isascii() and ref.isdigit():
         # Only ASCII digits are an id: str.isdigit() is also true for "¹" or "١".
@@ -212,7 +213,7 @@ def find_ticket(session: Session, ref: str | int) -> Ticket | None:
         number = canonical_ticket_number(ref) or ref.upper()  # "-0042" is ticket -042
         ticket = session.scalar(select(Ticket).where(Ticket.ticket_number == number))
     hops = 0
-    while ticket is not None and ticket.merged_into_id is not None and hops < 20:
+    while follow_merges and ticket is not None and ticket.merged_into_id is not None and hops < 20:
         ticket = session.get(Ticket, ticket.merged_into_id)
         hops += 1
     return ticket
