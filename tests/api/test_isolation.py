@@ -45,6 +45,9 @@ OPERATIONS = {
     ("get", "/api/v1/tickets/{ticket_id}"): "scoped",
     ("patch", "/api/v1/tickets/{ticket_id}"): "scoped",
     ("post", "/api/v1/tickets/{ticket_id}/comments"): "scoped",
+    ("get", "/api/v1/tickets/{ticket_id}/participants"): "staff",
+    ("post", "/api/v1/tickets/{ticket_id}/participants"): "staff",
+    ("delete", "/api/v1/tickets/{ticket_id}/participants/{address}"): "staff",
     ("get", "/api/v1/tickets/{ticket_id}/emails"): "scoped",
     ("get", "/api/v1/emails/{email_id}/raw"): "scoped",
     ("get", "/api/v1/emails/{email_id}/attachments"): "scoped",
@@ -74,12 +77,21 @@ PAGES = {
     ("POST", "/ui/logout"): "logout",
     ("GET", "/ui/tickets"): "listing",
     ("GET", "/ui/tickets/{ticket_ref}"): "scoped",
+    # The forms: a customer-scoped token may not use them, on any ticket (403, the same
+    # answer whoever's ticket it names).
+    ("POST", "/ui/tickets/{ticket_ref}/reply"): "form",
+    ("POST", "/ui/tickets/{ticket_ref}/notes"): "form",
+    ("POST", "/ui/tickets/{ticket_ref}/update"): "form",
     ("GET", "/ui/emails/{email_id}/raw"): "scoped",
     ("GET", "/ui/emails/{email_id}/attachments/{attachment_id}"): "scoped",
 }
 BODIES: dict[tuple[str, str], Any] = {
+    ("post", "/api/v1/tickets/{ticket_id}/participants"): {"address": "probe@example.org"},
     ("patch", "/api/v1/tickets/{ticket_id}"): {"priority": "high", "tags": ["probe"]},
-    ("post", "/api/v1/tickets/{ticket_id}/comments"): {"body": "ACME-PROBE-COMMENT"},
+    ("post", "/api/v1/tickets/{ticket_id}/comments"): {
+        # internal: a public one would mail and log a new outgoing row the probe has no id of
+        "body": "ACME-PROBE-COMMENT", "visibility": "internal",
+    },
     ("post", "/api/v1/workflows/validate"): {"yaml": "workflows: []\n"},
     ("post", "/api/v1/test/email-to-ticket"): {
         "email_data": {"from_address": "x@acme.example", "subject": "Re: [TKT-20251215-001]"}},
@@ -370,8 +382,12 @@ def test_a_customer_token_sees_only_its_customer_through_every_route(
                 counts[kind] += 1
             continue
         if kind == "staff":
-            probes = [{"entry_id": "1", "customer": str(world.globex_id)},
-                      {"entry_id": "1", "customer": "acme"}]
+            probes = [
+                {"entry_id": "1", "customer": str(world.globex_id),
+                 "ticket_id": str(world.theirs.tickets[0]), "address": "x@example.org"},
+                {"entry_id": "1", "customer": "acme",
+                 "ticket_id": str(world.mine.tickets[0]), "address": "x@example.org"},
+            ]
             for params, headers in itertools.product(probes, (reader, writer)):
                 r = api.client.request(method, _expand(path, params), headers=headers, json=body)
                 assert r.status_code == 403, (label, r.status_code, r.text)
@@ -460,6 +476,13 @@ def test_the_thread_view_shows_only_the_customers_pages(api: Api, world: World) 
     for (method, path), kind in sorted(PAGES.items()):
         if kind in ("login", "logout"):
             continue  # the sign-in above, the sign-out below
+        if kind == "form":
+            for params, _owned in _combinations(path, values):
+                r = user.request(method, _expand(path, params), data={"body": "PROBE"})
+                assert r.status_code == 403, (path, r.status_code)
+                _check_clean(world, path, r, list(params.values()))
+                walked += 1
+            continue
         for params, owned in _combinations(path, values):
             for query in _queries(world, path):
                 url = _expand(path, params)

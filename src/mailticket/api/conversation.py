@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from mailticket.api.auth import Principal, RuntimeDep, SessionDep, WritePrincipal, require
+from mailticket.api.auth import Principal, RuntimeDep, ScopedWriter, SessionDep, require
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
     CommentIn,
@@ -142,7 +142,7 @@ def _store_comment(
     comment: CommentIn, files: list[MailFile],
 ) -> CommentOut:
     settings = runtime.settings
-    ticket = load_ticket(session, ref)
+    ticket = load_ticket(session, ref, principal.customer_id)
     author = comment.author_email or f"token:{principal.name}"
     now = runtime.clock()
     if comment.visibility == "internal":
@@ -191,7 +191,7 @@ def _store_comment(
 )
 async def add_comment(
     ticket_id: TicketRef,
-    principal: WritePrincipal,
+    principal: ScopedWriter,
     request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
