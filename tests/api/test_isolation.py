@@ -500,6 +500,8 @@ def test_the_thread_view_shows_only_the_customers_pages(api: Api, world: World) 
                     assert r.status_code == control.status_code, (url, r.status_code)
     own_page = user.get(f"/ui/tickets/{world.mine.numbers[0]}")
     assert own_page.status_code == 200 and "ACME-SUBJ one" in own_page.text
+    # The thread view names the ticket's customer (issue 11).
+    assert 'id="ticket-customer"' in own_page.text and "<bdi>ACME</bdi>" in own_page.text
     listing = user.get("/ui/tickets").text
     assert all(n in listing for n in world.mine.numbers)
     assert staff_saw == {p for (_, p), k in PAGES.items() if k in ("scoped", "listing")}

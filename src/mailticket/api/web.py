@@ -29,6 +29,7 @@ from mailticket.api.pages import page as _page
 from mailticket.api.schemas import SettableStatus, TicketStatus
 from mailticket.api.tickets import load_ticket
 from mailticket.conversation import split_reply
+from mailticket.customers.scope import badges, visible_ticket_ids
 from mailticket.settings import Priority
 from mailticket.store.models import EmailLog
 
@@ -137,6 +138,14 @@ def ticket_page(
     files = queries.attachments_of(session, [m.id for m in mails])
     notes = [c for c in ticket.comments if c.email_log_id is None]
     followup_of, followups = queries.followup_links(session, ticket)
+    # As in the API: a follow-up link to another customer's ticket is hidden from a scope.
+    visible = visible_ticket_ids(
+        session, [t.id for t in (followup_of, *followups) if t is not None], principal.customer_id
+    )
+    if followup_of is not None and followup_of.id not in visible:
+        followup_of = None
+    followups = [t for t in followups if t.id in visible]
+    customer = badges(session, [ticket.id]).get(ticket.id)
     # A customer's mail shows what they wrote now; the quoted history is folded away.
     split = {m.id: split_reply(m.body_text, None) for m in mails if m.direction == "in"}
     # The forms only for a token that may use them (read scope sees the thread alone).
@@ -145,6 +154,7 @@ def ticket_page(
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
         principal=principal, followup_of=followup_of, followups=followups, split=split,
+        customer=customer,
         can_write=can_write, csrf_field=csrf.FIELD,
         csrf_token=csrf.form_token(plain) if can_write else "",
         statuses=list(get_args(SettableStatus)), priorities=[p.value for p in Priority],
