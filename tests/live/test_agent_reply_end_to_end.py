@@ -74,8 +74,7 @@ async def test_customer_agent_customer_round_trip_through_real_mail(
         imap_poll_interval=3600, smtp_host="127.0.0.1", smtp_port=smtp_sink.port,
         smtp_tls="plain", mail_from=f"Example Support <{SUPPORT}>", mail_domain="example.com",
     )
-    worker = Worker(rt.settings, rt.engine, rt.session_factory, rt.pipeline,
-                    process=rt.pipeline.process)
+    worker = Worker(rt.settings, rt.engine, rt.session_factory, rt.pipeline)
     api = build_api(rt)
     try:
         # 1. The customer writes; the auto-reply goes out.
