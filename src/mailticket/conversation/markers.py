@@ -40,8 +40,11 @@ def reply_marker(language: str | None = None) -> str:
     return REPLY_MARKERS.get((language or "en").lower()[:2], REPLY_MARKER)
 
 
+_MARKER_NOISE = re.compile(r"[\s\-–—_=#>*]+")
+
+
 def _norm_marker(line: str) -> str:
-    return re.sub(r"[\s\-–—_=#>*]+", " ", line).strip().casefold()
+    return _MARKER_NOISE.sub(" ", line).strip().casefold()
 
 
 # Compared loosely (dashes, spaces and case ignored) so a client that re-wraps or re-dashes
@@ -49,7 +52,16 @@ def _norm_marker(line: str) -> str:
 MARKER_KEYS = frozenset(_norm_marker(m) for m in REPLY_MARKERS.values())
 
 
+# The first three characters of every key. A line whose first three characters are no noise
+# opens its key with them case-folded (case folding maps each character on its own, to one
+# or more), so most lines are refused without being normalised.
+_MARKER_HEADS = frozenset(key[:3] for key in MARKER_KEYS)
+
+
 def is_reply_marker(line: str) -> bool:
+    head = line[:3]
+    if not _MARKER_NOISE.search(head) and head.casefold()[:3] not in _MARKER_HEADS:
+        return False
     key = _norm_marker(line)
     return bool(key) and key in MARKER_KEYS
 

@@ -113,23 +113,46 @@ def _intro_start(s: str) -> bool:
     return bool(INTRO_OPENER_RE.match(s) or DIGIT_RE.search(s) or EMAIL_RE.search(s))
 
 
-def _next_content(lines: list[Line], j: int) -> int | None:
-    for k in range(j + 1, len(lines)):
-        if not lines[k].blank:
-            return k
-    return None
+# `_is_intro` accepts only text ending in one of these: ":" (the attribution), ">" (Gmail's
+# old "2011/4/7 Name <address>") or a dash or "=" (Android's "---- John wrote ----"). An
+# attribution ends where its last line ends, so a line ending otherwise cannot end one, and
+# the regexes run only on the few lines that can.
+_INTRO_LAST = frozenset(":：>-–—=")
 
 
-def _intro_end(lines: list[Line], i: int) -> int | None:
+class _View:
+    """The columns of `lines` the scan reads, each computed once per message (a property or
+    a look-ahead per line and per rule cost more than the rules themselves)."""
+
+    __slots__ = ("depth", "lines", "n", "next_content", "text")
+
+    def __init__(self, lines: list[Line]) -> None:
+        self.lines = lines
+        self.n = n = len(lines)
+        self.text = [line.text for line in lines]
+        self.depth = [line.depth for line in lines]
+        # next_content[j]: the first non-blank line after j, or None; one pass from the end.
+        self.next_content: list[int | None] = [None] * n
+        following: int | None = None
+        for k in range(n - 1, -1, -1):
+            self.next_content[k] = following
+            if self.text[k]:
+                following = k
+
+
+def _intro_end(v: _View, i: int) -> int | None:
     """Last line of an attribution starting at line i (wrapped over up to 3 lines), or None."""
+    text, depth = v.text, v.depth
     parts: list[str] = []
-    for j in range(i, min(i + _MAX_INTRO_LINES, len(lines))):
-        line = lines[j]
-        if line.blank or line.depth:
+    for j in range(i, min(i + _MAX_INTRO_LINES, v.n)):
+        s = text[j]
+        if not s or depth[j]:
             break
-        parts.append(line.text)
-        nxt = _next_content(lines, j)
-        quote_follows = nxt is not None and lines[nxt].depth > 0
+        parts.append(s)
+        if s[-1] not in _INTRO_LAST:
+            continue
+        nxt = v.next_content[j]
+        quote_follows = nxt is not None and depth[nxt] > 0
         if _is_intro(_join(parts), quote_follows):
             # "Thanks\nOn … wrote:" keeps "Thanks": line i joins the attribution only if it
             # looks like its start (an opening word, a date, an address), not like a sentence.
@@ -139,19 +162,20 @@ def _intro_end(lines: list[Line], i: int) -> int | None:
     return None
 
 
-def _header_block(lines: list[Line], i: int) -> bool:
+def _header_block(v: _View, i: int) -> bool:
     """An Outlook-style header of the earlier mail starts at line i."""
-    m = HEADER_FIELD_RE.match(lines[i].text)
+    text = v.text
+    m = HEADER_FIELD_RE.match(text[i])
     if not m:
         return False
     roles = {FIELD_ROLE[m.group("name").casefold()]}
     from_value = m.group("value") if "from" in roles else ""
     stray = 0
-    for j in range(i + 1, min(i + 10, len(lines))):
-        line = lines[j]
-        if line.blank:
+    for j in range(i + 1, min(i + 10, v.n)):
+        s = text[j]
+        if not s:
             break
-        f = HEADER_FIELD_RE.match(line.text)
+        f = HEADER_FIELD_RE.match(s)
         if f:
             role = FIELD_ROLE[f.group("name").casefold()]
             roles.add(role)
@@ -169,25 +193,27 @@ def _header_block(lines: list[Line], i: int) -> bool:
     return "subject" in roles or ("date" in roles and len(roles) >= 3)
 
 
-def _hard_boundary(lines: list[Line], i: int) -> tuple[str, bool] | None:
+def _hard_boundary(v: _View, i: int) -> tuple[str, bool] | None:
     """(method, forwarded) when line i starts the earlier mail outright."""
-    s = lines[i].text
+    s = v.text[i]
     if is_reply_marker(s):
         return "text:marker", False
     if SEPARATOR_RE.match(s):
         forwarded = bool(FORWARD_RE.search(s))
         return ("text:forward" if forwarded else "text:separator"), forwarded
-    if _header_block(lines, i):
+    # A header field has its colon on the line itself: without one, no block starts here.
+    if (":" in s or "：" in s) and _header_block(v, i):
         return "text:header-block", False
     if RULE_RE.match(s):
-        nxt = _next_content(lines, i)
-        if nxt is not None and nxt - i <= 3 and _header_block(lines, nxt):
+        nxt = v.next_content[i]
+        if nxt is not None and nxt - i <= 3 and _header_block(v, nxt):
             return "text:header-block", False
     return None
 
 
 def _split(lines: list[Line]) -> _Split:
-    n = len(lines)
+    v = _View(lines)
+    n, text, depth = v.n, v.text, v.depth
     quoted: set[int] = set()
     boundary: int | None = None
     method = "none"
@@ -198,23 +224,23 @@ def _split(lines: list[Line]) -> _Split:
         if line.mark is Mark.BOUNDARY:
             boundary, method = i, line.evidence or "html"
             break
-        if line.blank:
+        if not text[i]:
             i += 1
             continue
-        if line.depth or line.mark is Mark.INTRO:
+        if depth[i] or line.mark is Mark.INTRO:
             quoted.add(i)
             if method == "none":
                 method = line.evidence or "text:quote-prefix"
             i += 1
             continue
-        hard = _hard_boundary(lines, i)
+        hard = _hard_boundary(v, i)
         if hard:
             boundary, (method, forwarded) = i, hard
             break
-        end = _intro_end(lines, i)
+        end = _intro_end(v, i)
         if end is not None:
-            nxt = _next_content(lines, end)
-            if nxt is None or (lines[nxt].depth == 0 and lines[nxt].mark is Mark.NONE):
+            nxt = v.next_content[end]
+            if nxt is None or (depth[nxt] == 0 and lines[nxt].mark is Mark.NONE):
                 # The quote that follows is not marked: all of it is the earlier mail.
                 boundary, method = i, "text:intro"
                 break
@@ -226,23 +252,19 @@ def _split(lines: list[Line]) -> _Split:
         # is quote, not an inline answer.
         if (
             0 < i < n - 1
-            and lines[i - 1].depth
-            and lines[i + 1].depth
+            and depth[i - 1]
+            and depth[i + 1]
             and len(lines[i - 1].raw) >= 50
-            and line.text[:1].islower()
+            and text[i][:1].islower()
         ):
             quoted.add(i)
         i += 1
     if boundary is not None:
         # The rule or blank lines right above an Outlook header belong to it.
         b = boundary
-        while (
-            b > 0
-            and (lines[b - 1].blank or RULE_RE.match(lines[b - 1].text))
-            and b - 1 not in quoted
-        ):
+        while b > 0 and (not text[b - 1] or RULE_RE.match(text[b - 1])) and b - 1 not in quoted:
             b -= 1
-            if RULE_RE.match(lines[b].text):
+            if RULE_RE.match(text[b]):
                 boundary = b
         quoted.update(range(boundary, n))
     kept = [k for k in range(n) if k not in quoted]
@@ -314,16 +336,18 @@ def split_reply(text: str | None, html: str | None) -> ReplyParts:
     """Split a customer's reply. Pass the message's text/plain part and text/html part as
     decoded strings (None for a part the message does not have; do not pass a text rendered
     from the HTML as `text`). Pure: no I/O, never raises on odd input."""
-    text_parts = _parts(text_lines(text), "text") if text and text.strip() else None
+    lines = text_lines(text) if text and text.strip() else None
+    text_parts = _parts(lines, "text") if lines is not None else None
+    if text_parts is not None and text_parts.has_quote:
+        return text_parts  # what the HTML part says is not asked then: no need to parse it
     html_parts = _parts(html_lines(html), "html") if html and html.strip() else None
-    if text_parts is None:
+    if text_parts is None or lines is None:
         return html_parts or ReplyParts("", "", "", "none", "none")
-    if text_parts.has_quote or html_parts is None or not html_parts.has_quote:
+    if html_parts is None or not html_parts.has_quote:
         return text_parts
     # The text part shows no quote but the HTML marks one (a client that flattens quotes in
     # its text part, a header block in a language we do not know): cut the text where the
     # HTML quote starts, so the customer's own line breaks are kept.
-    lines = text_lines(text or "")
     at = _locate(lines, html_parts)
     if at is None or at == 0:
         return html_parts

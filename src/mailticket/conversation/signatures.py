@@ -127,18 +127,17 @@ def find_signature(lines: list[str]) -> int | None:
         if i == first_content:
             continue
         s = lines[i]
-        after = lines[i + 1 :]
-        if REGARDS_RE.match(s) and _sig_like(after):
+        # What follows is copied only for a line that opens a closing (most do not).
+        if REGARDS_RE.match(s) and _sig_like(lines[i + 1 :]):
             return i
-        if (
-            THANKS_RE.match(s)
-            and any(after)
-            and _sig_like(after)
-            and _is_name(next(x for x in after if x))
-        ):
-            return i
-        if SIGNOFF_WITH_NAME_RE.match(s) and not any(after[:3]) and _sig_like(after):
-            return i
+        if THANKS_RE.match(s):
+            after = lines[i + 1 :]
+            if any(after) and _sig_like(after) and _is_name(next(x for x in after if x)):
+                return i
+        if SIGNOFF_WITH_NAME_RE.match(s):
+            after = lines[i + 1 :]
+            if not any(after[:3]) and _sig_like(after):
+                return i
     # A bare name set off by a blank line, last or above a few short lines (role, company,
     # phone): "Adrian", "-Abhishek", "/B", "佐藤花子\n株式会社サンプル 経理部".
     for back in range(0, 4):
