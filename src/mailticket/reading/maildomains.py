@@ -23,6 +23,12 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+# Every message's addresses come through here several times (sender checks, customer
+# rules, shared domains) and a mailbox sees the same few thousand domains again and again:
+# the IDNA codec, pure Python, cost more than the rest of the lookup. Pure functions of
+# their argument, so a bounded cache changes nothing but the time (a refused value raises
+# again each time: lru_cache keeps only results).
+@lru_cache(maxsize=16384)
 def normalise_domain(value: str) -> str:
     """Lower-cased ASCII (IDNA A-label) form; raises InvalidDomain for anything that is not a
     host name. Both sides of every comparison go through here, so Unicode and punycode
@@ -74,6 +80,11 @@ def is_public_suffix(domain: str) -> bool:
 def parent_chain(domain: str) -> list[str]:
     """`a.b.acme.co.uk` -> [a.b.acme.co.uk, b.acme.co.uk, acme.co.uk]: most specific first,
     ending at the organizational domain (a public suffix is never anyone's domain)."""
+    return list(_parent_chain(domain))  # a list of its own: the caller may change it
+
+
+@lru_cache(maxsize=16384)
+def _parent_chain(domain: str) -> tuple[str, ...]:
     org = organizational_domain(domain)
     labels = domain.split(".")
     chain = []
@@ -82,4 +93,4 @@ def parent_chain(domain: str) -> list[str]:
         chain.append(candidate)
         if candidate == org:
             break
-    return chain
+    return tuple(chain)
