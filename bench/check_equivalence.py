@@ -9,7 +9,8 @@ both over the same inputs and prints how many outputs differ (0 means nothing ch
 Inputs: every .eml under tests/fixtures/emails and /work/shared/corpus (when present), the
 hand-written replies in tests/fixtures/replies, the `bench/mailmix.py` support mix, and
 `--fuzz` messages built from random lines of all of those (with random quote prefixes,
-blank lines and wrapping), which reach line combinations no fixture has. Each message is
+blank lines and wrapping), which reach line combinations no fixture has, and a quarter as
+many HTML bodies of those lines in randomly nested (and broken) client markup. Each message is
 split as the pipeline splits it (text part and HTML part), and also by each part alone;
 `html_lines` and `text_lines` are compared line by line.
 """
@@ -112,6 +113,41 @@ def _fuzz(pool: list[str], count: int, seed: int) -> Iterator[tuple[str, str | N
         yield f"fuzz#{i}", text, None, text
 
 
+# Openings the HTML walker treats specially, to nest at random (unclosed, self-closed and
+# stray end tags included: mail HTML is often broken).
+_TAGS = [
+    "<div>", "<p>", "<br>", "<pre>", "<blockquote>", '<blockquote type="cite">', "<span>",
+    '<div class="gmail_quote">', '<div class="gmail_attr">', '<div class="moz-cite-prefix">',
+    '<div class="gmail_signature">', '<div id="divRplyFwdMsg">', '<hr id="stopSpelling">',
+    '<div style="border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0in 0in 0in">', "<table><tr><td>",
+    '<span style="display: none">', "<script>", "<style>", '<div class="yahoo_quoted">',
+    '<div id="Signature">', "<div/>", "<hr>", "<li>",
+]
+
+
+def _html_fuzz(pool: list[str], count: int, seed: int) -> Iterator[tuple[str, str | None, str | None, str]]:
+    rng = random.Random(seed)
+    for i in range(count):
+        out: list[str] = []
+        open_tags: list[str] = []
+        for _ in range(rng.randint(1, 40)):
+            r = rng.random()
+            if r < 0.35:
+                tag = rng.choice(_TAGS)
+                out.append(tag)
+                name = tag[1:].split(">")[0].split()[0].rstrip("/")
+                if not tag.endswith("/>") and name not in ("br", "hr"):
+                    open_tags.append(name)
+            elif r < 0.55 and open_tags:
+                out.append(f"</{open_tags.pop(rng.randrange(len(open_tags)))}>")
+            elif r < 0.6:
+                out.append(rng.choice(["</div>", "</p>", "</blockquote>", "</span>"]))
+            else:
+                out.append(rng.choice(pool).replace("<", "&lt;") + rng.choice(["", "\n"]))
+        html = "".join(out)
+        yield f"html-fuzz#{i}", None, html, ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("baseline_src", type=Path, help="the baseline checkout's src directory")
@@ -130,6 +166,7 @@ def main() -> None:
     inputs = [*_emails(emails), *_replies(), *_mix(args.n)]
     pool = sorted({ln for _, t, _, full in inputs for ln in (t or full).splitlines()})
     inputs += list(_fuzz(pool, args.fuzz, 1))
+    inputs += list(_html_fuzz(pool, args.fuzz // 4, 2))
 
     checks: list[tuple[str, Callable[[Any, str | None, str | None, str], Any]]] = [
         ("split_reply(text, html)", lambda m, t, h, _f: _parts(m["quotes"].split_reply(t, h))),
@@ -154,7 +191,7 @@ def main() -> None:
                 if shown < args.show:
                     shown += 1
                     print(f"DIFF {label} on {name}:\n  old {a!r}\n  new {b!r}")
-    kinds = {"mail": len(emails), "mix": args.n, "fuzz": args.fuzz}
+    kinds = {"mail": len(emails), "mix": args.n, "fuzz": args.fuzz, "html fuzz": args.fuzz // 4}
     print(f"inputs: {len(inputs):,} ({kinds}, replies fixtures), outputs compared: {compared:,}")
     print("split methods reached:", dict(methods.most_common()))
     print(f"differing outputs: {differing}")

@@ -27,6 +27,7 @@ _BLOCK = frozenset(
 )  # fmt: skip
 _VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "wbr", "col", "area", "base"})
 _SPACES = re.compile(r"[ \t\r\n\f\v]+")
+_HIDDEN = re.compile(r"display\s*:\s*none", re.IGNORECASE)
 
 # Containers whose start means "the earlier mail begins here", to the end of the document.
 _BOUNDARY_IDS = re.compile(
@@ -76,10 +77,28 @@ class _Walker(HTMLParser):
         self.buf: list[str] = []
         self.after_boundary = False
         self.boundary_evidence = ""
+        # Sums over the stack, kept as frames come and go (a frame's depth, skip and pre
+        # never change once pushed): text arrives far more often than tags.
+        self._depth_sum = 0
+        self._skips = 0
+        self._pres = 0
+
+    def _push(self, frame: _Frame) -> None:
+        self.stack.append(frame)
+        self._depth_sum += frame.depth
+        self._skips += frame.skip
+        self._pres += frame.pre
+
+    def _pop_from(self, i: int) -> None:
+        for f in self.stack[i:]:
+            self._depth_sum -= f.depth
+            self._skips -= f.skip
+            self._pres -= f.pre
+        del self.stack[i:]
 
     # -- state of the current position ------------------------------------------------------------
     def _depth(self) -> int:
-        return sum(f.depth for f in self.stack)
+        return self._depth_sum
 
     def _mark(self) -> tuple[Mark, str]:
         for f in reversed(self.stack):
@@ -94,10 +113,10 @@ class _Walker(HTMLParser):
         return ""
 
     def _skipping(self) -> bool:
-        return any(f.skip for f in self.stack)
+        return self._skips > 0
 
     def _in_pre(self) -> bool:
-        return any(f.pre for f in self.stack)
+        return self._pres > 0
 
     # -- output -------------------------------------------------------------------------------------------
     def flush(self, force_blank: bool = False) -> None:
@@ -139,7 +158,7 @@ class _Walker(HTMLParser):
         classes = {c.lower() for c in a.get("class", "").split()}
         ident = a.get("id", "")
         style = a.get("style", "")
-        if tag in _SKIP or re.search(r"display\s*:\s*none", style, re.IGNORECASE):
+        if tag in _SKIP or _HIDDEN.search(style):
             frame.skip = True
         if tag == "pre":
             frame.pre = True
@@ -180,12 +199,12 @@ class _Walker(HTMLParser):
             for f in self.stack:
                 if f.gmail_container:
                     f.mark = Mark.NONE  # past the attribution
-        self.stack.append(frame)
+        self._push(frame)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
         if tag not in _VOID and self.stack and self.stack[-1].tag == tag:
-            self.stack.pop()
+            self._pop_from(len(self.stack) - 1)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _VOID:
@@ -195,7 +214,7 @@ class _Walker(HTMLParser):
             if self.stack[i].tag == tag:
                 if tag in _BLOCK or self.stack[i].depth or self.stack[i].mark is not Mark.NONE:
                     self.flush()
-                del self.stack[i:]
+                self._pop_from(i)
                 if tag in ("p", "blockquote", "table"):
                     self._blank()
                 return

@@ -22,6 +22,9 @@ _MAX_SIG_LINES = 10
 _MAX_SIG_LINE = 90
 _DELIMITER = re.compile(r"^(?:--|—|––|-- ?)\s*$")
 _RULE = re.compile(r"^[-_=~*─—–]{5,}\s*$")
+# The characters either can open with: most lines are refused without running them.
+_DELIMITER_FIRST = frozenset("-—–")
+_RULE_FIRST = frozenset("-_=~*─—–")
 # A capitalised word or an initial ("J."); "Svar." (a one-word answer) is no name.
 _NAME_WORD = r"(?:[A-ZÀ-ÞĄĆĘŁŃÓŚŹŻ]\.|[A-ZÀ-ÞĄĆĘŁŃÓŚŹŻ][\w'-]*)"
 _NAME = re.compile(
@@ -112,11 +115,11 @@ def find_signature(lines: list[str]) -> int | None:
     # A "-- " delimiter (or a long rule) anywhere in the tail: everything below is signature.
     for i in tail:
         s = lines[i]
-        if _DELIMITER.match(s) and _sig_like(lines[i + 1 :]):
+        if s[:1] in _DELIMITER_FIRST and _DELIMITER.match(s) and _sig_like(lines[i + 1 :]):
             return i
     for i in tail:
         s = lines[i]
-        if _RULE.match(s) and i > first_content and _sig_like(lines[i + 1 :]):
+        if s[:1] in _RULE_FIRST and _RULE.match(s) and i > first_content and _sig_like(lines[i + 1 :]):
             return i
     # "Sent from my iPhone" and friends, with only signature-like lines after.
     for i in tail:
