@@ -28,6 +28,8 @@ PRIORITY_RANK = {Priority.low: 0, Priority.normal: 1, Priority.high: 2, Priority
 
 def extract_tags(body: str, limit: int = MAX_TAGS) -> list[str]:
     tags: list[str] = []
+    if "#" not in body:  # most mail: the regex (a lookbehind first) would try every position
+        return tags
     for match in _TAG_RE.finditer(body):
         tag = match.group(1).strip("-_").lower()
         if len(tag) < MIN_TAG_LENGTH or not any(ch.isalpha() for ch in tag):

@@ -112,7 +112,7 @@ def link_email(
     # A customer who writes "#printer" in a reply means it as much as in the first mail.
     # Quoted lines are left out: they repeat tags the ticket has (or that an agent removed).
     # Priority stays as it is: it is set when the ticket opens, later only by people.
-    if tags := extract_tags(_unquoted(email.text)):
+    if "#" in email.text and (tags := extract_tags(_unquoted(email.text))):
         add_tags(ticket, tags)
     if ticket.status in REOPENABLE_STATUSES or ticket.status == "pending":
         moment = now or datetime.now(UTC)
