@@ -99,7 +99,9 @@ class ImapSource:
         # mailbox_lock_name), so every spelling of the same mailbox shares the lock.
         self.lock = SourceLock(engine, "")
         self.imap = ImapSession(box, timeout)
-        self.wake = asyncio.Event()  # set by the scheduler's poll job
+        # Set by the scheduler's poll job and by a push from the server (live/push.py): ends
+        # the wait (IDLE included) and drains now.
+        self.wake = asyncio.Event()
         # Checked between batches: a shutdown finishes the batch in hand, then stops.
         self.stop = asyncio.Event()
 
@@ -316,6 +318,9 @@ class ImapSource:
     async def _session(self, stop: asyncio.Event) -> None:
         idle = self.box.idle and self.imap.has("IDLE")
         while not stop.is_set():
+            # Cleared before the drain, not after: a push arriving while this drain runs
+            # (for a message it may miss) ends the next wait at once.
+            self.wake.clear()
             await self.drain()
             # Renews the SQLite lease (and re-checks the PostgreSQL lock's connection) at
             # least every IDLE_RENEW seconds; a lock lost meanwhile (or a folder recreated
@@ -325,11 +330,10 @@ class ImapSource:
                 await self.imap.close()
                 return
             if idle:
-                news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW))
+                news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW), self.wake)
                 if not await _wait(stop, news):
                     return
             else:
-                self.wake.clear()
                 try:
                     if not await _wait(stop, asyncio.wait_for(self.wake.wait(), IDLE_RENEW)):
                         return
