@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Messages per transaction and per FETCH; bytes per FETCH keep memory bounded.
 BATCH = 100
 BATCH_BYTES = 16 * 1024 * 1024
+# Messages per FETCH command: aioimaplib rescans the whole response for every line it
+# receives (FetchCommand.wait_data), so its CPU cost grows with the square of this.
+FETCH_GROUP = 25
 # IDLE is renewed at least this often (RFC 2177 asks for < 29 min; NATs drop sooner).
 IDLE_RENEW = 300.0
 MAX_BACKOFF = 300.0
@@ -167,7 +170,7 @@ class ImapSource:
                 for got in await self.imap.fetch([uid], "BODY.PEEK[HEADER]"):
                     items.append(_Item(got.uid, got.data, size, headers_only=True))
                 continue
-            if group and group_bytes + size > BATCH_BYTES:
+            if group and (group_bytes + size > BATCH_BYTES or len(group) >= FETCH_GROUP):
                 items.extend(await self._fetch_full(group, sizes))
                 group, group_bytes = [], 0
             group.append(uid)
