@@ -129,31 +129,45 @@ class ImapSource:
         todo = [uid for uid in listed if uid not in known]
         chunks = [todo[start : start + BATCH] for start in range(0, len(todo), BATCH)]
         stored = 0
-        # The next batch is fetched while this one is stored (the store runs in a thread);
-        # the two never overlap on the connection itself: the flags for a batch are set
-        # only after the fetch in flight has finished.
-        ahead: asyncio.Task[list[_Item]] | None = None
+        # Three stages overlap: batch k is stored (pipeline + ledger, in a thread) while the
+        # connection first does batch k-1's server action and then fetches batch k+1. The
+        # connection runs one command at a time: the fetch starts once the action is done.
+        # Per batch the order stays commit → server action → ledger marked done.
+        ahead: asyncio.Future[list[_Item]] | None = None
+        storing: asyncio.Future[list[_Stored]] | None = None
+        previous: list[_Stored] | None = None
         try:
             for index, chunk in enumerate(chunks):
                 if self.stop.is_set():
                     break
                 items = await (ahead if ahead is not None else self._collect(chunk))
                 ahead = None
-                if not items:
-                    continue
-                storing = asyncio.ensure_future(
-                    asyncio.to_thread(self._store, self.imap.uidvalidity, items)
-                )
+                if items:
+                    storing = asyncio.ensure_future(
+                        asyncio.to_thread(self._store, self.imap.uidvalidity, items)
+                    )
+                if previous is not None:
+                    finishing, previous = previous, None
+                    stored += await self._finish_batch(finishing)
                 if index + 1 < len(chunks) and not self.stop.is_set():
                     ahead = asyncio.ensure_future(self._collect(chunks[index + 1]))
-                done = await storing
-                if ahead is not None:
-                    await asyncio.wait({ahead})
-                stored += await self._finish_batch(done)
+                if storing is not None:
+                    previous = await storing
+                    storing = None
+            if ahead is not None:
+                await asyncio.wait({ahead})
+            if previous is not None:
+                finishing, previous = previous, None
+                stored += await self._finish_batch(finishing)
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            if storing is not None:
+                # A thread cannot be cancelled: let its transaction end (committed rows stay
+                # pending in the ledger, their server action is redone at the next drain)
+                # before the caller closes the connection and releases the lock.
+                await asyncio.gather(storing, return_exceptions=True)
         return stored
 
     async def _collect(self, uids: list[int]) -> list[_Item]:
