@@ -5,6 +5,7 @@ without waiting for IDLE or a poll; pushes without the secret are refused and ch
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket.live.config import MailboxConfig
 from mailticket.live.imap_client import ImapSession
 from mailticket.live.worker import Worker
-from mailticket.settings import Settings, load_settings
+from mailticket.settings import ConfigError, Settings, load_settings
 from tests.live.dovecot import Dovecot, free_port
 from tests.live.helpers import FakeHandler, counts, message
 from tests.live.test_worker import wait_for
@@ -176,8 +177,17 @@ async def test_a_wake_ends_idle_at_once_and_the_session_stays_usable(
         await session.close()
 
 
-def test_push_listen_needs_a_secret() -> None:
-    from mailticket.settings import ConfigError
+@pytest.mark.parametrize("secret", [None, "short"])
+def test_push_listen_needs_a_secret(secret: str | None) -> None:
+    with pytest.raises(ConfigError, match="IMAP_PUSH_SECRET"):
+        load_settings(_env_file=None, imap_push_listen="127.0.0.1:9999", imap_push_secret=secret)
 
-    with pytest.raises((ConfigError, ValueError), match="IMAP_PUSH_SECRET"):
-        load_settings(_env_file=None, imap_push_listen="127.0.0.1:9999")
+
+async def test_push_port_in_use_is_a_clear_error(
+    push: PushDovecot, settings: Settings, engine: Engine,
+    session_factory: sessionmaker[Session], tmp_path: Path,
+) -> None:
+    worker = push_worker(settings, engine, session_factory, push, tmp_path)
+    with socket.create_server(("127.0.0.1", push.port)):
+        with pytest.raises(ConfigError, match="cannot listen"):
+            await worker._start_push()
