@@ -5,11 +5,15 @@
     .venv/bin/python bench/bench_imap.py 5000 --fake     # IMAP + ledger only (stand-in handler)
     .venv/bin/python bench/bench_imap.py 2000 --database-url sqlite:////tmp/b.db
     .venv/bin/python bench/bench_imap.py 2000 --dovecot mailbox_idle_check_interval=1s
+    .venv/bin/python bench/bench_imap.py 3000 --push    # also: LMTP delivery, IDLE vs push
 
 Prints: drain throughput (msg/s) for N queued messages of `bench/mailmix.py`'s support mix,
 APPEND → stored latency with IDLE (p50/p99 over --samples appends, split into the APPEND
 itself, the wait for the server's IDLE notice, and notice → committed), and the process's
-peak RSS. `--dovecot KEY=VALUE` adds a dovecot.conf setting. Targets (issue 12): drain
+peak RSS. `--push` also delivers --samples messages through Dovecot's LMTP with its
+push_notification plugin (ox driver) PUTting to the source's push listener (live/push.py), and
+prints LMTP → stored once with the push ignored (IDLE alone) and once with the push, split into
+LMTP start → push received and push → committed. `--dovecot KEY=VALUE` adds a dovecot.conf setting. Targets (issue 12): drain
 ≥ 800 msg/s on the mix; APPEND → stored p50 ≤ 300 ms, p99 ≤ 1 s.
 """
 
@@ -33,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from mailmix import generate_mix  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from tests.dbutil import create_pg, drop_pg  # noqa: E402
-from tests.live.dovecot import Dovecot  # noqa: E402
+from tests.live.dovecot import Dovecot, free_port  # noqa: E402
 from tests.mailfactory import make_email  # noqa: E402
 
 from mailticket.live import imap_client  # noqa: E402
@@ -100,6 +104,73 @@ async def big_attachment(dovecot, box, handler, factory, engine, mb: int) -> Non
           f" peak RSS now {rss:.0f} MB")
 
 
+PUSH_SECRET = "bench-push-secret-0123"
+
+
+def p50_p99(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    values = sorted(values)
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return f"p50 {statistics.median(values) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+
+
+async def lmtp_phase(dovecot, live, factory, notices, port, samples, first) -> None:  # type: ignore[no-untyped-def]
+    """LMTP delivery -> stored while the source IDLEs: once with the push ignored (IDLE's
+    notice alone), once with the push waking the source (live/push.py, served by uvicorn)."""
+    import uvicorn
+
+    from mailticket.live.push import build_app, wake_sources
+
+    await asyncio.to_thread(dovecot.set_metadata, "/private/vendor/vendor.dovecot/http-notify",
+                            f"user={dovecot.user}")
+    armed = False
+    pushes: list[float] = []
+
+    def wake(user: str, folder: str) -> int:
+        pushes.append(time.perf_counter())
+        return wake_sources([live], user, folder) if armed else 1
+
+    server = uvicorn.Server(uvicorn.Config(build_app(PUSH_SECRET, wake), host="127.0.0.1",
+                                           port=port, log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        for armed in (False, True):
+            totals, lmtps, to_push, push_to_stored, to_notice = [], [], [], [], []
+            for i in range(samples):
+                before = await asyncio.to_thread(ledger_count, factory)
+                notices.clear()
+                pushes.clear()
+                t0 = time.perf_counter()
+                await asyncio.to_thread(dovecot.lmtp_deliver, corpus_like(first + i))
+                delivered = time.perf_counter()
+                while await asyncio.to_thread(ledger_count, factory) == before:
+                    await asyncio.sleep(0.005)
+                stored = time.perf_counter()
+                totals.append(stored - t0)
+                lmtps.append(delivered - t0)
+                if pushes:
+                    to_push.append(pushes[0] - t0)
+                    push_to_stored.append(stored - pushes[0])
+                if notices:
+                    to_notice.append(notices[0] - delivered)
+                await asyncio.sleep(0.05)
+            first += samples
+            how = "push" if armed else "IDLE only, push ignored"
+            print(f"LMTP -> stored ({how}) over {len(totals)} samples: {p50_p99(totals)}")
+            print(f"  LMTP delivery itself (connect to 250):  {p50_p99(lmtps)}")
+            print(f"  LMTP start -> push received:            {p50_p99(to_push)}")
+            if armed:
+                print(f"  push received -> committed:             {p50_p99(push_to_stored)}")
+            else:
+                print(f"  LMTP done -> IDLE notice:               {p50_p99(to_notice)}")
+    finally:
+        server.should_exit = True
+        await serving
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int, nargs="?", default=5000)
@@ -108,6 +179,8 @@ async def main() -> None:
     ap.add_argument("--fake", action="store_true", help="stand-in handler instead of the pipeline")
     ap.add_argument("--big-mb", type=int, default=50, help="one message with an attachment this big")
     ap.add_argument("--mix", choices=("support", "simple"), default="support")
+    ap.add_argument("--push", action="store_true",
+                    help="also deliver over LMTP with Dovecot's push_notification plugin")
     ap.add_argument("--dovecot", action="append", default=[], metavar="KEY=VALUE",
                     help="a dovecot.conf setting (repeatable)")
     args = ap.parse_args()
@@ -133,7 +206,10 @@ async def main() -> None:
         handler = runtime.pipeline
 
     settings = dict(item.split("=", 1) for item in args.dovecot)
-    dovecot = Dovecot(Path(tempfile.mkdtemp(prefix="bench-dovecot-")), settings=settings).start()
+    push_port = free_port() if args.push else 0
+    push_url = f"http://dovecot:{PUSH_SECRET}@127.0.0.1:{push_port}/" if args.push else None
+    dovecot = Dovecot(Path(tempfile.mkdtemp(prefix="bench-dovecot-")), settings=settings,
+                      push_url=push_url).start()
     try:
         t0 = time.perf_counter()
         mail = (generate_mix(args.n, 5) if args.mix == "support"
@@ -163,9 +239,9 @@ async def main() -> None:
         notices: list[float] = []
         waiting = imap_client.ImapSession.wait_for_news
 
-        async def noted(self, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-            news = await waiting(self, timeout)
-            if news:
+        async def noted(self, timeout: float, wake=None) -> str:  # type: ignore[no-untyped-def]
+            news = await waiting(self, timeout, wake)
+            if news == "news":
                 notices.append(time.perf_counter())
             return news
 
@@ -187,20 +263,15 @@ async def main() -> None:
             if notices:
                 idles.append(notices[0] - appended)
                 ours.append(stored - notices[0])
-        live.stop.set()
-        await task
-
-        def p50_p99(values: list[float]) -> str:
-            if not values:
-                return "n/a"
-            values = sorted(values)
-            p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-            return f"p50 {statistics.median(values) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
-
         print(f"APPEND -> stored with IDLE over {len(latencies)} samples: {p50_p99(latencies)}")
         print(f"  APPEND itself (client, login to OK):  {p50_p99(appends)}")
         print(f"  APPEND done -> IDLE notice:           {p50_p99(idles)}")
         print(f"  IDLE notice -> committed:             {p50_p99(ours)}")
+        if args.push:
+            await lmtp_phase(dovecot, live, factory, notices, push_port, args.samples,
+                             args.n + args.samples)
+        live.stop.set()
+        await task
         if settings:
             print(f"  dovecot settings: {settings}")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -45,6 +45,7 @@ apt_install_packages() {
 SYSTEM_FILES=(
     "/usr/sbin/dovecot dovecot-core"          # tests/live/dovecot.py: the private IMAP server
     "/usr/lib/dovecot/imap dovecot-imapd"     # ... and its IMAP protocol process
+    "/usr/lib/dovecot/lmtp dovecot-lmtpd"     # ... and LMTP delivery (tests/live/test_push.py)
     "/usr/bin/openssl openssl"                # test certificates (IMAP and SMTP TLS)
     "/usr/bin/chromium chromium"              # tests/api/test_browser.py: the thread view
     "/usr/bin/chromedriver chromium-driver"   # ... driven by selenium through chromedriver

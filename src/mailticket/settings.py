@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     imap_after: str = "seen"  # seen | move:<folder> | delete
     imap_poll_interval: float = Field(default=60.0, gt=0)  # seconds; IDLE servers push
     imap_timeout: float = Field(default=30.0, gt=0)  # connect and per-command
+    # "host:port": `mailticket run` takes pushes from the mail server (Dovecot's
+    # push_notification ox driver) and drains the matching mailbox at once (live/push.py).
+    imap_push_listen: str | None = None
+    # The push must carry this (the password of the URL's userinfo, or a Bearer token).
+    imap_push_secret: SecretStr | None = None
     maildir_path: Path | None = None
     lmtp_listen: str | None = None  # "host:port"; off by default
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
@@ -318,6 +323,17 @@ class Settings(BaseSettings):
         if value is not None and not value.exists():
             raise ValueError(f"{value} does not exist")
         return value
+
+    @model_validator(mode="after")
+    def _push_needs_secret(self) -> Settings:
+        if self.imap_push_listen and (
+            self.imap_push_secret is None or len(self.imap_push_secret.get_secret_value()) < 16
+        ):
+            raise ValueError(
+                "IMAP_PUSH_LISTEN needs IMAP_PUSH_SECRET (at least 16 characters): pushes"
+                " without it would let anyone on the network make the worker drain"
+            )
+        return self
 
     @model_validator(mode="after")
     def _assignee_needed(self) -> Settings:

@@ -12,6 +12,7 @@ import imaplib
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import tempfile
@@ -31,7 +32,10 @@ def free_port() -> int:
 
 
 # What the tests run, by file: dovecot-core has the master, dovecot-imapd the imap process.
-REQUIRED = {DOVECOT: "dovecot-core", "/usr/lib/dovecot/imap": "dovecot-imapd"}
+REQUIRED = {
+    DOVECOT: "dovecot-core", "/usr/lib/dovecot/imap": "dovecot-imapd",
+    "/usr/lib/dovecot/lmtp": "dovecot-lmtpd",
+}
 
 
 def ensure_installed() -> None:
@@ -82,6 +86,8 @@ class Dovecot:
         ssl: bool = True,
         oauth2_introspection_url: str | None = None,
         settings: dict[str, str] | None = None,
+        lmtp: bool = False,
+        push_url: str | None = None,
     ) -> None:
         self.workdir = workdir
         # Further dovecot.conf settings (the bench tries the IDLE ones).
@@ -90,6 +96,11 @@ class Dovecot:
         # XOAUTH2 tokens are checked by POSTing them to this URL (RFC 7662 introspection).
         self.oauth2_url = oauth2_introspection_url
         self.port = free_port()
+        # An LMTP listener: mail arrives the way an MTA hands it to a real mailbox server.
+        self.lmtp_port = free_port() if lmtp or push_url else 0
+        # Dovecot's push_notification plugin (ox driver) PUTs to this URL on every message
+        # delivered over LMTP; the user must also have the http-notify METADATA set.
+        self.push_url = push_url
         self.ssl_port = free_port() if ssl else 0
         self.user = USER
         self.password = PASSWORD
@@ -121,6 +132,22 @@ class Dovecot:
                 f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
                 f"  args = {w}/oauth2.conf\n}}\n"
             )
+        extra = ""
+        protocols = "imap"
+        if self.lmtp_port:
+            protocols = "imap lmtp"
+            extra += (
+                "service lmtp {\n  inet_listener lmtp {\n    address = 127.0.0.1\n"
+                f"    port = {self.lmtp_port}\n  }}\n}}\n"
+            )
+        if self.push_url:
+            extra += (
+                f"mail_attribute_dict = file:%h/dovecot-attributes\n"
+                "protocol imap {\n  imap_metadata = yes\n}\n"
+                "protocol lmtp {\n  mail_plugins = $mail_plugins notify push_notification\n}\n"
+                # Plugin settings expand %variables: a literal % in the URL is written %%.
+                f"plugin {{\n  push_notification_driver = ox:url={self.push_url.replace('%', '%%')}\n}}\n"
+            )
         # Dovecot refuses root for login and mail processes, and the test's temp dirs are
         # private to root: sockets and mail live in a short, world-traversable base_dir.
         return f"""
@@ -128,7 +155,7 @@ base_dir = {self.base_dir}
 state_dir = {w}/state
 log_path = {w}/dovecot.log
 instance_name = mt-test-{self.port}
-protocols = imap
+protocols = {protocols}
 listen = 127.0.0.1
 default_internal_user = root
 default_internal_group = root
@@ -168,7 +195,7 @@ service anvil {{
 service imap-login {{
   chroot =
 }}
-""" + "".join(f"{key} = {value}\n" for key, value in self.settings.items())
+{extra}""" + "".join(f"{key} = {value}\n" for key, value in self.settings.items())
 
     def start(self) -> Dovecot:
         ensure_installed()
@@ -282,6 +309,24 @@ service imap-login {{
             path = new / f"{time.time_ns()}.{i}.bench"
             path.write_bytes(raw)
             shutil.chown(path, "dovecot", "dovecot")
+
+    def lmtp_deliver(self, raw: bytes, recipient: str | None = None) -> None:
+        """Deliver through Dovecot's LMTP (as an MTA does); raises unless accepted."""
+        with smtplib.LMTP("127.0.0.1", self.lmtp_port, timeout=10) as client:
+            refused = client.sendmail("sender@example.org", [recipient or self.user], raw)
+            if refused:
+                raise RuntimeError(f"LMTP refused: {refused!r}")
+
+    def set_metadata(self, entry: str, value: str) -> None:
+        """SETMETADATA on the server (mailbox ""), e.g. the ox driver's http-notify entry."""
+        imap = self.client()
+        try:
+            # imaplib has no METADATA (RFC 5464) method; xatom sends any command.
+            typ, data = imap.xatom("SETMETADATA", '""', f'({entry} "{value}")')
+            if typ != "OK":
+                raise RuntimeError(f"SETMETADATA failed: {data!r}")
+        finally:
+            imap.logout()
 
     def create(self, folder: str) -> None:
         imap = self.client()

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Messages per transaction and per FETCH; bytes per FETCH keep memory bounded.
 BATCH = 100
 BATCH_BYTES = 16 * 1024 * 1024
+# Messages per FETCH command: aioimaplib rescans the whole response for every line it
+# receives (FetchCommand.wait_data), so its CPU cost grows with the square of this.
+FETCH_GROUP = 25
 # IDLE is renewed at least this often (RFC 2177 asks for < 29 min; NATs drop sooner).
 IDLE_RENEW = 300.0
 MAX_BACKOFF = 300.0
@@ -99,7 +102,9 @@ class ImapSource:
         # mailbox_lock_name), so every spelling of the same mailbox shares the lock.
         self.lock = SourceLock(engine, "")
         self.imap = ImapSession(box, timeout)
-        self.wake = asyncio.Event()  # set by the scheduler's poll job
+        # Set by the scheduler's poll job and by a push from the server (live/push.py): ends
+        # the wait (IDLE included) and drains now.
+        self.wake = asyncio.Event()
         # Checked between batches: a shutdown finishes the batch in hand, then stops.
         self.stop = asyncio.Event()
 
@@ -124,31 +129,45 @@ class ImapSource:
         todo = [uid for uid in listed if uid not in known]
         chunks = [todo[start : start + BATCH] for start in range(0, len(todo), BATCH)]
         stored = 0
-        # The next batch is fetched while this one is stored (the store runs in a thread);
-        # the two never overlap on the connection itself: the flags for a batch are set
-        # only after the fetch in flight has finished.
-        ahead: asyncio.Task[list[_Item]] | None = None
+        # Three stages overlap: batch k is stored (pipeline + ledger, in a thread) while the
+        # connection first does batch k-1's server action and then fetches batch k+1. The
+        # connection runs one command at a time: the fetch starts once the action is done.
+        # Per batch the order stays commit → server action → ledger marked done.
+        ahead: asyncio.Future[list[_Item]] | None = None
+        storing: asyncio.Future[list[_Stored]] | None = None
+        previous: list[_Stored] | None = None
         try:
             for index, chunk in enumerate(chunks):
                 if self.stop.is_set():
                     break
                 items = await (ahead if ahead is not None else self._collect(chunk))
                 ahead = None
-                if not items:
-                    continue
-                storing = asyncio.ensure_future(
-                    asyncio.to_thread(self._store, self.imap.uidvalidity, items)
-                )
+                if items:
+                    storing = asyncio.ensure_future(
+                        asyncio.to_thread(self._store, self.imap.uidvalidity, items)
+                    )
+                if previous is not None:
+                    finishing, previous = previous, None
+                    stored += await self._finish_batch(finishing)
                 if index + 1 < len(chunks) and not self.stop.is_set():
                     ahead = asyncio.ensure_future(self._collect(chunks[index + 1]))
-                done = await storing
-                if ahead is not None:
-                    await asyncio.wait({ahead})
-                stored += await self._finish_batch(done)
+                if storing is not None:
+                    previous = await storing
+                    storing = None
+            if ahead is not None:
+                await asyncio.wait({ahead})
+            if previous is not None:
+                finishing, previous = previous, None
+                stored += await self._finish_batch(finishing)
         finally:
             if ahead is not None and not ahead.done():
                 ahead.cancel()
                 await asyncio.gather(ahead, return_exceptions=True)
+            if storing is not None:
+                # A thread cannot be cancelled: let its transaction end (committed rows stay
+                # pending in the ledger, their server action is redone at the next drain)
+                # before the caller closes the connection and releases the lock.
+                await asyncio.gather(storing, return_exceptions=True)
         return stored
 
     async def _collect(self, uids: list[int]) -> list[_Item]:
@@ -165,7 +184,7 @@ class ImapSource:
                 for got in await self.imap.fetch([uid], "BODY.PEEK[HEADER]"):
                     items.append(_Item(got.uid, got.data, size, headers_only=True))
                 continue
-            if group and group_bytes + size > BATCH_BYTES:
+            if group and (group_bytes + size > BATCH_BYTES or len(group) >= FETCH_GROUP):
                 items.extend(await self._fetch_full(group, sizes))
                 group, group_bytes = [], 0
             group.append(uid)
@@ -316,6 +335,9 @@ class ImapSource:
     async def _session(self, stop: asyncio.Event) -> None:
         idle = self.box.idle and self.imap.has("IDLE")
         while not stop.is_set():
+            # Cleared before the drain, not after: a push arriving while this drain runs
+            # (for a message it may miss) ends the next wait at once.
+            self.wake.clear()
             await self.drain()
             # Renews the SQLite lease (and re-checks the PostgreSQL lock's connection) at
             # least every IDLE_RENEW seconds; a lock lost meanwhile (or a folder recreated
@@ -325,11 +347,10 @@ class ImapSource:
                 await self.imap.close()
                 return
             if idle:
-                news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW))
+                news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW), self.wake)
                 if not await _wait(stop, news):
                     return
             else:
-                self.wake.clear()
                 try:
                     if not await _wait(stop, asyncio.wait_for(self.wake.wait(), IDLE_RENEW)):
                         return

@@ -13,7 +13,7 @@ import re
 import shlex
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aioimaplib
 
@@ -258,31 +258,57 @@ class ImapSession:
             return
         self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "store")
 
-    async def wait_for_news(self, timeout: float) -> bool:
-        """IDLE until the server reports something or `timeout` passes; True on news."""
+    async def wait_for_news(
+        self, timeout: float, wake: asyncio.Event | None = None
+    ) -> Literal["news", "woken", "timeout"]:
+        """IDLE until the server reports something ("news"), `wake` is set ("woken": a push
+        from the server's notification plugin, which comes before IDLE's batched notice), or
+        `timeout` passes. A `wake` set before the call ends the IDLE at once."""
         client = self._c
         if self.lost:
             raise ImapError("connection lost")
         idle = await client.idle_start(timeout=timeout)
-        news = False
+        result: Literal["news", "woken", "timeout"] = "timeout"
+        woken = asyncio.ensure_future(wake.wait()) if wake is not None else None
         try:
             while client.has_pending_idle():
-                pushed = await client.wait_server_push(timeout=timeout + self.timeout)
-                if pushed == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                pushed = asyncio.ensure_future(
+                    client.wait_server_push(timeout=timeout + self.timeout)
+                )
+                waiting: set[asyncio.Future[Any]] = {pushed}
+                if woken is not None:
+                    waiting.add(woken)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if not pushed.done():
+                    # Only the wake: leave the queued server lines where they are; DONE below
+                    # ends the IDLE and the drain that follows sees the new messages anyway.
+                    pushed.cancel()
+                    await asyncio.gather(pushed, return_exceptions=True)
+                    result = "woken"
+                    break
+                lines = pushed.result()
+                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH:
                     if self.lost:
                         raise ImapError("connection lost while idling")
                     break
-                if any(b"EXISTS" in bytes(x) or b"RECENT" in bytes(x) for x in pushed):
-                    news = True
+                if any(b"EXISTS" in bytes(x) or b"RECENT" in bytes(x) for x in lines):
+                    result = "news"
                     break
         finally:
+            if woken is not None:
+                woken.cancel()
             if not self.lost:
                 if client.has_pending_idle():
                     client.idle_done()
                 await asyncio.wait_for(idle, self.timeout)
             else:
                 idle.cancel()
-        return news
+        if result != "news":
+            # Dovecot syncs the session's view only when it reports news (or on a command
+            # that syncs): without this NOOP the drain's SEARCH would not see a message the
+            # push announced (or one committed just before a timeout).
+            self._ok(await client.noop(), "noop")
+        return result
 
     async def close(self) -> None:
         client, self.client = self.client, None

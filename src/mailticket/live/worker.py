@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,8 +29,10 @@ from mailticket.live.config import load_mailboxes
 from mailticket.live.imap import ImapSource, MessageHandler
 from mailticket.live.lmtp import start_receiver
 from mailticket.live.maildir import MaildirSource
+from mailticket.live.push import build_app as build_push_app
+from mailticket.live.push import wake_sources
 from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
-from mailticket.settings import Settings
+from mailticket.settings import ConfigError, Settings
 from mailticket.store import outbox
 from mailticket.store.db import make_session_factory
 from mailticket.store.gate import write, write_gate
@@ -169,6 +172,7 @@ class Worker:
         tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
         kicker = asyncio.create_task(self._deliver_when_kicked(stop), name="outbox-kick")
         api = await self._start_api()
+        push = await self._start_push()
         log.info("worker started sources=%s", ",".join(self.describe()) or "none")
         try:
             await stop.wait()
@@ -185,9 +189,10 @@ class Worker:
                 pass
             if receiver is not None:
                 receiver.stop()
-            if api is not None:
-                api[0].should_exit = True
-                await api[1]
+            for server in (api, push):
+                if server is not None:
+                    server[0].should_exit = True
+                    await server[1]
             log.info("worker stopped")
 
     def _store_pushed(self, items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
@@ -313,6 +318,31 @@ class Worker:
         )
         server = _EmbeddedServer(config)
         return server, asyncio.create_task(server.serve())
+
+
+    async def _start_push(self) -> tuple[Any, asyncio.Task[None]] | None:
+        """The push listener (live/push.py); accepting connections when this returns."""
+        listen, secret = self.settings.imap_push_listen, self.settings.imap_push_secret
+        if not listen or secret is None:
+            return None
+        host, _, port = listen.rpartition(":")
+        try:
+            # Bound here, not by uvicorn: a port in use is a clear error at start, where
+            # uvicorn would sys.exit() from inside the worker's event loop.
+            sock = socket.create_server((host.strip("[]") or "127.0.0.1", int(port)))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"IMAP_PUSH_LISTEN={listen}: cannot listen there: {exc}") from None
+        config = uvicorn.Config(
+            build_push_app(secret.get_secret_value(), self.wake_pushed),
+            log_config=None, access_log=False,
+        )
+        server = _EmbeddedServer(config)
+        log.info("push listener started listen=%s", listen)
+        return server, asyncio.create_task(server.serve(sockets=[sock]), name="imap-push")
+
+    def wake_pushed(self, user: str, folder: str) -> int:
+        """A push for (user, folder): wake every source watching it; how many."""
+        return wake_sources(self.imap, user, folder)
 
 
 class _EmbeddedServer(uvicorn.Server):
