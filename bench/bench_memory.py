@@ -92,10 +92,11 @@ def _framed(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
 
 
 def child_long(url: str, every: int) -> None:
-    from mailticket.runtime import build_runtime
+    from mailticket.runtime import build_runtime, settle_heap
     from mailticket.settings import load_settings
 
     rt = build_runtime(load_settings(database_url=url, _env_file=None))
+    settle_heap()  # as `mailticket run` and `mailticket ingest` do at start-up
     t = time.perf_counter()
     print(f"{'messages':>10} {'RSS MB':>7} {'peak MB':>8} {'msg/s':>7}", flush=True)
     for i, _outcome in enumerate(rt.pipeline.ingest_many(_framed(sys.stdin.buffer)), 1):

@@ -44,7 +44,7 @@ from tests.dbutil import create_pg, drop_pg
 
 from mailticket import metrics
 from mailticket.reading.parsing import parse_email
-from mailticket.runtime import build_runtime
+from mailticket.runtime import build_runtime, settle_heap
 from mailticket.settings import load_settings
 from mailticket.store import bulkwrite, pgcopy
 from mailticket.store.db import make_engine
@@ -218,6 +218,7 @@ def main() -> None:
             preload(url, args.preload)
             print(f"preloaded {args.preload:,} emails in {time.perf_counter() - t:.0f}s")
         rt = build_runtime(load_settings(database_url=url, _env_file=None))
+        settle_heap()  # as `mailticket run` and `mailticket ingest` do at start-up
         # What reaches the database, by kind: merges must not bring back per-row INSERTs.
         statements: dict[str, int] = {}
 

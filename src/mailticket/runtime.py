@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +93,19 @@ def check_customer_names(runtime: Runtime, session: Session) -> list[ConfigIssue
                 f"workflow {wf.name!r}: unknown customer {name!r}",
             ))
     return issues
+
+
+def settle_heap() -> None:
+    """Once start-up has built its long-lived objects (settings, workflows, the public-suffix
+    list, SQLAlchemy's mappers and caches): freeze them out of the cyclic collector, and let
+    the young generation grow bigger between collections. Ingest allocates many short-lived
+    objects; with the defaults the collector ran full passes over the whole start-up heap
+    several times per few thousand messages, about a tenth of ingest CPU (bench_pipeline
+    --mix support: 0.87 -> 0.78 ms/msg, full collections 7 -> 3 per 5,000 messages).
+    Reference counting still frees nearly everything at once; only cycles wait longer."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
 
 
 def prepare_worker(runtime: Runtime) -> SyncReport | None:

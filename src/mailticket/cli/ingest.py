@@ -15,7 +15,7 @@ from typing import TextIO
 from mailticket.cli.common import CliError, open_runtime, settings_or_exit
 from mailticket.live.maildir import headers_of
 from mailticket.reading.sources import iter_messages
-from mailticket.runtime import Runtime
+from mailticket.runtime import Runtime, settle_heap
 from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 
@@ -73,6 +73,7 @@ def _ingest(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"auto_reply_enabled": False})
     runtime = open_runtime(settings)
     runtime.pipeline.backdate = args.backdate
+    settle_heap()
     counts: Counter[str] = Counter()
     progress = Progress(sys.stderr)
     held: list[Outcome] = []

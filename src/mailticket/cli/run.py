@@ -14,7 +14,7 @@ from mailticket.cli.common import one_line_warnings, require_database, settings_
 from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
-from mailticket.runtime import Runtime, build_runtime, prepare_worker
+from mailticket.runtime import Runtime, build_runtime, prepare_worker, settle_heap
 from mailticket.settings import ConfigError
 
 
@@ -68,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         require_database(settings)
         # Customers synced, every customer the SLA file and the workflows name checked.
         prepare_worker(runtime)
+        settle_heap()
         if args.once:
             asyncio.run(worker.run_once())
             return 1 if worker.failures else 0
