@@ -99,10 +99,12 @@ def test_a_refused_message_in_a_group_does_not_lose_the_others(
     groups: list[int] = []
     hold = threading.Event()
 
-    def store(items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+    def store(
+        items: Sequence[tuple[bytes, str]], prepared: Sequence[object] | None
+    ) -> list[Outcome]:
         groups.append(len(items))
         with rt.session_factory() as session:
-            outcomes = rt.pipeline.process_batch(session, items)
+            outcomes = rt.pipeline.process_batch(session, items, prepared=prepared)  # type: ignore[arg-type]
             if any(b"HOLD" in raw for raw, _ in items):
                 hold.wait(10)  # the other sessions queue up behind this commit meanwhile
             if any(b"REFUSED" in raw for raw, _ in items):
@@ -113,7 +115,10 @@ def test_a_refused_message_in_a_group_does_not_lose_the_others(
             return outcomes
 
     port = free_port()
-    ctl = start_receiver(f"127.0.0.1:{port}", store, max_message_size=1_000_000)
+    ctl = start_receiver(
+        f"127.0.0.1:{port}", store, max_message_size=1_000_000,
+        prepare=lambda raw, source: rt.pipeline.prepare([(raw, source)])[0],
+    )
     try:
         first = _mail("HOLD", 0)
         mails = [_mail("REFUSED" if i == 5 else "ok", i) for i in range(1, 9)]

@@ -9,6 +9,11 @@ grouped even when the committer was idle), stores them as one batch, commits, an
 wakes their sessions. Under load the groups grow by themselves; an idle receiver adds at most
 `window` to a message's latency.
 
+Each message is prepared (parsed and classified, no database) in a thread of its own the
+moment it arrives, so that work overlaps the group being written and committed meanwhile
+instead of adding to the next group's turn: the store thread spends part of its turn waiting
+on the database, and the committer is the only writer of this receiver.
+
 When a group's transaction fails as a whole (the batch machinery isolates a bad message by
 itself, so this is the database refusing the batch or going away), the group is redone in
 halves, down to single messages: only the message that still fails is answered 451 and left
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mailticket import metrics
@@ -27,9 +33,13 @@ from mailticket.types import Outcome
 
 log = logging.getLogger(__name__)
 
+# What one message needs before it is stored, computed without the database (parsing,
+# classification): raw, source -> a value handed to the store with the message.
+PrepareOne = Callable[[bytes, str], object]
 # Stores the messages (raw, source) in one transaction and commits before returning; raises
-# when that transaction failed (nothing of it is stored).
-StoreGroup = Callable[[Sequence[tuple[bytes, str]]], list[Outcome]]
+# when that transaction failed (nothing of it is stored). The second argument: each message's
+# prepared value, or None when the receiver prepares nothing.
+StoreGroup = Callable[[Sequence[tuple[bytes, str]], Sequence[object] | None], list[Outcome]]
 
 WINDOW = 0.002  # seconds: how long an idle committer waits for a group to form
 MAX_GROUP = 200  # messages per transaction (a failed group is redone in halves)
@@ -41,6 +51,7 @@ class _Pending:
     raw: bytes
     source: str
     done: asyncio.Future[Outcome]
+    ready: asyncio.Future[object] | None  # the prepared message, when there is a `prepare`
 
 
 class GroupCommit:
@@ -50,11 +61,17 @@ class GroupCommit:
         self,
         store: StoreGroup,
         *,
+        prepare: PrepareOne | None = None,
         window: float = WINDOW,
         max_group: int = MAX_GROUP,
         max_bytes: int = MAX_GROUP_BYTES,
     ) -> None:
         self.store = store
+        self.prepare = prepare
+        # One thread: preparing is CPU under the GIL, more threads would only take turns.
+        self._preparer = (
+            ThreadPoolExecutor(1, thread_name_prefix="lmtp-prepare") if prepare else None
+        )
         self.window = window
         self.max_group = max_group
         self.max_bytes = max_bytes
@@ -64,11 +81,20 @@ class GroupCommit:
 
     async def submit(self, raw: bytes, source: str) -> Outcome:
         """Resolves once the message is committed; raises when it could not be stored."""
-        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(raw, source, done))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Outcome] = loop.create_future()
+        ready = None
+        if self.prepare is not None:
+            ready = loop.run_in_executor(self._preparer, self.prepare, raw, source)
+        self._queue.append(_Pending(raw, source, done, ready))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._run(), name="lmtp-group-commit")
         return await done
+
+    def close(self) -> None:
+        """The receiver stopped: no message is prepared any more."""
+        if self._preparer is not None:
+            self._preparer.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         while self._queue:
@@ -96,9 +122,16 @@ class GroupCommit:
         live = [item for item in group if not item.done.cancelled()]  # session went away
         if not live:
             return
+        prepared: list[object] | None = None
+        if self.prepare is not None:
+            # Mostly done already (prepared on arrival). What preparing raised is the
+            # message's own failure, handed on like a parse error (the pipeline quarantines).
+            prepared = await asyncio.gather(
+                *(item.ready for item in live if item.ready is not None), return_exceptions=True
+            )
         try:
             outcomes = await asyncio.to_thread(
-                self.store, [(item.raw, item.source) for item in live]
+                self.store, [(item.raw, item.source) for item in live], prepared
             )
         except Exception as exc:  # noqa: BLE001 - isolate the message(s) the database refuses
             if len(live) == 1:
