@@ -12,13 +12,13 @@ wakes their sessions. Under load the groups grow by themselves; an idle receiver
 A batch has a fixed cost (a round trip per statement, the commit) that its messages share, so
 a group is worth filling: the sessions a group just answered usually send their next message
 at once (an MTA delivering its queue over a kept connection), a few milliseconds apart. While
-fewer messages wait than the last group held, and those sessions were answered less than a
-group's turn ago (a stream, not an idle receiver), the committer waits for them a while
-longer, at most `patience` times the last group's turn: the wait stays a small part of what
-it saves.
+fewer messages wait than were waiting at the last commit plus those it answered, and that
+commit was less than a group's turn ago (a stream, not an idle receiver), the committer waits
+for them a while longer, at most `patience` times the last group's turn: the wait stays a
+small part of what it saves.
 
-Each message is prepared (parsed and classified, no database) in a thread of its own the
-moment it arrives, so that work overlaps the group being written and committed meanwhile
+Each message is prepared (parsed and classified, no database) in the receiver's preparing
+thread the moment it arrives, so that work overlaps the group being written and committed meanwhile
 instead of adding to the next group's turn: the store thread spends part of its turn waiting
 on the database, and the committer is the only writer of this receiver.
 
