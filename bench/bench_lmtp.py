@@ -49,7 +49,7 @@ def main() -> None:
         "--mail", choices=("mix", "plain"), default="mix",
         help="mix: bench/mailmix.py (mean 50 KB); plain: bench_pipeline.py's small text mail",
     )
-    ap.add_argument("--keep", action="store_true", help="keep the database mt_bench_lmtp")
+    ap.add_argument("--keep", action="store_true", help="keep the database (mt_bench_lmtp_<pid>)")
     args = ap.parse_args()
     if args.mail == "mix":
         messages = list(generate_mix(args.n, args.seed))
@@ -58,7 +58,7 @@ def main() -> None:
 
         messages = list(generate(args.n, args.seed))
     mean_kb = sum(map(len, messages)) / len(messages) / 1024
-    name = "mt_bench_lmtp"
+    name = f"mt_bench_lmtp_{__import__('os').getpid()}"  # unique: benches may run side by side
     url = fresh_pg(name)
     engine = make_engine(url)
     with tempfile.TemporaryDirectory(prefix="mt-lmtp-") as tmp, SmtpSink() as sink:

@@ -54,7 +54,7 @@ from mailticket.live.models import ImapLedgerEntry  # noqa: E402
 from mailticket.store.db import make_engine  # noqa: E402
 
 FOLDERS = ("INBOX", "box1", "box2", "box3")
-DB = "mt_bench_workers"
+DB = f"mt_bench_workers_{os.getpid()}"  # unique: benches may run side by side
 
 
 def maildir_new(dovecot: Dovecot, folder: str) -> Path:

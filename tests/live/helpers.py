@@ -55,7 +55,16 @@ class FakeHandler:
             return Outcome(source=source, message_id=entry.message_id, action="quarantined")
         return Outcome(source=source, message_id=message_id, action="logged")
 
-    def process_batch(self, session: Session, items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+    def prepare(self, items: Sequence[tuple[bytes, str]]) -> list[object]:
+        return [None for _ in items]  # everything is done in the transaction
+
+    def process_batch(
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, str]],
+        *,
+        prepared: Sequence[Any] | None = None,
+    ) -> list[Outcome]:
         return [self.process_in_session(session, raw, source) for raw, source in items]
 
 

@@ -19,6 +19,7 @@ from mailticket.live.lmtp import start_receiver
 from mailticket.live.worker import Worker
 from mailticket.runtime import Runtime
 from mailticket.settings import load_settings
+from mailticket.store.gate import write_gate
 from mailticket.store.models import EmailLog
 from mailticket.types import Outcome
 from tests.live.dovecot import free_port
@@ -99,10 +100,12 @@ def test_a_refused_message_in_a_group_does_not_lose_the_others(
     groups: list[int] = []
     hold = threading.Event()
 
-    def store(items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+    def store(
+        items: Sequence[tuple[bytes, str]], prepared: Sequence[object] | None
+    ) -> list[Outcome]:
         groups.append(len(items))
         with rt.session_factory() as session:
-            outcomes = rt.pipeline.process_batch(session, items)
+            outcomes = rt.pipeline.process_batch(session, items, prepared=prepared)  # type: ignore[arg-type]
             if any(b"HOLD" in raw for raw, _ in items):
                 hold.wait(10)  # the other sessions queue up behind this commit meanwhile
             if any(b"REFUSED" in raw for raw, _ in items):
@@ -113,7 +116,10 @@ def test_a_refused_message_in_a_group_does_not_lose_the_others(
             return outcomes
 
     port = free_port()
-    ctl = start_receiver(f"127.0.0.1:{port}", store, max_message_size=1_000_000)
+    ctl = start_receiver(
+        f"127.0.0.1:{port}", store, max_message_size=1_000_000,
+        prepare=lambda raw, source: rt.pipeline.prepare([(raw, source)])[0],
+    )
     try:
         first = _mail("HOLD", 0)
         mails = [_mail("REFUSED" if i == 5 else "ok", i) for i in range(1, 9)]
@@ -134,3 +140,49 @@ def test_a_refused_message_in_a_group_does_not_lose_the_others(
     finally:
         ctl.stop()
 
+
+
+def test_a_group_waits_for_the_sessions_it_just_answered(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """Eight sessions each deliver over one connection (an MTA with a kept connection),
+    coming back a few milliseconds apart after each answer. The committer's window alone
+    would split them into a few early ones and the rest; waiting for the sessions the last
+    group answered puts all eight in one transaction once the stream is going."""
+    rt = make_runtime()
+    groups: list[int] = []
+    turn = 0.3  # seconds each group's turn takes: patience lets a group wait a quarter of it
+
+    def store(
+        items: Sequence[tuple[bytes, str]], prepared: Sequence[object] | None
+    ) -> list[Outcome]:
+        groups.append(len(items))
+        with write_gate(rt.engine), rt.session_factory() as session:
+            outcomes = rt.pipeline.process_batch(session, items, prepared=prepared)  # type: ignore[arg-type]
+            time.sleep(turn)
+            session.commit()
+            return outcomes
+
+    def session(c: int) -> list[str]:
+        sent = []
+        with smtplib.LMTP("127.0.0.1", port) as client:
+            for i in range(4):
+                time.sleep(0.003 * c)  # back 0-21 ms after the answer, far below turn / 4
+                mid, raw = _mail(f"stream{c}", i)
+                client.sendmail("customer@example.com", ["support@example.test"], raw)
+                sent.append(mid)
+        return sent
+
+    port = free_port()
+    ctl = start_receiver(
+        f"127.0.0.1:{port}", store, max_message_size=1_000_000,
+        prepare=lambda raw, source: rt.pipeline.prepare([(raw, source)])[0],
+    )
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            sent = [mid for mids in pool.map(session, range(8)) for mid in mids]
+    finally:
+        ctl.stop()
+    assert sum(groups) == 32
+    assert all(_stored(rt, mid) for mid in sent)
+    assert groups.count(8) >= 2, f"the sessions of a group were not waited for: {groups}"

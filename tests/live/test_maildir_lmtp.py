@@ -62,9 +62,11 @@ def test_seen_name_keeps_flags() -> None:
 def _processor(factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
     handler = FakeHandler()
 
-    def store(items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+    def store(
+        items: Sequence[tuple[bytes, str]], prepared: Sequence[object] | None
+    ) -> list[Outcome]:
         with factory() as session:
-            outcomes = handler.process_batch(session, items)
+            outcomes = handler.process_batch(session, items, prepared=prepared)
             session.commit()
             return outcomes
 

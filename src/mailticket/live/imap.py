@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
-from typing import Protocol
+from typing import Any, Protocol
 
 import aioimaplib
 from sqlalchemy import Engine
@@ -52,8 +52,16 @@ class MessageHandler(Protocol):
 
     def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome: ...
 
+    def prepare(self, items: Sequence[tuple[bytes, str]]) -> Sequence[object]:
+        """What the messages need before they are stored, computed without the database."""
+        ...
+
     def process_batch(
-        self, session: Session, items: Sequence[tuple[bytes, str]]
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, str]],
+        *,
+        prepared: Sequence[Any] | None = None,
     ) -> list[Outcome]: ...
 
 

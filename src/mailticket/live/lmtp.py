@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 
-from mailticket.live.groupcommit import GroupCommit, StoreGroup
+from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,17 @@ class DeliveryHandler:
 
 
 def start_receiver(
-    listen: str, store: StoreGroup, *, max_message_size: int
+    listen: str,
+    store: StoreGroup,
+    *,
+    max_message_size: int,
+    prepare: PrepareOne | None = None,
 ) -> Controller:
-    """`store` stores a group of messages in one transaction and commits it."""
+    """`store` stores a group of messages in one transaction and commits it; `prepare`
+    (optional) does a message's database-free work as soon as it arrives."""
     proto, host, port = parse_listen(listen)
-    handler = DeliveryHandler(GroupCommit(store), proto)
+    committer = GroupCommit(store, prepare=prepare)
+    handler = DeliveryHandler(committer, proto)
     factory_cls = LMTP if proto == "lmtp" else SMTP
 
     class _Controller(Controller):
@@ -73,6 +79,10 @@ def start_receiver(
                 handler, data_size_limit=max_message_size, enable_SMTPUTF8=True,
                 hostname="mailticket",
             )
+
+        def stop(self, no_assert: bool = False) -> None:
+            super().stop(no_assert)
+            committer.close()
 
     controller = _Controller(handler, hostname=host, port=port)
     controller.start()

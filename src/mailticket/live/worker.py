@@ -166,7 +166,7 @@ class Worker:
         receiver = None
         if self.settings.lmtp_listen:
             receiver = start_receiver(
-                self.settings.lmtp_listen, self._store_pushed,
+                self.settings.lmtp_listen, self._store_pushed, prepare=self._prepare_pushed,
                 max_message_size=self.settings.max_message_size,
             )
         tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
@@ -195,10 +195,17 @@ class Worker:
                     await server[1]
             log.info("worker stopped")
 
-    def _store_pushed(self, items: Sequence[tuple[bytes, str]]) -> list[Outcome]:
+    def _prepare_pushed(self, raw: bytes, source: str) -> object:
+        """A pushed message parsed and classified as it arrives (no database)."""
+        (ready,) = self._kick.prepare([(raw, source)])
+        return ready
+
+    def _store_pushed(
+        self, items: Sequence[tuple[bytes, str]], prepared: Sequence[object] | None
+    ) -> list[Outcome]:
         """A group of pushed messages (one or many sessions), one committed transaction."""
         with write_gate(self.engine), self.session_factory() as session:
-            outcomes = self._kick.process_batch(session, items)
+            outcomes = self._kick.process_batch(session, items, prepared=prepared)
             session.commit()
             return outcomes
 
@@ -367,10 +374,17 @@ class _Kick:
     def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome:
         return self._kick([self.handler.process_in_session(session, raw, source)])[0]
 
+    def prepare(self, items: Sequence[tuple[bytes, str]]) -> Sequence[object]:
+        return self.handler.prepare(items)
+
     def process_batch(
-        self, session: Session, items: Sequence[tuple[bytes, str]]
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, str]],
+        *,
+        prepared: Sequence[Any] | None = None,
     ) -> list[Outcome]:
-        return self._kick(self.handler.process_batch(session, items))
+        return self._kick(self.handler.process_batch(session, items, prepared=prepared))
 
     def _kick(self, outcomes: list[Outcome]) -> list[Outcome]:
         if self._loop is not None and any(o.action in WROTE_TICKETS for o in outcomes):
