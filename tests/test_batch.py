@@ -240,6 +240,30 @@ def test_merges_are_written_in_bulk(
     assert len(inserts) <= 1, inserts
 
 
+def test_a_batch_that_begins_its_transaction_sends_no_savepoint(
+    make_runtime: Callable[..., Runtime], engine_events: list[str]
+) -> None:
+    """A receiver's group or an ingest batch begins the transaction: a failure rolls back
+    the transaction itself, so no SAVEPOINT round trips. Inside a caller's transaction the
+    batch still gets one. Either way the mail tables are asked once for the whole batch."""
+    rt = make_runtime()
+    items = _scenario()
+    engine_events.clear()
+    with rt.session_factory() as s:
+        rt.pipeline.process_batch(s, items[:4])
+        s.commit()
+    assert not [q for q in engine_events if q.startswith(("SAVEPOINT", "RELEASE"))]
+    mail_lookups = [q for q in engine_events if "tticket_thread_refs.message_id IN" in q
+                    or "tticket_email_log.email_message_id IN" in q]
+    assert len(mail_lookups) == 1, mail_lookups
+    engine_events.clear()
+    with rt.session_factory() as s:
+        s.scalars(select(Ticket)).all()  # the caller's transaction is under way
+        rt.pipeline.process_batch(s, items[4:8])
+        s.commit()
+    assert [q for q in engine_events if q.startswith("SAVEPOINT")]
+
+
 def test_a_failing_workflow_stays_inside_the_batch(
     make_runtime: Callable[..., Runtime], tmp_path: Path
 ) -> None:
