@@ -7,6 +7,7 @@ run in one transaction that is rolled back afterwards. Ids differ between the ru
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -466,6 +467,23 @@ def test_ingest_many_with_tiny_batches_gives_the_same_tickets(
     assert [o.ticket_number for o in created] == [f"{DAY}-{n:03d}" for n in range(1, len(created) + 1)]
     by_id = {o.message_id: o for o in outcomes}
     assert by_id["<r1@c.example>"].ticket_number == by_id["<root1@c.example>"].ticket_number
+
+
+def test_ingest_many_shortens_the_gil_switch_interval_while_it_runs(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The writer must not wait 5 ms for the parser thread at every COPY callback; the
+    process's interval is given back when the ingest ends."""
+    from mailticket.pipeline import SWITCH_INTERVAL
+
+    rt = make_runtime(ingest_batch_bytes=2048)
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL, "the interpreter's default is longer"
+    during = [sys.getswitchinterval() for _ in rt.pipeline.ingest_many(
+        (src, raw) for raw, src in _scenario()
+    )]
+    assert set(during) == {SWITCH_INTERVAL}
+    assert sys.getswitchinterval() == before
 
 
 def test_a_batch_of_only_unparseable_messages_is_quarantined_without_retries(
