@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from itertools import zip_longest
 from types import TracebackType
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    bindparam,
     cast,
     event,
     literal_column,
@@ -380,17 +381,11 @@ class Batch:
         for chunk_logged, chunk_refs, chunk_replies in zip_longest(
             _chunks(want_logged), _chunks(want_refs), _chunks(want_replies), fillvalue=()
         ):
-            parts = []
-            if chunk_logged:
-                parts.append(_logged_query(chunk_logged))
-            if chunk_refs:
-                parts.append(_refs_query(chunk_refs))
-            if chunk_replies:
-                assert since is not None
-                parts.append(_replies_query(chunk_replies, since))
-            query = parts[0] if len(parts) == 1 else union_all(*parts)
+            query = _mail_query(bool(chunk_logged), bool(chunk_refs), bool(chunk_replies))
+            params = {"logged": chunk_logged, "refs": chunk_refs, "replies": chunk_replies,
+                      "since": since}
             times: dict[str, list[datetime]] = {address: [] for address in chunk_replies}
-            for row in connection.execute(query):
+            for row in connection.execute(query, params):
                 if row.what == _LOGGED:
                     found_logged.append(row)
                 elif row.what == _REF:
@@ -671,29 +666,28 @@ def _mail_row(
     ]
 
 
-def _logged_query(message_ids: Sequence[str]) -> Select[Any]:
-    log = EmailLog.__table__.c
-    return select(
-        *_mail_row(_LOGGED, log.email_message_id, log_id=log.id, ticket_id=log.ticket_id,
-                   kind=log.classification)
-    ).where(log.email_message_id.in_(message_ids))
-
-
-def _refs_query(message_ids: Sequence[str]) -> Select[Any]:
-    refs = ThreadRef.__table__.c
-    return select(
-        *_mail_row(_REF, refs.message_id, ticket_id=refs.ticket_id, kind=refs.kind)
-    ).where(refs.message_id.in_(message_ids))
-
-
-def _replies_query(recipients: Sequence[str], since: datetime) -> Select[Any]:
-    log = EmailLog.__table__.c
-    return select(*_mail_row(_REPLY, log.email_to, at=log.created_at)).where(
-        log.direction == "out",
-        log.action == AUTO_REPLY_ACTION,
-        log.email_to.in_(recipients),
-        log.created_at >= since,
-    )
+@lru_cache(maxsize=8)
+def _mail_query(logged: bool, refs: bool, replies: bool) -> Select[Any]:
+    """The query for the kinds asked, built once: its IN lists are expanding parameters."""
+    log, ref = EmailLog.__table__.c, ThreadRef.__table__.c
+    parts: list[Select[Any]] = []
+    if logged:
+        parts.append(select(
+            *_mail_row(_LOGGED, log.email_message_id, log_id=log.id, ticket_id=log.ticket_id,
+                       kind=log.classification)
+        ).where(log.email_message_id.in_(bindparam("logged", expanding=True))))
+    if refs:
+        parts.append(select(
+            *_mail_row(_REF, ref.message_id, ticket_id=ref.ticket_id, kind=ref.kind)
+        ).where(ref.message_id.in_(bindparam("refs", expanding=True))))
+    if replies:
+        parts.append(select(*_mail_row(_REPLY, log.email_to, at=log.created_at)).where(
+            log.direction == "out",
+            log.action == AUTO_REPLY_ACTION,
+            log.email_to.in_(bindparam("replies", expanding=True)),
+            log.created_at >= bindparam("since", type_=DateTime(timezone=True)),
+        ))
+    return parts[0] if len(parts) == 1 else union_all(*parts)  # type: ignore[return-value]
 
 
 def open_batch(session: Session, *, block: int = 16, durable: bool = False) -> Batch:
