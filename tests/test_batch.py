@@ -7,6 +7,7 @@ run in one transaction that is rolled back afterwards. Ids differ between the ru
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -240,6 +241,30 @@ def test_merges_are_written_in_bulk(
     assert len(inserts) <= 1, inserts
 
 
+def test_a_batch_that_begins_its_transaction_sends_no_savepoint(
+    make_runtime: Callable[..., Runtime], engine_events: list[str]
+) -> None:
+    """A receiver's group or an ingest batch begins the transaction: a failure rolls back
+    the transaction itself, so no SAVEPOINT round trips. Inside a caller's transaction the
+    batch still gets one. Either way the mail tables are asked once for the whole batch."""
+    rt = make_runtime()
+    items = _scenario()
+    engine_events.clear()
+    with rt.session_factory() as s:
+        rt.pipeline.process_batch(s, items[:4])
+        s.commit()
+    assert not [q for q in engine_events if q.startswith(("SAVEPOINT", "RELEASE"))]
+    mail_lookups = [q for q in engine_events if "tticket_thread_refs.message_id IN" in q
+                    or "tticket_email_log.email_message_id IN" in q]
+    assert len(mail_lookups) == 1, mail_lookups
+    engine_events.clear()
+    with rt.session_factory() as s:
+        s.scalars(select(Ticket)).all()  # the caller's transaction is under way
+        rt.pipeline.process_batch(s, items[4:8])
+        s.commit()
+    assert [q for q in engine_events if q.startswith("SAVEPOINT")]
+
+
 def test_a_failing_workflow_stays_inside_the_batch(
     make_runtime: Callable[..., Runtime], tmp_path: Path
 ) -> None:
@@ -442,6 +467,23 @@ def test_ingest_many_with_tiny_batches_gives_the_same_tickets(
     assert [o.ticket_number for o in created] == [f"{DAY}-{n:03d}" for n in range(1, len(created) + 1)]
     by_id = {o.message_id: o for o in outcomes}
     assert by_id["<r1@c.example>"].ticket_number == by_id["<root1@c.example>"].ticket_number
+
+
+def test_ingest_many_shortens_the_gil_switch_interval_while_it_runs(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The writer must not wait 5 ms for the parser thread at every COPY callback; the
+    process's interval is given back when the ingest ends."""
+    from mailticket.pipeline import SWITCH_INTERVAL
+
+    rt = make_runtime(ingest_batch_bytes=2048)
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL, "the interpreter's default is longer"
+    during = [sys.getswitchinterval() for _ in rt.pipeline.ingest_many(
+        (src, raw) for raw, src in _scenario()
+    )]
+    assert set(during) == {SWITCH_INTERVAL}
+    assert sys.getswitchinterval() == before
 
 
 def test_a_batch_of_only_unparseable_messages_is_quarantined_without_retries(

@@ -14,6 +14,7 @@ from mailticket.cli.common import one_line_warnings, require_database, settings_
 from mailticket.escalation.job import run_sweep
 from mailticket.live.logs import configure_logging
 from mailticket.live.worker import Worker, api_available, install_signal_handlers
+from mailticket.pipeline import short_gil_switches
 from mailticket.runtime import Runtime, build_runtime, prepare_worker, settle_heap
 from mailticket.settings import ConfigError
 
@@ -69,11 +70,13 @@ def _run(args: argparse.Namespace) -> int:
         # Customers synced, every customer the SLA file and the workflows name checked.
         prepare_worker(runtime)
         settle_heap()
-        if args.once:
-            asyncio.run(worker.run_once())
-            return 1 if worker.failures else 0
-        else:
-            asyncio.run(_forever(worker))
+        # The event loop and the thread storing mail share the GIL: hand it over quickly.
+        with short_gil_switches():
+            if args.once:
+                asyncio.run(worker.run_once())
+                return 1 if worker.failures else 0
+            else:
+                asyncio.run(_forever(worker))
     except ConfigError as exc:
         print(f"mailticket run: {exc}", file=sys.stderr)
         return 2

@@ -23,11 +23,26 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
+from itertools import zip_longest
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import event, select
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Row,
+    Select,
+    String,
+    bindparam,
+    cast,
+    event,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
@@ -340,51 +355,77 @@ class Batch:
 
     # --- prefetch --------------------------------------------------------------------------
 
-    def prefetch_logged(self, message_ids: Iterable[str]) -> None:
-        wanted = sorted(set(message_ids) - self._logged_known)
-        if not wanted:
+    def prefetch_mail(
+        self,
+        *,
+        logged: Iterable[str] = (),
+        refs: Iterable[str] = (),
+        replies: Iterable[str] = (),
+        since: datetime | None = None,
+    ) -> None:
+        """What the batch could ask of the mail tables, in one query (per `_CHUNK` keys of
+        each kind), not one per kind: which Message-IDs are `logged` already, the stored
+        thread refs of `refs`, and the auto-replies sent to `replies` since `since`. A
+        batch of a few messages pays for round trips more than for rows."""
+        want_logged = sorted(set(logged) - self._logged_known)
+        want_refs = sorted(set(refs) - self._refs_known)
+        want_replies = sorted(set(replies) - self._replies_stored.keys())
+        if since is not None:
+            since = as_utc(since)
+        elif want_replies:
+            raise ValueError("replies asked for without a time to count them since")
+        if not (want_logged or want_refs or want_replies):
             return
         connection = self.session.connection()
-        log = EmailLog.__table__.c
-        for chunk in _chunks(wanted):
-            rows = connection.execute(
-                select(log.id, log.email_message_id, log.ticket_id, log.classification)
-                .where(log.email_message_id.in_(chunk))
-            ).all()
-            for row in sorted(rows, key=lambda r: r.id):
-                self.logged.setdefault(
-                    row.email_message_id,
-                    LoggedMessage(row.id, row.ticket_id, row.classification),
-                )
-        self._logged_known.update(wanted)
+        found_logged: list[Row[Any]] = []
+        for chunk_logged, chunk_refs, chunk_replies in zip_longest(
+            _chunks(want_logged), _chunks(want_refs), _chunks(want_replies), fillvalue=()
+        ):
+            query = _mail_query(bool(chunk_logged), bool(chunk_refs), bool(chunk_replies))
+            params = {"logged": chunk_logged, "refs": chunk_refs, "replies": chunk_replies,
+                      "since": since}
+            times: dict[str, list[datetime]] = {address: [] for address in chunk_replies}
+            for row in connection.execute(query, params):
+                if row.what == _LOGGED:
+                    found_logged.append(row)
+                elif row.what == _REF:
+                    known = self.refs.setdefault(row.key, {})
+                    known[row.ticket_id] = _stronger(known.get(row.ticket_id), row.kind)
+                else:
+                    times[row.key].append(as_utc(row.at))
+            for address, at in times.items():
+                assert since is not None
+                self._replies_stored[address] = (since, at)
+        # The first row holding a Message-ID is the one a duplicate reports.
+        for row in sorted(found_logged, key=lambda r: r.log_id):
+            self.logged.setdefault(
+                row.key, LoggedMessage(row.log_id, row.ticket_id, row.kind)
+            )
+        self._logged_known.update(want_logged)
+        self._refs_known.update(want_refs)
+
+    def prefetch_logged(self, message_ids: Iterable[str]) -> None:
+        self.prefetch_mail(logged=message_ids)
 
     def prefetch_refs(self, message_ids: Iterable[str]) -> None:
-        wanted = sorted(set(message_ids) - self._refs_known)
-        if not wanted:
-            return
-        connection = self.session.connection()
-        refs = ThreadRef.__table__.c
-        for chunk in _chunks(wanted):
-            rows = connection.execute(
-                select(refs.message_id, refs.ticket_id, refs.kind)
-                .where(refs.message_id.in_(chunk))
-            ).all()
-            for row in rows:
-                known = self.refs.setdefault(row.message_id, {})
-                known[row.ticket_id] = _stronger(known.get(row.ticket_id), row.kind)
-        self._refs_known.update(wanted)
+        self.prefetch_mail(refs=message_ids)
 
     def prefetch_tickets(self, *, ids: Iterable[int] = (), numbers: Iterable[str] = ()) -> None:
         want_ids = sorted(set(ids) - self.tickets.keys())
         want_numbers = sorted({n.upper() for n in numbers} - self.by_number.keys())
         loaded: list[Ticket] = []
         with self.quietly() as session:
-            for chunk in _chunks(want_numbers):
-                loaded += session.scalars(select(Ticket).where(Ticket.ticket_number.in_(chunk)))
-                for number in chunk:
+            # Both kinds in one query (two index lookups OR-ed): one round trip, not two.
+            for numbers_chunk, ids_chunk in zip_longest(
+                _chunks(want_numbers), _chunks(want_ids), fillvalue=()
+            ):
+                wanted = [
+                    *([Ticket.ticket_number.in_(numbers_chunk)] if numbers_chunk else []),
+                    *([Ticket.id.in_(ids_chunk)] if ids_chunk else []),
+                ]
+                loaded += session.scalars(select(Ticket).where(or_(*wanted)))
+                for number in numbers_chunk:
                     self.by_number.setdefault(number, None)
-            for id_chunk in _chunks(want_ids):
-                loaded += session.scalars(select(Ticket).where(Ticket.id.in_(id_chunk)))
         for ticket in loaded:
             self.tickets[ticket.id] = ticket
             self.by_number[ticket.ticket_number.upper()] = ticket
@@ -395,24 +436,7 @@ class Batch:
             self.prefetch_tickets(ids=missing)
 
     def prefetch_replies(self, recipients: Iterable[str], since: datetime) -> None:
-        wanted = sorted(set(recipients) - self._replies_stored.keys())
-        since = as_utc(since)
-        connection = self.session.connection()
-        log = EmailLog.__table__.c
-        for chunk in _chunks(wanted):
-            rows = connection.execute(
-                select(log.email_to, log.created_at).where(
-                    log.direction == "out",
-                    log.action == AUTO_REPLY_ACTION,
-                    log.email_to.in_(chunk),
-                    log.created_at >= since,
-                )
-            ).all()
-            found: dict[str, list[datetime]] = {address: [] for address in chunk}
-            for row in rows:
-                found[row.email_to].append(as_utc(row.created_at))
-            for address, times in found.items():
-                self._replies_stored[address] = (since, times)
+        self.prefetch_mail(replies=recipients, since=since)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -611,6 +635,59 @@ def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = Fa
         mapping.pop(key, None)
     else:
         mapping[key] = value
+
+
+# What `Batch.prefetch_mail` asks, as one UNION ALL of rows of the same shape: what the row
+# answers, its key (a Message-ID or an address), and the columns that answer needs.
+_LOGGED, _REF, _REPLY = "logged", "ref", "reply"
+
+
+def _mail_row(
+    what: str,
+    key: Any,
+    *,
+    log_id: Any = None,
+    ticket_id: Any = None,
+    kind: Any = None,
+    at: Any = None,
+) -> list[Any]:
+    # Typed NULLs: PostgreSQL matches a UNION's column types part by part (an untyped NULL
+    # is taken for text), and SQLAlchemy reads the results by the first part's types.
+    def typed(value: Any, type_: Any) -> Any:
+        return cast(null(), type_) if value is None else value
+
+    return [
+        literal_column(f"'{what}'", String).label("what"),
+        key.label("key"),
+        typed(log_id, Integer).label("log_id"),
+        typed(ticket_id, Integer).label("ticket_id"),
+        typed(kind, String).label("kind"),
+        typed(at, DateTime(timezone=True)).label("at"),
+    ]
+
+
+@lru_cache(maxsize=8)
+def _mail_query(logged: bool, refs: bool, replies: bool) -> Select[Any]:
+    """The query for the kinds asked, built once: its IN lists are expanding parameters."""
+    log, ref = EmailLog.__table__.c, ThreadRef.__table__.c
+    parts: list[Select[Any]] = []
+    if logged:
+        parts.append(select(
+            *_mail_row(_LOGGED, log.email_message_id, log_id=log.id, ticket_id=log.ticket_id,
+                       kind=log.classification)
+        ).where(log.email_message_id.in_(bindparam("logged", expanding=True))))
+    if refs:
+        parts.append(select(
+            *_mail_row(_REF, ref.message_id, ticket_id=ref.ticket_id, kind=ref.kind)
+        ).where(ref.message_id.in_(bindparam("refs", expanding=True))))
+    if replies:
+        parts.append(select(*_mail_row(_REPLY, log.email_to, at=log.created_at)).where(
+            log.direction == "out",
+            log.action == AUTO_REPLY_ACTION,
+            log.email_to.in_(bindparam("replies", expanding=True)),
+            log.created_at >= bindparam("since", type_=DateTime(timezone=True)),
+        ))
+    return parts[0] if len(parts) == 1 else union_all(*parts)  # type: ignore[return-value]
 
 
 def open_batch(session: Session, *, block: int = 16, durable: bool = False) -> Batch:
