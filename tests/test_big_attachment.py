@@ -3,8 +3,11 @@ of the parser's way (memory is a bench figure: bench/bench_memory.py)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import random
+import re
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -107,3 +110,22 @@ def test_big_attachment_is_stored_intact(make_runtime: Callable[..., Runtime]) -
         ("a.pdf", len(SMALL), hashlib.sha256(SMALL).hexdigest()),
     ]
     assert "Core dump attached." in body_text
+
+
+# The run lifting takes as a base64 body, as a regex states it (the scan that replaced it
+# for speed must find the same end and the same number of letters).
+_RUN = re.compile(rb"[A-Za-z0-9+/\r\n]*(?:={1,2}[\r\n]*)?")
+
+
+def test_base64_run_scan_agrees_with_its_regex() -> None:
+    rng = random.Random(7)
+    alphabet = b"ABCXYZabcxyz0189+/" * 3 + b"\r\n" * 4 + b"=- \t*\x00\xff"
+    texts = [bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 400))) for _ in range(3000)]
+    long_letters = base64.encodebytes(os.urandom(200_000))  # past the probe and a step
+    texts += [long_letters, long_letters + b"--b--\n", long_letters[:-2] + b"=\r\n\r\n--x"]
+    texts += [long_letters[:70_000] + b" " + long_letters, b"", b"=", b"==\n\n", b"\r\n"]
+    for text in texts:
+        for start in {0, min(1, len(text)), len(text) // 2, len(text)}:
+            end = _RUN.match(text, start).end()  # type: ignore[union-attr]
+            letters = end - start - text.count(b"\n", start, end) - text.count(b"\r", start, end)
+            assert lifting._base64_run(text, start) == (end, letters), (text[:40], start)
