@@ -31,12 +31,12 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     DateTime,
     Integer,
-    Row,
     Select,
     String,
     bindparam,
     cast,
     event,
+    inspect,
     literal_column,
     null,
     or_,
@@ -249,10 +249,12 @@ class Batch:
     def add(self, obj: _T) -> _T:
         """A new row, given its id now and written when the batch is."""
         row: Any = obj
-        if getattr(row, "id", _NO_ID) is None:
-            # Straight into the new object's dict: nothing to record or undo for it. (A row
-            # keyed by the row it describes, like a log row's sender evidence, has no id.)
-            row.__dict__["id"] = self.ids.take(row.__tablename__)
+        held = row.__dict__
+        # Read from and straight into the new object's dict (a new object's unset column
+        # reads as None): nothing to record or undo for it, and no attribute machinery.
+        # (A row keyed by the row it describes, like a log row's sender evidence, has no id.)
+        if held.get("id") is None and _has_id(type(obj)):
+            held["id"] = self.ids.take(row.__tablename__)
         self.unattached.append(row)
         self._mine.append(row)
         if type(row) is EmailLog:
@@ -377,7 +379,7 @@ class Batch:
         if not (want_logged or want_refs or want_replies):
             return
         connection = self.session.connection()
-        found_logged: list[Row[Any]] = []
+        found_logged: list[tuple[int, str, int | None, str | None]] = []
         for chunk_logged, chunk_refs, chunk_replies in zip_longest(
             _chunks(want_logged), _chunks(want_refs), _chunks(want_replies), fillvalue=()
         ):
@@ -385,22 +387,21 @@ class Batch:
             params = {"logged": chunk_logged, "refs": chunk_refs, "replies": chunk_replies,
                       "since": since}
             times: dict[str, list[datetime]] = {address: [] for address in chunk_replies}
-            for row in connection.execute(query, params):
-                if row.what == _LOGGED:
-                    found_logged.append(row)
-                elif row.what == _REF:
-                    known = self.refs.setdefault(row.key, {})
-                    known[row.ticket_id] = _stronger(known.get(row.ticket_id), row.kind)
+            # Rows unpacked as tuples: reading a Row's fields by name costs more per row.
+            for what, key, log_id, ticket_id, kind, at in connection.execute(query, params):
+                if what == _LOGGED:
+                    found_logged.append((log_id, key, ticket_id, kind))
+                elif what == _REF:
+                    known = self.refs.setdefault(key, {})
+                    known[ticket_id] = _stronger(known.get(ticket_id), kind)
                 else:
-                    times[row.key].append(as_utc(row.at))
+                    times[key].append(as_utc(at))
             for address, at in times.items():
                 assert since is not None
                 self._replies_stored[address] = (since, at)
         # The first row holding a Message-ID is the one a duplicate reports.
-        for row in sorted(found_logged, key=lambda r: r.log_id):
-            self.logged.setdefault(
-                row.key, LoggedMessage(row.log_id, row.ticket_id, row.kind)
-            )
+        for log_id, key, ticket_id, kind in sorted(found_logged, key=lambda r: r[0]):
+            self.logged.setdefault(key, LoggedMessage(log_id, ticket_id, kind))
         self._logged_known.update(want_logged)
         self._refs_known.update(want_refs)
 
@@ -419,11 +420,10 @@ class Batch:
             for numbers_chunk, ids_chunk in zip_longest(
                 _chunks(want_numbers), _chunks(want_ids), fillvalue=()
             ):
-                wanted = [
-                    *([Ticket.ticket_number.in_(numbers_chunk)] if numbers_chunk else []),
-                    *([Ticket.id.in_(ids_chunk)] if ids_chunk else []),
-                ]
-                loaded += session.scalars(select(Ticket).where(or_(*wanted)))
+                loaded += session.scalars(
+                    _tickets_query(bool(numbers_chunk), bool(ids_chunk)),
+                    {"numbers": list(numbers_chunk), "ids": list(ids_chunk)},
+                )
                 for number in numbers_chunk:
                     self.by_number.setdefault(number, None)
         for ticket in loaded:
@@ -452,14 +452,21 @@ class Batch:
         """Stored and recorded refs of each id, merges applied, 'self' first."""
         self.prefetch_refs(message_ids)
         found: dict[str, list[Ref]] = {}
+        merged_into = self._merged_into
         for mid in message_ids:
             raw = self.refs.get(mid)
             if not raw:
                 continue
-            merged: dict[int, str] = {}
-            for tid, kind in raw.items():
-                target = self.final(tid)
-                merged[target] = _stronger(merged.get(target), kind)
+            merged = raw
+            if merged_into and not merged_into.keys().isdisjoint(raw):
+                merged = {}
+                for tid, kind in raw.items():
+                    target = self.final(tid)
+                    merged[target] = _stronger(merged.get(target), kind)
+            if len(merged) == 1:
+                ((tid, kind),) = merged.items()
+                found[mid] = [Ref(mid, tid, kind)]
+                continue
             found[mid] = sorted(
                 (Ref(mid, tid, kind) for tid, kind in merged.items()),
                 key=lambda r: (_KIND_RANK.get(r.kind, 9), r.ticket_id),
@@ -580,20 +587,28 @@ class Batch:
         self.journal.record(lambda: _restore(self._held, sha256, had, absent=had is _ABSENT))
 
     def add_refs(self, ticket_id: int, rows: dict[str, str]) -> None:
+        # Long threads carry long References lists: one undo step for the whole call, and
+        # `_stronger` written out, keep this loop cheap.
+        pending, refs = self._refs_pending, self.refs
+        undo: list[tuple[tuple[str, int], dict[int, str], str | None, str | None]] = []
         for mid, kind in rows.items():
             key = (mid, ticket_id)
-            pending_before = self._refs_pending.get(key)
-            known = self.refs.setdefault(mid, {})
+            pending_before = pending.get(key)
+            known = refs.get(mid)
+            if known is None:
+                known = refs[mid] = {}
             known_before = known.get(ticket_id)
-            self._refs_pending[key] = _stronger(pending_before, kind)
-            known[ticket_id] = _stronger(known_before, kind)
-            self.journal.record(partial(self._unref, key, known, pending_before, known_before))
+            pending[key] = "self" if kind == "self" or pending_before == "self" else kind
+            known[ticket_id] = "self" if kind == "self" or known_before == "self" else kind
+            undo.append((key, known, pending_before, known_before))
+        self.journal.record(partial(self._unref, undo))
 
     def _unref(
-        self, key: tuple[str, int], known: dict[int, str], pending: str | None, kind: str | None
+        self, undo: list[tuple[tuple[str, int], dict[int, str], str | None, str | None]]
     ) -> None:
-        _restore(self._refs_pending, key, pending)
-        _restore(known, key[1], kind)
+        for key, known, pending, kind in reversed(undo):
+            _restore(self._refs_pending, key, pending)
+            _restore(known, key[1], kind)
 
     def next_counter(self, day: str) -> int:
         if day not in self.counters:
@@ -616,7 +631,13 @@ class Batch:
         self._merged_into[src] = dst
         self._merges_pending.append(src)
         for row in self._mine:
-            if type(row) in _MOVED_WITH_TICKET and row.ticket_id == src:  # type: ignore[attr-defined]
+            if type(row) not in _MOVED_WITH_TICKET:
+                continue
+            # The value in the object's dict when it has one (every row this batch made
+            # holds its ticket there), without a trip through the attribute machinery.
+            held = row.__dict__
+            current = held["ticket_id"] if "ticket_id" in held else row.ticket_id  # type: ignore[attr-defined]
+            if current == src:
                 row.ticket_id = dst  # type: ignore[attr-defined]
         self.journal.record(lambda: self._unmerge(src))
 
@@ -627,7 +648,28 @@ class Batch:
 
 
 _ABSENT: Any = object()
-_NO_ID: Any = object()
+
+
+_HAS_ID: dict[type[Any], bool] = {}
+
+
+def _has_id(cls: type[Any]) -> bool:
+    """The model has an `id` column (the batch hands it out)."""
+    found = _HAS_ID.get(cls)
+    if found is None:
+        found = _HAS_ID[cls] = any(attr.key == "id" for attr in inspect(cls).column_attrs)
+    return found
+
+
+@lru_cache(maxsize=4)
+def _tickets_query(numbers: bool, ids: bool) -> Select[Any]:
+    """Tickets by number, by id or both (two index lookups OR-ed), built once: its IN lists
+    are expanding parameters, so the statement and its compiled form are reused."""
+    wanted = [
+        *([Ticket.ticket_number.in_(bindparam("numbers", expanding=True))] if numbers else []),
+        *([Ticket.id.in_(bindparam("ids", expanding=True))] if ids else []),
+    ]
+    return select(Ticket).where(or_(*wanted))
 
 
 def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = False) -> None:
