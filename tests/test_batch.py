@@ -501,3 +501,28 @@ def test_a_batch_of_only_unparseable_messages_is_quarantined_without_retries(
         s.commit()
     assert [o.action for o in outcomes] == ["quarantined"] * 6
     assert _fallbacks() == before
+
+
+def test_assign_is_undone_with_its_checkpoint_and_reaches_stored_rows(
+    session_factory: Callable[[], Session],
+) -> None:
+    from mailticket.store.db import new_row
+
+    with session_factory() as session:
+        work = Batch(session)
+        log = work.add(new_row(EmailLog, email_message_id="<a@x>", direction="in"))
+        work.assign(log, is_reply=True)
+        mark = work.checkpoint()
+        work.assign(log, is_reply=False, email_subject="changed")
+        assert (log.is_reply, log.email_subject) == (False, "changed")
+        work.rollback_to(mark)
+        # Back as before the checkpoint: a value it had, and no value where it had none.
+        assert log.is_reply is True and "email_subject" not in log.__dict__
+        work.flush()  # now written and held by the session: set through its attributes
+        with pytest.raises(TypeError):
+            work.assign(log, subject="not a column")
+        work.assign(log, email_subject="stored")
+        assert log in session.dirty
+        work.finish()
+        assert session.scalars(select(EmailLog.email_subject)).one() == "stored"
+        session.rollback()

@@ -45,6 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
+from sqlalchemy.orm.attributes import instance_state
 
 from mailticket.store import bulkwrite
 from mailticket.store.db import Base
@@ -271,6 +272,25 @@ class Batch:
         if row in self.session:
             self.session.expunge(row)
 
+    def assign(self, row: Base, **values: Any) -> None:
+        """Set columns of a row. One only this batch holds (never handed to the session: a
+        new row not yet written) takes them straight into its dict with an undo step, as
+        the attribute events would have recorded, without their cost; any other row is set
+        through its attributes, so the session sees the change."""
+        unknown = values.keys() - _columns(type(row))
+        if unknown:
+            raise TypeError(f"{type(row).__name__} has no column(s) {sorted(unknown)}")
+        state = instance_state(row)
+        if state.session_id is not None or state.key is not None:
+            for key, value in values.items():
+                setattr(row, key, value)
+            return
+        held = row.__dict__
+        for key, value in values.items():
+            old = held.get(key, _ABSENT)
+            held[key] = value
+            self.journal.record(partial(_put_back, held, key, old))
+
     def discard(self, row: Base) -> None:
         """Forget a row added in this batch (it is not written)."""
         self._discard(row)
@@ -371,7 +391,9 @@ class Batch:
         batch of a few messages pays for round trips more than for rows."""
         want_logged = sorted(set(logged) - self._logged_known)
         want_refs = sorted(set(refs) - self._refs_known)
-        want_replies = sorted(set(replies) - self._replies_stored.keys())
+        # Not `set - dict.keys()`: that walks every key of the dict, on each call.
+        stored = self._replies_stored
+        want_replies = sorted({address for address in replies if address not in stored})
         if since is not None:
             since = as_utc(since)
         elif want_replies:
@@ -650,15 +672,19 @@ class Batch:
 _ABSENT: Any = object()
 
 
-_HAS_ID: dict[type[Any], bool] = {}
+_COLUMNS: dict[type[Any], frozenset[str]] = {}
+
+
+def _columns(cls: type[Any]) -> frozenset[str]:
+    found = _COLUMNS.get(cls)
+    if found is None:
+        found = _COLUMNS[cls] = frozenset(attr.key for attr in inspect(cls).column_attrs)
+    return found
 
 
 def _has_id(cls: type[Any]) -> bool:
     """The model has an `id` column (the batch hands it out)."""
-    found = _HAS_ID.get(cls)
-    if found is None:
-        found = _HAS_ID[cls] = any(attr.key == "id" for attr in inspect(cls).column_attrs)
-    return found
+    return "id" in _columns(cls)
 
 
 @lru_cache(maxsize=4)
@@ -670,6 +696,13 @@ def _tickets_query(numbers: bool, ids: bool) -> Select[Any]:
         *([Ticket.id.in_(bindparam("ids", expanding=True))] if ids else []),
     ]
     return select(Ticket).where(or_(*wanted))
+
+
+def _put_back(held: dict[str, Any], key: str, old: Any) -> None:
+    if old is _ABSENT:
+        held.pop(key, None)
+    else:
+        held[key] = old
 
 
 def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = False) -> None:

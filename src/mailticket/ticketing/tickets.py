@@ -137,8 +137,7 @@ def _attach_email(
     work: Batch, ticket: Ticket, email: ParsedEmail, log: EmailLog, *, is_reply: bool
 ) -> None:
     if log.ticket_id is None or log.ticket_id == ticket.id:
-        log.ticket_id = ticket.id
-        log.is_reply = is_reply
+        work.assign(log, ticket_id=ticket.id, is_reply=is_reply)
         # The message's attachment rows follow log.ticket_id when the pipeline finishes it.
     else:
         # A further ticket of the same message (multi-ticket threading): the log row keeps
