@@ -27,6 +27,9 @@ SEED_WF = FIXTURES / "workflows" / "seed.yaml"
         ("TKT-20251215-0042", "TKT-20251215-042"),
         ("<TKT-20251215-1000-9f8e@helpdesk.example>", "TKT-20251215-1000"),
         ("TKT-20251215-12", None),
+        # Whatever the pattern matches ignoring case, as the Kelvin sign that stands for K.
+        ("<t\u212at-20251215-007@x>", "TKT-20251215-007"),
+        ("<m1.2@client7.example>", None),
     ],
 )
 def test_numbers_compare_as_numbers(text: str, expected: str | None) -> None:

@@ -19,6 +19,11 @@ def format_ticket_number(day: str, value: int) -> str:
 def canonical_ticket_number(text: str) -> str | None:
     """The first ticket number in `text`, written the way we issue it. The day's counter is
     a number: "-0042" and "-042" are one ticket, as are "-01100" and "-1100"."""
+    # Most text (every customer's Message-ID) has none: a substring test says so in a
+    # quarter of the regex's time. Exact: every string the pattern matches, lower-cased,
+    # holds "tkt-" (the one other letter it takes for k, the Kelvin sign, lowers to "k").
+    if "tkt-" not in text.lower():
+        return None
     m = TICKET_NUMBER_RE.search(text)
     return format_ticket_number(m.group(1), int(m.group(2))) if m else None
 

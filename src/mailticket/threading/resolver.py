@@ -125,7 +125,8 @@ def resolve(
     pairs = candidates(email, classification)
     ids = [mid for _, mid in pairs]
     refs = work.refs_for(ids) if ids else {}
-    numbers = {n for _, mid in pairs if (n := canonical_ticket_number(mid))}
+    number_in = {mid: canonical_ticket_number(mid) for mid in ids}  # read once per id
+    numbers = {n for n in number_in.values() if n}
     by_number = _tickets_by_number(work, {n.upper() for n in numbers})
 
     first: ThreadMatch | None = None
@@ -136,7 +137,7 @@ def resolve(
         # For "referenced_by" only mail that pointed at this id counts, not a copy of it.
         pointed = [r for r in refs.get(mid, []) if signal != "referenced_by" or r.kind == "ref"]
         hits = [work.live(work.ticket(r.ticket_id)) for r in pointed]
-        number = canonical_ticket_number(mid)
+        number = number_in[mid]
         if number and number.upper() in by_number:
             hits.append(by_number[number.upper()])
         for ticket in hits:
