@@ -71,7 +71,7 @@ def _letter_run(data: bytes, start: int) -> tuple[int, int]:
     """Where the run of base64 letters and line breaks from `start` ends, and how many line
     breaks it holds. One `bytes.translate` pass per slice answers both (deleting the letters
     leaves the line breaks and whatever ends the run): a regex stepping through the run and
-    two counts over it cost four times as much, on bodies of megabytes."""
+    two counts over it cost three times as much, on bodies of megabytes."""
     pos, breaks, size = start, 0, _PROBE
     while True:
         chunk = data[pos : pos + size]
