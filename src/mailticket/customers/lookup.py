@@ -15,7 +15,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mailticket.customers.matcher import CustomerMatch, CustomerRef, Detection, resolve, rules_for
+from mailticket.customers.matcher import (
+    CustomerMatch,
+    CustomerRef,
+    Detection,
+    resolve,
+    rules_for_normal,
+)
 from mailticket.customers.models import Customer, TicketCustomer
 from mailticket.customers.shared import SharedDomains, shared_domains
 from mailticket.reading.maildomains import InvalidDomain, normalise_address
@@ -72,7 +78,7 @@ def prefetch(work: Batch, addresses: Iterable[str]) -> None:
     if not wanted:
         return
     with work.quietly() as session:
-        contacts, domains = rules_for(session, wanted)
+        contacts, domains = rules_for_normal(session, wanted)
     rules.contacts.update(contacts)
     rules.domains.update(domains)
 

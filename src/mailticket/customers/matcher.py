@@ -137,13 +137,23 @@ def rules_for(
 ) -> tuple[dict[str, CustomerRef], dict[str, CustomerRef]]:
     """The contact and domain rules that could map any of `addresses` (normalised address
     -> customer, domain -> customer), in one query: for callers that cache them."""
-    normal: set[str] = set()
-    domains: set[str] = set()
+    normal: list[str] = []
     for address in addresses:
         try:
-            value = normalise_address(address)
+            normal.append(normalise_address(address))
         except InvalidDomain:
             continue
+    return rules_for_normal(session, normal)
+
+
+def rules_for_normal(
+    session: Session, addresses: Iterable[str]
+) -> tuple[dict[str, CustomerRef], dict[str, CustomerRef]]:
+    """`rules_for` of addresses already normalised (`normalise_address`): for a caller that
+    normalised them to see which it still needs, so each is not normalised twice."""
+    normal: set[str] = set()
+    domains: set[str] = set()
+    for value in addresses:
         normal.add(value)
         domains.update(parent_chain(value.rpartition("@")[2]))
     return _lookup(session, normal, domains)
