@@ -200,10 +200,11 @@ async def main() -> None:
 
         handler = FakeHandler()
     else:
-        from mailticket.runtime import build_runtime
+        from mailticket.runtime import build_runtime, settle_heap
 
         runtime = build_runtime(load_settings(database_url=url, _env_file=None))
         handler = runtime.pipeline
+        settle_heap()  # as `mailticket run` does at start-up
 
     settings = dict(item.split("=", 1) for item in args.dovecot)
     push_port = free_port() if args.push else 0
@@ -287,4 +288,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from mailticket.pipeline import short_gil_switches
+
+    with short_gil_switches():  # as `mailticket run` holds it
+        asyncio.run(main())

@@ -67,10 +67,10 @@ async def test_committed_but_not_flagged_is_flagged_on_restart_not_reprocessed(
     src = source(mailbox, handler, session_factory, engine)
     await src.imap.open()
     uid = (await src.imap.search("UNSEEN"))[0]
-    items = await src._fetch_full([uid], {uid: 1})
+    fetched = await src._fetch_prepared([uid])
     await src.imap.close()
     import asyncio
-    await asyncio.to_thread(src._store, src.imap.uidvalidity, items)
+    await asyncio.to_thread(src._store, src.imap.uidvalidity, fetched)
     assert counts(session_factory)["pending"] == 1
     assert "\\Seen" not in dovecot.flags()[uid]
 

@@ -73,6 +73,13 @@ class _Item:
     headers_only: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    items: list[_Item]
+    whole: list[tuple[bytes, str]]  # (raw, source) of the items not headers_only
+    prepared: Sequence[object]  # the handler's `prepare` of `whole`
+
+
 @dataclass(slots=True)
 class _Stored:
     uid: int
@@ -138,27 +145,29 @@ class ImapSource:
         chunks = [todo[start : start + BATCH] for start in range(0, len(todo), BATCH)]
         stored = 0
         # Three stages overlap: batch k is stored (pipeline + ledger, in a thread) while the
-        # connection first does batch k-1's server action and then fetches batch k+1. The
-        # connection runs one command at a time: the fetch starts once the action is done.
-        # Per batch the order stays commit → server action → ledger marked done.
-        ahead: asyncio.Future[list[_Item]] | None = None
+        # connection first does batch k-1's server action and then fetches batch k+1, which
+        # another thread then parses (the storing thread mostly waits on the database, so
+        # parsing there would leave that time unused). The connection runs one command at a
+        # time: the fetch starts once the action is done. Per batch the order stays commit →
+        # server action → ledger marked done.
+        ahead: asyncio.Future[_Fetched] | None = None
         storing: asyncio.Future[list[_Stored]] | None = None
         previous: list[_Stored] | None = None
         try:
             for index, chunk in enumerate(chunks):
                 if self.stop.is_set():
                     break
-                items = await (ahead if ahead is not None else self._collect(chunk))
+                fetched = await (ahead if ahead is not None else self._fetch_prepared(chunk))
                 ahead = None
-                if items:
+                if fetched.items:
                     storing = asyncio.ensure_future(
-                        asyncio.to_thread(self._store, self.imap.uidvalidity, items)
+                        asyncio.to_thread(self._store, self.imap.uidvalidity, fetched)
                     )
                 if previous is not None:
                     finishing, previous = previous, None
                     stored += await self._finish_batch(finishing)
                 if index + 1 < len(chunks) and not self.stop.is_set():
-                    ahead = asyncio.ensure_future(self._collect(chunks[index + 1]))
+                    ahead = asyncio.ensure_future(self._fetch_prepared(chunks[index + 1]))
                 if storing is not None:
                     previous = await storing
                     storing = None
@@ -177,6 +186,14 @@ class ImapSource:
                 # before the caller closes the connection and releases the lock.
                 await asyncio.gather(storing, return_exceptions=True)
         return stored
+
+    async def _fetch_prepared(self, uids: list[int]) -> _Fetched:
+        """The messages, and what the pipeline needs of the whole ones before storing them
+        (parsed and classified, no database), computed in a thread of its own."""
+        items = await self._collect(uids)
+        whole = [(item.raw, self._source(item.uid)) for item in items if not item.headers_only]
+        prepared = await asyncio.to_thread(self.handler.prepare, whole) if whole else []
+        return _Fetched(items, whole, prepared)
 
     async def _collect(self, uids: list[int]) -> list[_Item]:
         """Sizes, then the messages (headers only when too big), in UID order."""
@@ -247,12 +264,13 @@ class ImapSource:
                 for r in ledger.pending(session, self.box.key, self.box.folder)
             ]
 
-    def _store(self, uidvalidity: int, items: list[_Item]) -> list[_Stored]:
+    def _store(self, uidvalidity: int, fetched: _Fetched) -> list[_Stored]:
         with write_gate(self.engine), self.session_factory() as session:
-            whole = [(item.raw, self._source(item.uid)) for item in items if not item.headers_only]
-            outcomes = iter(self.handler.process_batch(session, whole))
+            outcomes = iter(
+                self.handler.process_batch(session, fetched.whole, prepared=fetched.prepared)
+            )
             entries = []
-            for item in items:
+            for item in fetched.items:
                 source = self._source(item.uid)
                 if item.headers_only:
                     message_id = _header_message_id(item.raw)
