@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
 from mailticket.live.logs import JsonFormatter
@@ -54,6 +58,51 @@ def test_run_without_any_source_says_what_to_set(tmp_path: Path) -> None:
     done = run_cli({"DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}, tmp_path, "--once")
     assert done.returncode == 2
     assert "MAILDIR_PATH" in done.stderr and "IMAP_HOST" in done.stderr
+
+
+def test_run_serves_the_api_on_api_listen_and_stops_on_sigterm(
+    db_url: str, tmp_path: Path
+) -> None:
+    box = tmp_path / "Maildir"
+    (box / "new").mkdir(parents=True)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IMAP_", "MAILDIR", "LMTP"))}
+    env = {**clean, "DATABASE_URL": db_url, "MAILDIR_PATH": str(box),
+           "API_LISTEN": f"127.0.0.1:{port}"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mailticket.cli", "run"], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        status = None
+        deadline = time.monotonic() + 60
+        while status is None and time.monotonic() < deadline and worker.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert status == 200
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    assert worker.returncode == 0, stderr
+    assert "Traceback" not in stderr
+
+
+def test_api_listen_on_a_port_in_use_is_a_clear_error(db_url: str, tmp_path: Path) -> None:
+    """Not uvicorn's sys.exit(3) and a traceback from inside the event loop."""
+    box = tmp_path / "Maildir"
+    (box / "new").mkdir(parents=True)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run_cli(
+            {"DATABASE_URL": db_url, "MAILDIR_PATH": str(box), "API_LISTEN": f"127.0.0.1:{port}"},
+            tmp_path,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"API_LISTEN=127.0.0.1:{port}: cannot listen there" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_bad_mailboxes_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -190,4 +190,4 @@ async def test_push_port_in_use_is_a_clear_error(
     worker = push_worker(settings, engine, session_factory, push, tmp_path)
     with socket.create_server(("127.0.0.1", push.port)):
         with pytest.raises(ConfigError, match="cannot listen"):
-            await worker._start_push()
+            worker._bind_push()

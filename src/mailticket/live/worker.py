@@ -125,6 +125,15 @@ class Worker:
     # --- forever -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        # The listening sockets first: an address in use is a ConfigError before anything
+        # has started (no source, thread or scheduler left running behind the error).
+        api_sock = self._bind_api()
+        try:
+            push_sock = self._bind_push()
+        except ConfigError:
+            if api_sock is not None:
+                api_sock.close()
+            raise
         scheduler = AsyncIOScheduler()
         if self.maildir is not None:
             scheduler.add_job(
@@ -171,8 +180,8 @@ class Worker:
             )
         tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
         kicker = asyncio.create_task(self._deliver_when_kicked(stop), name="outbox-kick")
-        api = await self._start_api()
-        push = await self._start_push()
+        api = self._serve_api(api_sock)
+        push = self._serve_push(push_sock)
         log.info("worker started sources=%s", ",".join(self.describe()) or "none")
         try:
             await stop.wait()
@@ -315,41 +324,52 @@ class Worker:
             if result.updated or result.comments or result.broken or result.unknown_status:
                 log.info("polled backend=%s %s", name, result.as_dict())
 
-    async def _start_api(self) -> tuple[Any, asyncio.Task[None]] | None:
-        listen = self.settings.api_listen
-        if not listen or self.app_factory is None:
+    def _bind_api(self) -> socket.socket | None:
+        if not self.settings.api_listen or self.app_factory is None:
             return None
-        host, _, port = str(listen).rpartition(":")
-        config = uvicorn.Config(
-            self.app_factory(), host=host or "127.0.0.1", port=int(port), log_config=None,
-        )
-        server = _EmbeddedServer(config)
-        return server, asyncio.create_task(server.serve())
+        return _listening_socket("API_LISTEN", str(self.settings.api_listen))
 
+    def _serve_api(self, sock: socket.socket | None) -> tuple[Any, asyncio.Task[None]] | None:
+        if sock is None or self.app_factory is None:
+            return None
+        server = _EmbeddedServer(uvicorn.Config(self.app_factory(), log_config=None))
+        return server, asyncio.create_task(server.serve(sockets=[sock]), name="api")
 
-    async def _start_push(self) -> tuple[Any, asyncio.Task[None]] | None:
-        """The push listener (live/push.py); accepting connections when this returns."""
+    def _bind_push(self) -> socket.socket | None:
         listen, secret = self.settings.imap_push_listen, self.settings.imap_push_secret
         if not listen or secret is None:
             return None
-        host, _, port = listen.rpartition(":")
-        try:
-            # Bound here, not by uvicorn: a port in use is a clear error at start, where
-            # uvicorn would sys.exit() from inside the worker's event loop.
-            sock = socket.create_server((host.strip("[]") or "127.0.0.1", int(port)))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"IMAP_PUSH_LISTEN={listen}: cannot listen there: {exc}") from None
+        return _listening_socket("IMAP_PUSH_LISTEN", listen)
+
+    def _serve_push(self, sock: socket.socket | None) -> tuple[Any, asyncio.Task[None]] | None:
+        """The push listener (live/push.py), on the socket `_bind_push` bound."""
+        secret = self.settings.imap_push_secret
+        if sock is None or secret is None:
+            return None
         config = uvicorn.Config(
             build_push_app(secret.get_secret_value(), self.wake_pushed),
             log_config=None, access_log=False,
         )
         server = _EmbeddedServer(config)
-        log.info("push listener started listen=%s", listen)
+        log.info("push listener started listen=%s", self.settings.imap_push_listen)
         return server, asyncio.create_task(server.serve(sockets=[sock]), name="imap-push")
 
     def wake_pushed(self, user: str, folder: str) -> int:
         """A push for (user, folder): wake every source watching it; how many."""
         return wake_sources(self.imap, user, folder)
+
+
+def _listening_socket(setting: str, listen: str) -> socket.socket:
+    """The socket an embedded HTTP server serves on, bound here and not by uvicorn: a port
+    in use (or a bad address) is then a ConfigError at start, where uvicorn would
+    sys.exit() from inside the worker's event loop (exit code 3 and a traceback)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, int(port)), family=family)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{setting}={listen}: cannot listen there: {exc}") from None
 
 
 class _EmbeddedServer(uvicorn.Server):
