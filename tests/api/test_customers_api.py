@@ -102,6 +102,25 @@ def test_crud_in_database_mode_and_detection_follows(api: Api) -> None:
     assert "1 API token(s)" in held["detail"]
 
 
+def test_a_deactivated_customers_scoped_tokens_stop_and_come_back_with_it(api: Api) -> None:
+    admin = api.auth("admin")
+    acme = api.client.post(BASE, headers=admin, json=ACME).json()
+    with api.runtime.session_factory() as s:
+        _, plain = tokens.create_token(s, name="acme portal", scope="read", customer="acme")
+        s.commit()
+    portal = {"Authorization": f"Bearer {plain}"}
+    assert api.client.get("/api/v1/tickets", headers=portal).status_code == 200
+
+    off = api.client.put(f"{BASE}/{acme['id']}", headers=admin, json={**ACME, "active": False})
+    assert off.status_code == 200, off.text
+    refused = api.client.get("/api/v1/tickets", headers=portal)
+    assert refused.status_code == 401 and "Traceback" not in refused.text
+
+    on = api.client.put(f"{BASE}/{acme['id']}", headers=admin, json={**ACME, "active": True})
+    assert on.status_code == 200, on.text
+    assert api.client.get("/api/v1/tickets", headers=portal).status_code == 200
+
+
 def test_malformed_input_is_422_and_what_cannot_be_409(api: Api) -> None:
     admin = api.auth("admin")
     assert api.client.post(BASE, headers=admin, json=ACME).status_code == 201

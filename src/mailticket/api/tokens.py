@@ -78,12 +78,19 @@ def _customer_id(session: Session, customer: str | int) -> int:
 
 
 def verify_token(session: Session, plain: str, *, now: datetime | None = None) -> ApiToken | None:
-    """The live token for `plain`, or None (unknown or revoked). Bumps last_used_at (at most
+    """The live token for `plain`, or None (unknown, revoked, or scoped to a customer that is
+    no longer active). Bumps last_used_at (at most
     once a minute), without flushing: callers commit only when something changed."""
     if not plain or len(plain) > 200:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
     if row is None or row.revoked_at is not None:
+        return None
+    if row.customer_id is not None and not session.scalar(
+        select(Customer.active).where(Customer.id == row.customer_id)
+    ):
+        # A customer-scoped token stops with its customer: deactivating a customer (its
+        # contract ended) must also end the access its portal or integration had.
         return None
     now = now or datetime.now(UTC)
     last = row.last_used_at
