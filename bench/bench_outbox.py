@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -146,7 +147,7 @@ def main() -> None:
 
     pg_name = None
     if args.db == "postgresql":
-        pg_name = "mt_bench_outbox"
+        pg_name = f"mt_bench_outbox_{os.getpid()}"  # unique: benches may run side by side
         url = create_pg(pg_name)
     else:
         url = f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"

@@ -207,7 +207,7 @@ def main() -> None:
     parse_rate = n_parsed / (time.perf_counter() - t)
     parse_cpu_rate = n_parsed / (time.process_time() - cpu)
 
-    name = "mt_bench_pipeline"
+    name = f"mt_bench_pipeline_{os.getpid()}"  # unique: benches may run side by side
     url = create_pg(name)
     try:
         from mailticket.store import migrate

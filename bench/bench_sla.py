@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import random
 import sys
@@ -69,7 +70,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     pg_name = None
     if args.db == "postgresql":
-        pg_name = "mt_bench_sla"
+        pg_name = f"mt_bench_sla_{os.getpid()}"  # unique: benches may run side by side
         url = create_pg(pg_name)
     else:
         url = f"sqlite:///{work}/bench.sqlite3"
