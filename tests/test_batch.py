@@ -526,3 +526,32 @@ def test_assign_is_undone_with_its_checkpoint_and_reaches_stored_rows(
         work.finish()
         assert session.scalars(select(EmailLog.email_subject)).one() == "stored"
         session.rollback()
+
+
+def test_a_merge_moves_the_mail_of_its_ticket_and_looks_at_nothing_else(
+    session_factory: Callable[[], Session],
+) -> None:
+    """What a merge moves: the source ticket's mail, comments and attachments made in the
+    batch. A workflow run keeps its ticket, and the merge does not even look at it: each
+    merge walks the batch's movable rows, which must not include raw messages, workflow
+    runs and tickets (over half a batch's rows, walked once per merge)."""
+    from mailticket.store.db import new_row
+
+    with session_factory() as session:
+        work = Batch(session)
+        src, dst = (
+            work.add(new_row(Ticket, ticket_number=f"{DAY}-90{i}", subject="s", status="open"))
+            for i in (1, 2)
+        )
+        log = work.add(new_row(EmailLog, email_message_id="<m@x>", direction="in",
+                               ticket_id=src.id))
+        comment = work.add(new_row(Comment, body="b", ticket_id=src.id))
+        other = work.add(new_row(Comment, body="c", ticket_id=dst.id))
+        run = work.add(new_row(WorkflowExecution, workflow_name="w", status="ok", steps=[],
+                               ticket_id=src.id))
+        work.merge(src, dst)
+        assert (log.ticket_id, comment.ticket_id, other.ticket_id) == (dst.id, dst.id, dst.id)
+        assert run.ticket_id == src.id
+        assert {type(row) for row in work._mine} == {EmailLog, Comment}
+        work.close()
+        session.rollback()

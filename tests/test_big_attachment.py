@@ -4,6 +4,7 @@ of the parser's way (memory is a bench figure: bench/bench_memory.py)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 import random
@@ -129,3 +130,44 @@ def test_base64_run_scan_agrees_with_its_regex() -> None:
             end = _RUN.match(text, start).end()  # type: ignore[union-attr]
             letters = end - start - text.count(b"\n", start, end) - text.count(b"\r", start, end)
             assert lifting._base64_run(text, start) == (end, letters), (text[:40], start)
+
+
+def _lifted_body(data: bytes, line: int, sep: bytes) -> bytes:
+    """A mail whose only body is `data` in base64 lines of `line` letters."""
+    letters = base64.b64encode(data)
+    body = sep.join(letters[i : i + line] for i in range(0, len(letters), line)) + sep
+    head = b"Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n"
+    return (head.replace(b"\n", sep) + sep + body)
+
+
+@pytest.mark.parametrize("sep", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_a_lifted_body_decodes_as_binascii_decodes_it(sep: bytes) -> None:
+    rng = random.Random(11)
+    for size in (lifting.LIFT_MIN, lifting.LIFT_MIN + 1, lifting.LIFT_MIN + 2, 200_003):
+        data = rng.randbytes(size)
+        for line in (76, 64, 1000, 4 * size):  # a whole body on one line too
+            raw = _lifted_body(data, line, sep)
+            _, lifted = lifting.lift(raw)
+            assert lifted is not None, (size, line)
+            ((token, (start, end)),) = lifted.spans.items()
+            assert lifted.payload(token) == data == base64.decodebytes(raw[start:end])
+            assert lifted.payload(b"not a token") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"QUJD\r\nRA==", b"QUJD!RA==", b"QUJDRA=", b"QUJDR", b"QU=JD", b"QUJD====", b"", b"\r\n"],
+)
+def test_a_span_pybase64_refuses_gets_binascii_answer(body: bytes) -> None:
+    """Lifting never hands over a body that is not strict base64; if it did, the answer
+    (bytes or binascii.Error) must be what binascii alone gave before pybase64."""
+    lifted = lifting.Lifted(b"xx" + body, {b"t": (2, 2 + len(body))})
+    try:
+        expected: bytes | type[Exception] = binascii.a2b_base64(body)
+    except binascii.Error:
+        expected = binascii.Error
+    if expected is binascii.Error:
+        with pytest.raises(binascii.Error):
+            lifted.payload(b"t")
+    else:
+        assert lifted.payload(b"t") == expected

@@ -6,8 +6,8 @@ or five times over at once (800 MB of RSS), and pushing its million lines throug
 parser cost more time than the rest of the message. So before parsing, each big body that
 is nothing but base64 under a `Content-Transfer-Encoding: base64` header is replaced by a
 short token that is itself base64; the parser sees a small message, and when the walk meets
-a token it decodes the body straight from the original bytes (`binascii` reads a slice of
-them in place). The tree, the text and every attachment come out as without it: only bodies
+a token it decodes the body straight from the original bytes (a slice of them read in
+place). The tree, the text and every attachment come out as without it: only bodies
 that decode exactly the same way are lifted (strict base64 alphabet and padding, ending at
 a delimiter line or the end of the message).
 """
@@ -19,6 +19,8 @@ import binascii
 import re
 import secrets
 from dataclasses import dataclass, field
+
+import pybase64
 
 # Smaller bodies cost the parser little; below this nothing is scanned at all.
 LIFT_MIN = 64 * 1024
@@ -51,7 +53,16 @@ class Lifted:
         if span is None:
             return None
         start, end = span
-        return binascii.a2b_base64(memoryview(self.source)[start:end])
+        body = memoryview(self.source)[start:end]
+        # pybase64 (SIMD) decodes about five times as fast as binascii, which was a tenth
+        # of bulk ingest's parsing; like binascii's default it skips the line breaks in
+        # place, without a cleaned copy of the body (a 50 MB body peaks at the decoded
+        # bytes, as before). A lifted body is strict base64, which both decode alike; if
+        # pybase64 refuses one all the same, binascii gives today's answer, error included.
+        try:
+            return pybase64.b64decode(body, validate=False)
+        except ValueError:  # binascii.Error is one
+            return binascii.a2b_base64(body)
 
 
 def _headers_before(data: bytes, blank: int) -> bytes | None:

@@ -126,7 +126,9 @@ class Batch:
         self._writes = 0  # writes to the database so far (ours and anyone's)
         self.unattached: list[Base] = []
         self._logs: list[EmailLog] = []  # every log row this batch made, for participants
-        self._mine: list[Base] = []  # every row this batch made, for merges
+        # Every row this batch made that a merge moves (_MOVED_WITH_TICKET): each merge scans
+        # them, and the others (raw messages, workflow runs, tickets) were over half the scan.
+        self._mine: list[Base] = []
         # Message-ID -> first stored row, for the ids asked about, plus every row logged.
         self.logged: dict[str, LoggedMessage | EmailLog] = {}
         self._logged_known: set[str] = set()
@@ -257,7 +259,8 @@ class Batch:
         if held.get("id") is None and _has_id(type(obj)):
             held["id"] = self.ids.take(row.__tablename__)
         self.unattached.append(row)
-        self._mine.append(row)
+        if type(row) in _MOVED_WITH_TICKET:
+            self._mine.append(row)
         if type(row) is EmailLog:
             self._logs.append(row)
         self.journal.record(lambda: self._discard(row))
@@ -653,8 +656,6 @@ class Batch:
         self._merged_into[src] = dst
         self._merges_pending.append(src)
         for row in self._mine:
-            if type(row) not in _MOVED_WITH_TICKET:
-                continue
             # The value in the object's dict when it has one (every row this batch made
             # holds its ticket there), without a trip through the attribute machinery.
             held = row.__dict__
