@@ -20,7 +20,14 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from mailticket.live.bulkdata import BulkLMTP, BulkSMTP, DataState, read_data, unstuff
+from mailticket.live.bulkdata import (
+    BulkLMTP,
+    BulkSMTP,
+    DataState,
+    _short_lines,
+    read_data,
+    unstuff,
+)
 from tests.live.dovecot import free_port
 
 SIZE_LIMIT = 20_000
@@ -294,3 +301,17 @@ async def test_data_over_a_limit_is_dropped_as_it_comes(line: bytes) -> None:
         DataState.TOO_LONG if line.startswith(b"L") else DataState.TOO_MUCH, b""
     )
     assert peak < 2_000_000, peak
+
+
+def test_the_quick_line_test_never_passes_a_long_line() -> None:
+    rng = random.Random(5)
+    for longest in (0, 1, 2, 7, 998, 999):
+        lengths = sorted({0, 1, 2, 3, longest // 2, longest // 2 + 1, longest // 2 + 2,
+                          max(longest - 1, 0), longest, longest + 1, longest + 2})
+        for _ in range(2000):
+            lines = bytearray(b"".join(
+                b"x" * rng.choice(lengths) + rng.choice((b"", b"\r", b"\n")) + b"\r\n"
+                for _ in range(rng.randint(1, 6))
+            ))
+            if _short_lines(lines, longest):
+                assert max(map(len, lines.split(b"\r\n"))) <= longest, (longest, bytes(lines))
