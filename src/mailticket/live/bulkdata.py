@@ -51,7 +51,7 @@ def _short_lines(lines: bytearray, longest: int) -> bool:
 
     A quick test that may say False for lines that do fit (then the caller measures them):
     every `step` bytes there is a CRLF, so two CRLFs are never more than 2 * step - 1 bytes
-    apart. For mail it is a tenth of the lines' count in `find` calls."""
+    apart. For mail that is several times fewer `find` calls than there are lines."""
     step = max((longest + 3) // 2, 1)
     find = lines.find
     for start in range(0, len(lines) - 2, step):
