@@ -315,3 +315,22 @@ def test_the_quick_line_test_never_passes_a_long_line() -> None:
             ))
             if _short_lines(lines, longest):
                 assert max(map(len, lines.split(b"\r\n"))) <= longest, (longest, bytes(lines))
+
+
+def test_a_client_gone_during_data_delivers_nothing_and_the_server_goes_on() -> None:
+    handler = Recorder()
+    controller = start(BulkLMTP, handler, False)
+    try:
+        client = Client(controller.port)
+        client.send(b"LHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@x.org>\r\nDATA\r\n", 4)
+        client.sock.sendall(b"Subject: half\r\n\r\nand then")
+        client.close()
+        client = Client(controller.port)
+        replies = client.send(
+            b"LHLO t\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@x.org>\r\nDATA\r\n", 4
+        ) + client.send(b"whole\r\n.\r\n", 1)
+        client.close()
+    finally:
+        controller.stop()
+    assert replies[-1].startswith(b"250 ")
+    assert [seen[3] for seen in handler.seen] == [b"whole\r\n"]
