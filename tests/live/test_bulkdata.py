@@ -313,7 +313,11 @@ def test_the_quick_line_test_never_passes_a_long_line() -> None:
                 b"x" * rng.choice(lengths) + rng.choice((b"", b"\r", b"\n")) + b"\r\n"
                 for _ in range(rng.randint(1, 6))
             ))
-            if _short_lines(lines, longest):
+            # Bytes around the lines (a previous chunk, a line still coming) are not looked at.
+            before = rng.choice((b"", b"y\r\n", b"z" * 3))
+            after = rng.choice((b"", b"\r\n", b"w" * 2000, b".\r\n"))
+            buf = bytearray(before + lines + after)
+            if _short_lines(buf, len(before), len(before) + len(lines), longest):
                 assert max(map(len, lines.split(b"\r\n"))) <= longest, (longest, bytes(lines))
 
 

@@ -46,16 +46,17 @@ class DataState(enum.Enum):
     TOO_MUCH = "too much"  # more than data_size_limit bytes
 
 
-def _short_lines(lines: bytearray, longest: int) -> bool:
-    """True only if no line of `lines` (whole lines) has more than `longest` bytes of text.
+def _short_lines(buf: bytearray, start: int, end: int, longest: int) -> bool:
+    """True only if no line of buf[start:end] (whole lines) has more than `longest` bytes of
+    text.
 
     A quick test that may say False for lines that do fit (then the caller measures them):
     every `step` bytes there is a CRLF, so two CRLFs are never more than 2 * step - 1 bytes
     apart. For mail that is several times fewer `find` calls than there are lines."""
     step = max((longest + 3) // 2, 1)
-    find = lines.find
-    for start in range(0, len(lines) - 2, step):
-        if find(b"\r\n", start, start + step + 1) < 0:
+    find = buf.find
+    for at in range(start, end - 2, step):
+        if find(b"\r\n", at, min(at + step + 1, end)) < 0:
             return False
     return True
 
@@ -70,22 +71,23 @@ class _Lines:
         self.size = 0
         self.state = DataState.NOMINAL
 
-    def check(self, lines: bytearray) -> None:
-        """`lines`: whole lines (each ending in CRLF) that follow those checked before."""
-        if self.state is not DataState.NOMINAL or not lines:
+    def check(self, buf: bytearray, start: int, end: int) -> None:
+        """buf[start:end]: whole lines (each ending in CRLF) that follow those checked before
+        (passed as bounds: the message is not copied for the check)."""
+        if self.state is not DataState.NOMINAL or end <= start:
             return
-        size = self.size + len(lines)
+        size = self.size + end - start
         # The longest text a line may have (before its CRLF) for both of aiosmtpd's checks.
         longest = min(self.line_limit - 2, self.reader_limit)
         if (self.size_limit is None or size <= self.size_limit) and (
-            len(lines) <= longest
-            or _short_lines(lines, longest)
+            end - start <= longest
+            or _short_lines(buf, start, end, longest)
             # The split's last piece, after the final CRLF, is empty.
-            or max(map(len, lines.split(b"\r\n"))) <= longest
+            or max(map(len, buf[start:end].split(b"\r\n"))) <= longest
         ):
             self.size = size
             return
-        self._walk(bytes(lines))
+        self._walk(bytes(buf[start:end]))
 
     def _walk(self, lines: bytes) -> None:
         # aiosmtpd's order of checks for one line, only for the runs that break a limit.
@@ -148,7 +150,7 @@ async def read_data(
                 reader.feed_data(bytes(buf[rest:]))
             if checks.state is not DataState.NOMINAL:
                 return checks.state, b""
-            checks.check(buf[checked:end])
+            checks.check(buf, checked, end)
             if checks.state is not DataState.NOMINAL:
                 return checks.state, b""
             del buf[end:]
@@ -156,7 +158,7 @@ async def read_data(
         if checks.state is DataState.NOMINAL:
             last = buf.rfind(b"\r\n", checked)
             if last >= 0:
-                checks.check(buf[checked : last + 2])
+                checks.check(buf, checked, last + 2)
                 checked = last + 2
             checks.check_partial(len(buf) - checked)
         if checks.state is not DataState.NOMINAL:
