@@ -14,6 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 
+from mailticket.live.bulkdata import BulkLMTP, BulkSMTP
 from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ def start_receiver(
     proto, host, port = parse_listen(listen)
     committer = GroupCommit(store, prepare=prepare)
     handler = DeliveryHandler(committer, proto)
-    factory_cls = LMTP if proto == "lmtp" else SMTP
+    # aiosmtpd's servers with DATA read in bulk rather than line by line (bulkdata.py).
+    factory_cls = BulkLMTP if proto == "lmtp" else BulkSMTP
 
     class _Controller(Controller):
         def factory(self) -> SMTP:
