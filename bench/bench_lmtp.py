@@ -50,6 +50,10 @@ def main() -> None:
         help="mix: bench/mailmix.py (mean 50 KB); plain: bench_pipeline.py's small text mail",
     )
     ap.add_argument("--keep", action="store_true", help="keep the database (mt_bench_lmtp_<pid>)")
+    ap.add_argument(
+        "--pipelining", action="store_true",
+        help="clients pipeline MAIL/RCPT/DATA as Postfix does (2 round trips, not smtplib's 4)",
+    )
     args = ap.parse_args()
     if args.mail == "mix":
         messages = list(generate_mix(args.n, args.seed))
@@ -76,7 +80,7 @@ def main() -> None:
         workers.start_all()
         try:
             workers.wait_started()
-            feed = LmtpFeed(workers.ports, messages, args.clients)
+            feed = LmtpFeed(workers.ports, messages, args.clients, args.pipelining)
             commits0 = xact_commits(engine)
             print(f"before: {load()}")
             t0 = time.perf_counter()
@@ -100,7 +104,8 @@ def main() -> None:
     if not args.keep:
         drop_pg(name)
     lat = feed.latencies
-    print(f"LMTP, {args.clients} clients, {args.n} messages ({args.mail}, mean {mean_kb:.1f} KB),"
+    print(f"LMTP, {args.clients} {'pipelining ' if args.pipelining else ''}clients,"
+          f" {args.n} messages ({args.mail}, mean {mean_kb:.1f} KB),"
           f" {args.workers} `mailticket run`, PostgreSQL: {args.n / took:.0f} msg/s ({took:.1f} s)")
     print(f"reply latency p50 {1000 * percentile(lat, 0.5):.0f} ms, "
           f"p99 {1000 * percentile(lat, 0.99):.0f} ms; retries {feed.retries}, "

@@ -114,6 +114,44 @@ def test_lmtp_answers_once_per_recipient(session_factory: sessionmaker[Session])
         ctl.stop()
 
 
+@pytest.mark.parametrize("proto", ["lmtp", "smtp"])
+def test_pipelined_sessions_are_offered_and_served_in_order(
+    session_factory: sessionmaker[Session], proto: str
+) -> None:
+    """RFC 2033 4.1 / RFC 2920: PIPELINING is in the LHLO (EHLO) answer, and a client that
+    sends MAIL, RCPT and DATA in one write, as Postfix does, gets their replies in order; the
+    first message's dot-stuffed content, the final "." and the next message's commands come
+    in one write too."""
+    port = free_port()
+    ctl = start_receiver(f"{proto}://127.0.0.1:{port}", _processor(session_factory),
+                         max_message_size=100_000)
+    greeting = b"LHLO" if proto == "lmtp" else b"EHLO"
+    envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<s@example.test>\r\nDATA\r\n"
+    bodies = [message(f"pipelined {i}").replace(b"\n", b"\r\n") + b"\r\n..dot\r\n"
+              for i in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(greeting + b" test\r\n")
+            offered = [f.readline()]
+            while not offered[-1].startswith(b"250 "):
+                offered.append(f.readline())
+            assert b"250-PIPELINING\r\n" in offered, offered
+            sock.sendall(envelope)
+            replies = []
+            for i, body in enumerate(bodies):
+                replies += [f.readline()[:3] for _ in range(3)]  # MAIL, RCPT, DATA
+                # the content, its end, and (but for the last) the next envelope at once
+                sock.sendall(body + b".\r\n" + (envelope if i < 2 else b"QUIT\r\n"))
+                replies.append(f.readline()[:3])
+            replies.append(f.readline()[:3])
+        assert replies == [b"250", b"250", b"354", b"250"] * 3 + [b"221"], replies
+        assert counts(session_factory)["email_log"] == 3
+    finally:
+        ctl.stop()
+
+
 def test_receiver_answers_451_when_the_database_is_down() -> None:
     dead = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere")
     port = free_port()
