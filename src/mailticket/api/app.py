@@ -56,7 +56,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         description=(
             "Tickets and their email threads. Every /api route needs a bearer token "
             "(`mailticket tokens create --scope read|write|admin`), checked before the "
-            "request body is read; errors are RFC 9457 problem+json."
+            "request body is read; errors are RFC 9457 problem+json. A token scoped to one "
+            "customer (`--customer`) sees that customer's tickets and mail only, and never "
+            "an internal note."
         ),
     )
     app.state.runtime = runtime

@@ -168,7 +168,10 @@ class TicketDetail(TicketSummary):
     # The closed ticket this one follows up, and the tickets that follow this one up.
     followup_of: TicketBrief | None = None
     followups: list[TicketBrief] = Field(default_factory=list)
-    comments: list[CommentOut]
+    comments: list[CommentOut] = Field(
+        description="Oldest first. A customer-scoped token gets the public comments only: "
+        "internal notes (`is_internal`) are never shown to it.",
+    )
 
 
 class TicketPatch(_In):
