@@ -64,6 +64,9 @@ OPERATIONS = {
     ("get", "/api/v1/customers/{customer}"): "staff",
     ("put", "/api/v1/customers/{customer}"): "staff",
     ("delete", "/api/v1/customers/{customer}"): "staff",
+    ("get", "/api/v1/tokens"): "staff",
+    ("post", "/api/v1/tokens"): "staff",
+    ("post", "/api/v1/tokens/{token_id}/revoke"): "staff",
     ("post", "/api/v1/webhooks/{backend}"): "signed",
     ("get", "/healthz"): "public",
     ("get", "/readyz"): "public",
@@ -98,6 +101,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "email_data": {"from_address": "x@acme.example", "subject": "Re: [TKT-20251215-001]"}},
     ("post", "/api/v1/customers"): {"key": "probe", "name": "Probe"},
     ("put", "/api/v1/customers/{customer}"): {"key": "probe", "name": "Probe"},
+    ("post", "/api/v1/tokens"): {"name": "probe", "scope": "read", "customer": "globex"},
 }
 # Text only the other customers' data holds; none of it may reach the scoped token.
 FOREIGN_MARKERS = ("GLOBEX-SECRET", "NOCUST-SECRET", "bob@globex.example",
@@ -388,9 +392,11 @@ def test_a_customer_token_sees_only_its_customer_through_every_route(
         if kind == "staff":
             probes = [
                 {"entry_id": "1", "customer": str(world.globex_id),
-                 "ticket_id": str(world.theirs.tickets[0]), "address": "x@example.org"},
+                 "ticket_id": str(world.theirs.tickets[0]), "address": "x@example.org",
+                 "token_id": "1"},
                 {"entry_id": "1", "customer": "acme",
-                 "ticket_id": str(world.mine.tickets[0]), "address": "x@example.org"},
+                 "ticket_id": str(world.mine.tickets[0]), "address": "x@example.org",
+                 "token_id": "1"},
             ]
             for params, headers in itertools.product(probes, (reader, writer)):
                 r = api.client.request(method, _expand(path, params), headers=headers, json=body)

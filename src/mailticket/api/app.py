@@ -18,6 +18,7 @@ from mailticket.api import (
     quarantine,
     testing,
     tickets,
+    token_routes,
     web,
     web_forms,
     workflows,
@@ -72,6 +73,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(quarantine.router)
     app.include_router(workflows.router)
     app.include_router(customers.router)
+    app.include_router(token_routes.router)
     test_router = testing.register(runtime)
     if test_router is not None:
         app.include_router(test_router)
