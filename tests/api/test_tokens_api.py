@@ -76,23 +76,24 @@ def test_only_admin_tokens_and_never_the_callers_own(api: Api) -> None:
         api.client.post(f"{BASE}/999999/revoke", headers=api.auth("admin")), 404)["detail"]
 
 
-def test_bad_requests_are_clear_422s(api: Api) -> None:
+def test_bad_requests_are_clear_problems(api: Api) -> None:
     admin = api.auth("admin")
     assert api.client.post("/api/v1/customers", headers=admin,
                            json={"key": "acme", "name": "ACME"}).status_code == 201
-    for body, said in (
-        ({"name": "x", "scope": "root"}, None),
-        ({"name": "", "scope": "read"}, None),
-        ({"name": "   ", "scope": "read"}, "needs a name"),
-        ({"scope": "read"}, None),
-        ({"name": "x", "scope": "read", "extra": 1}, None),
-        ({"name": "x", "scope": "read", "customer": "nobody"}, "no customer"),
-        ({"name": "x", "scope": "read", "customer": 424242}, "no customer"),
-        ({"name": "x", "scope": "read", "customer": True}, None),
-        ({"name": "x", "scope": "admin", "customer": "acme"}, "never admin"),
-        ({"name": "x\x00", "scope": "read"}, None),
+    # Malformed: 422 (the document says so); well formed but impossible: 409 with the reason.
+    for body, status, said in (
+        ({"name": "x", "scope": "root"}, 422, None),
+        ({"name": "", "scope": "read"}, 422, None),
+        ({"name": " \t ", "scope": "read"}, 422, None),
+        ({"scope": "read"}, 422, None),
+        ({"name": "x", "scope": "read", "extra": 1}, 422, None),
+        ({"name": "x", "scope": "read", "customer": True}, 422, None),
+        ({"name": "x\x00", "scope": "read"}, 422, None),
+        ({"name": "x", "scope": "read", "customer": "nobody"}, 409, "no customer"),
+        ({"name": "x", "scope": "read", "customer": 424242}, 409, "no customer"),
+        ({"name": "x", "scope": "admin", "customer": "acme"}, 409, "never admin"),
     ):
-        detail = str(_problem(api.client.post(BASE, headers=admin, json=body), 422))
+        detail = str(_problem(api.client.post(BASE, headers=admin, json=body), status))
         assert said is None or said in detail, (body, detail)
     with api.runtime.session_factory() as s:
         assert s.scalars(select(ApiToken.name)).all() == ["test-read", "test-write", "test-admin"]
@@ -121,7 +122,7 @@ def test_a_customer_scoped_token_over_http_and_its_suspension(api: Api) -> None:
     assert states["test-admin"] == "active"
     # No new token for an inactive customer.
     assert "inactive" in _problem(api.client.post(
-        BASE, headers=admin, json={"name": "late", "scope": "read", "customer": "acme"}), 422
+        BASE, headers=admin, json={"name": "late", "scope": "read", "customer": "acme"}), 409
     )["detail"]
 
 
@@ -139,3 +140,4 @@ def test_the_document_describes_the_tokens_api(api: Api) -> None:
     assert "token" in doc["components"]["schemas"]["TokenCreated"]["properties"]
     assert "token" not in doc["components"]["schemas"]["TokenOut"]["properties"]
     assert "409" in ops[("post", f"{BASE}/{{token_id}}/revoke")]["responses"]
+    assert "409" in ops[("post", BASE)]["responses"]

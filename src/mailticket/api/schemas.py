@@ -428,7 +428,12 @@ TokenState = Literal[
 
 
 class TokenIn(_In):
-    name: str = Field(min_length=1, max_length=200, description="Who or what uses it.")
+    # Something besides blanks, and no NUL (which the pattern must say itself: openapi.py
+    # adds its no-NUL pattern only to strings without one).
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        description="Who or what uses it.",
+    )
     scope: TokenScope
     customer: Annotated[str, Field(min_length=1, max_length=64)] | CustomerNumber | None = Field(
         default=None,

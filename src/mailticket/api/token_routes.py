@@ -13,15 +13,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from mailticket.api import tokens
 from mailticket.api.auth import Principal, SessionDep, require
 from mailticket.api.errors import Problem
 from mailticket.api.models import ApiToken
 from mailticket.api.schemas import TokenCreated, TokenIn, TokenList, TokenOut
-from mailticket.customers.models import Customer
 
 AdminPrincipal = Annotated[Principal, Depends(require("admin"))]
 
@@ -39,14 +36,6 @@ def _out(row: ApiToken, state: str) -> TokenOut:
     })
 
 
-def _state(session: Session, row: ApiToken) -> str:
-    active = (
-        session.scalar(select(Customer.active).where(Customer.id == row.customer_id))
-        if row.customer_id is not None else None
-    )
-    return tokens.state_of(row, None if active is None else bool(active))
-
-
 @router.get("", response_model=TokenList)
 def list_tokens(session: SessionDep, _: AdminPrincipal) -> TokenList:
     """Every token, oldest first, with its state; never the token itself."""
@@ -57,22 +46,27 @@ def list_tokens(session: SessionDep, _: AdminPrincipal) -> TokenList:
     "",
     response_model=TokenCreated,
     status_code=201,
-    responses={201: {"headers": {"Cache-Control": {
-        "description": "`no-store`: the token is in this answer only.",
-        "schema": {"type": "string"},
-    }}}},
+    responses={
+        201: {"headers": {"Cache-Control": {
+            "description": "`no-store`: the token is in this answer only.",
+            "schema": {"type": "string"},
+        }}},
+        409: {"description": "The customer does not exist or is inactive, or an admin "
+              "token was asked for with a customer."},
+    },
 )
 def create_token(
     body: TokenIn, session: SessionDep, response: Response, _: AdminPrincipal
 ) -> TokenCreated:
     """A new token; `token` in the answer is the only time it is ever shown. A customer
-    that does not exist or is inactive, or an admin token scoped to a customer, is a 422."""
+    that does not exist or is inactive, or an admin token scoped to a customer, is a 409."""
     try:
         row, plain = tokens.create_token(
             session, name=body.name, scope=body.scope, customer=body.customer
         )
     except tokens.TokenError as exc:
-        raise Problem(422, str(exc)) from None
+        # Well formed but impossible (as the customers API answers such requests).
+        raise Problem(409, str(exc)) from None
     session.commit()
     session.refresh(row)
     response.headers.update(NO_STORE)
@@ -97,4 +91,4 @@ def revoke_token(token_id: TokenId, session: SessionDep, principal: AdminPrincip
     except tokens.TokenError:
         raise Problem(404, f"no token {token_id}") from None
     session.commit()
-    return _out(row, _state(session, row))
+    return _out(row, tokens.current_state(session, row))

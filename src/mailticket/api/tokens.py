@@ -17,6 +17,11 @@ PREFIX = "mtk_"
 # Recording every use would turn each read request into a write; a minute is precise enough
 # to tell a live token from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# A token's state (state_of): what a use of it meets.
+ACTIVE = "active"
+REVOKED = "revoked"
+SUSPENDED_DEACTIVATED = "suspended: customer deactivated"
+SUSPENDED_GONE = "suspended: customer gone"
 
 
 class TokenError(ValueError):
@@ -84,9 +89,7 @@ def verify_token(session: Session, plain: str, *, now: datetime | None = None) -
     if not plain or len(plain) > 200:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
-    if row is None or row.revoked_at is not None:
-        return None
-    if row.customer_id is not None and state_of(row, _customer_active(session, row)) != ACTIVE:
+    if row is None or current_state(session, row) != ACTIVE:
         return None
     now = now or datetime.now(UTC)
     last = row.last_used_at
@@ -95,12 +98,6 @@ def verify_token(session: Session, plain: str, *, now: datetime | None = None) -
     if last is None or now - last >= LAST_USED_RESOLUTION:
         row.last_used_at = now  # left unflushed: the caller sees it in session.dirty
     return row
-
-
-ACTIVE = "active"
-REVOKED = "revoked"
-SUSPENDED_DEACTIVATED = "suspended: customer deactivated"
-SUSPENDED_GONE = "suspended: customer gone"
 
 
 def state_of(row: ApiToken, customer_active: bool | None) -> str:
@@ -121,9 +118,12 @@ def state_of(row: ApiToken, customer_active: bool | None) -> str:
     return ACTIVE
 
 
-def _customer_active(session: Session, row: ApiToken) -> bool | None:
+def current_state(session: Session, row: ApiToken) -> str:
+    """state_of the token now (one query for a customer-scoped token, none otherwise)."""
+    if row.revoked_at is not None or row.customer_id is None:
+        return state_of(row, None)
     active = session.scalar(select(Customer.active).where(Customer.id == row.customer_id))
-    return None if active is None else bool(active)
+    return state_of(row, None if active is None else bool(active))
 
 
 def list_tokens(session: Session) -> list[ApiToken]:
