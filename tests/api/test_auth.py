@@ -53,6 +53,9 @@ SCOPES = {
     ("GET", "/api/v1/customers/{customer}"): "admin",
     ("PUT", "/api/v1/customers/{customer}"): "admin",
     ("DELETE", "/api/v1/customers/{customer}"): "admin",
+    ("GET", "/api/v1/tokens"): "admin",
+    ("POST", "/api/v1/tokens"): "admin",
+    ("POST", "/api/v1/tokens/{token_id}/revoke"): "admin",
 }
 
 

@@ -64,6 +64,9 @@ OPERATIONS = {
     ("get", "/api/v1/customers/{customer}"): "staff",
     ("put", "/api/v1/customers/{customer}"): "staff",
     ("delete", "/api/v1/customers/{customer}"): "staff",
+    ("get", "/api/v1/tokens"): "staff",
+    ("post", "/api/v1/tokens"): "staff",
+    ("post", "/api/v1/tokens/{token_id}/revoke"): "staff",
     ("post", "/api/v1/webhooks/{backend}"): "signed",
     ("get", "/healthz"): "public",
     ("get", "/readyz"): "public",
@@ -89,14 +92,16 @@ BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/v1/tickets/{ticket_id}/participants"): {"address": "probe@example.org"},
     ("patch", "/api/v1/tickets/{ticket_id}"): {"priority": "high", "tags": ["probe"]},
     ("post", "/api/v1/tickets/{ticket_id}/comments"): {
-        # internal: a public one would mail and log a new outgoing row the probe has no id of
-        "body": "ACME-PROBE-COMMENT", "visibility": "internal",
+        # public: a customer-scoped token may not write internal notes (403, whoever's
+        # ticket); each public one mails and logs an outgoing row (see _check_clean)
+        "body": "ACME-PROBE-COMMENT", "visibility": "public",
     },
     ("post", "/api/v1/workflows/validate"): {"yaml": "workflows: []\n"},
     ("post", "/api/v1/test/email-to-ticket"): {
         "email_data": {"from_address": "x@acme.example", "subject": "Re: [TKT-20251215-001]"}},
     ("post", "/api/v1/customers"): {"key": "probe", "name": "Probe"},
     ("put", "/api/v1/customers/{customer}"): {"key": "probe", "name": "Probe"},
+    ("post", "/api/v1/tokens"): {"name": "probe", "scope": "read", "customer": "globex"},
 }
 # Text only the other customers' data holds; none of it may reach the scoped token.
 FOREIGN_MARKERS = ("GLOBEX-SECRET", "NOCUST-SECRET", "bob@globex.example",
@@ -307,6 +312,9 @@ def _check_clean(world: World, label: str, r: Any, given: Iterable[str] = ()) ->
             # Comments added by the probes are ACME's too (ids after the seeded ones).
             if kind == "comment" and value > max(world.theirs.comments):
                 continue
+            # So are the outgoing rows their public replies logged.
+            if kind == "email" and value > max(world.theirs.emails + world.mine.emails):
+                continue
             assert value in own[kind], (label, kind, value, r.text[:2000])
     if r.status_code == 200 and "html" in r.headers.get("content-type", ""):
         for number in world.theirs.numbers:
@@ -384,9 +392,11 @@ def test_a_customer_token_sees_only_its_customer_through_every_route(
         if kind == "staff":
             probes = [
                 {"entry_id": "1", "customer": str(world.globex_id),
-                 "ticket_id": str(world.theirs.tickets[0]), "address": "x@example.org"},
+                 "ticket_id": str(world.theirs.tickets[0]), "address": "x@example.org",
+                 "token_id": "1"},
                 {"entry_id": "1", "customer": "acme",
-                 "ticket_id": str(world.mine.tickets[0]), "address": "x@example.org"},
+                 "ticket_id": str(world.mine.tickets[0]), "address": "x@example.org",
+                 "token_id": "1"},
             ]
             for params, headers in itertools.product(probes, (reader, writer)):
                 r = api.client.request(method, _expand(path, params), headers=headers, json=body)

@@ -4,6 +4,8 @@ internal notes that never become mail, status/priority/assignee changes, quote f
 from __future__ import annotations
 
 import re
+from email import message_from_bytes
+from email.utils import getaddresses
 
 from sqlalchemy import func, select
 
@@ -158,3 +160,39 @@ def test_a_reply_needs_the_form_token_and_valid_cc(api: Api) -> None:
                            follow_redirects=False)
     assert sent.status_code == 303 and sent.headers["location"].endswith("#thread")
     assert _outbox_count(api) == before + 1
+
+
+def test_the_reply_cc_field_is_read_as_an_address_list(api: Api) -> None:
+    """A display name may hold a comma (`"Doe, Jane" <jane@…>`): the field is read as a mail
+    header's address list, not split on every comma; what it cannot read is a 422 page that
+    names the problem, and nothing is mailed."""
+    opened = api.ingest(make_email(subject="Printer", sender="ann@example.com"))
+    _login(api, "write")
+    token = _token_on(api.client.get(f"/ui/tickets/{opened.ticket_number}").text)
+    url = f"/ui/tickets/{opened.ticket_number}/reply"
+    before = _outbox_count(api)
+    for bad, said in (
+        ('"Doe, Jane" <jane@example.com>, not an address', "not an e-mail address"),
+        ("alice@example.org)<bob@example.com>", "unmatched"),
+        ('"Doe, Jane <jane@example.com>', "left open"),
+        ("jane@example.com bob@example.com", "cannot read every address"),
+    ):
+        r = api.client.post(url, data={"body": "hi", "cc": bad, csrf.FIELD: token})
+        assert r.status_code == 422, (bad, r.status_code, r.text)
+        assert "text/html" in r.headers["content-type"] and said in r.text, (bad, r.text)
+        assert "Traceback" not in r.text
+    assert _outbox_count(api) == before
+    sent = api.client.post(url, data={
+        "body": "on our way", csrf.FIELD: token,
+        "cc": '"Doe, Jane" <Jane@Example.com>, bob@example.com; "Roe; Rick" <rick@example.com>',
+    }, follow_redirects=False)
+    assert sent.status_code == 303, sent.text
+    with api.runtime.session_factory() as s:
+        item = s.scalars(select(OutboxItem).order_by(OutboxItem.id.desc())).first()
+        assert item is not None and item.message is not None
+        mail = message_from_bytes(item.message)
+    assert [a for _, a in getaddresses([mail["To"]])] == ["ann@example.com"]
+    # After the ticket's own participants (the thread's To), the three of the field, whole.
+    cc = [a for _, a in getaddresses(mail.get_all("Cc", []))]
+    assert cc[-3:] == ["jane@example.com", "bob@example.com", "rick@example.com"], cc
+    assert len(cc) == len(set(cc)) and not any("doe" in a or "roe" in a for a in cc), cc

@@ -18,6 +18,7 @@ from mailticket.api import (
     quarantine,
     testing,
     tickets,
+    token_routes,
     web,
     web_forms,
     workflows,
@@ -56,7 +57,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         description=(
             "Tickets and their email threads. Every /api route needs a bearer token "
             "(`mailticket tokens create --scope read|write|admin`), checked before the "
-            "request body is read; errors are RFC 9457 problem+json."
+            "request body is read; errors are RFC 9457 problem+json. A token scoped to one "
+            "customer (`--customer`) sees that customer's tickets and mail only, and never "
+            "an internal note."
         ),
     )
     app.state.runtime = runtime
@@ -70,6 +73,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(quarantine.router)
     app.include_router(workflows.router)
     app.include_router(customers.router)
+    app.include_router(token_routes.router)
     test_router = testing.register(runtime)
     if test_router is not None:
         app.include_router(test_router)

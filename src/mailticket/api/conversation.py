@@ -142,6 +142,14 @@ def _store_comment(
     comment: CommentIn, files: list[MailFile],
 ) -> CommentOut:
     settings = runtime.settings
+    if comment.visibility == "internal" and principal.customer_id is not None:
+        # Internal notes are the support team's, never shown to a customer-scoped token; one
+        # written through such a token would pose as the team's own note. Refused before the
+        # ticket is looked up: the same answer whoever's ticket it names.
+        raise Problem(
+            403, "a customer-scoped token cannot write internal notes (only public comments)",
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+        )
     ticket = load_ticket(session, ref, principal.customer_id)
     author = comment.author_email or f"token:{principal.name}"
     now = runtime.clock()
@@ -197,7 +205,8 @@ async def add_comment(
     runtime: RuntimeDep,
 ) -> CommentOut:
     """A public comment (mailed to the participants, plus `cc`, with the files attached)
-    or an internal note (never mailed); the author defaults to the token's name."""
+    or an internal note (never mailed); the author defaults to the token's name. A
+    customer-scoped token writes public comments only (an internal note is a 403)."""
     comment, files = await read_comment(request)
     return await run_in_threadpool(
         _store_comment, session, runtime, principal, ticket_id, comment, files

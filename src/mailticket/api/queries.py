@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, text, type_coerce
+from sqlalchemy import ColumnElement, and_, or_, select, text, true, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from mailticket.customers.scope import ticket_clause
-from mailticket.store.models import Attachment, EmailLog, EmailTicket, Ticket
+from mailticket.store.models import Attachment, Comment, EmailLog, EmailTicket, Ticket
 
 
 class BadCursor(ValueError):
@@ -179,6 +179,27 @@ def tickets_by_email(session: Session, address: str, *, scope: int | None = None
             .order_by(Ticket.created_at, Ticket.id)
         )
     )
+
+
+def comment_visibility(scope: int | None) -> ColumnElement[bool]:
+    """Which comments a caller may read. Staff (no scope) read every one; a customer-scoped
+    caller reads public comments only: internal notes (agents' notes, backend work notes,
+    the system's merge notes) are written for the support team, never for the customer, as
+    in any helpdesk's customer portal. Every route that answers with comments or their text
+    reads them through here (comments_for), so this is the one place that decides."""
+    if scope is None:
+        return true()
+    return Comment.is_internal.is_(False)
+
+
+def comments_for(session: Session, ticket_id: int, scope: int | None) -> list[Comment]:
+    """The ticket's comments the caller may read, oldest first (`ticket.comments` would hand
+    out the internal notes too)."""
+    return list(session.scalars(
+        select(Comment)
+        .where(Comment.ticket_id == ticket_id, comment_visibility(scope))
+        .order_by(Comment.id)
+    ))
 
 
 def attachments_of(session: Session, email_ids: list[int]) -> dict[int, list[Attachment]]:

@@ -168,7 +168,10 @@ class TicketDetail(TicketSummary):
     # The closed ticket this one follows up, and the tickets that follow this one up.
     followup_of: TicketBrief | None = None
     followups: list[TicketBrief] = Field(default_factory=list)
-    comments: list[CommentOut]
+    comments: list[CommentOut] = Field(
+        description="Oldest first. A customer-scoped token gets the public comments only: "
+        "internal notes (`is_internal`) are never shown to it.",
+    )
 
 
 class TicketPatch(_In):
@@ -416,3 +419,49 @@ class CustomerList(BaseModel):
     )
     source: str = Field(description="`database`, or the CUSTOMERS_PATH file.")
     customers: list[CustomerOut]
+
+
+TokenScope = Literal["read", "write", "admin"]
+TokenState = Literal[
+    "active", "revoked", "suspended: customer deactivated", "suspended: customer gone"
+]
+
+
+class TokenIn(_In):
+    # Something besides blanks, and no NUL (which the pattern must say itself: openapi.py
+    # adds its no-NUL pattern only to strings without one).
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$",
+        description="Who or what uses it.",
+    )
+    scope: TokenScope
+    customer: Annotated[str, Field(min_length=1, max_length=64)] | CustomerNumber | None = Field(
+        default=None,
+        description="Scope the token to one customer (its key or id): it sees that "
+        "customer's tickets, mail and public comments only. Such a token is read or write.",
+    )
+
+
+class TokenOut(_Out):
+    id: int
+    name: str
+    scope: TokenScope
+    customer_id: int | None = Field(description="Set: the token is scoped to this customer.")
+    state: TokenState = Field(
+        description="What a use of the token meets: `active`; `revoked` (for good); "
+        "`suspended: …` (a customer-scoped token whose customer is deactivated or gone: "
+        "refused with 401 until the customer is active again)."
+    )
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None = Field(description="To the minute.")
+    revoked_at: UtcDatetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(
+        description="The bearer token. Shown in this answer only: only its hash is stored."
+    )
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]

@@ -83,7 +83,9 @@ def ticket_detail(session: Session, ticket: Ticket, scope: int | None = None) ->
         closed_at=ticket.closed_at,
         followup_of=TicketBrief.model_validate(before) if before is not None else None,
         followups=[TicketBrief.model_validate(t) for t in after],
-        comments=[CommentOut.model_validate(c) for c in ticket.comments],
+        comments=[
+            CommentOut.model_validate(c) for c in queries.comments_for(session, ticket.id, scope)
+        ],
     )
 
 

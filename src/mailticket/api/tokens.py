@@ -17,6 +17,11 @@ PREFIX = "mtk_"
 # Recording every use would turn each read request into a write; a minute is precise enough
 # to tell a live token from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# A token's state (state_of): what a use of it meets.
+ACTIVE = "active"
+REVOKED = "revoked"
+SUSPENDED_DEACTIVATED = "suspended: customer deactivated"
+SUSPENDED_GONE = "suspended: customer gone"
 
 
 class TokenError(ValueError):
@@ -84,13 +89,7 @@ def verify_token(session: Session, plain: str, *, now: datetime | None = None) -
     if not plain or len(plain) > 200:
         return None
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
-    if row is None or row.revoked_at is not None:
-        return None
-    if row.customer_id is not None and not session.scalar(
-        select(Customer.active).where(Customer.id == row.customer_id)
-    ):
-        # A customer-scoped token stops with its customer: deactivating a customer (its
-        # contract ended) must also end the access its portal or integration had.
+    if row is None or current_state(session, row) != ACTIVE:
         return None
     now = now or datetime.now(UTC)
     last = row.last_used_at
@@ -101,8 +100,47 @@ def verify_token(session: Session, plain: str, *, now: datetime | None = None) -
     return row
 
 
+def state_of(row: ApiToken, customer_active: bool | None) -> str:
+    """What a use of the token meets, as `tokens list` and the API show it.
+
+    `customer_active`: the scoped customer's `active` (None: no such row), ignored for a
+    token of every customer. A customer-scoped token stops with its customer: deactivating
+    a customer (its contract ended) must also end the access its portal or integration had,
+    so such a token is refused (401) and listed as suspended, not active, until the customer
+    is active again; revoked is for good and wins."""
+    if row.revoked_at is not None:
+        return REVOKED
+    if row.customer_id is not None:
+        if customer_active is None:
+            return SUSPENDED_GONE
+        if not customer_active:
+            return SUSPENDED_DEACTIVATED
+    return ACTIVE
+
+
+def current_state(session: Session, row: ApiToken) -> str:
+    """state_of the token now (one query for a customer-scoped token, none otherwise)."""
+    if row.revoked_at is not None or row.customer_id is None:
+        return state_of(row, None)
+    active = session.scalar(select(Customer.active).where(Customer.id == row.customer_id))
+    return state_of(row, None if active is None else bool(active))
+
+
 def list_tokens(session: Session) -> list[ApiToken]:
     return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def list_with_states(session: Session) -> list[tuple[ApiToken, str]]:
+    """Every token and its state (state_of), in one query."""
+    rows = session.execute(
+        select(ApiToken, Customer.active)
+        .outerjoin(Customer, Customer.id == ApiToken.customer_id)
+        .order_by(ApiToken.id)
+    ).all()
+    return [
+        (token, state_of(token, None if active is None else bool(active)))
+        for token, active in rows
+    ]
 
 
 def revoke_token(session: Session, token_id: int) -> ApiToken:

@@ -136,7 +136,11 @@ def ticket_page(
         )
     )
     files = queries.attachments_of(session, [m.id for m in mails])
-    notes = [c for c in ticket.comments if c.email_log_id is None]
+    # Read through the API's helper: a customer-scoped token never sees internal notes.
+    notes = [
+        c for c in queries.comments_for(session, ticket.id, principal.customer_id)
+        if c.email_log_id is None
+    ]
     followup_of, followups = queries.followup_links(session, ticket)
     # As in the API: a follow-up link to another customer's ticket is hidden from a scope.
     visible = visible_ticket_ids(

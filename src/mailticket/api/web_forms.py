@@ -8,7 +8,9 @@ the JSON API and answers with a redirect back to the ticket (post/redirect/get).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from email.utils import getaddresses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -24,6 +26,7 @@ from mailticket.api.errors import Problem
 from mailticket.api.pages import SECURITY_HEADERS
 from mailticket.api.schemas import CommentIn, SettableStatus
 from mailticket.api.tickets import load_ticket
+from mailticket.conversation import participants as people
 from mailticket.conversation.agent_reply import MailFile
 from mailticket.runtime import Runtime
 from mailticket.settings import Priority
@@ -140,10 +143,9 @@ async def reply(
     """A public reply: the API's comment service mails it to the participants (and Cc)."""
     csrf.check(request, writer.session_token, token)
     try:
-        comment = CommentIn(
-            body=body, visibility="public",
-            cc=[a.strip() for a in cc.replace(";", ",").split(",") if a.strip()],
-        )
+        comment = CommentIn(body=body, visibility="public", cc=cc_addresses(cc))
+    except people.ParticipantError as exc:
+        raise Problem(422, f"cc: {exc}") from None
     except ValidationError as exc:
         raise Problem(422, "cc: " + "; ".join(e["msg"] for e in exc.errors())) from None
     # A file input left empty still posts one part, with no name and no bytes.
@@ -159,6 +161,66 @@ async def reply(
         _comment, session, runtime, writer.principal, ticket_ref, comment, chosen
     )
     return _back(number, "thread")
+
+
+def _top_level(value: str) -> str:
+    """`value` with the `;` that separate addresses turned into `,` (mail clients such as
+    Outlook separate with `;`), leaving those inside a quoted name, a comment or angle
+    brackets alone; ParticipantError when a quote, parenthesis or angle bracket is left open
+    or closed without opening (the stdlib parser would guess, and a guess may mail the wrong
+    person)."""
+    out: list[str] = []
+    quoted = escaped = False
+    depth = {"(": 0, "<": 0}
+    closers = {")": "(", ">": "<"}
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\" and (quoted or depth["("]):
+            escaped = True
+        elif char == '"' and not depth["("]:
+            quoted = not quoted
+        elif not quoted and char in depth:
+            depth[char] += 1
+        elif not quoted and char in closers:
+            depth[closers[char]] -= 1
+            if depth[closers[char]] < 0:
+                raise people.ParticipantError(f"an unmatched {char!r} in {value!r}")
+        elif char == ";" and not quoted and not any(depth.values()):
+            char = ","
+        out.append(char)
+    if quoted or any(depth.values()):
+        raise people.ParticipantError(f"a quote or bracket is left open in {value!r}")
+    return "".join(out)
+
+
+def _outside_quotes(value: str) -> str:
+    return re.sub(r'"(?:[^"\\]|\\.)*"|\((?:[^()\\]|\\.)*\)', " ", value)
+
+
+def cc_addresses(value: str) -> list[str]:
+    """The bare addresses of the reply form's Cc field, read as a mail header's address
+    list (email.utils.getaddresses): `"Doe, Jane" <jane@example.com>, bob@example.com` is
+    two people, not three pieces. Each must be an address we can mail (ParticipantError,
+    naming it, otherwise); a repeated one counts once."""
+    text = _top_level(value.replace("\r", " ").replace("\n", " "))
+    found = [(name, addr) for name, addr in getaddresses([text]) if name or addr]
+    # Every "@" outside quoted names and comments is one address: getaddresses drops or
+    # merges what it cannot read, and a dropped Cc must be an error, not a silent loss.
+    if _outside_quotes(text).count("@") > len(found):
+        raise people.ParticipantError(f"cannot read every address in {value.strip()!r}")
+    out: list[str] = []
+    for name, addr in found:
+        try:
+            bare = people.bare_address(addr or name)
+        except people.ParticipantError:
+            # What the parser kept may be a piece ("not" of "not an address"): show both.
+            raise people.ParticipantError(
+                f"{addr or name!r} is not an e-mail address (in {value.strip()!r})"
+            ) from None
+        if bare not in out:
+            out.append(bare)
+    return out
 
 
 def _comment(

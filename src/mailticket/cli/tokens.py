@@ -48,12 +48,15 @@ def _list(args: argparse.Namespace) -> int:
     engine, factory = _session_factory()
     try:
         with factory() as session:
-            for row in tokens.list_tokens(session):
-                state = "revoked" if row.revoked_at else "active"
+            listed = tokens.list_with_states(session)
+            # The state a use meets: a token of a deactivated customer is refused, so it is
+            # listed as suspended, never as active (the column widens to keep rows aligned).
+            width = max([8, *(len(state) for _, state in listed)])
+            for row, state in listed:
                 used = row.last_used_at.isoformat() if row.last_used_at else "never"
                 who = f"customer {row.customer_id}" if row.customer_id is not None else "all"
                 print(
-                    f"{row.id:>5} {row.scope:<6} {state:<8} {who:<16} last used {used:<32} "
+                    f"{row.id:>5} {row.scope:<6} {state:<{width}} {who:<16} last used {used:<32} "
                     f"{row.name}"
                 )
     finally:
@@ -89,7 +92,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "only (read or write scope)",
     )
     create.set_defaults(func=_create)
-    ls = s.add_parser("list", help="tokens, their scope and last use (never the token)")
+    ls = s.add_parser(
+        "list",
+        help="tokens, their scope, state (active, revoked, suspended: customer "
+        "deactivated) and last use (never the token)",
+    )
     ls.set_defaults(func=_list)
     revoke = s.add_parser("revoke", help="revoke a token by id; it stops working at once")
     revoke.add_argument("id", type=int)
