@@ -269,7 +269,7 @@ class ImapSource:
             outcomes = iter(
                 self.handler.process_batch(session, fetched.whole, prepared=fetched.prepared)
             )
-            entries = []
+            entries: list[tuple[int, str | None, str]] = []
             for item in fetched.items:
                 source = self._source(item.uid)
                 if item.headers_only:
@@ -282,13 +282,16 @@ class ImapSource:
                 else:
                     outcome = next(outcomes)
                     message_id, action = outcome.message_id, outcome.action
-                entry = ledger.record(
-                    session, mailbox=self.box.key, folder=self.box.folder,
-                    uidvalidity=uidvalidity, uid=item.uid, message_id=message_id, outcome=action,
-                )
-                entries.append((item.uid, entry, action))
+                entries.append((item.uid, message_id, action))
+            ids = ledger.record_many(
+                session, mailbox=self.box.key, folder=self.box.folder, uidvalidity=uidvalidity,
+                rows=entries,
+            )
             session.commit()
-            return [_Stored(uid, entry.id, action) for uid, entry, action in entries]
+            return [
+                _Stored(uid, ledger_id, action)
+                for (uid, _, action), ledger_id in zip(entries, ids, strict=True)
+            ]
 
     def _mark_done(self, ids: list[int]) -> None:
         if not ids:
