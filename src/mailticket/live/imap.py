@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 # Messages per transaction and per FETCH; bytes per FETCH keep memory bounded.
 BATCH = 100
 BATCH_BYTES = 16 * 1024 * 1024
-# Messages per FETCH command: aioimaplib rescans the whole response for every line it
-# receives (FetchCommand.wait_data), so its CPU cost grows with the square of this.
-FETCH_GROUP = 25
+# Messages per FETCH command (BATCH_BYTES still bounds it). Once limited to 25 because
+# aioimaplib's framing was quadratic in it; LinearProtocol is linear, so one FETCH a batch.
+FETCH_GROUP = BATCH
 # IDLE is renewed at least this often (RFC 2177 asks for < 29 min; NATs drop sooner).
 IDLE_RENEW = 300.0
 MAX_BACKOFF = 300.0
