@@ -112,6 +112,7 @@ def _idle_queue() -> asyncio.Queue[Any]:
 async def test_idle_batches_and_tagged_end_match_aioimaplib() -> None:
     data = (
         b"+ idling\r\n* 4 EXISTS\r\n* 1 RECENT\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"
+        b"* 3 FETCH (UID 7 BODY[] {3}\r\nabc)\r\n* 4 FETCH (UID 8 BODY[] {0}\r\n)\r\n"
         b"* 5 EXISTS\r\nA1 OK Idle completed (0.001 + 1.000 secs).\r\n"
     )
     for chunks in _cuts(data):
@@ -131,6 +132,7 @@ async def test_idle_batches_and_tagged_end_match_aioimaplib() -> None:
 async def test_untagged_literal_without_command_and_other_commands_match() -> None:
     data = (
         b"* LIST () \"/\" {7}\r\nIN}BOX\r\n\r\n* OK [UIDVALIDITY 42] UIDs valid\r\n"
+        b"* LIST () \"/\" {0}\r\n* 2 RECENT\r\n"
         b"* 3 EXISTS\r\nA1 OK [READ-WRITE] Select completed.\r\n"
     )
     for chunks in _cuts(data):
@@ -169,3 +171,17 @@ async def test_literal_ending_exactly_at_chunk_end(size: int) -> None:
     _, ours = _run(LinearProtocol, _fetch, chunks)
     assert _normal(ours.response.lines) == _normal(theirs.response.lines)
     assert ours.response.lines[1] == body
+
+
+async def test_literal_announced_at_a_chunk_end_inside_a_balanced_fetch_is_kept() -> None:
+    """Where aioimaplib differs, on purpose: its FetchCommand.wait_data looks only at the
+    parentheses, so a literal announced by a balanced line at the very end of a chunk is
+    forgotten and its bytes are read as a line (here: dropped as unknown data).
+    LinearProtocol keeps the literal."""
+    chunks = [b'* LIST () "/" {3}\r\n', b"a(b\r\n* 1 FETCH (UID 5 BODY[] {1}\r\nx)\r\n",
+              b"A1 OK done\r\n"]
+    _, theirs = _run(aioimaplib.IMAP4ClientProtocol, _fetch, chunks)
+    _, ours = _run(LinearProtocol, _fetch, chunks)
+    expected = [b'LIST () "/" {3}', b"a(b", b"1 FETCH (UID 5 BODY[] {1}", b"x", b")", b"done"]
+    assert [bytes(x) for x in theirs.response.lines] == expected[:1] + expected[2:]
+    assert [bytes(x) for x in ours.response.lines] == expected

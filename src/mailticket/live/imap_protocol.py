@@ -13,9 +13,12 @@ the same IDLE flush at a chunk that ends on a line boundary — and changes only
 one pass over each chunk by index, a literal handed over as one `bytes` object (a slice of the
 chunk, or one join of the chunks it spans), and FETCH's parenthesis balance kept incrementally.
 
-One visible difference: a literal in `Response.lines` is `bytes`, not `bytearray`, so it can
-no longer be told from a line by its type. Its position tells it: the line before it ends in
-`{size}`. `literal_positions` walks a response that way.
+Two differences. A literal in `Response.lines` is `bytes`, not `bytearray`, so it can no
+longer be told from a line by its type; its position tells it (the line before it ends in
+`{size}`), and `literal_positions` walks a response that way. And a literal announced at the
+very end of a chunk by a line that leaves a FETCH's parentheses balanced is kept, where
+aioimaplib forgets it and reads its bytes as lines (FetchCommand.wait_data looks only at the
+parentheses).
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ class LinearProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         try:
             self._receive(d)
         except Exception:
-            # As aioimaplib: a protocol error must not leave half a state behind for the
-            # next chunk; the command concerned times out or the connection is dropped.
+            # A protocol error (aioimaplib's Abort on an unexpected tag) ends the connection;
+            # nothing half-parsed is kept for a chunk that might still be delivered.
             self._partial.clear()
             self._literal_cmd, self._literal_parts, self._current = None, [], None
             raise
@@ -108,9 +111,7 @@ class LinearProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 pos = found + 2
             self._partial.clear()
             pos = self._line(line, d, pos)
-            if self._literal_cmd is not None:
-                return
-            if pos == end and self._after_literal:
+            if self._chunk_ends_in_literal(pos == end):
                 return
         while pos < end:
             found = d.find(_CRLF, pos)
@@ -118,17 +119,28 @@ class LinearProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                 self._partial += d[pos:]
                 return
             pos = self._line(d[pos:found], d, found + 2)
-            if self._literal_cmd is not None:
-                return
-            if pos == end and self._after_literal:
+            if self._chunk_ends_in_literal(pos == end):
                 return
         # The chunk ended on a line boundary: aioimaplib flushes (IDLE hands its lines to
         # the waiter here) and forgets the current command unless it waits for more.
+        self._flush()
+        if self._current is not None and not self._waits(self._current):
+            self._current = None
+
+    def _flush(self) -> None:
         pending = self.pending_sync_command
         if pending is not None:
             pending.flush()
-        if self._current is not None and not self._waits(self._current):
-            self._current = None
+
+    def _chunk_ends_in_literal(self, at_end: bool) -> bool:
+        """True when the chunk is used up inside or right at the end of a literal; then,
+        as aioimaplib, flush only if none of the literal's bytes came in this chunk, and
+        keep the literal's command for what follows."""
+        if self._literal_cmd is not None:
+            if not self._literal_parts:
+                self._flush()
+            return True
+        return at_end and self._after_literal
 
     def _line(self, line: bytes, d: bytes, pos: int) -> int:
         """Handle one line (and the literal it announces, as far as `d` holds it); returns
@@ -143,6 +155,9 @@ class LinearProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             available = len(d) - pos
             if available >= size:
                 self._deliver_literal(cmd, d[pos : pos + size])
+                # aioimaplib ends an empty literal like a line (a chunk ending there
+                # flushes and may forget the command), a non-empty one otherwise.
+                self._after_literal = size > 0
                 return pos + size
             self._literal_cmd, self._literal_due = cmd, size - available
             self._literal_parts = [memoryview(d)[pos:]] if available else []
