@@ -142,6 +142,28 @@ def test_ledger_known_uids(session_factory: sessionmaker[Session]) -> None:
         assert len(ledger.pending(s, "m", "INBOX")) == 3
 
 
+def test_ledger_record_many_returns_ids_in_row_order_and_mark_done_confirms_them(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    rows = [(9, "<a@x>", "logged"), (3, None, "quarantined"), (5, "<c@x>", "duplicate")]
+    with session_factory() as s:
+        ids = ledger.record_many(s, mailbox="m", folder="F", uidvalidity=4, rows=rows)
+        assert ledger.record_many(s, mailbox="m", folder="F", uidvalidity=4, rows=[]) == []
+        s.commit()
+        got = {e.id: (e.uid, e.message_id, e.outcome, e.server_done)
+               for e in s.scalars(select(ImapLedgerEntry))}
+        assert [got[i] for i in ids] == [(*row, False) for row in rows]
+        ledger.mark_done(s, ids[:2])
+        s.commit()
+        assert [e.uid for e in ledger.pending(s, "m", "F")] == [5]
+        # The same UID twice is refused, as with `record`: the transaction fails as a whole.
+        with pytest.raises(IntegrityError):
+            ledger.record_many(s, mailbox="m", folder="F", uidvalidity=4, rows=[(3, None, "logged")])
+        s.rollback()
+
+
 def test_ledger_prune_forgets_only_old_confirmed_rows(session_factory: sessionmaker[Session]) -> None:
     from datetime import UTC, datetime, timedelta
 

@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 # Messages per transaction and per FETCH; bytes per FETCH keep memory bounded.
 BATCH = 100
 BATCH_BYTES = 16 * 1024 * 1024
-# Messages per FETCH command: aioimaplib rescans the whole response for every line it
-# receives (FetchCommand.wait_data), so its CPU cost grows with the square of this.
-FETCH_GROUP = 25
+# Messages per FETCH command (BATCH_BYTES still bounds it). Once limited to 25 because
+# aioimaplib's framing was quadratic in it; LinearProtocol is linear, so one FETCH a batch.
+FETCH_GROUP = BATCH
 # IDLE is renewed at least this often (RFC 2177 asks for < 29 min; NATs drop sooner).
 IDLE_RENEW = 300.0
 MAX_BACKOFF = 300.0
@@ -269,7 +269,7 @@ class ImapSource:
             outcomes = iter(
                 self.handler.process_batch(session, fetched.whole, prepared=fetched.prepared)
             )
-            entries = []
+            entries: list[tuple[int, str | None, str]] = []
             for item in fetched.items:
                 source = self._source(item.uid)
                 if item.headers_only:
@@ -282,13 +282,16 @@ class ImapSource:
                 else:
                     outcome = next(outcomes)
                     message_id, action = outcome.message_id, outcome.action
-                entry = ledger.record(
-                    session, mailbox=self.box.key, folder=self.box.folder,
-                    uidvalidity=uidvalidity, uid=item.uid, message_id=message_id, outcome=action,
-                )
-                entries.append((item.uid, entry, action))
+                entries.append((item.uid, message_id, action))
+            ids = ledger.record_many(
+                session, mailbox=self.box.key, folder=self.box.folder, uidvalidity=uidvalidity,
+                rows=entries,
+            )
             session.commit()
-            return [_Stored(uid, entry.id, action) for uid, entry, action in entries]
+            return [
+                _Stored(uid, ledger_id, action)
+                for (uid, _, action), ledger_id in zip(entries, ids, strict=True)
+            ]
 
     def _mark_done(self, ids: list[int]) -> None:
         if not ids:

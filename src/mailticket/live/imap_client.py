@@ -18,13 +18,13 @@ from typing import Any, Literal
 import aioimaplib
 
 from mailticket.live.config import MailboxConfig
+from mailticket.live.imap_protocol import LinearProtocol, literal_positions
 
 log = logging.getLogger(__name__)
 
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
-_LITERAL = re.compile(rb"\{(\d+)\}$")
 
 
 class ImapError(Exception):
@@ -61,7 +61,7 @@ async def _expect_tagged(
             return lines
 
 
-class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+class _Protocol(LinearProtocol):
     def _continuation(self, line: bytes) -> None:
         command = self.pending_sync_command
         if command is not None and command.name == "AUTHENTICATE":
@@ -231,12 +231,11 @@ class ImapSession:
         self._ok(resp, "fetch")
         out: list[Fetched] = []
         lines = resp.lines
-        for i, line in enumerate(lines):
-            if not isinstance(line, bytes):
-                continue
-            uid, literal = _FETCH_UID.search(line), _LITERAL.search(line)
-            if uid and literal and i + 1 < len(lines):
-                out.append(Fetched(int(uid.group(1)), bytes(lines[i + 1])))
+        for head, body in literal_positions(lines):
+            if uid := _FETCH_UID.search(lines[head]):
+                data = lines[body]
+                # LinearProtocol hands literals over as bytes already: no second copy.
+                out.append(Fetched(int(uid.group(1)), data if type(data) is bytes else bytes(data)))
         return out
 
     async def finish(self, uids: list[int]) -> None:
