@@ -88,6 +88,7 @@ class Dovecot:
         settings: dict[str, str] | None = None,
         lmtp: bool = False,
         push_url: str | None = None,
+        more_push_urls: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         # Further dovecot.conf settings (the bench tries the IDLE ones).
@@ -101,6 +102,8 @@ class Dovecot:
         # Dovecot's push_notification plugin (ox driver) PUTs to this URL on every message
         # delivered over LMTP; the user must also have the http-notify METADATA set.
         self.push_url = push_url
+        # Further URLs pushed to as well (push_notification_driver2, 3...): several workers.
+        self.more_push_urls = more_push_urls if push_url else ()
         self.ssl_port = free_port() if ssl else 0
         self.user = USER
         self.password = PASSWORD
@@ -142,11 +145,17 @@ class Dovecot:
             )
         if self.push_url:
             extra += (
-                f"mail_attribute_dict = file:%h/dovecot-attributes\n"
+                "mail_attribute_dict = file:%h/dovecot-attributes\n"
                 "protocol imap {\n  imap_metadata = yes\n}\n"
                 "protocol lmtp {\n  mail_plugins = $mail_plugins notify push_notification\n}\n"
-                # Plugin settings expand %variables: a literal % in the URL is written %%.
-                f"plugin {{\n  push_notification_driver = ox:url={self.push_url.replace('%', '%%')}\n}}\n"
+                "plugin {\n"
+                # Plugin settings expand %variables: a literal % in a URL is written %%.
+                + "".join(
+                    f"  push_notification_driver{n if n > 1 else ''} = "
+                    f"ox:url={url.replace('%', '%%')}\n"
+                    for n, url in enumerate((self.push_url, *self.more_push_urls), start=1)
+                )
+                + "}\n"
             )
         # Dovecot refuses root for login and mail processes, and the test's temp dirs are
         # private to root: sockets and mail live in a short, world-traversable base_dir.

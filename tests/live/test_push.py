@@ -191,3 +191,79 @@ async def test_push_port_in_use_is_a_clear_error(
     with socket.create_server(("127.0.0.1", push.port)):
         with pytest.raises(ConfigError, match="cannot listen"):
             worker._bind_push()
+
+
+@pytest.fixture(scope="module")
+def two_push_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PushDovecot, PushDovecot]]:
+    """One Dovecot pushing every LMTP delivery to two workers' listeners (driver, driver2),
+    as docs/scaling.md tells operators with several workers to configure it."""
+    port_a, port_b = free_port(), free_port()
+    server = Dovecot(
+        tmp_path_factory.mktemp("push2-dovecot"), ssl=False,
+        push_url=f"http://dovecot:{SECRET}@127.0.0.1:{port_a}/dovecot",
+        more_push_urls=(f"http://dovecot:{SECRET}@127.0.0.1:{port_b}/dovecot",),
+    ).start()
+    yield PushDovecot(server, port_a), PushDovecot(server, port_b)
+    server.stop()
+
+
+async def test_a_standby_worker_takes_the_folder_over_at_the_next_push(
+    two_push_server: tuple[PushDovecot, PushDovecot], settings: Settings,
+    session_factory: sessionmaker[Session], engine: Engine, tmp_path: Path,
+) -> None:
+    """Two workers, one folder: the one holding its lock drains on each push; the other is
+    pushed too and stays on standby without logging in to IMAP. Once the holder stops, the
+    next push brings the standby in at once (no poll for an hour, no IDLE)."""
+    push_a, push_b = two_push_server
+    server = push_a.server
+    server.reset_mail()
+    server.set_metadata(HTTP_NOTIFY, f"user={server.user}")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = push_worker(settings, engine, session_factory, push_a, tmp_path / "a")
+    b = push_worker(settings, engine, session_factory, push_b, tmp_path / "b")
+    # Another process, as far as the folder's lock is concerned (SQLite leases are per owner).
+    b.imap[0].lock.owner = "another-host:2:standby"
+    b_pushes: list[int] = []
+    b_wake = b.wake_pushed
+
+    def b_recorded(user: str, folder: str) -> int:
+        b_pushes.append(b_wake(user, folder))
+        return b_pushes[-1]
+
+    b.wake_pushed = b_recorded  # type: ignore[method-assign]
+    b_logins = [0]
+    b_open = b.imap[0].imap.open
+
+    async def b_counted() -> None:
+        b_logins[0] += 1
+        await b_open()
+
+    b.imap[0].imap.open = b_counted  # type: ignore[method-assign]
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    task_a = asyncio.create_task(a.run(stop_a))
+    task_b: asyncio.Task[None] | None = None
+    try:
+        await wait_for(lambda: a.imap[0].lock.held)
+        task_b = asyncio.create_task(b.run(stop_b))
+        await wait_for(lambda: b_logins[0] == 1 and b.imap[0].lock.name != "")
+        for n in range(3):
+            await asyncio.to_thread(server.lmtp_deliver, message(f"while A holds it {n}"))
+            await wait_for(lambda n=n: stored(session_factory) == n + 1)  # type: ignore[misc]
+        await wait_for(lambda: len(b_pushes) == 3)
+        await asyncio.sleep(0.3)  # B's tries after the pushes
+        assert not b.imap[0].lock.held and b_logins[0] == 1  # the lock tried, IMAP left alone
+        stop_a.set()
+        await asyncio.wait_for(task_a, 15)
+        assert not a.imap[0].lock.held
+        await asyncio.to_thread(server.lmtp_deliver, message("after A stopped"))
+        await wait_for(lambda: stored(session_factory) == 4)
+        assert b.imap[0].lock.held
+    finally:
+        stop_a.set()
+        stop_b.set()
+        await asyncio.wait_for(task_a, 15)
+        if task_b is not None:
+            await asyncio.wait_for(task_b, 15)
+    assert counts(session_factory)["pending"] == 0
+    assert all("\\Seen" in f for f in server.flags().values())

@@ -327,15 +327,29 @@ class ImapSource:
         reconnecting with exponential backoff when the connection or the database fails."""
         stop = self.stop
         backoff = 1.0
+        standby = False  # another worker held the folder's lock at the last try
         try:
             while not stop.is_set():
                 try:
+                    if standby:
+                        # Cleared before the try: a push from now on ends the wait below.
+                        self.wake.clear()
+                        # The lock is tried before connecting: a standby woken by every
+                        # push for a busy folder would otherwise log in to IMAP each time.
+                        if not await asyncio.to_thread(self.lock.acquire):
+                            await _wait(stop, _sleep_or_wake(self.wake, self.poll_interval))
+                            continue
                     await self.imap.open()
                     if not await asyncio.to_thread(self._lock_mailbox):
                         log.info("waiting mailbox=%s reason=locked-by-another-worker", self.box.label)
                         await self.imap.close()
-                        await _wait(stop, asyncio.sleep(self.poll_interval))
+                        # A push (or the poll job) wakes a standby at once: when the worker
+                        # holding the folder has stopped or died, the next push's mail is
+                        # taken over now, not one poll interval later.
+                        standby = True
+                        await _wait(stop, _sleep_or_wake(self.wake, self.poll_interval))
                         continue
+                    standby = False
                     metrics.set_imap_state(self.box.label, connected=True)
                     log.info(
                         "connected mailbox=%s idle=%s uidvalidity=%s",
