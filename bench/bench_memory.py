@@ -16,7 +16,7 @@ import reads `bench/mailmix.py`'s mix from a pipe (another process generates it)
 that one source (a fresh database each), built and delivered by this process, never by the
 measured one: (imap) a file put into a private Dovecot's Maildir, which the worker hears of by
 IDLE and FETCHes; (lmtp) sent by an LMTP client here to the worker's receiver; (maildir) a
-file renamed into the worker's MAILDIR_PATH new/. Printed: the worker's resident set once it
+file renamed into the worker's MAILDIR_PATH new/. `--count N`: N such messages at once. Printed: the worker's resident set once it
 is up (VmRSS, before the message), and its peak (VmHWM, /proc/<pid>/status) once the message
 is committed.
 """
@@ -160,9 +160,12 @@ def _send_lmtp(message: Path, port: int) -> str:
     return f"{code} {reply.decode(errors='replace')}"
 
 
-def worker_big(path: str, message: Path, url: str, mb: int, workdir: Path) -> dict[str, object]:
-    """One `mailticket run` with one source takes the message; its VmRSS when up, its VmHWM
-    once the message is committed."""
+def worker_big(
+    path: str, messages: list[Path], url: str, mb: int, workdir: Path
+) -> dict[str, object]:
+    """One `mailticket run` with one source takes the messages (delivered together; over
+    LMTP one after the other, by one client); its VmRSS when up, its VmHWM once they are
+    committed."""
     from sqlalchemy import create_engine, func, select
     from tests.live.dovecot import Dovecot, free_port
     from tests.smtp_sink import SmtpSink
@@ -202,19 +205,21 @@ def worker_big(path: str, message: Path, url: str, mb: int, workdir: Path) -> di
                 up = _proc_status(proc.pid)
                 t = time.perf_counter()
                 reply = ""
-                if dovecot is not None:
-                    _deliver_file(message, dovecot.home / dovecot.user / "Maildir",
-                                  owner="dovecot")
-                elif lmtp_port:
-                    reply = _send_lmtp(message, lmtp_port)
-                else:
-                    _deliver_file(message, maildir)
+                for message in messages:
+                    if dovecot is not None:
+                        _deliver_file(message, dovecot.home / dovecot.user / "Maildir",
+                                      owner="dovecot")
+                    elif lmtp_port:
+                        reply = _send_lmtp(message, lmtp_port)
+                    else:
+                        _deliver_file(message, maildir)
 
                 def stored() -> bool:
                     with engine.connect() as conn:
-                        return bool(conn.scalar(select(func.count()).select_from(EmailLog)))
+                        done = conn.scalar(select(func.count()).select_from(EmailLog)) or 0
+                    return done >= len(messages)
 
-                _wait(stored, 600, "the message stored", proc, log)
+                _wait(stored, 900, "the messages stored", proc, log)
                 took = time.perf_counter() - t
                 time.sleep(0.5)  # the server action / rename after the commit
                 peak = _proc_status(proc.pid)
@@ -232,7 +237,8 @@ def worker_big(path: str, message: Path, url: str, mb: int, workdir: Path) -> di
     return {"up": up["VmRSS"], "peak": peak["VmHWM"], "seconds": took, "reply": reply}
 
 
-def check_stored(url: str, mb: int, sha: str, raw_size: int) -> bool:
+def check_stored(url: str, mb: int, expected: list[tuple[str, int]]) -> bool:
+    """Each message's attachment (size, SHA-256) and raw length stored, once each."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
@@ -240,9 +246,11 @@ def check_stored(url: str, mb: int, sha: str, raw_size: int) -> bool:
         stored = conn.execute(text(
             "SELECT a.size, a.sha256, length(r.raw) FROM tticket_attachments a "
             "JOIN tticket_email_log l ON l.id = a.email_log_id "
-            "JOIN mailticket_raw_messages r ON r.id = l.raw_message_id")).one()
+            "JOIN mailticket_raw_messages r ON r.id = l.raw_message_id")).all()
     engine.dispose()
-    return bool(stored[0] == mb << 20 and stored[1] == sha and stored[2] == raw_size)
+    return sorted(tuple(row) for row in stored) == sorted(
+        (mb << 20, sha, raw_size) for sha, raw_size in expected
+    )
 
 
 def main() -> None:
@@ -252,6 +260,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=0, help="print RSS every this many (default n/20)")
     ap.add_argument("--worker", nargs="+", default=[], choices=("imap", "lmtp", "maildir"),
                     help="also: a `mailticket run` taking the message from these sources")
+    ap.add_argument("--count", type=int, default=1,
+                    help="--worker: this many such messages at once (each its own Message-ID)")
     ap.add_argument("--no-file", action="store_true",
                     help="skip the in-process pipeline.process measurement")
     ap.add_argument("--child-big", nargs=2, help=argparse.SUPPRESS)
@@ -282,11 +292,15 @@ def main() -> None:
                 path = Path(tmp) / "big.eml"
                 sha = write_big_message(path, args.mb)
                 raw_size = path.stat().st_size
+                more = [Path(tmp) / f"big{i}.eml" for i in range(1, args.count)]
+                expected = [(sha, raw_size)] + [
+                    (write_big_message(extra, args.mb), extra.stat().st_size) for extra in more
+                ]
                 if not args.no_file:
                     done = subprocess.run([*me, "--child-big", str(path), url], check=True,
                                           capture_output=True, text=True)
                     got = json.loads(done.stdout.strip().splitlines()[-1])
-                    ok = check_stored(url, args.mb, sha, got["raw"])
+                    ok = check_stored(url, args.mb, [(sha, got["raw"])])
                     print(f"{args.mb} MB attachment ({got['raw'] / 2**20:.0f} MB message):"
                           f" {got['action']} in {got['seconds']:.1f}s,"
                           f" stored {'intact' if ok else 'WRONG'}")
@@ -299,14 +313,16 @@ def main() -> None:
                         migrate.upgrade(wurl)
                         work = Path(tempfile.mkdtemp(prefix=f"mt-mem-{source}-"))
                         try:
-                            w = worker_big(source, path, wurl, args.mb, work)
+                            w = worker_big(source, [path, *more], wurl, args.mb, work)
                         finally:
                             shutil.rmtree(work, ignore_errors=True)
-                        ok = check_stored(wurl, args.mb, sha, raw_size)
+                        ok = check_stored(wurl, args.mb, expected)
                     finally:
                         drop_pg(wname)
                     reply = f", reply {w['reply']!r}" if w["reply"] else ""
-                    print(f"{source}: `mailticket run` stored the {args.mb} MB attachment"
+                    what = (f"{args.count} messages with a {args.mb} MB attachment each"
+                            if args.count > 1 else f"the {args.mb} MB attachment")
+                    print(f"{source}: `mailticket run` stored {what}"
                           f" {'intact' if ok else 'WRONG'} in {w['seconds']:.1f}s{reply};"
                           f" load {os.getloadavg()[0]:.2f}")
                     print(f"  peak RSS {w['peak']:.0f} MB (after start-up {w['up']:.0f} MB);"
