@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -185,3 +186,61 @@ async def test_literal_announced_at_a_chunk_end_inside_a_balanced_fetch_is_kept(
     expected = [b'LIST () "/" {3}', b"a(b", b"1 FETCH (UID 5 BODY[] {1}", b"x", b")", b"done"]
     assert [bytes(x) for x in theirs.response.lines] == expected[:1] + expected[2:]
     assert [bytes(x) for x in ours.response.lines] == expected
+
+
+def _small_cuts(data: bytes, rng: random.Random, fixed: tuple[int, ...]) -> list[bytes]:
+    """`data` in reads of 1 byte to 16 KB, as a slow link or TLS records deliver it, also
+    cut at each position in `fixed`."""
+    cuts = set(fixed)
+    pos = 0
+    while pos < len(data):
+        pos += rng.randint(1, 16384)
+        cuts.add(pos)
+    edges = sorted(c for c in cuts if 0 < c < len(data))
+    return [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True)]
+
+
+async def test_six_mb_literal_in_many_small_chunks_is_handed_over_exactly() -> None:
+    """The literal, and the one after it in the same FETCH, come out as the exact bytes
+    (and as aioimaplib gives them), whether the literal starts a read of its own or shares
+    one with the line announcing it."""
+    rng = random.Random(9)
+    big = rng.randbytes(6 << 20)
+    small = b"Subject: after\r\n\r\n"
+    head = b"* 1 FETCH (UID 5 BODY[] {%d}\r\n" % len(big)
+    data = (head + big + b" BODY[HEADER] {%d}\r\n" % len(small) + small
+            + b")\r\nA1 OK done\r\n")
+    for fixed in ((len(head),), (len(head) - 1, len(head) + len(big)), ()):
+        chunks = _small_cuts(data, rng, fixed)
+        assert len(chunks) > 700
+        _, ours = _run(LinearProtocol, _fetch, chunks)
+        assert ours.response.result == "OK"
+        found = [ours.response.lines[j] for _, j in literal_positions(ours.response.lines)]
+        assert [type(x) for x in found] == [bytes, bytes]
+        assert found[0] == big and found[1] == small
+        if not fixed:
+            _, theirs = _run(aioimaplib.IMAP4ClientProtocol, _fetch, chunks)
+            assert _normal(ours.response.lines) == _normal(theirs.response.lines)
+
+
+async def test_a_literal_over_many_chunks_is_held_once_while_it_arrives() -> None:
+    """Memory, counted by tracemalloc (Python's own allocations, not RSS): the chunks a
+    literal spans are not kept until its end to be joined there, which held it twice (a
+    68 MB message took 136 MB in the reader)."""
+    body = random.Random(4).randbytes(6 << 20)
+    data = b"* 1 FETCH (UID 5 BODY[] {%d}\r\n" % len(body) + body + b")\r\nA1 OK done\r\n"
+    proto = LinearProtocol(asyncio.get_running_loop(), None)
+    proto.connection_made(_Transport())
+    proto.state = aioimaplib.SELECTED
+    cmd = _fetch()
+    proto.pending_sync_command = cmd
+    tracemalloc.start()
+    try:
+        for pos in range(0, len(data), 65536):
+            # A new bytes object per read, dropped after the call, as a transport hands them.
+            proto.data_received(data[pos : pos + 65536])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert cmd.response.result == "OK" and cmd.response.lines[1] == body
+    assert peak < 1.5 * len(body), peak

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,41 @@ class FakeHandler:
         prepared: Sequence[Any] | None = None,
     ) -> list[Outcome]:
         return [self.process_in_session(session, raw, source) for raw, source in items]
+
+
+class BatchRecorder(FakeHandler):
+    """FakeHandler that records each batch's message sizes, and whether a batch was
+    prepared while one of more than `big` bytes was being stored (which it makes slow, so
+    that a fetch running ahead would be seen)."""
+
+    def __init__(self, big: int) -> None:
+        super().__init__()
+        self.big = big
+        self.batches: list[list[int]] = []
+        self.storing_big = False
+        self.prepared_while_big = 0
+
+    def prepare(self, items: Sequence[tuple[bytes, str]]) -> list[object]:
+        if self.storing_big:
+            self.prepared_while_big += 1
+        return super().prepare(items)
+
+    def process_batch(
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, str]],
+        *,
+        prepared: Sequence[Any] | None = None,
+    ) -> list[Outcome]:
+        sizes = [len(raw) for raw, _ in items]
+        self.batches.append(sizes)
+        self.storing_big = sum(sizes) > self.big
+        try:
+            if self.storing_big:
+                time.sleep(0.5)
+            return super().process_batch(session, items, prepared=prepared)
+        finally:
+            self.storing_big = False
 
 
 def count(session_factory: Any, model: type, *where: object) -> int:

@@ -338,3 +338,99 @@ def test_a_client_gone_during_data_delivers_nothing_and_the_server_goes_on() -> 
         controller.stop()
     assert replies[-1].startswith(b"250 ")
     assert [seen[3] for seen in handler.seen] == [b"whole\r\n"]
+
+
+async def unstuffed_in_pieces(pieces: list[bytes]) -> tuple[DataState, bytes, bytes]:
+    """fed_in_pieces, with read_data unstuffing as it reads (as the servers call it)."""
+    reader = asyncio.StreamReader(limit=LINE)
+
+    async def feed() -> None:
+        for piece in pieces:
+            reader.feed_data(piece)
+            for _ in range(3):
+                await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.create_task(feed())
+    got = await read_data(reader, size_limit=SIZE_LIMIT, line_limit=LINE, unstuffed=True)
+    await feeder
+    return (*got, await reader.read())
+
+
+DOTTED_FILLER = (b".p" + b"p" * 96 + b"\r\n" + b"..q" + b"q" * 95 + b"\r\n") * 90
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b".\r\n",
+        b"..\r\n.\r\n",
+        b"...\r\n.\r\n",
+        b".hidden\r\n.\r\n",
+        b"a\r\n..b\r\n\r\n.\r\n",
+        b"\r\n..\r\n..x\r\n.\r\n",
+        b"..\r\n...\r\n.x\r\n..x\r\nx.\r\n. \r\n.\r\n",
+        b"x\r\n.\r\r\n\n.\r\n.x\r\n\r\n.\r\n",
+        b"..\r\n" * 50 + b".\r\n",
+        b"." * (LINE - 1) + b"\r\n.\r\n",
+        b"." * (LINE + 1) + b"\r\n.\r\n",
+        DOTTED_FILLER + b".\r\n",
+        DOTTED_FILLER + b"." * (LINE + 1) + b"\r\n.\r\n",
+    ],
+    ids=lambda p: f"{len(p)}B",
+)
+async def test_read_data_unstuffs_as_aiosmtpd_wherever_cut(payload: bytes) -> None:
+    """Unstuffed piece by piece as it is read, the message is what aiosmtpd hands over
+    (unstuffed whole), however the reads cut it: a CRLF + "." split across reads, a dot at
+    the very start, lines that are dots only."""
+    expected = await asyncio.to_thread(stock_outcome, payload)
+    after = b"NOOP\r\n"
+    stream = payload + after
+    cuts = range(1, len(stream))
+    if len(payload) > 4000:
+        cuts = sorted({*range(1, 30), *range(len(payload) - 2 * LINE - 20, len(stream)),
+                       *range(1, len(payload), 97)})
+    for cut in cuts:
+        assert await unstuffed_in_pieces([stream[:cut], stream[cut:]]) == (*expected, after), cut
+    if len(payload) < 4000:
+        assert await unstuffed_in_pieces([bytes([b]) for b in stream]) == (*expected, after)
+    size = 1
+    while size < len(stream):  # many cuts at once: pieces of every size up to the whole
+        pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert await unstuffed_in_pieces(pieces) == (*expected, after), size
+        size = size * 2 + 1
+
+
+@pytest.mark.parametrize("unstuffed", [False, True], ids=["as sent", "unstuffed"])
+async def test_a_big_message_is_held_once_while_it_is_read(unstuffed: bool) -> None:
+    """Memory, counted by tracemalloc (Python's own allocations, not RSS): 6 MB of DATA
+    with dot-stuffed lines, read in 64 KB pieces, is in memory about once, never as the
+    whole bytearray read and its bytes copy (twice), nor as the data as sent and its
+    unstuffed copy."""
+    lines = [b"..stuffed line %d\r\n" % i if i % 50 == 0 else b"b" * 76 + b"\r\n"
+             for i in range(6 << 20 >> 6)]
+    message = b"".join(lines)
+    stream = message + b".\r\n"
+    reader = asyncio.StreamReader(limit=LINE)
+
+    async def feed() -> None:
+        for pos in range(0, len(stream), 65536):
+            # A new bytes object per piece, as the transport hands them over.
+            reader.feed_data(stream[pos : pos + 65536])
+            await asyncio.sleep(0)
+
+    tracemalloc.start()
+    try:
+        feeder = asyncio.create_task(feed())
+        # As sent: the call as it always was; unstuffed: as the servers read it.
+        state, data = await (
+            read_data(reader, size_limit=None, line_limit=LINE, unstuffed=True) if unstuffed
+            else read_data(reader, size_limit=None, line_limit=LINE)
+        )
+        await feeder
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert state is DataState.NOMINAL
+    assert data == (unstuff(message) if unstuffed else message)
+    assert peak < 1.5 * len(message), peak

@@ -6,14 +6,14 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.live import ledger
+from mailticket.live import imap, ledger
 from mailticket.live.config import MailboxConfig
 from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapSession
 from mailticket.live.models import ImapLedgerEntry
 from mailticket.store.models import QuarantineEntry
 from tests.live.dovecot import Dovecot
-from tests.live.helpers import FakeHandler, counts, message
+from tests.live.helpers import BatchRecorder, FakeHandler, counts, message
 
 
 def source(
@@ -129,6 +129,28 @@ async def test_oversized_and_poison_are_quarantined_and_the_rest_flows(
         assert huge.message_id is not None
     assert reasons[1].startswith("too large: ") and reasons[1].endswith(" bytes")
     assert all("\\Seen" in f for f in dovecot.flags().values())
+
+
+async def test_a_batch_ends_at_its_byte_budget_and_a_big_one_is_not_fetched_ahead(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session],
+    engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every message of a batch is held with its parse until the commit: a batch ends before
+    the message that would take it over BATCH_BYTES, a bigger message is a batch of its own,
+    and while such a batch is stored the next is not fetched and parsed alongside it."""
+    monkeypatch.setattr(imap, "BATCH_BYTES", 6000)
+    bodies = [2500, 2500, 2500, 2500, 9000, 9000, 2500, 20_000, 2500]
+    for i, size in enumerate(bodies):
+        dovecot.append(message(f"question {i}", body="x" * size))
+    handler = BatchRecorder(big=6000)
+    assert await source(mailbox, handler, session_factory, engine).run_once() == len(bodies)
+    assert counts(session_factory)["email_log"] == len(bodies)
+    assert [len(b) for b in handler.batches] == [2, 2, 1, 1, 1, 1, 1]
+    assert all(sum(b) <= 6000 or len(b) == 1 for b in handler.batches), handler.batches
+    # (On SQLite the write gate already keeps them apart: the previous batch's server action
+    # waits for the store's turn. PostgreSQL shows the fetch running ahead.)
+    assert handler.prepared_while_big == 0
+    assert all("\\Seen" in flags for flags in dovecot.flags().values())
 
 
 def test_ledger_known_uids(session_factory: sessionmaker[Session]) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket.live import maildir
 from mailticket.live.lmtp import parse_listen, start_receiver
 from mailticket.live.maildir import MaildirSource, seen_name
 from mailticket.store.db import make_engine, make_session_factory
 from mailticket.types import Outcome
 from tests.live.dovecot import free_port
-from tests.live.helpers import FakeHandler, counts, message
+from tests.live.helpers import BatchRecorder, FakeHandler, counts, message
 
 
 def test_maildir_moves_to_cur_after_commit(
@@ -51,6 +52,28 @@ def test_maildir_redelivered_file_is_a_duplicate(
     (box / "new" / "x").write_bytes(raw)
     src.drain()
     assert counts(session_factory)["email_log"] == 1 and handler.calls == 2
+
+
+def test_a_maildir_batch_ends_at_its_byte_budget(
+    tmp_path: Path, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file of a batch is held with its parse until the commit: a batch ends before
+    the file that would take it over BATCH_BYTES, a bigger file is a batch of its own; an
+    over-size file (quarantined, headers only) does not count."""
+    monkeypatch.setattr(maildir, "BATCH_BYTES", 6000)
+    box = tmp_path / "Maildir"
+    handler = BatchRecorder(big=6000)
+    src = MaildirSource(box, handler, session_factory, max_message_size=30_000)
+    src.ensure()
+    bodies = [2500, 2500, 2500, 2500, 9000, 40_000, 2500, 2500, 20_000, 2500]
+    for i, size in enumerate(bodies):
+        (box / "new" / f"{i:02}.m").write_bytes(message(f"q{i}", body="x" * size))
+    assert src.drain() == len(bodies)
+    assert [len(b) for b in handler.batches] == [2, 2, 1, 2, 1, 1]
+    assert all(sum(b) <= 6000 or len(b) == 1 for b in handler.batches), handler.batches
+    c = counts(session_factory)
+    assert c["email_log"] == len(bodies) - 1 and c["quarantine"] == 1
+    assert os.listdir(box / "new") == []
 
 
 def test_seen_name_keeps_flags() -> None:

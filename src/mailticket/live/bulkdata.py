@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import logging
 from typing import Any
 
@@ -120,14 +121,22 @@ async def read_data(
     size_limit: int | None,
     line_limit: int,
     reader_limit: int | None = None,
+    unstuffed: bool = False,
 ) -> tuple[DataState, bytes]:
     """Reads DATA up to and with its final "." line. Returns the state and, when NOMINAL,
     the message as sent (dot-stuffed, without the final "." line); otherwise b"".
 
     `reader_limit`: the stream reader's line limit (aiosmtpd makes it `line_length_limit`).
+    `unstuffed`: the message as `unstuff` makes it instead, unstuffed piece by piece as it
+    is read: unstuffing it whole afterwards holds the message twice.
     """
     checks = _Lines(size_limit, line_limit, line_limit if reader_limit is None else reader_limit)
-    buf = bytearray()  # NOMINAL: the whole message so far; else the unsearched end of it
+    # NOMINAL: the message is written into `out` as its lines are checked, and handed over as
+    # out.getvalue(), which is the buffer's own bytes object, not a copy (CPython's BytesIO).
+    # Gathering it all in one bytearray and copying that into bytes at the end held it
+    # twice: 136 MB for a 68 MB message (a 50 MB attachment).
+    out = io.BytesIO()
+    buf = bytearray()  # what is not in `out`: from the CRLF of the last line written on
     at_start = True  # buf[0] is the message's first byte
     checked = 0  # buf[:checked] is whole lines, checked
     while True:
@@ -153,21 +162,43 @@ async def read_data(
             checks.check(buf, checked, end)
             if checks.state is not DataState.NOMINAL:
                 return checks.state, b""
-            del buf[end:]
-            return DataState.NOMINAL, bytes(buf)
+            _move(buf, end, out, unstuffed, at_start)
+            return DataState.NOMINAL, out.getvalue()
         if checks.state is DataState.NOMINAL:
             last = buf.rfind(b"\r\n", checked)
             if last >= 0:
                 checks.check(buf, checked, last + 2)
                 checked = last + 2
             checks.check_partial(len(buf) - checked)
-        if checks.state is not DataState.NOMINAL:
+        if checks.state is DataState.NOMINAL:
+            # The lines checked go to `out`, all but the last one's CRLF: the end marker
+            # starts with it.
+            if checked > 2:
+                _move(buf, checked - 2, out, unstuffed, at_start)
+                checked = 2
+                at_start = False
+        else:
             # Over a limit: what remains is only read to find the end. Keep enough of the
             # end of it to find an end marker that is split across two chunks.
+            out = io.BytesIO()
             if len(buf) > len(_END) - 1:
                 del buf[: len(buf) - (len(_END) - 1)]
                 at_start = False
             checked = 0
+
+
+def _move(buf: bytearray, size: int, out: io.BytesIO, unstuffed: bool, first: bool) -> None:
+    """buf[:size] appended to `out` (unstuffed if asked) and removed from `buf`.
+
+    buf[:size] starts at the message's start (`first`) or at the CRLF that ends the line
+    before it, and is followed by a CRLF or by the final ".": each CRLF + "." that unstuffing
+    removes a dot after lies whole inside one piece."""
+    if unstuffed and (buf.find(b"\r\n.", 0, size) >= 0 or (first and buf[:1] == b".")):
+        out.write(unstuff(bytes(buf[:size])) if first else buf[:size].replace(b"\r\n.", b"\r\n"))
+    else:
+        with memoryview(buf) as view:
+            out.write(view[:size])
+    del buf[:size]
 
 
 def unstuff(data: bytes) -> bytes:
@@ -198,10 +229,11 @@ class BulkDataMixin:
             return
         await server.push("354 End data with <CR><LF>.<CR><LF>")
         try:
-            state, data = await read_data(
+            state, original_content = await read_data(
                 server._reader,
                 size_limit=server.data_size_limit,
                 line_limit=server.line_length_limit,
+                unstuffed=True,
             )
         except asyncio.CancelledError:
             log.info("Connection lost during DATA")
@@ -215,7 +247,6 @@ class BulkDataMixin:
             await server.push("552 Error: Too much mail data")
             server._set_post_data_state()
             return
-        original_content = unstuff(data)
         content: str | bytes
         if server._decode_data:
             if server.enable_SMTPUTF8:

@@ -33,7 +33,11 @@ from mailticket.types import Outcome
 
 log = logging.getLogger(__name__)
 
-# Messages per transaction and per FETCH; bytes per FETCH keep memory bounded.
+# Messages per transaction and per FETCH. A batch also ends before the message that would
+# take it over BATCH_BYTES (a bigger message is a batch of its own), and the next batch is
+# fetched ahead only while the one being stored is within BATCH_BYTES: every message of a
+# batch is held, with its parse, from its FETCH to its commit. Bounded by count alone,
+# three queued 50 MB attachments were one batch, and 460 MB of RSS.
 BATCH = 100
 BATCH_BYTES = 16 * 1024 * 1024
 # Messages per FETCH command (BATCH_BYTES still bounds it). Once limited to 25 because
@@ -78,6 +82,8 @@ class _Fetched:
     items: list[_Item]
     whole: list[tuple[bytes, str]]  # (raw, source) of the items not headers_only
     prepared: Sequence[object]  # the handler's `prepare` of `whole`
+    taken: int  # how many of the UIDs asked for this batch covers (the rest: the next one)
+    held: int  # bytes of the whole messages
 
 
 @dataclass(slots=True)
@@ -142,32 +148,39 @@ class ImapSource:
         uidvalidity = self.imap.uidvalidity
         known = await asyncio.to_thread(self._known, uidvalidity, listed)
         todo = [uid for uid in listed if uid not in known]
-        chunks = [todo[start : start + BATCH] for start in range(0, len(todo), BATCH)]
         stored = 0
         # Three stages overlap: batch k is stored (pipeline + ledger, in a thread) while the
         # connection first does batch k-1's server action and then fetches batch k+1, which
         # another thread then parses (the storing thread mostly waits on the database, so
         # parsing there would leave that time unused). The connection runs one command at a
         # time: the fetch starts once the action is done. Per batch the order stays commit →
-        # server action → ledger marked done.
+        # server action → ledger marked done. A batch covers the first UIDs of `todo` (see
+        # BATCH_BYTES for how many); the next one is known once it is fetched.
         ahead: asyncio.Future[_Fetched] | None = None
         storing: asyncio.Future[list[_Stored]] | None = None
         previous: list[_Stored] | None = None
         try:
-            for index, chunk in enumerate(chunks):
+            while todo:
                 if self.stop.is_set():
                     break
-                fetched = await (ahead if ahead is not None else self._fetch_prepared(chunk))
+                fetched = await (
+                    ahead if ahead is not None else self._fetch_prepared(todo[:BATCH])
+                )
                 ahead = None
+                todo = todo[fetched.taken :]
+                small = fetched.held <= BATCH_BYTES
                 if fetched.items:
                     storing = asyncio.ensure_future(
                         asyncio.to_thread(self._store, self.imap.uidvalidity, fetched)
                     )
+                # Held by the store thread alone from here: freed when it is done, not kept
+                # through the next batch's fetch.
+                del fetched
                 if previous is not None:
                     finishing, previous = previous, None
                     stored += await self._finish_batch(finishing)
-                if index + 1 < len(chunks) and not self.stop.is_set():
-                    ahead = asyncio.ensure_future(self._fetch_prepared(chunks[index + 1]))
+                if todo and not self.stop.is_set() and small:
+                    ahead = asyncio.ensure_future(self._fetch_prepared(todo[:BATCH]))
                 if storing is not None:
                     previous = await storing
                     storing = None
@@ -190,18 +203,22 @@ class ImapSource:
     async def _fetch_prepared(self, uids: list[int]) -> _Fetched:
         """The messages, and what the pipeline needs of the whole ones before storing them
         (parsed and classified, no database), computed in a thread of its own."""
-        items = await self._collect(uids)
+        items, taken = await self._collect(uids)
         whole = [(item.raw, self._source(item.uid)) for item in items if not item.headers_only]
         prepared = await asyncio.to_thread(self.handler.prepare, whole) if whole else []
-        return _Fetched(items, whole, prepared)
+        held = sum(len(raw) for raw, _ in whole)
+        return _Fetched(items, whole, prepared, taken, held)
 
-    async def _collect(self, uids: list[int]) -> list[_Item]:
-        """Sizes, then the messages (headers only when too big), in UID order."""
+    async def _collect(self, uids: list[int]) -> tuple[list[_Item], int]:
+        """Sizes, then the messages (headers only when too big), in UID order, up to the
+        message that would take the batch over BATCH_BYTES; and how many UIDs that covers
+        (at least one)."""
         sizes = await self.imap.sizes(uids)
         items: list[_Item] = []
         group: list[int] = []
-        group_bytes = 0
-        for uid in uids:
+        held = 0
+        taken = len(uids)
+        for index, uid in enumerate(uids):
             size = sizes.get(uid)
             if size is None:  # expunged by someone else meanwhile
                 continue
@@ -209,15 +226,18 @@ class ImapSource:
                 for got in await self.imap.fetch([uid], "BODY.PEEK[HEADER]"):
                     items.append(_Item(got.uid, got.data, size, headers_only=True))
                 continue
-            if group and (group_bytes + size > BATCH_BYTES or len(group) >= FETCH_GROUP):
+            if held and held + size > BATCH_BYTES:
+                taken = index
+                break
+            if len(group) >= FETCH_GROUP:
                 items.extend(await self._fetch_full(group, sizes))
-                group, group_bytes = [], 0
+                group = []
             group.append(uid)
-            group_bytes += size
+            held += size
         if group:
             items.extend(await self._fetch_full(group, sizes))
         items.sort(key=lambda item: item.uid)
-        return items
+        return items, taken
 
     async def _finish_batch(self, stored: list[_Stored]) -> int:
         """Stored and committed: now flag, move or delete them on the server."""
