@@ -156,7 +156,11 @@ class CommentOut(_Out):
     body: str
     author_email: str | None
     is_internal: bool
-    source: str
+    source: str = Field(
+        description="Who wrote it: `email` (the customer, by mail), `customer` (the customer, "
+        "through a customer-scoped token; never mailed), `api` (an agent: the API or the "
+        "thread view), `backend` (an external backend), `system`.",
+    )
     email_log_id: int | None
     created_at: UtcDatetime
 
