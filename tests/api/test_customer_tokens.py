@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -330,3 +330,37 @@ def test_no_answer_a_customer_token_can_reach_carries_a_staff_only_field(world: 
             "/ui/tickets/{ticket_ref}"} <= staff_saw, staff_saw
     staff = api.get(f"/api/v1/tickets/{world.ticket}/emails").json()["emails"]
     assert all({"matched_by", "classification"} <= e.keys() for e in staff)
+
+
+def test_a_ticket_closed_beyond_the_reopen_window_stays_closed_for_the_customer(
+    world: World,
+) -> None:
+    """As mail: within TICKET_REOPEN_WINDOW the customer reopens; later the conversation is
+    over (their mail would open a follow-up ticket), so a comment or a reopen is a 409."""
+    api = world.api
+    r = api.client.patch(f"/api/v1/tickets/{world.ticket}", headers=world.writer,
+                         json={"status": "resolved"})
+    assert r.status_code == 200, r.text
+    r = api.client.post(f"/api/v1/tickets/{world.ticket}/comments", headers=world.writer,
+                        json={"body": "Broken again."})
+    assert r.status_code == 201 and _counts(api, world.ticket)["ticket"][0] == "open"
+    with api.runtime.session_factory() as s:
+        ticket = s.get(Ticket, world.ticket)
+        assert ticket is not None
+        ticket.status = "closed"
+        ticket.closed_at = api.runtime.clock() - api.runtime.settings.ticket_reopen_window \
+            - timedelta(hours=1)
+        s.commit()
+    before = _counts(api, world.ticket)
+    for method, body in (("post", {"body": "Hello again?", "cc": ["bob@acme.example"]}),
+                         ("patch", {"status": "open"})):
+        url = f"/api/v1/tickets/{world.ticket}" + ("/comments" if method == "post" else "")
+        r = api.client.request(method, url, headers=world.writer, json=body)
+        assert r.status_code == 409, r.text
+        assert "TICKET_REOPEN_WINDOW" in r.json()["detail"]
+    assert _counts(api, world.ticket) == before
+    # Between resolved and closed is no reopening; staff may still reopen it.
+    assert api.client.patch(f"/api/v1/tickets/{world.ticket}", headers=world.writer,
+                            json={"status": "resolved"}).status_code == 200
+    assert api.client.patch(f"/api/v1/tickets/{world.ticket}", headers=api.auth("write"),
+                            json={"status": "open"}).status_code == 200

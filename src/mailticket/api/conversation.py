@@ -200,7 +200,9 @@ def _store_comment(
         403: {"description": "The token cannot write, or a customer-scoped token sent what "
                            "only staff may (an internal note, files, `author_name`, an "
                            "address that is not the customer's)."},
-        409: {"description": "A public reply, but the ticket has nobody to mail."},
+        409: {"description": "A public reply, but the ticket has nobody to mail; or a "
+                           "customer-scoped token's comment on a ticket closed for longer "
+                           "than TICKET_REOPEN_WINDOW."},
         413: {"description": "The body is larger than API_MAX_BODY_BYTES, or the files "
                            "than REPLY_MAX_ATTACHMENT_BYTES."},
         415: {"description": "Neither application/json nor multipart/form-data."},
@@ -217,7 +219,8 @@ async def add_comment(
     or an internal note (never mailed); the author defaults to the token's name.
 
     Through a customer-scoped token the comment is the customer's own (`source`
-    "customer"): public, never mailed, and it reopens a pending, resolved or closed ticket.
+    "customer"): public, never mailed, and it reopens a pending, resolved or closed ticket
+    (a 409 once it is closed for longer than TICKET_REOPEN_WINDOW).
     Its `cc` and `author_email` must be the customer's own addresses (its contacts or
     domains; each `cc` becomes a participant of the ticket); files, `author_name` and
     internal notes are refused (403, naming what)."""

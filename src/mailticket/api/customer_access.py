@@ -14,6 +14,9 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
   where the inbound checks run on them.
 - A change may only close or reopen the request: `status` to open, resolved or closed.
   Any other field (priority, assignee, tags) is the team's: 403 naming it.
+- A resolved or closed ticket is reopened (by a comment or a change) only within
+  TICKET_REOPEN_WINDOW of its closing, as a mail would reopen it; later it is a 409 (mail
+  would open a follow-up ticket instead).
 - Answers leave out what only the team works with: the assignee, the tags, the custom
   fields, and for each mail how it was threaded (`matched_by`) and what the classifier
   made of it (`classification`). `tag` and `assignee` as list filters would reveal the
@@ -39,6 +42,7 @@ from mailticket.conversation import participants as people
 from mailticket.conversation.agent_reply import MailFile
 from mailticket.customers.lookup import shared_for
 from mailticket.customers.matcher import detect
+from mailticket.followups.routing import within_window
 from mailticket.runtime import Runtime
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets as ticket_service
@@ -89,6 +93,20 @@ def refuse_staff_filters(principal: Principal, **given: object) -> None:
 
 
 # --- changes ---------------------------------------------------------------------------------
+
+
+def check_reopen(runtime: Runtime, ticket: Ticket) -> None:
+    """A resolved or closed ticket takes the customer back within TICKET_REOPEN_WINDOW, as
+    their mail would; later that conversation is over (their mail would open a follow-up
+    ticket), so reopening it or commenting on it is a 409 that says so."""
+    if ticket.status in ticket_service.REOPENABLE_STATUSES and not within_window(
+        runtime.settings, ticket, runtime.clock()
+    ):
+        raise Problem(
+            409, f"{ticket.ticket_number} is {ticket.status} for longer than "
+            "TICKET_REOPEN_WINDOW: write to the support address for a new request (it opens "
+            "a follow-up ticket)",
+        )
 
 
 def check_change(principal: Principal, given: Iterable[str], status: str | None) -> None:
@@ -149,6 +167,7 @@ def store_customer_comment(
                 f"{field}: {strangers[0]} is not an address of this customer (its contacts or "
                 "domains); a customer-scoped token names only its own people"
             )
+    check_reopen(runtime, ticket)
     now = runtime.clock()
     for address in cc:
         try:

@@ -15,6 +15,7 @@ from mailticket.api.customer_access import (
     STAFF_EMAIL_FIELDS,
     STAFF_TICKET_FIELDS,
     check_change,
+    check_reopen,
     refuse_staff_filters,
     scoped_json,
 )
@@ -181,8 +182,12 @@ def get_ticket(ticket_id: TicketRef, session: SessionDep, principal: ScopedReade
 @router.patch(
     "/{ticket_id}",
     response_model=TicketDetail,
-    responses={403: {"description": "The token cannot write, or a customer-scoped token "
-                                    "changed more than `status` (open, resolved, closed)."}},
+    responses={
+        403: {"description": "The token cannot write, or a customer-scoped token changed "
+                             "more than `status` (open, resolved, closed)."},
+        409: {"description": "A customer-scoped token reopened a ticket closed for longer "
+                             "than TICKET_REOPEN_WINDOW."},
+    },
 )
 def patch_ticket(
     ticket_id: TicketRef,
@@ -198,6 +203,8 @@ def patch_ticket(
     check_change(principal, change.model_fields_set, change.status)
     scope = principal.customer_id
     ticket = load_ticket(session, ticket_id, scope)
+    if scope is not None and change.status == "open":
+        check_reopen(runtime, ticket)
     apply_change(
         session, ticket,
         TicketChange(
