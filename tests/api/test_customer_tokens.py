@@ -58,7 +58,10 @@ def _scoped(api: Api, scope: str) -> dict[str, str]:
 
 @pytest.fixture
 def world(make_api: Callable[..., Api]) -> World:
-    api = make_api()
+    return _world(make_api())
+
+
+def _world(api: Api) -> World:
     now = datetime(2025, 12, 15, 9, 0, tzinfo=UTC)
     with api.runtime.session_factory() as s:
         create_customer(
@@ -364,3 +367,15 @@ def test_a_ticket_closed_beyond_the_reopen_window_stays_closed_for_the_customer(
                             json={"status": "resolved"}).status_code == 200
     assert api.client.patch(f"/api/v1/tickets/{world.ticket}", headers=api.auth("write"),
                             json={"status": "open"}).status_code == 200
+
+
+def test_a_cc_that_is_one_of_our_own_addresses_is_refused(make_api: Callable[..., Api]) -> None:
+    """At the customer's domain, but ours (OWN_ADDRESSES): never a participant, nothing kept."""
+    world = _world(make_api(own_addresses="desk@acme.example"))
+    api = world.api
+    before = _counts(api, world.ticket)
+    r = api.client.post(f"/api/v1/tickets/{world.ticket}/comments", headers=world.writer,
+                        json={"body": "cc the desk", "cc": ["bob@acme.example", "desk@acme.example"]})
+    assert r.status_code == 422, r.text
+    assert "desk@acme.example" in r.json()["detail"]
+    assert _counts(api, world.ticket) == before

@@ -22,7 +22,8 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
   made of it (`classification`). `tag` and `assignee` as list filters would reveal the
   same through which tickets come back, so they are refused too.
 
-Each refusal happens before anything is written (403 naming the field or address).
+Each refusal happens before anything is written (403 naming the field or address; 409
+for a ticket past its reopen window; 422 for a `cc` that is one of our own addresses).
 """
 
 from __future__ import annotations
@@ -167,14 +168,15 @@ def store_customer_comment(
                 f"{field}: {strangers[0]} is not an address of this customer (its contacts or "
                 "domains); a customer-scoped token names only its own people"
             )
+    ours = people.our_addresses(runtime.settings)
+    for address in cc:
+        if address in ours:  # a customer domain that holds one of ours: never a participant
+            raise Problem(422, f"cc: {address} is one of our own addresses")
     check_reopen(runtime, ticket)
     now = runtime.clock()
     for address in cc:
-        try:
-            # Their colleague is on the request from now on: the team's replies copy them.
-            people.add_participant(session, runtime.settings, ticket, address, now=now)
-        except people.ParticipantError as exc:
-            raise Problem(422, f"cc: {exc}") from None
+        # Their colleague is on the request from now on: the team's replies copy them.
+        people.add_participant(session, runtime.settings, ticket, address, now=now)
     row = ticket_service.add_customer_comment(
         session, ticket, comment.body, author_email=author or f"token:{principal.name}",
         source=SOURCE,
