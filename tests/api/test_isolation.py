@@ -90,10 +90,13 @@ PAGES = {
 }
 BODIES: dict[tuple[str, str], Any] = {
     ("post", "/api/v1/tickets/{ticket_id}/participants"): {"address": "probe@example.org"},
-    ("patch", "/api/v1/tickets/{ticket_id}"): {"priority": "high", "tags": ["probe"]},
+    # What a customer-scoped token may change: the status (close or reopen); other fields
+    # are refused whoever's ticket it names (tests/api/test_customer_tokens.py).
+    ("patch", "/api/v1/tickets/{ticket_id}"): {"status": "resolved"},
     ("post", "/api/v1/tickets/{ticket_id}/comments"): {
         # public: a customer-scoped token may not write internal notes (403, whoever's
-        # ticket); each public one mails and logs an outgoing row (see _check_clean)
+        # ticket); its public ones are the customer's and never mailed, a staff token's are
+        # (their outgoing rows: see _check_clean)
         "body": "ACME-PROBE-COMMENT", "visibility": "public",
     },
     ("post", "/api/v1/workflows/validate"): {"yaml": "workflows: []\n"},

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from mailticket.api import customer_access
 from mailticket.api.auth import Principal, RuntimeDep, ScopedWriter, SessionDep, require
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
@@ -151,6 +152,11 @@ def _store_comment(
             headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
         )
     ticket = load_ticket(session, ref, principal.customer_id)
+    if principal.customer_id is not None:
+        # The customer's own words: recorded as theirs, never mailed (customer_access.py).
+        return customer_access.store_customer_comment(
+            session, runtime, principal, ticket, comment, files
+        )
     author = comment.author_email or f"token:{principal.name}"
     now = runtime.clock()
     if comment.visibility == "internal":
@@ -191,7 +197,12 @@ def _store_comment(
     openapi_extra=_COMMENT_BODY,
     responses={
         400: {"description": "The body could not be decoded."},
-        409: {"description": "A public reply, but the ticket has nobody to mail."},
+        403: {"description": "The token cannot write, or a customer-scoped token sent what "
+                           "only staff may (an internal note, files, `author_name`, an "
+                           "address that is not the customer's)."},
+        409: {"description": "A public reply, but the ticket has nobody to mail; or a "
+                           "customer-scoped token's comment on a ticket closed for longer "
+                           "than TICKET_REOPEN_WINDOW."},
         413: {"description": "The body is larger than API_MAX_BODY_BYTES, or the files "
                            "than REPLY_MAX_ATTACHMENT_BYTES."},
         415: {"description": "Neither application/json nor multipart/form-data."},
@@ -205,8 +216,14 @@ async def add_comment(
     runtime: RuntimeDep,
 ) -> CommentOut:
     """A public comment (mailed to the participants, plus `cc`, with the files attached)
-    or an internal note (never mailed); the author defaults to the token's name. A
-    customer-scoped token writes public comments only (an internal note is a 403)."""
+    or an internal note (never mailed); the author defaults to the token's name.
+
+    Through a customer-scoped token the comment is the customer's own (`source`
+    "customer"): public, never mailed, and it reopens a pending, resolved or closed ticket
+    (a 409 once it is closed for longer than TICKET_REOPEN_WINDOW).
+    Its `cc` and `author_email` must be the customer's own addresses (its contacts or
+    domains; each `cc` becomes a participant of the ticket); files, `author_name` and
+    internal notes are refused (403, naming what)."""
     comment, files = await read_comment(request)
     return await run_in_threadpool(
         _store_comment, session, runtime, principal, ticket_id, comment, files

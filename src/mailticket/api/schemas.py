@@ -58,6 +58,8 @@ UserId = Annotated[int, Field(ge=0, le=2_147_483_647), BeforeValidator(_json_int
 
 TicketStatus = Literal["open", "pending", "resolved", "closed", "merged"]
 SettableStatus = Literal["open", "pending", "resolved", "closed"]
+# Fields a customer-scoped token's answers leave out (api/customer_access.py).
+STAFF_ONLY = "Left out (absent, not null) for a customer-scoped token: staff only."
 
 
 class _Out(BaseModel):
@@ -109,8 +111,9 @@ class EmailOut(_Out):
     is_reply: bool
     created_at: UtcDatetime
     direction: Literal["in", "out"] | str
-    matched_by: str | None
-    classification: str | None
+    # Staff only (api/customer_access.py): absent, not null, for a customer-scoped token.
+    matched_by: str | None = Field(default=None, description=f"How it was threaded. {STAFF_ONLY}")
+    classification: str | None = Field(default=None, description=f"The classifier's label. {STAFF_ONLY}")
 
 
 class TicketEmails(BaseModel):
@@ -135,8 +138,8 @@ class TicketsByEmail(BaseModel):
 class TicketSummary(TicketBrief):
     priority: str
     customer_id: int | None
-    assigned_to_user_id: int | None
-    tags: list[str]
+    assigned_to_user_id: int | None = Field(default=None, description=STAFF_ONLY)
+    tags: list[str] = Field(default_factory=list, description=STAFF_ONLY)
     requester_email: str | None
     updated_at: UtcDatetime
 
@@ -153,14 +156,18 @@ class CommentOut(_Out):
     body: str
     author_email: str | None
     is_internal: bool
-    source: str
+    source: str = Field(
+        description="Who wrote it: `email` (the customer, by mail), `customer` (the customer, "
+        "through a customer-scoped token; never mailed), `api` (an agent: the API or the "
+        "thread view), `backend` (an external backend), `system`.",
+    )
     email_log_id: int | None
     created_at: UtcDatetime
 
 
 class TicketDetail(TicketSummary):
     description: str
-    custom_fields: dict[str, Any]
+    custom_fields: dict[str, Any] = Field(default_factory=dict, description=STAFF_ONLY)
     merged_into_id: int | None
     resolved_at: UtcDatetime | None
     # When it was last resolved or closed (the reopen window runs from here).

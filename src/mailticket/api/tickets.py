@@ -11,6 +11,14 @@ from sqlalchemy.orm import Session
 
 from mailticket.api import queries
 from mailticket.api.auth import RuntimeDep, ScopedReader, ScopedWriter, SessionDep
+from mailticket.api.customer_access import (
+    STAFF_EMAIL_FIELDS,
+    STAFF_TICKET_FIELDS,
+    check_change,
+    check_reopen,
+    refuse_staff_filters,
+    scoped_json,
+)
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
     CommentOut,
@@ -109,7 +117,12 @@ def by_email(
     )
 
 
-@router.get("", response_model=TicketPage)
+@router.get(
+    "",
+    response_model=TicketPage,
+    responses={403: {"description": "A customer-scoped token filtered by `tag` or `assignee` "
+                                    "(staff only)."}},
+)
 def list_tickets(
     runtime: RuntimeDep,
     session: SessionDep,
@@ -130,8 +143,11 @@ def list_tickets(
         int | None,
         Query(ge=1, le=1000, description="Page size: 50 (or API_MAX_PAGE_SIZE if lower) by default."),
     ] = None,
-) -> TicketPage:
-    """Newest first. `next_cursor` fetches the next page; new tickets never shift pages."""
+) -> Response:
+    """Newest first. `next_cursor` fetches the next page; new tickets never shift pages.
+    A customer-scoped token gets no `assigned_to_user_id` or `tags`, and cannot filter by
+    them (403)."""
+    refuse_staff_filters(principal, tag=tag, assignee=assignee)
     cap = runtime.settings.api_max_page_size
     if limit is not None and limit > cap:
         raise Problem(422, f"limit is at most {cap} (API_MAX_PAGE_SIZE)")
@@ -148,28 +164,47 @@ def list_tickets(
         )
     except queries.BadCursor as exc:
         raise Problem(422, str(exc)) from None
-    return TicketPage(
+    page = TicketPage(
         tickets=[TicketSummary.model_validate(t) for t in rows], next_cursor=next_cursor
     )
+    return scoped_json(principal, page, {"tickets": {"__all__": set(STAFF_TICKET_FIELDS)}})
 
 
 @router.get("/{ticket_id}", response_model=TicketDetail)
-def get_ticket(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> TicketDetail:
+def get_ticket(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> Response:
+    """The ticket and its comments. A customer-scoped token gets the public comments only,
+    and no `assigned_to_user_id`, `tags` or `custom_fields`."""
     scope = principal.customer_id
-    return ticket_detail(session, load_ticket(session, ticket_id, scope), scope)
+    detail = ticket_detail(session, load_ticket(session, ticket_id, scope), scope)
+    return scoped_json(principal, detail, set(STAFF_TICKET_FIELDS))
 
 
-@router.patch("/{ticket_id}", response_model=TicketDetail)
+@router.patch(
+    "/{ticket_id}",
+    response_model=TicketDetail,
+    responses={
+        403: {"description": "The token cannot write, or a customer-scoped token changed "
+                             "more than `status` (open, resolved, closed)."},
+        409: {"description": "A customer-scoped token reopened a ticket closed for longer "
+                             "than TICKET_REOPEN_WINDOW."},
+    },
+)
 def patch_ticket(
     ticket_id: TicketRef,
     change: TicketPatch,
     session: SessionDep,
     runtime: RuntimeDep,
     principal: ScopedWriter,
-) -> TicketDetail:
-    """Change status, priority, assignee or tags (tags replace the list)."""
+) -> Response:
+    """Change status, priority, assignee or tags (tags replace the list). A
+    customer-scoped token may only close or reopen its ticket (`status`: open, resolved,
+    closed); any other field is a 403 naming it, and nothing changes."""
+    # Before the lookup: the same refusal whoever's ticket it names.
+    check_change(principal, change.model_fields_set, change.status)
     scope = principal.customer_id
     ticket = load_ticket(session, ticket_id, scope)
+    if scope is not None and change.status == "open":
+        check_reopen(runtime, ticket)
     apply_change(
         session, ticket,
         TicketChange(
@@ -183,13 +218,13 @@ def patch_ticket(
     )
     session.commit()
     session.refresh(ticket)
-    return ticket_detail(session, ticket, scope)
+    return scoped_json(principal, ticket_detail(session, ticket, scope), set(STAFF_TICKET_FIELDS))
 
 
 @router.get("/{ticket_id}/emails", response_model=TicketEmails)
 def ticket_emails(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> Response:
     """The ticket's mail in chronological order (the seed's shape, plus direction,
-    matched_by and classification)."""
+    matched_by and classification; a customer-scoped token gets neither of the last two)."""
     ticket = load_ticket(session, ticket_id, principal.customer_id)
     body = TicketEmails(
         ticket_id=ticket.id,
@@ -198,4 +233,4 @@ def ticket_emails(ticket_id: TicketRef, session: SessionDep, principal: ScopedRe
     )
     # Serialised here, in the worker thread: returning the model would make FastAPI
     # re-validate it in a second thread-pool trip on the busiest endpoint.
-    return Response(body.model_dump_json(), media_type="application/json")
+    return scoped_json(principal, body, {"emails": {"__all__": set(STAFF_EMAIL_FIELDS)}})

@@ -98,6 +98,10 @@ def ticket_list(
 ) -> HTMLResponse:
     statuses = list(get_args(TicketStatus))
     priorities = [p.value for p in Priority]
+    # Tags are the team's (api/customer_access.py): a customer's page has no tag filter, and
+    # a tag in its URL is ignored (which tickets come back would reveal their tags).
+    staff = principal.customer_id is None
+    tag = tag if staff else ""
     filters = queries.TicketFilters(
         status=status if status in statuses else None,
         priority=priority if priority in priorities else None,
@@ -114,7 +118,7 @@ def ticket_list(
         )
     return _page(
         request, "tickets.html", tickets=rows, next_cursor=next_cursor, principal=principal,
-        statuses=statuses, priorities=priorities,
+        staff=staff, statuses=statuses, priorities=priorities,
         filters={"status": status, "priority": priority, "tag": tag, "search": search},
     )
 
@@ -153,12 +157,16 @@ def ticket_page(
     # A customer's mail shows what they wrote now; the quoted history is folded away.
     split = {m.id: split_reply(m.body_text, None) for m in mails if m.direction == "in"}
     # The forms only for a token that may use them (read scope sees the thread alone).
-    can_write = tokens.scope_allows(principal.scope, "write") and principal.customer_id is None
+    staff = principal.customer_id is None
+    can_write = tokens.scope_allows(principal.scope, "write") and staff
     plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
         principal=principal, followup_of=followup_of, followups=followups, split=split,
         customer=customer,
+        # The assignee, tags, why the ticket is the customer's and how each mail was
+        # threaded and classified are the team's (api/customer_access.py).
+        staff=staff,
         can_write=can_write, csrf_field=csrf.FIELD,
         csrf_token=csrf.form_token(plain) if can_write else "",
         statuses=list(get_args(SettableStatus)), priorities=[p.value for p in Priority],

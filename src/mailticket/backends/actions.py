@@ -227,9 +227,13 @@ def queue_ticket_update(
     return queued
 
 
-def queue_comment(session: Session, ticket: Ticket, comment: Comment) -> list[str]:
+def queue_comment(
+    session: Session, ticket: Ticket, comment: Comment, *, text: str | None = None
+) -> list[str]:
     """Queue an agent's comment (API) to every live remote twin; instance names.
-    An internal note goes out as the vendor's internal/private note."""
+    An internal note goes out as the vendor's internal/private note. `text`: what the
+    remote gets instead of the body (a customer's comment says who wrote it, as a mirrored
+    mail does: the integration's account posts it)."""
     queued = []
     for link in links.links_of(session, ticket.id):
         if link.state == "broken":
@@ -237,7 +241,7 @@ def queue_comment(session: Session, ticket: Ticket, comment: Comment) -> list[st
         enqueue_op(
             session, backend=link.backend, operation="create_comment", ticket_id=ticket.id,
             payload={
-                "text": comment.body,
+                "text": comment.body if text is None else text,
                 "public": not comment.is_internal,
                 "author_email": comment.author_email,
                 "comment_id": comment.id,

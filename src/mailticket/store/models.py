@@ -83,7 +83,7 @@ class Comment(Base):
     body: Mapped[str] = mapped_column(Text, nullable=False, default="")
     author_email: Mapped[str | None] = mapped_column(ClippedString(320))
     is_internal: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    # email | api | system
+    # email | api | backend | system | customer (a customer-scoped token: the customer wrote it)
     source: Mapped[str] = mapped_column(String(16), nullable=False, default="email")
     email_log_id: Mapped[int | None] = mapped_column(ForeignKey("tticket_email_log.id"))
     created_at: Mapped[datetime] = mapped_column(

@@ -199,6 +199,26 @@ def add_comment(
     return comment
 
 
+def add_customer_comment(
+    session: Session,
+    ticket: Ticket,
+    body: str,
+    *,
+    author_email: str | None,
+    source: str,
+) -> Comment:
+    """A public comment the customer wrote (a customer-scoped API token): the customer's
+    word like their mail, so never the SLA's first response, which is the team's answer."""
+    comment = Comment(
+        ticket_id=ticket.id, body=body, author_email=author_email, is_internal=False,
+        source=source,
+    )
+    session.add(comment)
+    ticket.updated_at = datetime.now(UTC)
+    session.flush()
+    return comment
+
+
 def find_ticket(session: Session, ref: str | int, *, follow_merges: bool = True) -> Ticket | None:
     """A ticket by id or by number; a merged ticket resolves to the one it was merged into
     (unless `follow_merges` is false)."""
