@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
 import signal
@@ -22,6 +23,8 @@ from typing import Any
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live import ledger
@@ -34,7 +37,7 @@ from mailticket.live.push import wake_sources
 from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
 from mailticket.settings import ConfigError, Settings
 from mailticket.store import outbox
-from mailticket.store.db import make_session_factory
+from mailticket.store.db import database_unavailable, make_session_factory
 from mailticket.store.gate import write, write_gate
 from mailticket.types import WROTE_TICKETS, Outcome
 
@@ -137,11 +140,12 @@ class Worker:
         scheduler = AsyncIOScheduler()
         if self.maildir is not None:
             scheduler.add_job(
-                self._drain_maildir, "interval", seconds=MAILDIR_POLL,
+                _outliving_outages(self._drain_maildir), "interval", seconds=MAILDIR_POLL,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         scheduler.add_job(
-            self._deliver, "interval", seconds=OUTBOX_POLL, max_instances=1, coalesce=True,
+            _outliving_outages(self._deliver), "interval", seconds=OUTBOX_POLL,
+            max_instances=1, coalesce=True,
         )
         scheduler.add_job(
             self._wake_polling, "interval", seconds=self.settings.imap_poll_interval,
@@ -149,26 +153,30 @@ class Worker:
         )
         if self.settings.backends_file is not None:
             scheduler.add_job(
-                self._deliver_backends, "interval",
+                _outliving_outages(self._deliver_backends), "interval",
                 seconds=self.settings.backend_delivery_interval, max_instances=1, coalesce=True,
             )
             scheduler.add_job(
-                self._poll_backends, "interval", seconds=self.settings.backend_poll_interval,
+                _outliving_outages(self._poll_backends), "interval",
+                seconds=self.settings.backend_poll_interval,
                 max_instances=1, coalesce=True,
             )
         if self.sweep is not None:
             scheduler.add_job(
-                self._sweep, "interval", seconds=self.settings.sla_sweep_interval,
+                _outliving_outages(self._sweep), "interval",
+                seconds=self.settings.sla_sweep_interval,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.settings.outbox_retention:
             scheduler.add_job(
-                self._prune_outbox, "interval", seconds=OUTBOX_PRUNE_EVERY.total_seconds(),
+                _outliving_outages(self._prune_outbox), "interval",
+                seconds=OUTBOX_PRUNE_EVERY.total_seconds(),
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.imap:
             scheduler.add_job(
-                self._prune_ledger, "interval", seconds=LEDGER_PRUNE_EVERY.total_seconds(),
+                _outliving_outages(self._prune_ledger), "interval",
+                seconds=LEDGER_PRUNE_EVERY.total_seconds(),
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         scheduler.start()
@@ -287,7 +295,7 @@ class Worker:
             self._kick.event.clear()
             await asyncio.sleep(KICK_DELAY)
             try:
-                await self._deliver()
+                await _outliving_outages(self._deliver)()
             except Exception:  # the interval job retries; this loop must outlive one failure
                 log.exception("outgoing mail delivery after new mail failed")
 
@@ -410,6 +418,28 @@ class _Kick:
         if self._loop is not None and any(o.action in WROTE_TICKETS for o in outcomes):
             self._loop.call_soon_threadsafe(self.event.set)
         return outcomes
+
+
+def _outliving_outages(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A scheduled job that outlives the database going away (a restart, a failover): the
+    run that meets the outage is logged in one line and the next run simply tries again;
+    what it had claimed or read stays where it was (Maildir files in new/, outbox items
+    handed back or leased until they expire). Any other error still reaches APScheduler,
+    which logs it with its traceback: that one is a bug to see."""
+
+    @functools.wraps(job)
+    async def guarded() -> None:
+        try:
+            await job()
+        except (DBAPIError, PoolTimeout) as exc:
+            if not database_unavailable(exc):
+                raise
+            log.warning(
+                "job %s: database unavailable, the next run retries: %s",
+                job.__name__, getattr(exc, "orig", None) or exc,
+            )
+
+    return guarded
 
 
 def _now() -> datetime:
