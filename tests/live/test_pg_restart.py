@@ -57,6 +57,16 @@ workflows:
       - action: push_to_backend
         params: {backend: jira}
 """
+# The SLA sweep runs every second: it meets the outage too.
+SLA = """\
+warning_at: 0.75
+calendars:
+  office:
+    timezone: Europe/Berlin
+    hours: {mon-fri: "09:00-17:00"}
+policies:
+  - {name: Standard, first_response: 4h, resolution: 16h}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +126,8 @@ def worker(
     pg_db: tuple[str, Engine], dovecot: Dovecot, tmp_path: Path
 ) -> Iterator[Worker]:
     """`mailticket run` on every source at once: LMTP, IMAP (Dovecot, IDLE), a Maildir, the
-    API, outgoing mail to a real SMTP sink and a backend (the shipped `fake` kind)."""
+    API, outgoing mail to a real SMTP sink, a backend (the shipped `fake` kind) and the SLA
+    sweep."""
     url, engine = pg_db
     with make_session_factory(engine)() as s, s.begin():
         _, token = create_token(s, name="restart-test", scope="read")
@@ -128,6 +139,8 @@ def worker(
     )
     workflows = tmp_path / "workflows.yaml"
     workflows.write_text(WORKFLOWS)
+    sla = tmp_path / "sla.yaml"
+    sla.write_text(SLA)
     lmtp_port, api_port = free_port(), free_port()
     sink = SmtpSink().start()
     env = {k: v for k, v in os.environ.items()
@@ -140,6 +153,7 @@ def worker(
         IMAP_USER=dovecot.user, IMAP_PASSWORD=dovecot.password, IMAP_POLL_INTERVAL="2",
         SMTP_HOST="127.0.0.1", SMTP_PORT=str(sink.port), SMTP_TLS="plain", SMTP_TIMEOUT="5",
         BACKENDS_FILE=str(backends), WORKFLOWS_PATH=str(workflows), AUTO_REPLY_MAX_AGE="0",
+        SLA_PATH=str(sla), SLA_SWEEP_INTERVAL="1",
         BACKEND_DELIVERY_INTERVAL="1", BACKEND_POLL_INTERVAL="1",
     )
     log_path = tmp_path / "worker.log"
@@ -475,3 +489,20 @@ async def test_an_outbox_item_that_meets_the_outage_waits_its_turn_without_a_tra
         assert (row.status, row.attempts) == ("pending", 1)
     assert [r for r in caplog.records if r.exc_info] == []
     assert any("database unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_sigterm_while_the_database_is_down_stops_cleanly(
+    cluster: PgCluster, worker: Worker
+) -> None:
+    """Stopping everything at once (a host reboot, a deploy) may stop the worker while its
+    jobs are still waiting for the database: it exits 0 at once, without tracebacks."""
+    cluster.stop("immediate")
+    try:
+        time.sleep(2.5)  # every job has met the outage; the outbox drains are waiting on it
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(30) == 0
+    finally:
+        cluster.start()
+    log = worker.log()
+    assert "worker stopped" in log
+    assert "Traceback" not in log, log[-4000:]

@@ -117,7 +117,7 @@ class Worker:
                 log.error("source failed source=%s error=%r", name, result)
             else:
                 total += result
-        await self._sweep()
+        await _outliving_outages(self._sweep)()
         await self._deliver()
         await self._deliver_backends()
         log.info(
@@ -251,7 +251,9 @@ class Worker:
             return
         try:
             await asyncio.to_thread(self.sweep)
-        except Exception:  # the next interval tries again; the worker must outlive one failure
+        except Exception as exc:  # the next interval tries again; the worker must outlive it
+            if database_unavailable(exc):
+                raise  # not the sweep's fault: logged in one line by _outliving_outages
             log.exception("sla sweep failed")
             return
         # Notices it queued go out now rather than at the next outbox poll.
@@ -425,12 +427,19 @@ def _outliving_outages(job: Callable[[], Awaitable[None]]) -> Callable[[], Await
     run that meets the outage is logged in one line and the next run simply tries again;
     what it had claimed or read stays where it was (Maildir files in new/, outbox items
     handed back or leased until they expire). Any other error still reaches APScheduler,
-    which logs it with its traceback: that one is a bug to see."""
+    which logs it with its traceback: that one is a bug to see.
+
+    The scheduler's shutdown cancels the jobs still running (a drain waiting for the
+    database, say); each is written to undo what it started when cancelled (a drain hands its
+    untried items back). The cancellation ends here, as the job's normal end: APScheduler
+    would log it as the job's failure, with a traceback, on every stop."""
 
     @functools.wraps(job)
     async def guarded() -> None:
         try:
             await job()
+        except asyncio.CancelledError:
+            log.info("job %s stopped by the shutdown", job.__name__)
         except (DBAPIError, PoolTimeout) as exc:
             if not database_unavailable(exc):
                 raise
