@@ -2,11 +2,12 @@
 
 FastAPI declares 200 and a 422 as application/json with its own error shape. Our errors are
 problem+json (errors.py) and some come from outside the routes: the gate (gate.py) answers
-401, 413 and 422 before a route runs, and 503 while the database is unavailable. This module derives, per operation, the error statuses
-it can answer from what the route declares (its path parameters, its body, the scope it
-needs) and documents each as application/problem+json with the one Problem schema. It also
-states input rules that live outside the pydantic models: no NUL in any input string, and
-`limit`'s maximum from API_MAX_PAGE_SIZE.
+401, 413 and 422 before a route runs, and any /api route 503 while the database is
+unavailable. This module derives, per operation, the error statuses it can answer from what
+the route declares (its path parameters, its body, the scope it needs) and documents each as
+application/problem+json with the one Problem schema. It also states input rules that live
+outside the pydantic models: no NUL in any input string, and `limit`'s maximum from
+API_MAX_PAGE_SIZE.
 """
 
 from __future__ import annotations

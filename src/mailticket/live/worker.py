@@ -86,6 +86,7 @@ class Worker:
         # same due items); the breaker remembers a dead relay from one drain to the next.
         self._delivering = asyncio.Lock()
         self._relay_breaker = outbox.CircuitBreaker(DEFAULT_POLICY)
+        self._stopping = False
         # Writers that do not take the gate themselves (backend delivery and polling) begin
         # IMMEDIATE on SQLite, so a source's write in between cannot make them fail.
         self._immediate = make_session_factory(
@@ -117,7 +118,7 @@ class Worker:
                 log.error("source failed source=%s error=%r", name, result)
             else:
                 total += result
-        await _outliving_outages(self._sweep)()
+        await self._guarded(self._sweep)()
         await self._deliver()
         await self._deliver_backends()
         log.info(
@@ -140,11 +141,11 @@ class Worker:
         scheduler = AsyncIOScheduler()
         if self.maildir is not None:
             scheduler.add_job(
-                _outliving_outages(self._drain_maildir), "interval", seconds=MAILDIR_POLL,
+                self._guarded(self._drain_maildir), "interval", seconds=MAILDIR_POLL,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         scheduler.add_job(
-            _outliving_outages(self._deliver), "interval", seconds=OUTBOX_POLL,
+            self._guarded(self._deliver), "interval", seconds=OUTBOX_POLL,
             max_instances=1, coalesce=True,
         )
         scheduler.add_job(
@@ -153,29 +154,29 @@ class Worker:
         )
         if self.settings.backends_file is not None:
             scheduler.add_job(
-                _outliving_outages(self._deliver_backends), "interval",
+                self._guarded(self._deliver_backends), "interval",
                 seconds=self.settings.backend_delivery_interval, max_instances=1, coalesce=True,
             )
             scheduler.add_job(
-                _outliving_outages(self._poll_backends), "interval",
+                self._guarded(self._poll_backends), "interval",
                 seconds=self.settings.backend_poll_interval,
                 max_instances=1, coalesce=True,
             )
         if self.sweep is not None:
             scheduler.add_job(
-                _outliving_outages(self._sweep), "interval",
+                self._guarded(self._sweep), "interval",
                 seconds=self.settings.sla_sweep_interval,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.settings.outbox_retention:
             scheduler.add_job(
-                _outliving_outages(self._prune_outbox), "interval",
+                self._guarded(self._prune_outbox), "interval",
                 seconds=OUTBOX_PRUNE_EVERY.total_seconds(),
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.imap:
             scheduler.add_job(
-                _outliving_outages(self._prune_ledger), "interval",
+                self._guarded(self._prune_ledger), "interval",
                 seconds=LEDGER_PRUNE_EVERY.total_seconds(),
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
@@ -195,6 +196,7 @@ class Worker:
             await stop.wait()
         finally:
             log.info("worker stopping")
+            self._stopping = True  # the jobs cancelled from here on end quietly (_guarded)
             for src in self.imap:
                 src.stop.set()
             if self.maildir is not None:
@@ -211,6 +213,37 @@ class Worker:
                     server[0].should_exit = True
                     await server[1]
             log.info("worker stopped")
+
+    def _guarded(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """`job` made to outlive the database going away (a restart, a failover): the run
+        that meets the outage is logged in one line and the next run simply tries again;
+        what it had claimed or read stays where it was (Maildir files in new/, outbox items
+        handed back or leased until they expire). Any other error still reaches the caller
+        (APScheduler logs it with its traceback: that one is a bug to see).
+
+        Once the worker is stopping, the scheduler's shutdown cancels the jobs still running
+        (a drain waiting for the database, say); each undoes what it started when cancelled
+        (a drain hands its untried items back). That cancellation ends here, as the job's
+        normal end: APScheduler would log it as the job's failure, with a traceback, on
+        every stop. Before the stop (`--once`, Ctrl-C) a cancellation goes on as always."""
+
+        @functools.wraps(job)
+        async def guarded() -> None:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                log.info("job %s stopped by the shutdown", job.__name__)
+            except (DBAPIError, PoolTimeout) as exc:
+                if not database_unavailable(exc):
+                    raise
+                log.warning(
+                    "job %s: database unavailable, the next run retries: %s",
+                    job.__name__, getattr(exc, "orig", None) or exc,
+                )
+
+        return guarded
 
     def _prepare_pushed(self, raw: bytes, source: str) -> object:
         """A pushed message parsed and classified as it arrives (no database)."""
@@ -297,7 +330,7 @@ class Worker:
             self._kick.event.clear()
             await asyncio.sleep(KICK_DELAY)
             try:
-                await _outliving_outages(self._deliver)()
+                await self._guarded(self._deliver)()
             except Exception:  # the interval job retries; this loop must outlive one failure
                 log.exception("outgoing mail delivery after new mail failed")
 
@@ -420,35 +453,6 @@ class _Kick:
         if self._loop is not None and any(o.action in WROTE_TICKETS for o in outcomes):
             self._loop.call_soon_threadsafe(self.event.set)
         return outcomes
-
-
-def _outliving_outages(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """A scheduled job that outlives the database going away (a restart, a failover): the
-    run that meets the outage is logged in one line and the next run simply tries again;
-    what it had claimed or read stays where it was (Maildir files in new/, outbox items
-    handed back or leased until they expire). Any other error still reaches APScheduler,
-    which logs it with its traceback: that one is a bug to see.
-
-    The scheduler's shutdown cancels the jobs still running (a drain waiting for the
-    database, say); each is written to undo what it started when cancelled (a drain hands its
-    untried items back). The cancellation ends here, as the job's normal end: APScheduler
-    would log it as the job's failure, with a traceback, on every stop."""
-
-    @functools.wraps(job)
-    async def guarded() -> None:
-        try:
-            await job()
-        except asyncio.CancelledError:
-            log.info("job %s stopped by the shutdown", job.__name__)
-        except (DBAPIError, PoolTimeout) as exc:
-            if not database_unavailable(exc):
-                raise
-            log.warning(
-                "job %s: database unavailable, the next run retries: %s",
-                job.__name__, getattr(exc, "orig", None) or exc,
-            )
-
-    return guarded
 
 
 def _now() -> datetime:
