@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,7 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from mailticket.api.tokens import create_token
 from mailticket.backends.delivery import KIND as BACKEND_KIND
@@ -33,7 +35,7 @@ from mailticket.live.models import ImapLedgerEntry
 from mailticket.runtime import build_runtime
 from mailticket.settings import load_settings
 from mailticket.store import outbox
-from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.db import database_unavailable, make_engine, make_session_factory
 from mailticket.store.models import EmailLog, QuarantineEntry
 from mailticket.store.outbox_models import OutboxItem
 from tests.api.conftest import build_api
@@ -532,3 +534,57 @@ def test_sigterm_while_the_database_is_down_stops_cleanly(
     log = worker.log()
     assert "worker stopped" in log
     assert "Traceback" not in log, log[-4000:]
+
+
+def test_what_counts_as_the_database_unavailable(
+    cluster: PgCluster, pg_db: tuple[str, Engine], tmp_path: Path
+) -> None:
+    """503 and "the next run retries" are for the database away, not for a statement it
+    refuses: those stay errors (a 500 and a traceback to see)."""
+    _, engine = pg_db
+
+    def raised(conn: Any, sql: str) -> BaseException:
+        with pytest.raises(DBAPIError) as caught:
+            conn.execute(text(sql))
+        conn.rollback()
+        return caught.value
+
+    with engine.connect() as conn:
+        assert not database_unavailable(raised(conn, "SELECT 1/0"))  # DataError
+        conn.execute(text("CREATE TEMP TABLE t (k int PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+        conn.commit()
+        assert not database_unavailable(raised(conn, "INSERT INTO t VALUES (1)"))  # Integrity
+        conn.execute(text("SET statement_timeout = '10ms'"))
+        canceled = raised(conn, "SELECT pg_sleep(1)")  # an OperationalError, SQLSTATE 57014
+        assert isinstance(canceled, OperationalError)
+        assert not database_unavailable(canceled)
+        # The server going away under an open connection (its backend terminated).
+        pid = conn.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+        admin = cluster.connect()
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.close()
+        time.sleep(0.2)
+        assert database_unavailable(raised(conn, "SELECT 1"))
+    cluster.stop("fast")
+    try:
+        with pytest.raises(DBAPIError) as refused:
+            engine.connect()
+        assert database_unavailable(refused.value)  # refused at connect: no SQLSTATE at all
+    finally:
+        cluster.start()
+    # SQLite's writer lock held elsewhere: busy, not the statement's fault.
+    lite = make_engine(f"sqlite:///{tmp_path}/busy.db", connect_args={"timeout": 0})
+    holder = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode=WAL")  # as the engine sets it on connecting
+        holder.execute("CREATE TABLE x (a)")
+        holder.execute("BEGIN IMMEDIATE")
+        with lite.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            assert database_unavailable(raised(conn, "INSERT INTO x VALUES (1)"))
+    finally:
+        holder.close()
+        lite.dispose()
