@@ -117,3 +117,21 @@ with conn.cursor() as cur:
 conn.close()
 EOF
 }
+
+# tests/pgcluster.py: the private cluster the restart tests stop and start under a worker
+# (the shared server on 5432 is never stopped). It needs the server binaries here even when
+# the tests' database is elsewhere (MAILTICKET_TEST_PG) or was there already.
+PG_SERVER_GLOB="${PG_SERVER_GLOB:-/usr/lib/postgresql/*/bin/initdb}"
+
+bootstrap_postgres_binaries() {
+    # After bootstrap_postgres: on a fresh machine that one installs the package itself and
+    # opens its new cluster to the tests; installing it here first would skip that.
+    local found
+    found=$(compgen -G "$PG_SERVER_GLOB" || true)
+    [ -n "$found" ] && return 0
+    apt_install_packages postgresql || return 1
+    if [ -z "$(compgen -G "$PG_SERVER_GLOB" || true)" ]; then
+        echo "no $PG_SERVER_GLOB after installing postgresql" >&2
+        return 1
+    fi
+}

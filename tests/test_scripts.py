@@ -84,6 +84,23 @@ def test_bootstrap_installs_only_what_is_missing_and_checks_it_came(tmp_path: Pa
     assert f"{broken} is still missing after installing pkg-broken" in bad.stderr
 
 
+def test_bootstrap_installs_the_postgresql_server_binaries_when_missing(tmp_path: Path) -> None:
+    """tests/pgcluster.py runs initdb and pg_ctl itself: the server package is installed even
+    when a database to test against is already reachable."""
+    initdb = tmp_path / "lib" / "postgresql" / "15" / "bin" / "initdb"
+    initdb.parent.mkdir(parents=True)
+    bin_dir = _fake_tools(tmp_path, {"postgresql": initdb})
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "PG_SERVER_GLOB": f"{tmp_path}/lib/postgresql/*/bin/initdb"}
+    done = _bash(". scripts/bootstrap.sh; bootstrap_postgres_binaries", ROOT, env)
+    assert done.returncode == 0, done.stderr
+    assert initdb.exists()
+    assert (tmp_path / "apt.log").read_text().splitlines()[-1].split()[-1] == "postgresql"
+    (tmp_path / "apt.log").unlink()
+    again = _bash(". scripts/bootstrap.sh; bootstrap_postgres_binaries", ROOT, env)
+    assert again.returncode == 0 and not (tmp_path / "apt.log").exists()  # present: no apt
+
+
 def test_the_suite_needs_nothing_outside_the_repository() -> None:
     for path in TESTS.rglob("*.py"):
         text = path.read_text()

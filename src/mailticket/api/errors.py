@@ -10,14 +10,20 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailticket.api import pages
 from mailticket.api.routing import allowed_methods
+from mailticket.store.db import database_unavailable
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
+# Seconds a client waits before asking again while the database is away: a restart or a
+# failover takes seconds, and the pool finds the new server on the next request.
+UNAVAILABLE_RETRY_AFTER = 5
 
 
 class Problem(Exception):
@@ -84,6 +90,19 @@ def respond(
     return response
 
 
+def database_unavailable_response(request: Request, exc: BaseException) -> Response:
+    """503 for a request the database could not serve now (down, restarting): the request
+    was not at fault and works again once it is back."""
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path,
+        getattr(exc, "orig", None) or exc,
+    )
+    return respond(
+        request, 503, detail="the database is unavailable; try again shortly",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
 def jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     # Pydantic's error dicts may carry the offending exception in "ctx"; keep only text.
     out = []
@@ -127,7 +146,14 @@ def install(app: FastAPI) -> None:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return respond(request, 500, detail="an internal error occurred; see the server log")
 
+    async def on_database(request: Request, exc: Exception) -> Response:
+        if database_unavailable(exc):
+            return database_unavailable_response(request, exc)
+        return await on_crash(request, exc)
+
     app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(DBAPIError, on_database)
+    app.add_exception_handler(PoolTimeout, on_database)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(Exception, on_crash)

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailticket.api import auth
-from mailticket.api.errors import problem_response, respond
+from mailticket.api.errors import database_unavailable_response, problem_response, respond
 from mailticket.runtime import Runtime
+from mailticket.store.db import database_unavailable
 
 API_PREFIX = "/api/"
 # Routes under this prefix belong to the backends feature and authenticate by signature.
@@ -88,7 +91,15 @@ class Gate:
                 return
             path: str = scope["path"]
             if path.startswith(API_PREFIX) and not path.startswith(WEBHOOK_PREFIX):
-                principal = await self._authenticate(request, session)
+                try:
+                    principal = await self._authenticate(request, session)
+                except (DBAPIError, PoolTimeout) as exc:
+                    # Outside the app's exception handlers (this is the middleware around
+                    # them): answered here, 503 like any route meeting the same outage.
+                    if not database_unavailable(exc):
+                        raise
+                    await database_unavailable_response(request, exc)(scope, receive, send)
+                    return
                 if principal is None:
                     return await self._refuse_token(request, scope, receive, send)
                 scope["state"][auth.STATE_PRINCIPAL] = principal

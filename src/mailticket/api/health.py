@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailticket import metrics
 from mailticket.api.auth import RuntimeDep
+from mailticket.api.errors import UNAVAILABLE_RETRY_AFTER
 from mailticket.api.schemas import Health
 from mailticket.runtime import Runtime
 from mailticket.store.migrate import is_at_head
@@ -75,7 +76,10 @@ def readyz(runtime: RuntimeDep) -> Health | JSONResponse:
         at_head = is_at_head(runtime.engine)
     except SQLAlchemyError as exc:
         log.warning("readyz: database unavailable: %s", exc)
-        return JSONResponse({"status": "unavailable", "detail": "database unreachable"}, 503)
+        return JSONResponse(
+            {"status": "unavailable", "detail": "database unreachable"}, 503,
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        )
     if not at_head:
         return JSONResponse(
             {"status": "unavailable", "detail": "database migrations are not at head"}, 503

@@ -2,11 +2,12 @@
 
 FastAPI declares 200 and a 422 as application/json with its own error shape. Our errors are
 problem+json (errors.py) and some come from outside the routes: the gate (gate.py) answers
-401, 413 and 422 before a route runs. This module derives, per operation, the error statuses
-it can answer from what the route declares (its path parameters, its body, the scope it
-needs) and documents each as application/problem+json with the one Problem schema. It also
-states input rules that live outside the pydantic models: no NUL in any input string, and
-`limit`'s maximum from API_MAX_PAGE_SIZE.
+401, 413 and 422 before a route runs, and any /api route 503 while the database is
+unavailable. This module derives, per operation, the error statuses it can answer from what
+the route declares (its path parameters, its body, the scope it needs) and documents each as
+application/problem+json with the one Problem schema. It also states input rules that live
+outside the pydantic models: no NUL in any input string, and `limit`'s maximum from
+API_MAX_PAGE_SIZE.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ ERROR_TEXT = {
     404: "Nothing with that id or name.",
     413: "The request body is larger than API_MAX_BODY_BYTES.",
     422: "The request is not valid (a NUL character, a value out of range, malformed JSON).",
+    503: "The database is unavailable (restarting, failing over); ask again after the "
+    "Retry-After header's seconds.",
 }
 # No input string may hold one: PostgreSQL text cannot store it (gate.py, schemas._In).
 NO_NUL = "^[^\\x00]*$"
@@ -93,6 +96,8 @@ def _requirements(dependant: Dependant) -> list[Require]:
 
 def error_statuses(path: str, route: APIRoute) -> set[int]:
     statuses = {413, 422}  # the gate: Content-Length over the limit, NUL in the URL
+    if path.startswith(API_PREFIX):
+        statuses.add(503)  # every /api route reads the database (errors.py: while it is away)
     if path.startswith(API_PREFIX) and not path.startswith(WEBHOOK_PREFIX):
         statuses.add(401)
     # 403: a scope above read, or a route closed to customer-scoped tokens.

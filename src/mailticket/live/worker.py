@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import logging
 import signal
@@ -22,6 +23,8 @@ from typing import Any
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live import ledger
@@ -34,7 +37,7 @@ from mailticket.live.push import wake_sources
 from mailticket.outbound.smtp import DEFAULT_POLICY, deliver_outgoing_mail
 from mailticket.settings import ConfigError, Settings
 from mailticket.store import outbox
-from mailticket.store.db import make_session_factory
+from mailticket.store.db import database_unavailable, make_session_factory
 from mailticket.store.gate import write, write_gate
 from mailticket.types import WROTE_TICKETS, Outcome
 
@@ -83,6 +86,7 @@ class Worker:
         # same due items); the breaker remembers a dead relay from one drain to the next.
         self._delivering = asyncio.Lock()
         self._relay_breaker = outbox.CircuitBreaker(DEFAULT_POLICY)
+        self._stopping = False
         # Writers that do not take the gate themselves (backend delivery and polling) begin
         # IMMEDIATE on SQLite, so a source's write in between cannot make them fail.
         self._immediate = make_session_factory(
@@ -114,7 +118,7 @@ class Worker:
                 log.error("source failed source=%s error=%r", name, result)
             else:
                 total += result
-        await self._sweep()
+        await self._guarded(self._sweep)()
         await self._deliver()
         await self._deliver_backends()
         log.info(
@@ -137,11 +141,12 @@ class Worker:
         scheduler = AsyncIOScheduler()
         if self.maildir is not None:
             scheduler.add_job(
-                self._drain_maildir, "interval", seconds=MAILDIR_POLL,
+                self._guarded(self._drain_maildir), "interval", seconds=MAILDIR_POLL,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         scheduler.add_job(
-            self._deliver, "interval", seconds=OUTBOX_POLL, max_instances=1, coalesce=True,
+            self._guarded(self._deliver), "interval", seconds=OUTBOX_POLL,
+            max_instances=1, coalesce=True,
         )
         scheduler.add_job(
             self._wake_polling, "interval", seconds=self.settings.imap_poll_interval,
@@ -149,26 +154,30 @@ class Worker:
         )
         if self.settings.backends_file is not None:
             scheduler.add_job(
-                self._deliver_backends, "interval",
+                self._guarded(self._deliver_backends), "interval",
                 seconds=self.settings.backend_delivery_interval, max_instances=1, coalesce=True,
             )
             scheduler.add_job(
-                self._poll_backends, "interval", seconds=self.settings.backend_poll_interval,
+                self._guarded(self._poll_backends), "interval",
+                seconds=self.settings.backend_poll_interval,
                 max_instances=1, coalesce=True,
             )
         if self.sweep is not None:
             scheduler.add_job(
-                self._sweep, "interval", seconds=self.settings.sla_sweep_interval,
+                self._guarded(self._sweep), "interval",
+                seconds=self.settings.sla_sweep_interval,
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.settings.outbox_retention:
             scheduler.add_job(
-                self._prune_outbox, "interval", seconds=OUTBOX_PRUNE_EVERY.total_seconds(),
+                self._guarded(self._prune_outbox), "interval",
+                seconds=OUTBOX_PRUNE_EVERY.total_seconds(),
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         if self.imap:
             scheduler.add_job(
-                self._prune_ledger, "interval", seconds=LEDGER_PRUNE_EVERY.total_seconds(),
+                self._guarded(self._prune_ledger), "interval",
+                seconds=LEDGER_PRUNE_EVERY.total_seconds(),
                 max_instances=1, coalesce=True, next_run_time=_now(),
             )
         scheduler.start()
@@ -187,6 +196,7 @@ class Worker:
             await stop.wait()
         finally:
             log.info("worker stopping")
+            self._stopping = True  # the jobs cancelled from here on end quietly (_guarded)
             for src in self.imap:
                 src.stop.set()
             if self.maildir is not None:
@@ -203,6 +213,37 @@ class Worker:
                     server[0].should_exit = True
                     await server[1]
             log.info("worker stopped")
+
+    def _guarded(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """`job` made to outlive the database going away (a restart, a failover): the run
+        that meets the outage is logged in one line and the next run simply tries again;
+        what it had claimed or read stays where it was (Maildir files in new/, outbox items
+        handed back or leased until they expire). Any other error still reaches the caller
+        (APScheduler logs it with its traceback: that one is a bug to see).
+
+        Once the worker is stopping, the scheduler's shutdown cancels the jobs still running
+        (a drain waiting for the database, say); each undoes what it started when cancelled
+        (a drain hands its untried items back). That cancellation ends here, as the job's
+        normal end: APScheduler would log it as the job's failure, with a traceback, on
+        every stop. Before the stop (`--once`, Ctrl-C) a cancellation goes on as always."""
+
+        @functools.wraps(job)
+        async def guarded() -> None:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                log.info("job %s stopped by the shutdown", job.__name__)
+            except (DBAPIError, PoolTimeout) as exc:
+                if not database_unavailable(exc):
+                    raise
+                log.warning(
+                    "job %s: database unavailable, the next run retries: %s",
+                    job.__name__, getattr(exc, "orig", None) or exc,
+                )
+
+        return guarded
 
     def _prepare_pushed(self, raw: bytes, source: str) -> object:
         """A pushed message parsed and classified as it arrives (no database)."""
@@ -243,7 +284,9 @@ class Worker:
             return
         try:
             await asyncio.to_thread(self.sweep)
-        except Exception:  # the next interval tries again; the worker must outlive one failure
+        except Exception as exc:  # the next interval tries again; the worker must outlive it
+            if database_unavailable(exc):
+                raise  # not the sweep's fault: logged in one line by _outliving_outages
             log.exception("sla sweep failed")
             return
         # Notices it queued go out now rather than at the next outbox poll.
@@ -287,7 +330,7 @@ class Worker:
             self._kick.event.clear()
             await asyncio.sleep(KICK_DELAY)
             try:
-                await self._deliver()
+                await self._guarded(self._deliver)()
             except Exception:  # the interval job retries; this loop must outlive one failure
                 log.exception("outgoing mail delivery after new mail failed")
 

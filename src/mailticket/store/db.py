@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Dialect, Engine, String, TypeDecorator, create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 # JSONB on PostgreSQL (indexable, what ops query), plain JSON text on SQLite.
@@ -130,3 +132,30 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+# SQLSTATE classes of a server that cannot take work now, whatever the statement: 08
+# connection exception, 57P admin/crash shutdown and "the database system is starting up",
+# 53300 too many connections.
+_UNAVAILABLE_STATES = ("08", "57P", "53300")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached or refuses every statement for now (stopped,
+    restarting, failing over, out of connections, SQLite's lock busy): the statement is not
+    at fault and the same work succeeds later. A statement the database refuses for what it
+    is (a constraint, a value too big for an index) is not this: retrying it fails again.
+
+    A connection lost mid-statement SQLAlchemy flags as invalidated; one refused at connect
+    time has no SQLSTATE (the client library raised it), nor has SQLite's "database is
+    locked"."""
+    if isinstance(exc, PoolTimeout):
+        return True  # every pooled connection busy: the caller may try again shortly
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    state = getattr(exc.orig, "pgcode", None)
+    return state is None or str(state).startswith(_UNAVAILABLE_STATES)

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket.store.db import database_unavailable
 from mailticket.store.gate import write_async
 from mailticket.store.outbox.breaker import CircuitBreaker
 from mailticket.store.outbox.queue import (
@@ -259,5 +260,12 @@ async def _perform(handler: Handler, item: OutboxItem) -> Outcome:
         log.info("outbox item %s (%s) failed: %s", item.id, item.operation, exc)
         return exc
     except Exception as exc:  # per-item boundary: an unexpected bug is retried, not lost
+        if database_unavailable(exc):
+            # Not the item's fault nor a bug: it waits its backoff like any failed attempt.
+            log.warning(
+                "outbox item %s (%s) not done, database unavailable: %s",
+                item.id, item.operation, getattr(exc, "orig", None) or exc,
+            )
+            return exc
         log.exception("outbox item %s (%s) raised unexpectedly", item.id, item.operation)
         return exc
