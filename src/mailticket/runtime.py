@@ -19,7 +19,7 @@ from mailticket.reading.classification import Classifier
 from mailticket.settings import Settings
 from mailticket.sla.config import SlaConfig, load_sla
 from mailticket.sla.models import TicketSla
-from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.db import Liveness, make_engine, make_session_factory
 from mailticket.store.models import Ticket
 from mailticket.workflows.loader import load_workflows
 from mailticket.workflows.schema import WorkflowSet
@@ -57,7 +57,7 @@ class Runtime:
 
 def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
     """Raises WorkflowLoadError / ConfigFileError (file:line) for a bad configuration file."""
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, liveness=Liveness.of(settings))
     session_factory = make_session_factory(engine)
     classifier = Classifier.from_settings(settings)
     workflows = load_workflows(settings.workflows_path)

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
 
     # --- storage and workflows -------------------------------------------------------------
     database_url: str = "sqlite:///mailticket.db"
+    # PostgreSQL only, in seconds: how soon a connection gives up on a server that does not
+    # answer (store.db.Liveness says why); 0 leaves one to the OS. A parameter of the same
+    # name in DATABASE_URL's query string (?connect_timeout=5) wins over these.
+    db_connect_timeout: int = Field(default=10, ge=0)
+    db_keepalives_idle: int = Field(default=30, ge=0)
+    db_keepalives_interval: int = Field(default=10, ge=0)
+    db_keepalives_count: int = Field(default=3, ge=0)
+    db_tcp_user_timeout: int = Field(default=30, ge=0)
     workflows_path: Path | None = None
     classification_rules_path: Path | None = None
     ticket_timezone: str = "UTC"

@@ -15,6 +15,8 @@ when the response is out, so authentication and the handler share one pooled con
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +29,8 @@ from mailticket.api import auth
 from mailticket.api.errors import database_unavailable_response, problem_response, respond
 from mailticket.runtime import Runtime
 from mailticket.store.db import database_unavailable
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 # Routes under this prefix belong to the backends feature and authenticate by signature.
@@ -67,6 +71,23 @@ def _counting(receive: Receive, limit: int) -> Receive:
         return message
 
     return counted
+
+
+async def _close(session: Session) -> None:
+    try:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()  # never connected, or already committed: nothing to wait for
+    except (DBAPIError, PoolTimeout) as exc:
+        if not database_unavailable(exc):
+            raise
+        # The connection went away after the answer (a failover, a restart): the rollback
+        # that ends the request's transaction cannot reach the server, which dropped the
+        # transaction with the connection; the pool discards the connection. The client has
+        # its answer: nothing to report but a line.
+        log.info("session closed on a lost database connection: %s",
+                 getattr(exc, "orig", None) or exc)
 
 
 class Gate:
@@ -110,10 +131,7 @@ class Gate:
                 return
             await self.app(scope, _counting(receive, self.limit), send)
         finally:
-            if session.in_transaction():
-                await run_in_threadpool(session.close)
-            else:
-                session.close()  # never connected, or already committed: nothing to wait for
+            await _close(session)
 
     async def _authenticate(self, request: Request, session: Session) -> auth.Principal | None:
         plain = _bearer(request)

@@ -89,10 +89,10 @@ def require_database(settings: Settings) -> None:
 
 
 def open_engine(settings: Settings) -> Engine:
-    from mailticket.store.db import make_engine
+    from mailticket.store.db import Liveness, make_engine
 
     require_database(settings)
-    return make_engine(settings.database_url)
+    return make_engine(settings.database_url, liveness=Liveness.of(settings))
 
 
 def open_runtime(settings: Settings) -> Runtime:

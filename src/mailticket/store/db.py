@@ -5,14 +5,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import JSON, Dialect, Engine, String, TypeDecorator, create_engine, event, inspect
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+if TYPE_CHECKING:
+    from mailticket.settings import Settings
 
 # JSONB on PostgreSQL (indexable, what ops query), plain JSON text on SQLite.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -113,13 +118,72 @@ def _pg_session(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """How soon a PostgreSQL connection gives up on a server that does not answer.
+
+    Without these the OS decides: a connect to an address that drops packets (a failover to
+    a host that is gone) or to a server that accepts TCP and never speaks waits minutes, and
+    so does a statement (the pool's ping included) on a connection whose server vanished
+    without closing it; the LMTP client meanwhile times out instead of getting 451, and the
+    API hangs instead of answering 503. libpq's own parameters, in seconds (tcp_user_timeout
+    is given here in seconds too and handed to libpq in milliseconds); 0 means "the OS
+    default" for each, as in libpq."""
+
+    connect_timeout: int = 10  # the whole connect, TCP and startup; libpq's minimum is 2
+    keepalives_idle: int = 30  # idle seconds before the first keepalive probe
+    keepalives_interval: int = 10  # between unanswered probes
+    keepalives_count: int = 3  # unanswered probes before the connection is dead
+    # Sent data unacknowledged this long closes the connection: what ends a statement (or a
+    # ping) sent to a server that vanished, where keepalives do not apply (data is pending).
+    tcp_user_timeout: int = 30
+
+    @classmethod
+    def of(cls, settings: Settings) -> Liveness:
+        return cls(
+            connect_timeout=settings.db_connect_timeout,
+            keepalives_idle=settings.db_keepalives_idle,
+            keepalives_interval=settings.db_keepalives_interval,
+            keepalives_count=settings.db_keepalives_count,
+            tcp_user_timeout=settings.db_tcp_user_timeout,
+        )
+
+    def connect_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "connect_timeout": self.connect_timeout,
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle,
+            "keepalives_interval": self.keepalives_interval,
+            "keepalives_count": self.keepalives_count,
+            "tcp_user_timeout": self.tcp_user_timeout * 1000,
+        }
+        return {k: v for k, v in args.items() if v}
+
+
+# The drivers built on libpq, which takes these parameters.
+_LIBPQ_DRIVERS = ("psycopg2", "psycopg")
+
+
+def _with_liveness(url: str, liveness: Liveness, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Liveness's parameters under those the user gave: a parameter in DATABASE_URL's query
+    string (or in connect_args) is theirs and stays."""
+    parsed = make_url(url)
+    if parsed.get_driver_name() not in _LIBPQ_DRIVERS:
+        return connect_args
+    given = set(parsed.query) | set(connect_args)
+    return {k: v for k, v in liveness.connect_args().items() if k not in given} | connect_args
+
+
+def make_engine(url: str, *, liveness: Liveness | None = None, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs["connect_args"] = _with_liveness(
+        url, liveness or Liveness(), kwargs.get("connect_args") or {}
+    )
     if url.startswith(("postgresql+psycopg2", "postgresql:", "postgres:")):
         # psycopg2's own executemany is one round trip per row; this pages UPDATEs and
         # upserts (INSERTs already go out as multi-row VALUES).
