@@ -22,21 +22,27 @@ thread the moment it arrives, so that work overlaps the group being written and 
 instead of adding to the next group's turn: the store thread spends part of its turn waiting
 on the database, and the committer is the only writer of this receiver.
 
-When a group's transaction fails as a whole (the batch machinery isolates a bad message by
-itself, so this is the database refusing the batch or going away), the group is redone in
-halves, down to single messages: only the message that still fails is answered 451 and left
-to the MTA's retry, the others are stored and answered 250.
+When a group's transaction fails as a whole because the database is away (`database_unavailable`:
+stopped, restarting, failing over), no part of it could be stored either: the whole group is
+answered 451 at once and left to the MTA's retry. The outage is logged once, as it begins, and
+summed up when a commit succeeds again (how long, how many messages were refused); the
+receiver does not log each refusal. Any other failure of the whole transaction (the batch
+machinery isolates a bad message by itself, so this is the database refusing the batch) is
+redone in halves, down to single messages: only the message that still fails is answered 451,
+the others are stored and answered 250.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from mailticket import metrics
+from mailticket.store.db import database_unavailable
 from mailticket.types import Outcome
 
 log = logging.getLogger(__name__)
@@ -95,6 +101,9 @@ class GroupCommit:
         self._last_expect = 0
         self._last_turn = 0.0
         self._last_done = float("-inf")
+        # The outage under way: when its first refusal came, how many messages it refused.
+        self._outage_since: float | None = None
+        self._outage_refused = 0
 
     async def submit(self, raw: bytes, source: str) -> Outcome:
         """Resolves once the message is committed; raises when it could not be stored."""
@@ -173,6 +182,9 @@ class GroupCommit:
                 self.store, [(item.raw, item.source) for item in live], prepared
             )
         except Exception as exc:  # noqa: BLE001 - isolate the message(s) the database refuses
+            if database_unavailable(exc):
+                self._refuse_for_outage(live, exc)
+                return
             if len(live) == 1:
                 if not live[0].done.done():
                     live[0].done.set_exception(exc)
@@ -183,7 +195,29 @@ class GroupCommit:
             await self._commit(live[half:])
             return
         self.groups += 1
+        if self._outage_since is not None:
+            log.warning(
+                "database back: pushed mail stored again after %.1f s; %d message(s) were "
+                "answered 451 meanwhile (the sender retries them)",
+                time.monotonic() - self._outage_since, self._outage_refused,
+            )
+            self._outage_since = None
+            self._outage_refused = 0
         metrics.observe_receiver_group(len(live))
         for item, outcome in zip(live, outcomes, strict=True):
             if not item.done.done():
                 item.done.set_result(outcome)
+
+    def _refuse_for_outage(self, live: list[_Pending], exc: BaseException) -> None:
+        """The database is away: every message of the group fails alike, so splitting it
+        would only meet the outage again, once per half."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "database unavailable: pushed mail is answered 451 until it is back: %s",
+                getattr(exc, "orig", None) or exc,
+            )
+        for item in live:
+            if not item.done.done():
+                self._outage_refused += 1
+                item.done.set_exception(exc)

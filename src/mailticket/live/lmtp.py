@@ -16,6 +16,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 
 from mailticket.live.bulkdata import BulkLMTP, BulkSMTP
 from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
+from mailticket.store.db import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,11 @@ class DeliveryHandler:
         try:
             outcome = await self.committer.submit(raw, source)
         except Exception as exc:  # noqa: BLE001 - the per-message boundary: tell the MTA to retry
-            log.error("cannot store %s message error=%r", self.name, exc)
+            if database_unavailable(exc):
+                # Not this message's fault: the committer logs the outage once, not per message.
+                log.debug("%s message refused: database unavailable", self.name)
+            else:
+                log.error("cannot store %s message error=%r", self.name, exc)
             status = "451 4.3.0 Cannot store the message now; try again later"
         else:
             log.info(
