@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///mailticket.db"
     # PostgreSQL only, in seconds: how soon a connection gives up on a server that does not
     # answer (store.db.Liveness says why); 0 leaves one to the OS. A parameter of the same
-    # name in DATABASE_URL's query string (?connect_timeout=5) wins over these.
+    # name in DATABASE_URL's query string (?connect_timeout=5; tcp_user_timeout there in libpq's
+    # milliseconds) wins over its setting.
     db_connect_timeout: int = Field(default=10, ge=0)
     db_keepalives_idle: int = Field(default=30, ge=0)
     db_keepalives_interval: int = Field(default=10, ge=0)
