@@ -496,6 +496,51 @@ def test_a_connection_lost_after_the_pool_checked_it_is_503_not_500(
         runtime.close()
 
 
+def test_a_connection_lost_after_the_answer_ends_the_request_quietly(
+    cluster: PgCluster, pg_db: tuple[str, Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server goes away after a request's last statement (its answer is made): the
+    rollback that closes the request's session cannot reach it. The client keeps its 200;
+    the worker logs a line, not an unhandled error with a traceback."""
+    url, _ = pg_db
+    runtime = build_runtime(load_settings(database_url=url, _env_file=None))
+    api = build_api(runtime)
+    armed = threading.Event()
+
+    def drop_before_rollback(conn: Any) -> None:
+        if not armed.is_set():
+            return
+        armed.clear()
+        pid = conn.connection.dbapi_connection.get_backend_pid()
+        admin = cluster.connect()
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                while True:  # until the backend is gone: the rollback then fails
+                    cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+                    if cur.fetchone() is None:
+                        break
+                    time.sleep(0.01)
+        finally:
+            admin.close()
+
+    event.listen(runtime.engine, "rollback", drop_before_rollback)
+    try:
+        assert api.get("/api/v1/tickets").status_code == 200
+        armed.set()
+        with caplog.at_level(logging.INFO):
+            response = api.get("/api/v1/tickets")
+        assert not armed.is_set(), "the connection was not dropped: nothing tested"
+        assert response.status_code == 200, response.text
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert any("lost database connection" in r.getMessage() for r in caplog.records)
+        assert api.get("/api/v1/tickets").status_code == 200
+    finally:
+        api.client.close()
+        runtime.close()
+
+
 async def test_an_outbox_item_that_meets_the_outage_waits_its_turn_without_a_traceback(
     cluster: PgCluster, pg_db: tuple[str, Engine], caplog: pytest.LogCaptureFixture
 ) -> None:
