@@ -196,7 +196,8 @@ class GroupCommit:
             return
         self.groups += 1
         if self._outage_since is not None:
-            log.warning(
+            # The end of what the warning began: news, not a condition to look at.
+            log.info(
                 "database back: pushed mail stored again after %.1f s; %d message(s) were "
                 "answered 451 meanwhile (the sender retries them)",
                 time.monotonic() - self._outage_since, self._outage_refused,
