@@ -37,6 +37,12 @@ STAFF_FIELDS = frozenset({"assigned_to_user_id", "tags", "custom_fields", "match
 SECRET_TAG = "vipsecrettag"
 SECRET_FIELD = "CUSTOMFIELDSECRET"
 ASSIGNEE = 1987654321
+# Who wrote the team's comments, internally: a staff token's name, an agent's own address,
+# and the name staff gave a customer's token. A customer sees the support address for the
+# team, and no author for its own token's comment: none of these may reach it.
+INTERNAL_TOKEN = "ops-bot-q7zx"
+INTERNAL_AGENT = "anna.q7zx@desk.example"
+INTERNAL_PORTAL = "acme portal q8zx contract-77"
 
 
 @dataclass
@@ -49,9 +55,10 @@ class World:
     values: dict[str, list[str]]
 
 
-def _scoped(api: Api, scope: str) -> dict[str, str]:
+def _scoped(api: Api, scope: str, name: str = "") -> dict[str, str]:
     with api.runtime.session_factory() as s:
-        _, plain = tokens.create_token(s, name=f"acme {scope}", scope=scope, customer="acme")
+        _, plain = tokens.create_token(s, name=name or f"acme {scope}", scope=scope,
+                                       customer="acme")
         s.commit()
     return {"Authorization": f"Bearer {plain}"}
 
@@ -128,7 +135,8 @@ def _staff_keys(body: Any) -> Iterator[str]:
 
 
 def _secrets(text: str) -> list[str]:
-    return [s for s in (SECRET_TAG, SECRET_FIELD, str(ASSIGNEE)) if s in text]
+    return [s for s in (SECRET_TAG, SECRET_FIELD, str(ASSIGNEE), INTERNAL_TOKEN,
+                        INTERNAL_AGENT, INTERNAL_PORTAL) if s in text]
 
 
 def test_a_customer_comment_is_the_customers_own_and_is_not_mailed(world: World) -> None:
@@ -287,7 +295,17 @@ def test_no_answer_a_customer_token_can_reach_carries_a_staff_only_field(world: 
                         json={"body": "hello"}),
         api.client.patch(f"/api/v1/tickets/{world.ticket}", headers=world.writer,
                          json={"status": "open"}),
+        api.client.post(f"/api/v1/tickets/{world.ticket}/comments",
+                        headers=_scoped(api, "write", INTERNAL_PORTAL),
+                        json={"body": "via the portal"}),
     ]
+    # The team's comments, written under internal names (the planted ones).
+    ops = {"Authorization": f"Bearer {api.token('write', INTERNAL_TOKEN)}"}
+    url = f"/api/v1/tickets/{world.ticket}/comments"
+    for body in ({"body": "We are on it."},
+                 {"body": "Driver updated.", "author_email": INTERNAL_AGENT}):
+        r = api.client.post(url, headers=ops, json=body)
+        assert r.status_code == 201, r.text
     routes = sorted({p for p, methods, _ in iter_routes(api.app) if "GET" in methods})
     walked: dict[str, int] = dict.fromkeys(routes, 0)
     staff_saw: set[str] = set()
@@ -333,6 +351,17 @@ def test_no_answer_a_customer_token_can_reach_carries_a_staff_only_field(world: 
             "/ui/tickets/{ticket_ref}"} <= staff_saw, staff_saw
     staff = api.get(f"/api/v1/tickets/{world.ticket}/emails").json()["emails"]
     assert all({"matched_by", "classification"} <= e.keys() for e in staff)
+    # Staff read the authors as stored; the customer reads the team as the support address.
+    authors = {c["body"]: c["author_email"] for c in
+               api.get(f"/api/v1/tickets/{world.ticket}").json()["comments"]}
+    assert authors["We are on it."] == f"token:{INTERNAL_TOKEN}"
+    assert authors["Driver updated."] == INTERNAL_AGENT
+    assert authors["via the portal"] == f"token:{INTERNAL_PORTAL}"
+    shown = {c["body"]: c["author_email"] for c in api.client.get(
+        f"/api/v1/tickets/{world.ticket}", headers=world.reader).json()["comments"]}
+    support = api.runtime.settings.mail_from_address
+    assert shown == {"Still down.": "alice@acme.example", "hello": None, "via the portal": None, "We are on it.": support,
+                     "Driver updated.": support}, shown
 
 
 def test_a_ticket_closed_beyond_the_reopen_window_stays_closed_for_the_customer(

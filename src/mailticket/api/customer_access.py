@@ -17,6 +17,11 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
 - A resolved or closed ticket is reopened (by a comment or a change) only within
   TICKET_REOPEN_WINDOW of its closing, as a mail would reopen it; later it is a 409 (mail
   would open a follow-up ticket instead).
+- A comment shows who wrote it as the customer knows them: their own people's addresses as
+  they are, and for everything the team wrote (an agent, an integration, a backend, the
+  system) the support address, the From of every mail the team sends them. Never a token's
+  name (`token:ops-bot`, which a staff member chose) or an agent's own address: the customer's
+  comment written without `author_email` shows no author (null).
 - Answers leave out what only the team works with: the assignee, the tags, the custom
   fields, and for each mail how it was threaded (`matched_by`) and what the classifier
   made of it (`classification`). `tag` and `assignee` as list filters would reveal the
@@ -45,7 +50,8 @@ from mailticket.customers.lookup import shared_for
 from mailticket.customers.matcher import detect
 from mailticket.followups.routing import within_window
 from mailticket.runtime import Runtime
-from mailticket.store.models import Ticket
+from mailticket.settings import Settings
+from mailticket.store.models import Comment, Ticket
 from mailticket.ticketing import tickets as ticket_service
 from mailticket.ticketing.changes import TicketChange, apply_change
 
@@ -59,6 +65,11 @@ CUSTOMER_STATUSES = ("open", "resolved", "closed")
 CUSTOMER_PATCH_FIELDS = frozenset({"status"})
 # The statuses a customer's comment moves back to `open`, as a mail from them does.
 REOPENED_BY_COMMENT = frozenset({"pending", *ticket_service.REOPENABLE_STATUSES})
+
+# The comment sources that are the customer's own words (their mail, their token's comment).
+CUSTOMER_SOURCES = frozenset({"email", SOURCE})
+# How a comment written through a token without `author_email` names its author.
+TOKEN_AUTHOR = "token:"
 
 _FORBIDDEN = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 
@@ -81,6 +92,27 @@ def scoped_json(
         body.model_dump_json(exclude=dropped), media_type="application/json",
         status_code=status_code,
     )
+
+
+def shown_author(settings: Settings, comment: Comment, scope: int | None) -> str | None:
+    """Who wrote `comment`, as the caller may read it: staff get `author_email` as stored;
+    a customer scope sees its own people's addresses, and the support address for all the
+    team wrote (token names and agents' own addresses are internal)."""
+    author = comment.author_email
+    if scope is None:
+        return author
+    if comment.source in CUSTOMER_SOURCES:
+        return author if author and "@" in author and not author.startswith(TOKEN_AUTHOR) \
+            else None
+    return settings.mail_from_address
+
+
+def comment_out(settings: Settings, comment: Comment, scope: int | None) -> CommentOut:
+    """`comment` as the API answers it to the caller (see shown_author)."""
+    out = CommentOut.model_validate(comment)
+    if scope is None:
+        return out
+    return out.model_copy(update={"author_email": shown_author(settings, comment, scope)})
 
 
 def refuse_staff_filters(principal: Principal, **given: object) -> None:
@@ -178,7 +210,7 @@ def store_customer_comment(
         # Their colleague is on the request from now on: the team's replies copy them.
         people.add_participant(session, runtime.settings, ticket, address, now=now)
     row = ticket_service.add_customer_comment(
-        session, ticket, comment.body, author_email=author or f"token:{principal.name}",
+        session, ticket, comment.body, author_email=author or f"{TOKEN_AUTHOR}{principal.name}",
         source=SOURCE,
     )
     if ticket.status in REOPENED_BY_COMMENT:
@@ -192,4 +224,4 @@ def store_customer_comment(
     # wrote it (the integration's account posts it, which would read as the team's answer).
     queue_comment(session, ticket, row, text=f"{row.author_email} wrote:\n\n{row.body.strip()}\n")
     session.commit()
-    return CommentOut.model_validate(row)
+    return comment_out(runtime.settings, row, principal.customer_id)
