@@ -408,3 +408,28 @@ def test_a_cc_that_is_one_of_our_own_addresses_is_refused(make_api: Callable[...
     assert r.status_code == 422, r.text
     assert "desk@acme.example" in r.json()["detail"]
     assert _counts(api, world.ticket) == before
+
+
+def test_a_participant_the_team_removed_comes_back_only_through_staff(world: World) -> None:
+    """A `cc` naming an address an agent removed is a 403 naming it, and nothing changes
+    (no comment, the address stays removed); a staff token may add it back."""
+    api = world.api
+    url = f"/api/v1/tickets/{world.ticket}/participants"
+    staff = api.auth("write")
+    assert api.client.post(url, headers=staff, json={"address": "bob@acme.example"}
+                           ).status_code == 201
+    r = api.client.delete(f"{url}/bob@acme.example", headers=staff)
+    assert r.status_code == 200 and r.json()["removed"] == ["bob@acme.example"], r.text
+    before = _counts(api, world.ticket), api.get(url).json()
+    r = api.client.post(f"/api/v1/tickets/{world.ticket}/comments", headers=world.writer,
+                        json={"body": "Bob again", "cc": ["ceo.acme@gmail.com", "Bob@acme.example"]})
+    assert r.status_code == 403, r.text
+    assert "bob@acme.example" in r.json()["detail"] and "removed" in r.json()["detail"]
+    assert (_counts(api, world.ticket), api.get(url).json()) == before
+    # Another colleague is still welcome, and the team may bring Bob back.
+    r = api.client.post(f"/api/v1/tickets/{world.ticket}/comments", headers=world.writer,
+                        json={"body": "Adding Carol", "cc": ["carol@acme.example"]})
+    assert r.status_code == 201, r.text
+    r = api.client.post(url, headers=staff, json={"address": "bob@acme.example"})
+    assert r.status_code == 201 and r.json()["removed"] == [], r.text
+    assert "bob@acme.example" in {p["address"] for p in r.json()["participants"]}

@@ -9,7 +9,8 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
   token cannot make it send anything, to anyone. `cc` may name only the customer's own
   addresses (its contacts, or an address at one of its domains, the directory's rule for
   "this mail is theirs"); they become participants of the ticket, so the agents' next
-  replies reach them too. Files and `author_name` (an agent reply's attachments and From
+  replies reach them too. An address an agent removed from the ticket is the team's
+  decision: only staff bring it back (403 naming it). Files and `author_name` (an agent reply's attachments and From
   name) are refused: the comment is not a mail, and files reach the ticket through mail,
   where the inbound checks run on them.
 - A change may only close or reopen the request: `status` to open, resolved or closed.
@@ -27,7 +28,8 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
   made of it (`classification`). `tag` and `assignee` as list filters would reveal the
   same through which tickets come back, so they are refused too.
 
-Each refusal happens before anything is written (403 naming the field or address; 409
+Each refusal happens before anything is written (403 naming the field or address, or a
+removed participant; 409
 for a ticket past its reopen window; 422 for a `cc` that is one of our own addresses).
 """
 
@@ -204,6 +206,15 @@ def store_customer_comment(
     for address in cc:
         if address in ours:  # a customer domain that holds one of ours: never a participant
             raise Problem(422, f"cc: {address} is one of our own addresses")
+    gone = set(people.removed(session, ticket))
+    for address in cc:
+        if address in gone:
+            # An agent stopped mailing them on purpose (left the company, asked to be
+            # taken off); the customer asks the team, who may add them back.
+            raise refused(
+                f"cc: {address} was removed from {ticket.ticket_number} by the support team; "
+                "only the team can add them back"
+            )
     check_reopen(runtime, ticket)
     now = runtime.clock()
     for address in cc:
