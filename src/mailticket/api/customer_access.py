@@ -23,6 +23,12 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
   system) the support address, the From of every mail the team sends them. Never a token's
   name (`token:ops-bot`, which a staff member chose) or an agent's own address: the customer's
   comment written without `author_email` shows no author (null).
+- A mail's raw download (any mail of the customer's tickets: what they sent and what we sent
+  them) comes without the trace our side adds on receipt: `Received`, `Return-Path`,
+  `Delivered-To`, `X-Original-To`, `Envelope-To`, `Authentication-Results`, `Received-SPF`,
+  `ARC-*` and every `X-` header (our filters' verdicts; the sender's own X- headers cannot be
+  told from ours, so they go too). The rest, body and attachments included, is byte for
+  byte as stored; staff download the stored bytes unchanged.
 - Answers leave out what only the team works with: the assignee, the tags, the custom
   fields, and for each mail how it was threaded (`matched_by`) and what the classifier
   made of it (`classification`). `tag` and `assignee` as list filters would reveal the
@@ -35,6 +41,8 @@ for a ticket past its reopen window; 422 for a `cc` that is one of our own addre
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -72,6 +80,14 @@ REOPENED_BY_COMMENT = frozenset({"pending", *ticket_service.REOPENABLE_STATUSES}
 CUSTOMER_SOURCES = frozenset({"email", SOURCE})
 # How a comment written through a token without `author_email` names its author.
 TOKEN_AUTHOR = "token:"
+
+# Header fields a customer's copy of a mail leaves out (see above): the name at the start of
+# a line of the header block, before its colon.
+_TRACE_FIELD = re.compile(
+    rb"(?:received|return-path|delivered-to|x-original-to|envelope-to|authentication-results"
+    rb"|received-spf|arc-[!-9;-~]*|x-[!-9;-~]*)[ \t]*:",
+    re.IGNORECASE,
+)
 
 _FORBIDDEN = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 
@@ -115,6 +131,26 @@ def comment_out(settings: Settings, comment: Comment, scope: int | None) -> Comm
     if scope is None:
         return out
     return out.model_copy(update={"author_email": shown_author(settings, comment, scope)})
+
+
+def customer_copy(raw: bytes) -> bytes:
+    """`raw` without the trace header fields (each with its folded continuation lines); the
+    other header lines and everything from the blank line that ends the header on are kept
+    byte for byte. Parsing and re-serialising would rewrite what it keeps, so the header
+    block is cut line by line."""
+    kept: list[bytes] = []
+    dropping = False
+    stream = io.BytesIO(raw)
+    for line in stream:
+        if line in (b"\n", b"\r\n"):  # the header ends: the rest goes as it is
+            kept.append(line)
+            kept.append(stream.read())
+            break
+        if line[:1] not in (b" ", b"\t"):  # a new field; a continuation follows its field
+            dropping = _TRACE_FIELD.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept)
 
 
 def refuse_staff_filters(principal: Principal, **given: object) -> None:
