@@ -18,12 +18,13 @@ from sqlalchemy import func, select
 
 from mailticket.api import tokens
 from mailticket.api.app import iter_routes
+from mailticket.api.customer_access import customer_copy
 from mailticket.conversation.models import Participant
 from mailticket.customers.directory import CustomersMode, create_customer
 from mailticket.customers.lookup import shared_for
 from mailticket.customers.schema import ContactSpec, CustomerSpec
 from mailticket.sla.models import TicketSla
-from mailticket.store.models import Attachment, Comment, EmailLog, Ticket
+from mailticket.store.models import Attachment, Comment, EmailLog, RawMessage, Ticket
 from mailticket.store.outbox_models import OutboxItem
 from tests.api.conftest import Api
 from tests.api.test_internal_notes import _fill
@@ -37,6 +38,25 @@ STAFF_FIELDS = frozenset({"assigned_to_user_id", "tags", "custom_fields", "match
 SECRET_TAG = "vipsecrettag"
 SECRET_FIELD = "CUSTOMFIELDSECRET"
 ASSIGNEE = 1987654321
+# Who wrote the team's comments, internally: a staff token's name, an agent's own address,
+# and the name staff gave a customer's token. A customer sees the support address for the
+# team, and no author for its own token's comment: none of these may reach it.
+INTERNAL_TOKEN = "ops-bot-q7zx"
+INTERNAL_AGENT = "anna.q7zx@desk.example"
+INTERNAL_PORTAL = "acme portal q8zx contract-77"
+# What our own mail servers write on a mail they receive: a customer's raw download has none
+# of it (staff's has all of it, byte for byte).
+OUR_MTA = "mx1.internal-q9zx.example"
+TRACE = (
+    b"Return-Path: <alice@acme.example>\n"
+    b"Delivered-To: support@example.com\n"
+    b"Received: from mail.acme.example (mail.acme.example [192.0.2.10])\n"
+    b"\tby " + OUR_MTA.encode() + b" (Postfix) with ESMTPS id 4Q9ZX\n"
+    b"\tfor <support@example.com>; Mon, 15 Dec 2025 09:00:00 +0000\n"
+    b"X-Spam-Status: No, score=-1.0 scanned by spamd on " + OUR_MTA.encode() + b"\n"
+    b"Authentication-Results: " + OUR_MTA.encode() + b"; dkim=pass header.d=acme.example\n"
+    b"ARC-Seal: i=1; a=rsa-sha256; d=" + OUR_MTA.encode() + b"; cv=none; b=AAAA\n"
+)
 
 
 @dataclass
@@ -49,9 +69,10 @@ class World:
     values: dict[str, list[str]]
 
 
-def _scoped(api: Api, scope: str) -> dict[str, str]:
+def _scoped(api: Api, scope: str, name: str = "") -> dict[str, str]:
     with api.runtime.session_factory() as s:
-        _, plain = tokens.create_token(s, name=f"acme {scope}", scope=scope, customer="acme")
+        _, plain = tokens.create_token(s, name=name or f"acme {scope}", scope=scope,
+                                       customer="acme")
         s.commit()
     return {"Authorization": f"Bearer {plain}"}
 
@@ -69,9 +90,11 @@ def _world(api: Api) -> World:
                             contacts=(ContactSpec(address="ceo.acme@gmail.com"),)),
             mode=CustomersMode.db, shared=shared_for(api.runtime.settings), now=now)
         s.commit()
-    first = make_email(sender="alice@acme.example", subject="Printer down", body="It is down.",
-                       message_id="<c1@acme.example>",
-                       attachments=[(b"log bytes", "application/octet-stream", "log.bin")])
+    first = TRACE + make_email(
+        sender="alice@acme.example", subject="Printer down",
+        body="It is down.\nReceived: this line is the customer's text, kept.",
+        message_id="<c1@acme.example>", headers={"DKIM-Signature": "v=1; d=acme.example; b=BBBB"},
+        attachments=[(b"log bytes", "application/octet-stream", "log.bin")])
     reply = make_email(sender="alice@acme.example", subject="Re: Printer down",
                        body="Still down.", message_id="<c2@acme.example>",
                        in_reply_to="<c1@acme.example>")
@@ -128,7 +151,8 @@ def _staff_keys(body: Any) -> Iterator[str]:
 
 
 def _secrets(text: str) -> list[str]:
-    return [s for s in (SECRET_TAG, SECRET_FIELD, str(ASSIGNEE)) if s in text]
+    return [s for s in (SECRET_TAG, SECRET_FIELD, str(ASSIGNEE), INTERNAL_TOKEN,
+                        INTERNAL_AGENT, INTERNAL_PORTAL, OUR_MTA) if s in text]
 
 
 def test_a_customer_comment_is_the_customers_own_and_is_not_mailed(world: World) -> None:
@@ -287,7 +311,17 @@ def test_no_answer_a_customer_token_can_reach_carries_a_staff_only_field(world: 
                         json={"body": "hello"}),
         api.client.patch(f"/api/v1/tickets/{world.ticket}", headers=world.writer,
                          json={"status": "open"}),
+        api.client.post(f"/api/v1/tickets/{world.ticket}/comments",
+                        headers=_scoped(api, "write", INTERNAL_PORTAL),
+                        json={"body": "via the portal"}),
     ]
+    # The team's comments, written under internal names (the planted ones).
+    ops = {"Authorization": f"Bearer {api.token('write', INTERNAL_TOKEN)}"}
+    url = f"/api/v1/tickets/{world.ticket}/comments"
+    for body in ({"body": "We are on it."},
+                 {"body": "Driver updated.", "author_email": INTERNAL_AGENT}):
+        r = api.client.post(url, headers=ops, json=body)
+        assert r.status_code == 201, r.text
     routes = sorted({p for p, methods, _ in iter_routes(api.app) if "GET" in methods})
     walked: dict[str, int] = dict.fromkeys(routes, 0)
     staff_saw: set[str] = set()
@@ -330,9 +364,21 @@ def test_no_answer_a_customer_token_can_reach_carries_a_staff_only_field(world: 
     # The same walk found the staff-only data where staff looks: the checks above mean
     # something (the ticket, its list, its thread, the thread view's pages).
     assert {"/api/v1/tickets", "/api/v1/tickets/{ticket_id}", "/api/v1/tickets/{ticket_id}/emails",
-            "/ui/tickets/{ticket_ref}"} <= staff_saw, staff_saw
+            "/ui/tickets/{ticket_ref}", "/api/v1/emails/{email_id}/raw",
+            "/ui/emails/{email_id}/raw"} <= staff_saw, staff_saw
     staff = api.get(f"/api/v1/tickets/{world.ticket}/emails").json()["emails"]
     assert all({"matched_by", "classification"} <= e.keys() for e in staff)
+    # Staff read the authors as stored; the customer reads the team as the support address.
+    authors = {c["body"]: c["author_email"] for c in
+               api.get(f"/api/v1/tickets/{world.ticket}").json()["comments"]}
+    assert authors["We are on it."] == f"token:{INTERNAL_TOKEN}"
+    assert authors["Driver updated."] == INTERNAL_AGENT
+    assert authors["via the portal"] == f"token:{INTERNAL_PORTAL}"
+    shown = {c["body"]: c["author_email"] for c in api.client.get(
+        f"/api/v1/tickets/{world.ticket}", headers=world.reader).json()["comments"]}
+    support = api.runtime.settings.mail_from_address
+    assert shown == {"Still down.": "alice@acme.example", "hello": None, "via the portal": None, "We are on it.": support,
+                     "Driver updated.": support}, shown
 
 
 def test_a_ticket_closed_beyond_the_reopen_window_stays_closed_for_the_customer(
@@ -379,3 +425,66 @@ def test_a_cc_that_is_one_of_our_own_addresses_is_refused(make_api: Callable[...
     assert r.status_code == 422, r.text
     assert "desk@acme.example" in r.json()["detail"]
     assert _counts(api, world.ticket) == before
+
+
+def test_a_participant_the_team_removed_comes_back_only_through_staff(world: World) -> None:
+    """A `cc` naming an address an agent removed is a 403 naming it, and nothing changes
+    (no comment, the address stays removed); a staff token may add it back."""
+    api = world.api
+    url = f"/api/v1/tickets/{world.ticket}/participants"
+    staff = api.auth("write")
+    assert api.client.post(url, headers=staff, json={"address": "bob@acme.example"}
+                           ).status_code == 201
+    r = api.client.delete(f"{url}/bob@acme.example", headers=staff)
+    assert r.status_code == 200 and r.json()["removed"] == ["bob@acme.example"], r.text
+    before = _counts(api, world.ticket), api.get(url).json()
+    r = api.client.post(f"/api/v1/tickets/{world.ticket}/comments", headers=world.writer,
+                        json={"body": "Bob again", "cc": ["ceo.acme@gmail.com", "Bob@acme.example"]})
+    assert r.status_code == 403, r.text
+    assert "bob@acme.example" in r.json()["detail"] and "removed" in r.json()["detail"]
+    assert (_counts(api, world.ticket), api.get(url).json()) == before
+    # Another colleague is still welcome, and the team may bring Bob back.
+    r = api.client.post(f"/api/v1/tickets/{world.ticket}/comments", headers=world.writer,
+                        json={"body": "Adding Carol", "cc": ["carol@acme.example"]})
+    assert r.status_code == 201, r.text
+    r = api.client.post(url, headers=staff, json={"address": "bob@acme.example"})
+    assert r.status_code == 201 and r.json()["removed"] == [], r.text
+    assert "bob@acme.example" in {p["address"] for p in r.json()["participants"]}
+
+
+def test_a_customer_downloads_its_mail_without_our_trace_and_staff_get_the_bytes(
+    world: World,
+) -> None:
+    """The raw download: staff get the stored bytes; a customer-scoped token (API and /ui)
+    gets them less the header fields our side adds on receipt, everything else unchanged."""
+    api = world.api
+    with api.runtime.session_factory() as s:
+        first = s.scalars(select(EmailLog).order_by(EmailLog.id)).first()
+        assert first is not None and first.raw_message_id is not None
+        stored = s.scalar(select(RawMessage.raw).where(RawMessage.id == first.raw_message_id))
+    assert stored is not None and bytes(stored).startswith(TRACE)
+    url = f"/api/v1/emails/{first.id}/raw"
+    assert api.get(url).content == bytes(stored)
+    browser = _browser(api, world.reader)
+    for got in (api.client.get(url, headers=world.reader).content,
+                browser.get(f"/ui/emails/{first.id}/raw").content):
+        assert got == bytes(stored).removeprefix(TRACE)
+        assert b"\nDKIM-Signature: v=1; d=acme.example" in got
+        assert b"\nReceived: this line is the customer's text, kept." in got
+    browser.close()
+
+
+@pytest.mark.parametrize("raw,copy", [
+    # CRLF, a folded trace field with its continuations, a field merely starting alike.
+    (b"Received: by mx\r\n\tfor <a@b.example>\r\nFrom: a@b.example\r\n"
+     b"X-Spam-Score:\r\n 5.0\r\nReceived-By-Hand: no\r\n\r\nX-Body: kept\r\n",
+     b"From: a@b.example\r\nReceived-By-Hand: no\r\n\r\nX-Body: kept\r\n"),
+    # No body at all; no line end at the very end.
+    (b"Subject: hi\nreturn-path: <>\nx-a:1", b"Subject: hi\n"),
+    # A line before the first field stays where it is (it is no field of ours).
+    (b" stray\nDelivered-To: us@x.example\n\nbody", b" stray\n\nbody"),
+])
+def test_customer_copy_cuts_whole_trace_fields_and_keeps_every_other_byte(
+    raw: bytes, copy: bytes
+) -> None:
+    assert customer_copy(raw) == copy

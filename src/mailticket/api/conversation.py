@@ -199,7 +199,8 @@ def _store_comment(
         400: {"description": "The body could not be decoded."},
         403: {"description": "The token cannot write, or a customer-scoped token sent what "
                            "only staff may (an internal note, files, `author_name`, an "
-                           "address that is not the customer's)."},
+                           "address that is not the customer's, a `cc` the team removed "
+                           "from the ticket)."},
         409: {"description": "A public reply, but the ticket has nobody to mail; or a "
                            "customer-scoped token's comment on a ticket closed for longer "
                            "than TICKET_REOPEN_WINDOW."},
@@ -222,8 +223,9 @@ async def add_comment(
     "customer"): public, never mailed, and it reopens a pending, resolved or closed ticket
     (a 409 once it is closed for longer than TICKET_REOPEN_WINDOW).
     Its `cc` and `author_email` must be the customer's own addresses (its contacts or
-    domains; each `cc` becomes a participant of the ticket); files, `author_name` and
-    internal notes are refused (403, naming what)."""
+    domains; each `cc` becomes a participant of the ticket, unless the team removed it:
+    only staff add a removed participant back); files, `author_name` and internal notes
+    are refused (403, naming what)."""
     comment, files = await read_comment(request)
     return await run_in_threadpool(
         _store_comment, session, runtime, principal, ticket_id, comment, files

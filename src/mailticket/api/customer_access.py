@@ -9,7 +9,8 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
   token cannot make it send anything, to anyone. `cc` may name only the customer's own
   addresses (its contacts, or an address at one of its domains, the directory's rule for
   "this mail is theirs"); they become participants of the ticket, so the agents' next
-  replies reach them too. Files and `author_name` (an agent reply's attachments and From
+  replies reach them too. An address an agent removed from the ticket is the team's
+  decision: only staff bring it back (403 naming it). Files and `author_name` (an agent reply's attachments and From
   name) are refused: the comment is not a mail, and files reach the ticket through mail,
   where the inbound checks run on them.
 - A change may only close or reopen the request: `status` to open, resolved or closed.
@@ -17,17 +18,31 @@ integration), and the rules follow what end users get in Zendesk or Freshdesk:
 - A resolved or closed ticket is reopened (by a comment or a change) only within
   TICKET_REOPEN_WINDOW of its closing, as a mail would reopen it; later it is a 409 (mail
   would open a follow-up ticket instead).
+- A comment shows who wrote it as the customer knows them: their own people's addresses as
+  they are, and for everything the team wrote (an agent, an integration, a backend, the
+  system) the support address, the From of every mail the team sends them. Never a token's
+  name (`token:ops-bot`, which a staff member chose) or an agent's own address: the customer's
+  comment written without `author_email` shows no author (null).
+- A mail's raw download (any mail of the customer's tickets: what they sent and what we sent
+  them) comes without the trace our side adds on receipt: `Received`, `Return-Path`,
+  `Delivered-To`, `X-Original-To`, `Envelope-To`, `Authentication-Results`, `Received-SPF`,
+  `ARC-*` and every `X-` header (our filters' verdicts; the sender's own X- headers cannot be
+  told from ours, so they go too). The rest, body and attachments included, is byte for
+  byte as stored; staff download the stored bytes unchanged.
 - Answers leave out what only the team works with: the assignee, the tags, the custom
   fields, and for each mail how it was threaded (`matched_by`) and what the classifier
   made of it (`classification`). `tag` and `assignee` as list filters would reveal the
   same through which tickets come back, so they are refused too.
 
-Each refusal happens before anything is written (403 naming the field or address; 409
+Each refusal happens before anything is written (403 naming the field or address, or a
+removed participant; 409
 for a ticket past its reopen window; 422 for a `cc` that is one of our own addresses).
 """
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,7 +60,8 @@ from mailticket.customers.lookup import shared_for
 from mailticket.customers.matcher import detect
 from mailticket.followups.routing import within_window
 from mailticket.runtime import Runtime
-from mailticket.store.models import Ticket
+from mailticket.settings import Settings
+from mailticket.store.models import Comment, Ticket
 from mailticket.ticketing import tickets as ticket_service
 from mailticket.ticketing.changes import TicketChange, apply_change
 
@@ -59,6 +75,19 @@ CUSTOMER_STATUSES = ("open", "resolved", "closed")
 CUSTOMER_PATCH_FIELDS = frozenset({"status"})
 # The statuses a customer's comment moves back to `open`, as a mail from them does.
 REOPENED_BY_COMMENT = frozenset({"pending", *ticket_service.REOPENABLE_STATUSES})
+
+# The comment sources that are the customer's own words (their mail, their token's comment).
+CUSTOMER_SOURCES = frozenset({"email", SOURCE})
+# How a comment written through a token without `author_email` names its author.
+TOKEN_AUTHOR = "token:"
+
+# Header fields a customer's copy of a mail leaves out (see above): the name at the start of
+# a line of the header block, before its colon.
+_TRACE_FIELD = re.compile(
+    rb"(?:received|return-path|delivered-to|x-original-to|envelope-to|authentication-results"
+    rb"|received-spf|arc-[!-9;-~]*|x-[!-9;-~]*)[ \t]*:",
+    re.IGNORECASE,
+)
 
 _FORBIDDEN = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
 
@@ -81,6 +110,47 @@ def scoped_json(
         body.model_dump_json(exclude=dropped), media_type="application/json",
         status_code=status_code,
     )
+
+
+def shown_author(settings: Settings, comment: Comment, scope: int | None) -> str | None:
+    """Who wrote `comment`, as the caller may read it: staff get `author_email` as stored;
+    a customer scope sees its own people's addresses, and the support address for all the
+    team wrote (token names and agents' own addresses are internal)."""
+    author = comment.author_email
+    if scope is None:
+        return author
+    if comment.source in CUSTOMER_SOURCES:
+        return author if author and "@" in author and not author.startswith(TOKEN_AUTHOR) \
+            else None
+    return settings.mail_from_address
+
+
+def comment_out(settings: Settings, comment: Comment, scope: int | None) -> CommentOut:
+    """`comment` as the API answers it to the caller (see shown_author)."""
+    out = CommentOut.model_validate(comment)
+    if scope is None:
+        return out
+    return out.model_copy(update={"author_email": shown_author(settings, comment, scope)})
+
+
+def customer_copy(raw: bytes) -> bytes:
+    """`raw` without the trace header fields (each with its folded continuation lines); the
+    other header lines and everything from the blank line that ends the header on are kept
+    byte for byte. Parsing and re-serialising would rewrite what it keeps, so the header
+    block is cut line by line."""
+    kept: list[bytes] = []
+    dropping = False
+    stream = io.BytesIO(raw)
+    for line in stream:
+        if line in (b"\n", b"\r\n"):  # the header ends: the rest goes as it is
+            kept.append(line)
+            kept.append(stream.read())
+            break
+        if line[:1] not in (b" ", b"\t"):  # a new field; a continuation follows its field
+            dropping = _TRACE_FIELD.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept)
 
 
 def refuse_staff_filters(principal: Principal, **given: object) -> None:
@@ -172,13 +242,22 @@ def store_customer_comment(
     for address in cc:
         if address in ours:  # a customer domain that holds one of ours: never a participant
             raise Problem(422, f"cc: {address} is one of our own addresses")
+    gone = set(people.removed(session, ticket))
+    for address in cc:
+        if address in gone:
+            # An agent stopped mailing them on purpose (left the company, asked to be
+            # taken off); the customer asks the team, who may add them back.
+            raise refused(
+                f"cc: {address} was removed from {ticket.ticket_number} by the support team; "
+                "only the team can add them back"
+            )
     check_reopen(runtime, ticket)
     now = runtime.clock()
     for address in cc:
         # Their colleague is on the request from now on: the team's replies copy them.
         people.add_participant(session, runtime.settings, ticket, address, now=now)
     row = ticket_service.add_customer_comment(
-        session, ticket, comment.body, author_email=author or f"token:{principal.name}",
+        session, ticket, comment.body, author_email=author or f"{TOKEN_AUTHOR}{principal.name}",
         source=SOURCE,
     )
     if ticket.status in REOPENED_BY_COMMENT:
@@ -192,4 +271,4 @@ def store_customer_comment(
     # wrote it (the integration's account posts it, which would read as the team's answer).
     queue_comment(session, ticket, row, text=f"{row.author_email} wrote:\n\n{row.body.strip()}\n")
     session.commit()
-    return CommentOut.model_validate(row)
+    return comment_out(runtime.settings, row, principal.customer_id)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailticket.api.auth import ScopedReader, SessionDep
+from mailticket.api.customer_access import customer_copy
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import AttachmentList, AttachmentOut
 from mailticket.customers.scope import email_visible, visible_ticket_ids
@@ -64,9 +65,14 @@ def attachment_url(email_id: int, attachment_id: int) -> str:
     responses={200: {"content": {"message/rfc822": {}}, "description": "The .eml bytes."}},
 )
 def raw_email(email_id: EmailId, session: SessionDep, principal: ScopedReader) -> Response:
-    """The message exactly as it was received."""
+    """The message exactly as it was received (or sent). A customer-scoped token gets it
+    without the trace header fields our side adds (Received, Return-Path, Delivered-To,
+    X-Original-To, Envelope-To, Authentication-Results, Received-SPF, ARC-*, X-*); the rest
+    is byte for byte the same."""
+    raw = _raw_bytes(session, email_id, principal.customer_id)
+    # The one place a customer's copy is made: the /ui download calls this route too.
     return Response(
-        _raw_bytes(session, email_id, principal.customer_id),
+        raw if principal.customer_id is None else customer_copy(raw),
         media_type="message/rfc822",
         headers={
             "Content-Disposition": f'attachment; filename="email-{email_id}.eml"',

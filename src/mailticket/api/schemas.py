@@ -154,7 +154,11 @@ class TicketPage(BaseModel):
 class CommentOut(_Out):
     id: int
     body: str
-    author_email: str | None
+    author_email: str | None = Field(
+        description="Who wrote it. A customer-scoped token sees its own people's addresses, "
+        "the support address for whatever the team wrote, and null for its own comment "
+        "written without `author_email`.",
+    )
     is_internal: bool
     source: str = Field(
         description="Who wrote it: `email` (the customer, by mail), `customer` (the customer, "

@@ -16,12 +16,12 @@ from mailticket.api.customer_access import (
     STAFF_TICKET_FIELDS,
     check_change,
     check_reopen,
+    comment_out,
     refuse_staff_filters,
     scoped_json,
 )
 from mailticket.api.errors import Problem
 from mailticket.api.schemas import (
-    CommentOut,
     EmailOut,
     InputDatetime,
     TicketBrief,
@@ -34,7 +34,7 @@ from mailticket.api.schemas import (
     TicketSummary,
 )
 from mailticket.customers.scope import visible_ticket_ids
-from mailticket.settings import Priority
+from mailticket.settings import Priority, Settings
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets as ticket_service
 from mailticket.ticketing.changes import TicketChange, apply_change
@@ -71,7 +71,9 @@ def load_ticket(session: Session, ref: str, scope: int | None = None) -> Ticket:
     return ticket
 
 
-def ticket_detail(session: Session, ticket: Ticket, scope: int | None = None) -> TicketDetail:
+def ticket_detail(
+    session: Session, settings: Settings, ticket: Ticket, scope: int | None = None
+) -> TicketDetail:
     base = TicketSummary.model_validate(ticket).model_dump()
     merged_into = ticket.merged_into_id
     if merged_into not in visible_ticket_ids(session, [merged_into], scope):
@@ -92,7 +94,8 @@ def ticket_detail(session: Session, ticket: Ticket, scope: int | None = None) ->
         followup_of=TicketBrief.model_validate(before) if before is not None else None,
         followups=[TicketBrief.model_validate(t) for t in after],
         comments=[
-            CommentOut.model_validate(c) for c in queries.comments_for(session, ticket.id, scope)
+            comment_out(settings, c, scope)
+            for c in queries.comments_for(session, ticket.id, scope)
         ],
     )
 
@@ -171,11 +174,14 @@ def list_tickets(
 
 
 @router.get("/{ticket_id}", response_model=TicketDetail)
-def get_ticket(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> Response:
+def get_ticket(
+    ticket_id: TicketRef, session: SessionDep, runtime: RuntimeDep, principal: ScopedReader
+) -> Response:
     """The ticket and its comments. A customer-scoped token gets the public comments only,
-    and no `assigned_to_user_id`, `tags` or `custom_fields`."""
+    and no `assigned_to_user_id`, `tags` or `custom_fields`; a comment the team wrote shows
+    the support address as its `author_email`."""
     scope = principal.customer_id
-    detail = ticket_detail(session, load_ticket(session, ticket_id, scope), scope)
+    detail = ticket_detail(session, runtime.settings, load_ticket(session, ticket_id, scope), scope)
     return scoped_json(principal, detail, set(STAFF_TICKET_FIELDS))
 
 
@@ -218,7 +224,10 @@ def patch_ticket(
     )
     session.commit()
     session.refresh(ticket)
-    return scoped_json(principal, ticket_detail(session, ticket, scope), set(STAFF_TICKET_FIELDS))
+    return scoped_json(
+        principal, ticket_detail(session, runtime.settings, ticket, scope),
+        set(STAFF_TICKET_FIELDS),
+    )
 
 
 @router.get("/{ticket_id}/emails", response_model=TicketEmails)

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from mailticket.api import csrf, emails, queries, tokens
+from mailticket.api import csrf, customer_access, emails, queries, tokens
 from mailticket.api.auth import (
     COOKIE_NAME,
     LoginRequired,
@@ -129,6 +129,7 @@ def ticket_page(
     ticket_ref: str,
     principal: UiPrincipal,
     session: SessionDep,
+    runtime: RuntimeDep,
 ) -> HTMLResponse:
     ticket = load_ticket(session, ticket_ref, principal.customer_id)
     mails = list(
@@ -145,6 +146,9 @@ def ticket_page(
         c for c in queries.comments_for(session, ticket.id, principal.customer_id)
         if c.email_log_id is None
     ]
+    # As in the API: the customer sees the support address for what the team wrote.
+    authors = {c.id: customer_access.shown_author(runtime.settings, c, principal.customer_id)
+               for c in notes}
     followup_of, followups = queries.followup_links(session, ticket)
     # As in the API: a follow-up link to another customer's ticket is hidden from a scope.
     visible = visible_ticket_ids(
@@ -162,6 +166,7 @@ def ticket_page(
     plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
+        authors=authors,
         principal=principal, followup_of=followup_of, followups=followups, split=split,
         customer=customer,
         # The assignee, tags, why the ticket is the customer's and how each mail was
