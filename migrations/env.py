@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
 from mailticket.model_registry import metadata
+from mailticket.store.db import make_engine
 
 config = context.config
 
@@ -40,9 +41,15 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    section = config.get_section(config.config_ini_section, {})
-    section["sqlalchemy.url"] = _url()
-    engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    url = _url()
+    if url.startswith("sqlite"):
+        section = config.get_section(config.config_ini_section, {})
+        section["sqlalchemy.url"] = url
+        engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    else:
+        # The service's own engine: its connect timeout and TCP keepalives, so `mailticket
+        # db upgrade` against an address that stopped answering fails in seconds, not hangs.
+        engine = make_engine(url, poolclass=pool.NullPool)
     with engine.connect() as conn:
         _configure(conn)
         with context.begin_transaction():

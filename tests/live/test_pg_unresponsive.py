@@ -248,3 +248,34 @@ def test_a_parameter_in_database_url_wins_over_the_setting() -> None:
     assert params["connect_timeout"] == "7" and params["keepalives"] == "0"  # the URL's
     assert params["keepalives_idle"] == "11" and params["keepalives_count"] == "3"
     assert "tcp_user_timeout" not in params  # 0: the OS default
+
+
+def test_db_upgrade_gives_up_on_a_server_that_never_answers(tmp_path: Path) -> None:
+    """`mailticket db upgrade` (Alembic's own engine, not the worker's) against an address
+    that accepts and never speaks: a clear error after the default connect timeout, where
+    it used to wait for ever (no timeout, no keepalive on that connection)."""
+    mute = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(mute.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{mute.getsockname()[1]}/nowhere"
+    env = {**os.environ, "DATABASE_URL": url}
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("mailticket")), "db", "upgrade"], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=ANSWER_WITHIN + 30,
+        )
+    finally:
+        _close_listener(mute)
+        for s in accepted:
+            s.close()
+    assert accepted, "the command never connected"
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
