@@ -16,7 +16,9 @@ import reads `bench/mailmix.py`'s mix from a pipe (another process generates it)
 that one source (a fresh database each), built and delivered by this process, never by the
 measured one: (imap) a file put into a private Dovecot's Maildir, which the worker hears of by
 IDLE and FETCHes; (lmtp) sent by an LMTP client here to the worker's receiver; (maildir) a
-file renamed into the worker's MAILDIR_PATH new/. `--count N`: N such messages at once. Printed: the worker's resident set once it
+file renamed into the worker's MAILDIR_PATH new/. `--count N`: N such messages at once (over
+LMTP one after the other by one client, or with `--parallel` each by a client of its own, all
+at once; `--inflight-bytes B` sets the worker's LMTP_INFLIGHT_BYTES). Printed: the worker's resident set once it
 is up (VmRSS, before the message), and its peak (VmHWM, /proc/<pid>/status) once the message
 is committed.
 """
@@ -35,6 +37,7 @@ import smtplib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -160,12 +163,37 @@ def _send_lmtp(message: Path, port: int) -> str:
     return f"{code} {reply.decode(errors='replace')}"
 
 
+def _send_lmtp_all(messages: list[Path], port: int) -> str:
+    """Each message by a client of its own, all at once; a 451 is sent again (as an MTA
+    would, sooner). The replies, counted."""
+    replies: list[str] = []
+
+    def send(message: Path) -> None:
+        for _ in range(100):
+            try:
+                reply = _send_lmtp(message, port)
+            except smtplib.SMTPDataError as exc:
+                reply = f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+            replies.append(reply[:3])
+            if not reply.startswith("451"):
+                return
+            time.sleep(1.0)
+
+    threads = [threading.Thread(target=send, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return " ".join(f"{code} x{replies.count(code)}" for code in sorted(set(replies)))
+
+
 def worker_big(
-    path: str, messages: list[Path], url: str, mb: int, workdir: Path
+    path: str, messages: list[Path], url: str, mb: int, workdir: Path,
+    parallel: bool = False, inflight_bytes: int | None = None,
 ) -> dict[str, object]:
     """One `mailticket run` with one source takes the messages (delivered together; over
-    LMTP one after the other, by one client); its VmRSS when up, its VmHWM once they are
-    committed."""
+    LMTP one after the other, by one client, or all at once with `parallel`); its VmRSS
+    when up, its VmHWM once they are committed."""
     from sqlalchemy import create_engine, func, select
     from tests.live.dovecot import Dovecot, free_port
     from tests.smtp_sink import SmtpSink
@@ -187,6 +215,8 @@ def worker_big(
     elif path == "lmtp":
         lmtp_port = free_port()
         env["LMTP_LISTEN"] = f"lmtp://127.0.0.1:{lmtp_port}"
+        if inflight_bytes is not None:
+            env["LMTP_INFLIGHT_BYTES"] = str(inflight_bytes)
     else:
         maildir = workdir / "Maildir"
         env["MAILDIR_PATH"] = str(maildir)
@@ -205,7 +235,9 @@ def worker_big(
                 up = _proc_status(proc.pid)
                 t = time.perf_counter()
                 reply = ""
-                for message in messages:
+                if lmtp_port and parallel:
+                    reply = _send_lmtp_all(messages, lmtp_port)
+                for message in messages if not (lmtp_port and parallel) else ():
                     if dovecot is not None:
                         _deliver_file(message, dovecot.home / dovecot.user / "Maildir",
                                       owner="dovecot")
@@ -262,6 +294,10 @@ def main() -> None:
                     help="also: a `mailticket run` taking the message from these sources")
     ap.add_argument("--count", type=int, default=1,
                     help="--worker: this many such messages at once (each its own Message-ID)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="--worker lmtp: the --count messages each by its own client, at once")
+    ap.add_argument("--inflight-bytes", type=int, default=None,
+                    help="--worker lmtp: the worker's LMTP_INFLIGHT_BYTES (default: its own)")
     ap.add_argument("--no-file", action="store_true",
                     help="skip the in-process pipeline.process measurement")
     ap.add_argument("--child-big", nargs=2, help=argparse.SUPPRESS)
@@ -313,7 +349,8 @@ def main() -> None:
                         migrate.upgrade(wurl)
                         work = Path(tempfile.mkdtemp(prefix=f"mt-mem-{source}-"))
                         try:
-                            w = worker_big(source, [path, *more], wurl, args.mb, work)
+                            w = worker_big(source, [path, *more], wurl, args.mb, work,
+                                           args.parallel, args.inflight_bytes)
                         finally:
                             shutil.rmtree(work, ignore_errors=True)
                         ok = check_stored(wurl, args.mb, expected)

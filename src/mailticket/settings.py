@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     maildir_path: Path | None = None
     lmtp_listen: str | None = None  # "host:port"; off by default
     max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # LMTP/SMTP receiver: message bytes in flight over all sessions (read, waiting for or in
+    # their commit; a message's parse costs about as much again); past it a session waits
+    # for room at most LMTP_INFLIGHT_WAIT seconds, then answers 451 4.3.1. 0: no budget.
+    lmtp_inflight_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    lmtp_inflight_wait: float = Field(default=60.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     api_listen: str | None = None  # "host:port": `mailticket run` also serves the HTTP API
     # The seed's POST /api/v1/test/email-to-ticket: feeds a synthetic mail through the pipeline.

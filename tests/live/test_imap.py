@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live import imap, ledger
@@ -129,6 +129,32 @@ async def test_oversized_and_poison_are_quarantined_and_the_rest_flows(
         assert huge.message_id is not None
     assert reasons[1].startswith("too large: ") and reasons[1].endswith(" bytes")
     assert all("\\Seen" in f for f in dovecot.flags().values())
+
+
+async def test_a_deleting_mailbox_keeps_an_oversized_message_flagged(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session], engine: Engine
+) -> None:
+    """Only its headers are in the database, so IMAP_AFTER=delete must not delete it: it
+    stays in the folder, flagged, also when the server action is redone after a restart."""
+    dovecot.append(message("huge", body="x" * 200_000))
+    dovecot.append(message("after"))
+    deleting = mailbox.model_copy(update={"after": "delete"})
+    src = source(deleting, FakeHandler(), session_factory, engine, max_message_size=100_000)
+    assert await src.run_once() == 2
+    flags = list(dovecot.flags().values())
+    assert len(flags) == 1 and "\\Flagged" in flags[0] and "\\Seen" in flags[0]
+    c = counts(session_factory)
+    assert c["email_log"] == 1 and c["quarantine"] == 1 and c["pending"] == 0
+    with session_factory() as s:
+        assert s.scalars(select(ImapLedgerEntry.outcome).order_by(ImapLedgerEntry.uid)).all() == [
+            "too_large", "logged"
+        ]
+        # A crash between the commit and the server action: the action is redone on restart.
+        s.execute(update(ImapLedgerEntry).values(server_done=False))
+        s.commit()
+    assert await source(deleting, FakeHandler(), session_factory, engine).run_once() == 0
+    assert dovecot.count("INBOX") == 1
+    assert counts(session_factory)["quarantine"] == 1
 
 
 async def test_a_batch_ends_at_its_byte_budget_and_a_big_one_is_not_fetched_ahead(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import smtplib
 import socket
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live import maildir
 from mailticket.live.lmtp import parse_listen, start_receiver
 from mailticket.live.maildir import MaildirSource, seen_name
 from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.models import QuarantineEntry
 from mailticket.types import Outcome
 from tests.live.dovecot import free_port
 from tests.live.helpers import BatchRecorder, FakeHandler, counts, message
@@ -32,7 +36,8 @@ def test_maildir_moves_to_cur_after_commit(
     (box / "new" / "4.d").write_bytes(message("POISON"))
     assert src.drain() == 4
     assert os.listdir(box / "new") == []
-    assert sorted(os.listdir(box / "cur")) == ["1.a:2,FS", "2.b:2,S", "3.c:2,S", "4.d:2,S"]
+    assert sorted(os.listdir(box / "cur")) == ["1.a:2,FS", "2.b:2,S", "4.d:2,S"]
+    assert os.listdir(box / "held") == ["3.c"]  # the too-large one, whole, for an admin
     c = counts(session_factory)
     assert c["email_log"] == 2 and c["quarantine"] == 2
     assert src.drain() == 0
@@ -74,6 +79,58 @@ def test_a_maildir_batch_ends_at_its_byte_budget(
     c = counts(session_factory)
     assert c["email_log"] == len(bodies) - 1 and c["quarantine"] == 1
     assert os.listdir(box / "new") == []
+
+
+# Run in a child so that its peak RSS (VmHWM) is its own, and under an address-space limit
+# well below the file's size: reading the file whole fails there at once (MemoryError)
+# instead of taking 3 GB of the machine.
+_DRAIN_CHILD = """
+import resource, sys
+from pathlib import Path
+limit = 1536 * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from mailticket.live.maildir import MaildirSource
+from mailticket.store.db import make_engine, make_session_factory
+from mailticket.store.models import QuarantineEntry
+from tests.live.helpers import FakeHandler
+engine = make_engine(sys.argv[1])
+src = MaildirSource(Path(sys.argv[2]), FakeHandler(), make_session_factory(engine),
+                    max_message_size=1_000_000)
+moved = src.drain()
+hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]
+print(moved, int(hwm) * 1024)
+"""
+
+
+def test_a_huge_maildir_file_is_held_without_reading_it_whole(
+    tmp_path: Path, db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """A 3 GB (sparse) file in new/: only its head is read, its headers are quarantined,
+    the file is moved whole to held/ (named in the reason), and the next message is stored;
+    the worker's peak RSS stays modest."""
+    box = tmp_path / "Maildir"
+    (box / "new").mkdir(parents=True)
+    huge = box / "new" / "1.huge"
+    huge.write_bytes(message("attachment", body="x" * 1000))
+    size = 3 * 1024**3
+    os.truncate(huge, size)  # a hole: costs no disk
+    (box / "new" / "2.next").write_bytes(message("the next one"))
+    done = subprocess.run(
+        [sys.executable, "-c", _DRAIN_CHILD, db_url, str(box)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    moved, peak = map(int, done.stdout.split())
+    assert moved == 2
+    assert peak < 200 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MB"
+    assert os.listdir(box / "new") == []
+    assert os.listdir(box / "cur") == ["2.next:2,S"]
+    assert (box / "held" / "1.huge").stat().st_size == size
+    c = counts(session_factory)
+    assert c["email_log"] == 1 and c["quarantine"] == 1
+    with session_factory() as s:
+        reason = s.scalars(select(QuarantineEntry.reason)).one()
+    assert reason == f"too large: {size} bytes; file kept at {box / 'held' / '1.huge'}"
 
 
 def test_seen_name_keeps_flags() -> None:

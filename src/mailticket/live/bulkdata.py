@@ -22,6 +22,10 @@ What aiosmtpd does, and this keeps (tests/live/test_bulkdata.py compares the two
   stays in step, and the envelope is reset as after any DATA.
 - Bytes after the final "." (a client pipelining its next command) stay in the stream for
   the session's next command.
+
+Not aiosmtpd's: with a budget of bytes in flight (inflight.py), each chunk waits for room
+before it is kept; a message that got none in time is read to its end, dropped and answered
+451 4.3.1 (the MTA tries again later).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP
 
+from mailticket.live.inflight import InFlight, Ticket
+
 log = logging.getLogger(__name__)
 
 _END = b"\r\n.\r\n"  # the terminating "." line, after the CRLF of the line before it
@@ -45,6 +51,7 @@ class DataState(enum.Enum):
     NOMINAL = "nominal"
     TOO_LONG = "too long"  # a line over the line length limit
     TOO_MUCH = "too much"  # more than data_size_limit bytes
+    NO_ROOM = "no room"  # the budget of bytes in flight had no room for it in time
 
 
 def _short_lines(buf: bytearray, start: int, end: int, longest: int) -> bool:
@@ -122,6 +129,7 @@ async def read_data(
     line_limit: int,
     reader_limit: int | None = None,
     unstuffed: bool = False,
+    ticket: Ticket | None = None,
 ) -> tuple[DataState, bytes]:
     """Reads DATA up to and with its final "." line. Returns the state and, when NOMINAL,
     the message as sent (dot-stuffed, without the final "." line); otherwise b"".
@@ -129,6 +137,8 @@ async def read_data(
     `reader_limit`: the stream reader's line limit (aiosmtpd makes it `line_length_limit`).
     `unstuffed`: the message as `unstuff` makes it instead, unstuffed piece by piece as it
     is read: unstuffing it whole afterwards holds the message twice.
+    `ticket`: the message's share of the budget of bytes in flight; each chunk takes room
+    in it before it is kept (closed here when no room came in time).
     """
     checks = _Lines(size_limit, line_limit, line_limit if reader_limit is None else reader_limit)
     # NOMINAL: the message is written into `out` as its lines are checked, and handed over as
@@ -145,6 +155,15 @@ async def read_data(
             # aiosmtpd's stream reader would raise IncompleteReadError (its session is
             # cancelled on EOF first); the session is over either way.
             raise ConnectionResetError("connection closed during DATA")
+        if (
+            ticket is not None
+            and checks.state is DataState.NOMINAL
+            and not await ticket.take(len(chunk))
+        ):
+            # Dropped like a message over a limit (below); what it held goes back now, not
+            # after the rest of it has been read.
+            checks.state = DataState.NO_ROOM
+            ticket.close()
         searched = max(len(buf) - len(_END) + 1, 0)
         buf += chunk
         if at_start and buf[:3] == b".\r\n":
@@ -210,6 +229,9 @@ def unstuff(data: bytes) -> bytes:
 class BulkDataMixin:
     """smtp_DATA for aiosmtpd's SMTP and LMTP that reads the data with `read_data`."""
 
+    # The receiver's budget of bytes in flight, shared by its sessions (None: no budget).
+    inflight: InFlight | None = None
+
     async def smtp_DATA(self, arg: str | None) -> None:
         server: Any = self  # aiosmtpd is untyped; this mixin is only used on its SMTP
         if "DATA" not in server._handle_hooks:
@@ -228,12 +250,22 @@ class BulkDataMixin:
             await server.push("501 Syntax: DATA")
             return
         await server.push("354 End data with <CR><LF>.<CR><LF>")
+        ticket = self.inflight.open() if self.inflight is not None else None
+        try:
+            await self._data(server, ticket)
+        finally:
+            # Stored, refused or dropped: the message's room goes back.
+            if ticket is not None:
+                ticket.close()
+
+    async def _data(self, server: Any, ticket: Ticket | None) -> None:
         try:
             state, original_content = await read_data(
                 server._reader,
                 size_limit=server.data_size_limit,
                 line_limit=server.line_length_limit,
                 unstuffed=True,
+                ticket=ticket,
             )
         except asyncio.CancelledError:
             log.info("Connection lost during DATA")
@@ -246,6 +278,18 @@ class BulkDataMixin:
         if state is DataState.TOO_MUCH:
             await server.push("552 Error: Too much mail data")
             server._set_post_data_state()
+            return
+        if state is DataState.NO_ROOM:
+            log.info("message refused: no room in LMTP_INFLIGHT_BYTES in time")
+            status = "451 4.3.1 Too much mail in progress; try again later"
+            # LMTP answers DATA once per recipient (RFC 2033 4.2).
+            envelope = server.envelope
+            assert envelope is not None
+            recipients = len(envelope.rcpt_tos) if isinstance(server, LMTP) else 1
+            for _ in range(recipients - 1):
+                await server.push(status)
+            server._set_post_data_state()
+            await server.push(status)
             return
         content: str | bytes
         if server._decode_data:

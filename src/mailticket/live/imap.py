@@ -93,6 +93,12 @@ class _Stored:
     action: str
 
 
+# The ledger outcome (and logged action) of a message over the size limit, of which only the
+# headers were taken: a mailbox that deletes stored mail keeps this one (`ImapSession.hold`),
+# also when the action is redone after a restart.
+TOO_LARGE = "too_large"
+
+
 def _header_message_id(raw: bytes) -> str | None:
     value = BytesHeaderParser().parsebytes(raw).get("Message-ID")
     if value is None:
@@ -241,11 +247,18 @@ class ImapSource:
 
     async def _finish_batch(self, stored: list[_Stored]) -> int:
         """Stored and committed: now flag, move or delete them on the server."""
-        await self.imap.finish([s.uid for s in stored])
+        await self._server_action([(s.uid, s.action) for s in stored])
         await asyncio.to_thread(self._mark_done, [s.ledger_id for s in stored])
         for s in stored:
             log.info("stored mailbox=%s uid=%s action=%s", self.box.label, s.uid, s.action)
         return len(stored)
+
+    async def _server_action(self, done: list[tuple[int, str]]) -> None:
+        """The mailbox's after-action; but a message too large to be taken whole is never
+        deleted (only its headers are in the database): it stays, flagged, for an admin."""
+        keep = self.box.after == "delete"
+        await self.imap.finish([uid for uid, action in done if not (keep and action == TOO_LARGE)])
+        await self.imap.hold([uid for uid, action in done if keep and action == TOO_LARGE])
 
     async def _fetch_full(self, uids: list[int], sizes: dict[int, int]) -> list[_Item]:
         return [
@@ -267,7 +280,7 @@ class ImapSource:
                 self.box.label, len(stale),
             )
         if current:
-            await self.imap.finish([r[2] for r in current])
+            await self._server_action([(r[2], r[3]) for r in current])
             log.info("redid server action mailbox=%s count=%d", self.box.label, len(current))
         await asyncio.to_thread(self._mark_done, stale + [r[0] for r in current])
 
@@ -277,10 +290,10 @@ class ImapSource:
         with self.session_factory() as session:
             return ledger.known_uids(session, self.box.key, self.box.folder, uidvalidity, uids)
 
-    def _pending(self) -> list[tuple[int, int, int]]:
+    def _pending(self) -> list[tuple[int, int, int, str]]:
         with self.session_factory() as session:
             return [
-                (r.id, r.uidvalidity, r.uid)
+                (r.id, r.uidvalidity, r.uid, r.outcome)
                 for r in ledger.pending(session, self.box.key, self.box.folder)
             ]
 
@@ -298,7 +311,7 @@ class ImapSource:
                         session, item.raw, source,
                         reason=f"too large: {item.size} bytes", message_id=message_id,
                     )
-                    action = "quarantined"
+                    action = TOO_LARGE
                 else:
                     outcome = next(outcomes)
                     message_id, action = outcome.message_id, outcome.action

@@ -257,6 +257,15 @@ class ImapSession:
             return
         self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "store")
 
+    async def hold(self, uids: list[int]) -> None:
+        """Flag messages read and flagged, and leave them where they are: what a mailbox that
+        deletes stored mail does with one it could not store whole (too large)."""
+        if uids:
+            uid_set = _uid_set(uids)
+            self._ok(
+                await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen \Flagged)"), "store"
+            )
+
     async def wait_for_news(
         self, timeout: float, wake: asyncio.Event | None = None
     ) -> Literal["news", "woken", "timeout"]:

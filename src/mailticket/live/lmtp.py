@@ -3,6 +3,8 @@
 It answers 250 only once the message is committed; when it cannot be stored (the database
 is down) it answers 451 so the MTA keeps the message and tries again later. Messages of
 concurrent sessions are committed together (`groupcommit`), each answered after that commit.
+The bytes of messages in flight (read, waiting for or in their commit) are bounded by a
+receiver-wide budget (`inflight`): past it a session waits for room, or answers 451.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope
 
 from mailticket.live.bulkdata import BulkLMTP, BulkSMTP
 from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
+from mailticket.live.inflight import InFlight
 from mailticket.store.db import database_unavailable
 
 log = logging.getLogger(__name__)
@@ -82,21 +85,31 @@ def start_receiver(
     *,
     max_message_size: int,
     prepare: PrepareOne | None = None,
+    inflight_bytes: int = 0,
+    inflight_wait: float = 60.0,
 ) -> Controller:
     """`store` stores a group of messages in one transaction and commits it; `prepare`
-    (optional) does a message's database-free work as soon as it arrives."""
+    (optional) does a message's database-free work as soon as it arrives.
+    `inflight_bytes`: the budget of message bytes in flight over all sessions (0: none); a
+    session waits for room at most `inflight_wait` seconds, then answers 451. The budget is
+    the controller's `inflight` attribute."""
     proto, host, port = parse_listen(listen)
     committer = GroupCommit(store, prepare=prepare)
     handler = DeliveryHandler(committer, proto)
     # aiosmtpd's servers with DATA read in bulk rather than line by line (bulkdata.py).
     factory_cls = BulkLMTP if proto == "lmtp" else BulkSMTP
+    budget = InFlight(inflight_bytes, wait=inflight_wait) if inflight_bytes > 0 else None
 
     class _Controller(Controller):
+        inflight = budget
+
         def factory(self) -> SMTP:
-            return factory_cls(
+            server = factory_cls(
                 handler, data_size_limit=max_message_size, enable_SMTPUTF8=True,
                 hostname="mailticket",
             )
+            server.inflight = budget
+            return server
 
         def stop(self, no_assert: bool = False) -> None:
             super().stop(no_assert)

@@ -1,5 +1,9 @@
 """Maildir source, the embedded default: new/ → pipeline → commit → cur/ with ":2,S".
 
+A file over the size limit is never read whole: only its head (HEAD_BYTES) is, to quarantine
+its header block; the file itself is moved to held/ beside new/ and cur/ (where no mail
+reader looks), named in the quarantine reason, for an admin to take or delete.
+
 A crash between the commit and the rename leaves the file in new/; the next pass sees it
 again and the pipeline's Message-ID check reports it as a duplicate, so nothing is doubled.
 """
@@ -26,6 +30,16 @@ BATCH = 100
 # is a batch of its own): every message of a batch is held, with its parse, until the
 # commit. Bounded by count alone, three 50 MB attachments were one batch, and 460 MB of RSS.
 BATCH_BYTES = 16 * 1024 * 1024
+# What is read of an over-size file: enough for any sane header block. Reading it whole
+# (to quarantine only its headers) took a 2 GB file's 2 GB of RAM, or killed the worker,
+# and the next start read it again.
+HEAD_BYTES = 256 * 1024
+HELD = "held"
+
+
+def read_head(file: Path, limit: int = HEAD_BYTES) -> bytes:
+    with file.open("rb") as f:
+        return f.read(limit)
 
 
 def headers_of(raw: bytes) -> bytes:
@@ -86,6 +100,7 @@ class MaildirSource:
         """Stores the first of `names`, up to BATCH_BYTES; returns (files moved, names
         covered: at least one)."""
         done: list[tuple[str, str]] = []
+        held_files: list[str] = []
         taken = len(names)
         with write_gate(self.engine), self.session_factory() as session:
             whole: list[tuple[str, bytes, str]] = []
@@ -94,28 +109,36 @@ class MaildirSource:
                 file = self.path / "new" / name
                 try:
                     size = file.stat().st_size
-                    if held and size <= self.max_message_size and held + size > BATCH_BYTES:
+                    if size > self.max_message_size:
+                        self._hold(session, name, read_head(file), size)
+                        held_files.append(name)
+                        continue
+                    if held and held + size > BATCH_BYTES:
                         taken = index  # the next batch's
                         break
                     raw = file.read_bytes()
                 except FileNotFoundError:  # another worker took it
                     continue
-                source = str(file)
-                if len(raw) > self.max_message_size:
-                    head = headers_of(raw)
-                    message_id = BytesHeaderParser().parsebytes(head).get("Message-ID")
-                    quarantine.quarantine_raw(
-                        session, head, source, f"too large: {len(raw)} bytes",
-                        str(message_id).strip() if message_id else None,
-                    )
-                    done.append((name, "quarantined"))
-                else:
-                    whole.append((name, raw, source))
-                    held += len(raw)
+                if len(raw) > self.max_message_size:  # it grew since the stat
+                    self._hold(session, name, raw[:HEAD_BYTES], len(raw))
+                    held_files.append(name)
+                    continue
+                whole.append((name, raw, str(file)))
+                held += len(raw)
             outcomes = self.handler.process_batch(session, [(raw, src) for _, raw, src in whole])
             done += [(name, o.action) for (name, _, _), o in zip(whole, outcomes, strict=True)]
             session.commit()
         moved = 0
+        if held_files:
+            (self.path / HELD).mkdir(exist_ok=True)  # only made when something is held
+        for name in held_files:
+            try:
+                os.rename(self.path / "new" / name, self.path / HELD / name)
+                moved += 1
+            except FileNotFoundError:
+                log.info("already moved maildir=%s file=%s", self.path, name)
+                continue
+            log.warning("held too large maildir=%s file=%s/%s", self.path, HELD, name)
         for name, action in done:
             try:
                 os.rename(self.path / "new" / name, self.path / "cur" / seen_name(name))
@@ -125,3 +148,15 @@ class MaildirSource:
                 continue
             log.info("stored maildir=%s file=%s action=%s", self.path, name, action)
         return moved, taken
+
+    def _hold(self, session: Session, name: str, head: bytes, size: int) -> None:
+        """Quarantine an over-size file's header block; the reason names where the whole
+        file is kept (moved there after the commit)."""
+        headers = headers_of(head)
+        message_id = BytesHeaderParser().parsebytes(headers).get("Message-ID")
+        kept = self.path / HELD / name
+        quarantine.quarantine_raw(
+            session, headers, str(self.path / "new" / name),
+            f"too large: {size} bytes; file kept at {kept}",
+            str(message_id).strip() if message_id else None,
+        )

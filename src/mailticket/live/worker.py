@@ -186,6 +186,8 @@ class Worker:
             receiver = start_receiver(
                 self.settings.lmtp_listen, self._store_pushed, prepare=self._prepare_pushed,
                 max_message_size=self.settings.max_message_size,
+                inflight_bytes=self.settings.lmtp_inflight_bytes,
+                inflight_wait=self.settings.lmtp_inflight_wait,
             )
         tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
         kicker = asyncio.create_task(self._deliver_when_kicked(stop), name="outbox-kick")
