@@ -93,10 +93,9 @@ class _Stored:
     action: str
 
 
-# The ledger outcome (and logged action) of a message over the size limit, of which only the
-# headers were taken: a mailbox that deletes stored mail keeps this one (`ImapSession.hold`),
-# also when the action is redone after a restart.
-TOO_LARGE = "too_large"
+# The ledger outcome (and logged action) of a message over the size limit: a mailbox that
+# deletes stored mail keeps this one, also when the action is redone after a restart.
+TOO_LARGE = ledger.TOO_LARGE
 
 
 def _header_message_id(raw: bytes) -> str | None:

@@ -15,6 +15,9 @@ from sqlalchemy.orm import Session
 
 from mailticket.live.models import ImapLedgerEntry
 
+# The outcome of a message over the size limit, of which only the headers were taken: a
+# mailbox that deletes stored mail keeps this one in the folder (`ImapSession.hold`).
+TOO_LARGE = "too_large"
 # Keeps IN (...) lists well under every driver's parameter limit.
 _CHUNK = 500
 # For the batch statements that go through the table rather than the ORM (see below).
@@ -128,11 +131,17 @@ def prune(session: Session, before: datetime) -> int:
     """Forget confirmed rows stored before `before`; returns how many.
 
     Safe because a message coming back anyway (marked unread again, copied back) is caught by
-    the pipeline's Message-ID check as a duplicate; the ledger only saves that work.
+    the pipeline's Message-ID check as a duplicate; the ledger only saves that work. Not for
+    an over-size message: it is only in the quarantine, so no Message-ID check would catch
+    it, and a deleting mailbox keeps it in the folder, where the next drain would take it
+    again and quarantine it once more. Its row stays for as long as the ledger knows the
+    folder (one per such message).
     """
     result = session.execute(
         delete(ImapLedgerEntry).where(
-            ImapLedgerEntry.server_done.is_(True), ImapLedgerEntry.stored_at < before
+            ImapLedgerEntry.server_done.is_(True),
+            ImapLedgerEntry.stored_at < before,
+            ImapLedgerEntry.outcome != TOO_LARGE,
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
