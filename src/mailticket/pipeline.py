@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket import followups, metrics, threading
 from mailticket.backends.actions import mirror_followup
 from mailticket.customers import lookup as customers
+from mailticket.outbound.actions import auto_reply_keys
 from mailticket.outbound.loop import reply_recipient
 from mailticket.reading.parsing import parse_email
 from mailticket.reading.senderauth import SenderAuthConfig, Verdict, check_sender, is_suspect
@@ -440,11 +441,17 @@ class Pipeline:
             (min(received_at_of(email, None), clock) if self.backdate else clock)
             for email, _, _ in ready
         )
+        # Whether each message was answered already (processed before): only asked for
+        # when the workflows may answer at all.
+        answers: list[str] = []
+        if self.settings.email_workflows_enabled and self.settings.auto_reply_enabled:
+            answers = auto_reply_keys(self.workflows, (email.message_id for email, _, _ in ready))
         work.prefetch_mail(
             logged=(email.message_id for email, _, _ in ready),
             refs=ids,
             replies=(reply_recipient(email)[0] for email, _, _ in ready),
             since=as_utc(earliest) - self.settings.auto_reply_rate_window,
+            outbox=answers,
         )
         # The customer rules for every sender, in one query: tickets map without another.
         customers.prefetch(work, (email.from_address for email, _, _ in ready))

@@ -387,31 +387,39 @@ class Batch:
         refs: Iterable[str] = (),
         replies: Iterable[str] = (),
         since: datetime | None = None,
+        outbox: Iterable[str] = (),
     ) -> None:
         """What the batch could ask of the mail tables, in one query (per `_CHUNK` keys of
         each kind), not one per kind: which Message-IDs are `logged` already, the stored
-        thread refs of `refs`, and the auto-replies sent to `replies` since `since`. A
-        batch of a few messages pays for round trips more than for rows."""
+        thread refs of `refs`, the auto-replies sent to `replies` since `since`, and which
+        of the idempotency keys `outbox` are queued already. A batch of a few messages pays
+        for round trips more than for rows."""
         want_logged = sorted(set(logged) - self._logged_known)
         want_refs = sorted(set(refs) - self._refs_known)
         # Not `set - dict.keys()`: that walks every key of the dict, on each call.
         stored = self._replies_stored
         want_replies = sorted({address for address in replies if address not in stored})
+        queued = self._outbox
+        want_outbox = sorted({key for key in outbox if key not in queued})
         if since is not None:
             since = as_utc(since)
         elif want_replies:
             raise ValueError("replies asked for without a time to count them since")
-        if not (want_logged or want_refs or want_replies):
+        if not (want_logged or want_refs or want_replies or want_outbox):
             return
         connection = self.session.connection()
         found_logged: list[tuple[int, str, int | None, str | None]] = []
-        for chunk_logged, chunk_refs, chunk_replies in zip_longest(
-            _chunks(want_logged), _chunks(want_refs), _chunks(want_replies), fillvalue=()
+        for chunk_logged, chunk_refs, chunk_replies, chunk_outbox in zip_longest(
+            _chunks(want_logged), _chunks(want_refs), _chunks(want_replies),
+            _chunks(want_outbox), fillvalue=(),
         ):
-            query = _mail_query(bool(chunk_logged), bool(chunk_refs), bool(chunk_replies))
+            query = _mail_query(
+                bool(chunk_logged), bool(chunk_refs), bool(chunk_replies), bool(chunk_outbox)
+            )
             params = {"logged": chunk_logged, "refs": chunk_refs, "replies": chunk_replies,
-                      "since": since}
+                      "since": since, "outbox": chunk_outbox}
             times: dict[str, list[datetime]] = {address: [] for address in chunk_replies}
+            absent = set(chunk_outbox)
             # Rows unpacked as tuples: reading a Row's fields by name costs more per row.
             for what, key, log_id, ticket_id, kind, at in connection.execute(query, params):
                 if what == _LOGGED:
@@ -419,11 +427,17 @@ class Batch:
                 elif what == _REF:
                     known = self.refs.setdefault(key, {})
                     known[ticket_id] = _stronger(known.get(ticket_id), kind)
+                elif what == _OUTBOX:
+                    absent.discard(key)
                 else:
                     times[key].append(as_utc(at))
             for address, at in times.items():
                 assert since is not None
                 self._replies_stored[address] = (since, at)
+            # Known to be absent: `outbox_item` answers None without asking. A key that is
+            # queued is left to it, to load the row itself (a message processed again).
+            for key in absent:
+                queued[key] = None
         # The first row holding a Message-ID is the one a duplicate reports.
         for log_id, key, ticket_id, kind in sorted(found_logged, key=lambda r: r[0]):
             self.logged.setdefault(key, LoggedMessage(log_id, ticket_id, kind))
@@ -715,7 +729,7 @@ def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = Fa
 
 # What `Batch.prefetch_mail` asks, as one UNION ALL of rows of the same shape: what the row
 # answers, its key (a Message-ID or an address), and the columns that answer needs.
-_LOGGED, _REF, _REPLY = "logged", "ref", "reply"
+_LOGGED, _REF, _REPLY, _OUTBOX = "logged", "ref", "reply", "outbox"
 
 
 def _mail_row(
@@ -742,10 +756,11 @@ def _mail_row(
     ]
 
 
-@lru_cache(maxsize=8)
-def _mail_query(logged: bool, refs: bool, replies: bool) -> Select[Any]:
+@lru_cache(maxsize=16)
+def _mail_query(logged: bool, refs: bool, replies: bool, outbox: bool) -> Select[Any]:
     """The query for the kinds asked, built once: its IN lists are expanding parameters."""
     log, ref = EmailLog.__table__.c, ThreadRef.__table__.c
+    queued = OutboxItem.__table__.c
     parts: list[Select[Any]] = []
     if logged:
         parts.append(select(
@@ -762,6 +777,10 @@ def _mail_query(logged: bool, refs: bool, replies: bool) -> Select[Any]:
             log.action == AUTO_REPLY_ACTION,
             log.email_to.in_(bindparam("replies", expanding=True)),
             log.created_at >= bindparam("since", type_=DateTime(timezone=True)),
+        ))
+    if outbox:
+        parts.append(select(*_mail_row(_OUTBOX, queued.idempotency_key, log_id=queued.id)).where(
+            queued.idempotency_key.in_(bindparam("outbox", expanding=True))
         ))
     return parts[0] if len(parts) == 1 else union_all(*parts)  # type: ignore[return-value]
 
