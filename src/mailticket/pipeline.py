@@ -330,7 +330,15 @@ class Pipeline:
         for raw, _source in items:
             try:
                 email = parse_email(raw, domain=self.settings.mail_domain)
-                prepared.append((email, self.classifier.classify(email), self._check_sender(raw)))
+                classification = self.classifier.classify(email)
+                if not classification.is_automated and (
+                    email.in_reply_to or email.references
+                    or threading.subject_ticket_number(email.subject)
+                ):
+                    # Likely a reply, which becomes a comment of what is new in it: split
+                    # it here, in the parse thread, not in the one writing the batch.
+                    tickets.reply_text(email)
+                prepared.append((email, classification, self._check_sender(raw)))
             except Exception as exc:  # noqa: BLE001 - the message is quarantined with it
                 prepared.append(exc)
         return prepared

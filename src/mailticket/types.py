@@ -66,6 +66,10 @@ class ParsedEmail:
     embedded: list[EmbeddedMessage]
     defects: list[str]
     raw_size: int
+    # What the sender wrote now, quotes and signature split off (`ticketing.tickets.
+    # reply_text`): computed once, in the parse thread for mail that looks like a reply, so
+    # the thread writing the batch does not split it.
+    new_text: str | None = None
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
