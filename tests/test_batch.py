@@ -7,6 +7,7 @@ run in one transaction that is rolled back afterwards. Ids differ between the ru
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from mailticket.store.models import (
     Attachment,
     Comment,
     EmailLog,
+    RawMessage,
     ThreadRef,
     Ticket,
     WorkflowExecution,
@@ -584,3 +586,23 @@ def test_a_reply_is_split_in_the_parse_thread_into_the_same_comment(
         assert outcome.action == "linked"
         body = s.scalars(select(Comment.body).where(Comment.ticket_id == outcome.ticket_id))
         assert list(body) == ["It works now, thanks."]
+
+
+def test_the_raw_digest_is_taken_in_the_parse_thread_and_stored(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The raw row's SHA-256 is computed while the message is parsed (off the thread that
+    writes the batch), and it is the digest of the bytes stored."""
+    rt = make_runtime()
+    raw = make_email(message_id="<h1@c.example>", subject="hash me", body="x" * 5000)
+    (ready,) = rt.pipeline.prepare([(raw, "t")])
+    assert not isinstance(ready, Exception)
+    assert ready[0].raw_sha256 == hashlib.sha256(raw).hexdigest()
+    with rt.session_factory() as s:
+        (outcome,) = rt.pipeline.process_batch(s, [(raw, "t")], prepared=[ready])
+        s.commit()
+        stored = s.scalars(
+            select(RawMessage).join(EmailLog, EmailLog.raw_message_id == RawMessage.id)
+            .where(EmailLog.email_message_id == "<h1@c.example>")
+        ).one()
+        assert (stored.sha256, stored.raw) == (hashlib.sha256(raw).hexdigest(), raw)

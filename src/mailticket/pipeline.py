@@ -330,6 +330,9 @@ class Pipeline:
         for raw, _source in items:
             try:
                 email = parse_email(raw, domain=self.settings.mail_domain)
+                # Hashed here, beside the batch being written (hashlib lets go of the GIL
+                # on large input), not by the thread writing the raw row.
+                email.raw_sha256 = hashlib.sha256(raw).hexdigest()
                 classification = self.classifier.classify(email)
                 if not classification.is_automated and (
                     email.in_reply_to or email.references
@@ -487,7 +490,9 @@ class Pipeline:
         if duplicate is not None:
             return duplicate
         suspect = self._suspect(verdict)
-        raw_row = item.raw_message or quarantine.store_raw(work, item.raw, source)
+        raw_row = item.raw_message or quarantine.store_raw(
+            work, item.raw, source, sha256=email.raw_sha256
+        )
         found = threading.resolve(work, self.settings, email, classification, suspect=suspect)
         entry = work.add(self._log_row(email, classification, raw_row, item.received_at))
         work.note_logged(entry)

@@ -70,6 +70,8 @@ class ParsedEmail:
     # reply_text`): computed once, in the parse thread for mail that looks like a reply, so
     # the thread writing the batch does not split it.
     new_text: str | None = None
+    # The raw bytes' SHA-256 (hex), when the parse thread computed it for the raw row.
+    raw_sha256: str | None = None
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
