@@ -457,15 +457,17 @@ class Pipeline:
         answers: list[str] = []
         if self.settings.email_workflows_enabled and self.settings.auto_reply_enabled:
             answers = auto_reply_keys(self.workflows, (email.message_id for email, _, _ in ready))
+        # The customer rules for every sender, asked with the rest: tickets map without
+        # another query.
+        senders = customers.prefetch_lookup(work, (email.from_address for email, _, _ in ready))
         work.prefetch_mail(
             logged=(email.message_id for email, _, _ in ready),
             refs=ids,
             replies=(reply_recipient(email)[0] for email, _, _ in ready),
             since=as_utc(earliest) - self.settings.auto_reply_rate_window,
             outbox=answers,
+            also=[senders] if senders is not None else [],
         )
-        # The customer rules for every sender, in one query: tickets map without another.
-        customers.prefetch(work, (email.from_address for email, _, _ in ready))
         ticket_ids = {tid for mid in ids for tid in work.refs.get(mid, {})}
         work.prefetch_tickets(ids=ticket_ids, numbers=numbers)
 
