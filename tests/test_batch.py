@@ -19,7 +19,6 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
 from mailticket import metrics
-from mailticket.reading.parsing import parse_email
 from mailticket.runtime import Runtime
 from mailticket.store.batch import Batch
 from mailticket.store.models import (
@@ -32,7 +31,6 @@ from mailticket.store.models import (
     WorkflowExecution,
 )
 from mailticket.store.outbox_models import OutboxItem
-from mailticket.ticketing import tickets
 from mailticket.types import Outcome
 from mailticket.workflows import registry
 from mailticket.workflows.registry import ActionContext, ActionError, NoParams
@@ -559,33 +557,6 @@ def test_a_merge_moves_the_mail_of_its_ticket_and_looks_at_nothing_else(
         assert {type(row) for row in work._mine} == {EmailLog, Comment}
         work.close()
         session.rollback()
-
-
-def test_a_reply_is_split_in_the_parse_thread_into_the_same_comment(
-    make_runtime: Callable[..., Runtime],
-) -> None:
-    """What a reply newly says (its comment) is split off while it is parsed, off the thread
-    writing the batch; the comment is the one splitting at write time gives."""
-    rt = make_runtime()
-    rt.pipeline.process(make_email(message_id="<q0@c.example>", subject="printer"), "t")
-    raw = make_email(
-        message_id="<q1@c.example>", in_reply_to="<q0@c.example>",
-        body="It works now, thanks.\n\nOn Mon, 1 Dec 2025, Support wrote:\n> printer\n> broken",
-    )
-    (ready,) = rt.pipeline.prepare([(raw, "t")])
-    assert not isinstance(ready, Exception)
-    assert ready[0].new_text == "It works now, thanks."
-    assert tickets.reply_text(parse_email(raw)) == ready[0].new_text  # the same, unhurried
-    new = make_email(message_id="<q2@c.example>", subject="new problem", body="Hi")
-    (fresh,) = rt.pipeline.prepare([(new, "t")])
-    assert not isinstance(fresh, Exception)
-    assert fresh[0].new_text is None, "not a reply: nothing to split ahead"
-    with rt.session_factory() as s:
-        (outcome,) = rt.pipeline.process_batch(s, [(raw, "t")], prepared=[ready])
-        s.commit()
-        assert outcome.action == "linked"
-        body = s.scalars(select(Comment.body).where(Comment.ticket_id == outcome.ticket_id))
-        assert list(body) == ["It works now, thanks."]
 
 
 def test_the_raw_digest_is_taken_in_the_parse_thread_and_stored(

@@ -333,15 +333,7 @@ class Pipeline:
                 # Hashed here, beside the batch being written (hashlib lets go of the GIL
                 # on large input), not by the thread writing the raw row.
                 email.raw_sha256 = hashlib.sha256(raw).hexdigest()
-                classification = self.classifier.classify(email)
-                if not classification.is_automated and (
-                    email.in_reply_to or email.references
-                    or threading.subject_ticket_number(email.subject)
-                ):
-                    # Likely a reply, which becomes a comment of what is new in it: split
-                    # it here, in the parse thread, not in the one writing the batch.
-                    tickets.reply_text(email)
-                prepared.append((email, classification, self._check_sender(raw)))
+                prepared.append((email, self.classifier.classify(email), self._check_sender(raw)))
             except Exception as exc:  # noqa: BLE001 - the message is quarantined with it
                 prepared.append(exc)
         return prepared

@@ -66,10 +66,6 @@ class ParsedEmail:
     embedded: list[EmbeddedMessage]
     defects: list[str]
     raw_size: int
-    # What the sender wrote now, quotes and signature split off (`ticketing.tickets.
-    # reply_text`): computed once, in the parse thread for mail that looks like a reply, so
-    # the thread writing the batch does not split it.
-    new_text: str | None = None
     # The raw bytes' SHA-256 (hex), when the parse thread computed it for the raw row.
     raw_sha256: str | None = None
 

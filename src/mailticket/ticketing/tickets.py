@@ -153,20 +153,14 @@ NO_NEW_TEXT = "(no new text: the message only quotes earlier mail)"
 
 def reply_text(email: ParsedEmail) -> str:
     """What the customer wrote now: the reply without the quoted mail and the signature
-    (`tticket_email_log.body_text` and the raw message keep everything). Kept on the
-    email: a pure function of it, computed once (the pipeline may do it ahead, off the
-    writing thread)."""
-    if email.new_text is not None:
-        return email.new_text
+    (`tticket_email_log.body_text` and the raw message keep everything)."""
     # `email.text` is rendered from the HTML when the mail has no text/plain part; the
     # splitter wants only a real text part as text.
     plain = email.text if "text/plain" in email.part_types else None
     parts = split_reply(plain, email.html)
     if parts.source == "none":
-        email.new_text = email.text.strip()
-    else:
-        email.new_text = parts.new_text.strip() or NO_NEW_TEXT
-    return email.new_text
+        return email.text.strip()
+    return parts.new_text.strip() or NO_NEW_TEXT
 
 
 def _unquoted(text: str) -> str:
