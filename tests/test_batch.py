@@ -7,6 +7,7 @@ run in one transaction that is rolled back afterwards. Ids differ between the ru
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from mailticket.store.models import (
     Attachment,
     Comment,
     EmailLog,
+    RawMessage,
     ThreadRef,
     Ticket,
     WorkflowExecution,
@@ -555,3 +557,23 @@ def test_a_merge_moves_the_mail_of_its_ticket_and_looks_at_nothing_else(
         assert {type(row) for row in work._mine} == {EmailLog, Comment}
         work.close()
         session.rollback()
+
+
+def test_the_raw_digest_is_taken_in_the_parse_thread_and_stored(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The raw row's SHA-256 is computed while the message is parsed (off the thread that
+    writes the batch), and it is the digest of the bytes stored."""
+    rt = make_runtime()
+    raw = make_email(message_id="<h1@c.example>", subject="hash me", body="x" * 5000)
+    (ready,) = rt.pipeline.prepare([(raw, "t")])
+    assert not isinstance(ready, Exception)
+    assert ready[0].raw_sha256 == hashlib.sha256(raw).hexdigest()
+    with rt.session_factory() as s:
+        (outcome,) = rt.pipeline.process_batch(s, [(raw, "t")], prepared=[ready])
+        s.commit()
+        stored = s.scalars(
+            select(RawMessage).join(EmailLog, EmailLog.raw_message_id == RawMessage.id)
+            .where(EmailLog.email_message_id == "<h1@c.example>")
+        ).one()
+        assert (stored.sha256, stored.raw) == (hashlib.sha256(raw).hexdigest(), raw)

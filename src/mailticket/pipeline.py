@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket import followups, metrics, threading
 from mailticket.backends.actions import mirror_followup
 from mailticket.customers import lookup as customers
+from mailticket.outbound.actions import auto_reply_keys
 from mailticket.outbound.loop import reply_recipient
 from mailticket.reading.parsing import parse_email
 from mailticket.reading.senderauth import SenderAuthConfig, Verdict, check_sender, is_suspect
@@ -329,6 +330,9 @@ class Pipeline:
         for raw, _source in items:
             try:
                 email = parse_email(raw, domain=self.settings.mail_domain)
+                # Hashed here, beside the batch being written (hashlib lets go of the GIL
+                # on large input), not by the thread writing the raw row.
+                email.raw_sha256 = hashlib.sha256(raw).hexdigest()
                 prepared.append((email, self.classifier.classify(email), self._check_sender(raw)))
             except Exception as exc:  # noqa: BLE001 - the message is quarantined with it
                 prepared.append(exc)
@@ -440,14 +444,22 @@ class Pipeline:
             (min(received_at_of(email, None), clock) if self.backdate else clock)
             for email, _, _ in ready
         )
+        # Whether each message was answered already (processed before): only asked for
+        # when the workflows may answer at all.
+        answers: list[str] = []
+        if self.settings.email_workflows_enabled and self.settings.auto_reply_enabled:
+            answers = auto_reply_keys(self.workflows, (email.message_id for email, _, _ in ready))
+        # The customer rules for every sender, asked with the rest: tickets map without
+        # another query.
+        senders = customers.prefetch_lookup(work, (email.from_address for email, _, _ in ready))
         work.prefetch_mail(
             logged=(email.message_id for email, _, _ in ready),
             refs=ids,
             replies=(reply_recipient(email)[0] for email, _, _ in ready),
             since=as_utc(earliest) - self.settings.auto_reply_rate_window,
+            outbox=answers,
+            also=[senders] if senders is not None else [],
         )
-        # The customer rules for every sender, in one query: tickets map without another.
-        customers.prefetch(work, (email.from_address for email, _, _ in ready))
         ticket_ids = {tid for mid in ids for tid in work.refs.get(mid, {})}
         work.prefetch_tickets(ids=ticket_ids, numbers=numbers)
 
@@ -472,7 +484,9 @@ class Pipeline:
         if duplicate is not None:
             return duplicate
         suspect = self._suspect(verdict)
-        raw_row = item.raw_message or quarantine.store_raw(work, item.raw, source)
+        raw_row = item.raw_message or quarantine.store_raw(
+            work, item.raw, source, sha256=email.raw_sha256
+        )
         found = threading.resolve(work, self.settings, email, classification, suspect=suspect)
         entry = work.add(self._log_row(email, classification, raw_row, item.received_at))
         work.note_logged(entry)

@@ -66,6 +66,8 @@ class ParsedEmail:
     embedded: list[EmbeddedMessage]
     defects: list[str]
     raw_size: int
+    # The raw bytes' SHA-256 (hex), when the parse thread computed it for the raw row.
+    raw_sha256: str | None = None
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
 from mailticket.customers.models import TicketCustomer
 from mailticket.runtime import Runtime
@@ -53,6 +54,37 @@ def test_bulk_ingest_maps_like_one_by_one(
     outcomes = list(env.runtime.pipeline.ingest_many(("bulk", raw) for raw in mails))
     with env.session() as s:
         got = [s.get_one(Ticket, o.ticket_id).customer_id for o in outcomes]
+    assert got == [101, 101, 202, None]
+
+
+def test_a_batch_asks_for_its_senders_customers_with_its_mail_lookups(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    """The customer rules of a batch's senders are asked in the batch's prefetch query (one
+    round trip with the mail lookups), and map as when they were asked on their own."""
+    env = setup(make_runtime, tmp_path, sla=None)
+    mails = [
+        make_email(sender=s)
+        for s in ("a@acme.example", "boss@gmail.com", "b@globex.example", "c@gmail.com")
+    ]
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        with env.runtime.session_factory() as s:
+            outcomes = env.runtime.pipeline.process_batch(s, [(raw, "b") for raw in mails])
+            s.commit()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    asked = [q for q in seen if "mailticket_customer_domains" in q]
+    assert len(asked) == 1, asked
+    assert "tticket_email_log.email_message_id IN" in asked[0], "a query of its own"
+    with env.session() as s:
+        got = [s.get_one(Ticket, o.ticket_id).customer_id for o in outcomes]
+        assert _evidence(s, outcomes[0].ticket_id) == (101, "domain", "acme.example")
     assert got == [101, 101, 202, None]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import event, insert, select
 
+from mailticket.live.groupcommit import GroupCommit
 from mailticket.live.lmtp import start_receiver
 from mailticket.live.worker import Worker
 from mailticket.runtime import Runtime
@@ -191,3 +192,45 @@ def test_a_group_waits_for_the_sessions_it_just_answered(
     assert sum(groups) == 32
     assert all(_stored(rt, mid) for mid in sent)
     assert groups.count(8) >= 2, f"the sessions of a group were not waited for: {groups}"
+
+
+def test_a_stream_group_starts_once_its_sessions_are_back_not_a_window_later(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The window groups sessions that arrive together at an idle receiver. In a stream the
+    group waits for the sessions the last one answered instead, and starts as soon as they
+    are all in: the window is not added to every group's turn."""
+    rt = make_runtime()
+    window, turn = 0.4, 0.2  # seconds: a window far longer than the sessions take to return
+    turns: list[tuple[float, float, int]] = []  # (start, end, messages) of each group
+
+    def store(
+        items: Sequence[tuple[bytes, str]], prepared: Sequence[object] | None
+    ) -> list[Outcome]:
+        started = time.monotonic()
+        with write_gate(rt.engine), rt.session_factory() as session:
+            outcomes = rt.pipeline.process_batch(session, items, prepared=prepared)  # type: ignore[arg-type]
+            time.sleep(turn)
+            session.commit()
+        turns.append((started, time.monotonic(), len(items)))
+        return outcomes
+
+    async def deliver() -> None:
+        committer = GroupCommit(
+            store, prepare=lambda raw, source: rt.pipeline.prepare([(raw, source)])[0],
+            window=window,
+        )
+
+        async def session(c: int) -> None:
+            for i in range(3):
+                await committer.submit(_mail(f"s{c}", i)[1], f"lmtp:{c}")
+
+        try:
+            await asyncio.gather(*(session(c) for c in range(4)))
+        finally:
+            committer.close()
+
+    asyncio.run(deliver())
+    assert [n for _, _, n in turns] == [4, 4, 4]
+    waits = [start - end for (start, _, _), (_, end, _) in zip(turns[1:], turns, strict=False)]
+    assert max(waits) < window / 2, f"the stream's groups waited a window: {waits}"

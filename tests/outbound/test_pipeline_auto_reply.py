@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
+from mailticket.outbound.auto_reply import idempotency_key
 from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.runtime import Runtime
-from mailticket.store.models import EmailLog, Ticket
+from mailticket.store.models import EmailLog, Ticket, WorkflowExecution
 from mailticket.store.outbox_models import OutboxItem
 from tests.mailfactory import make_email
 from tests.smtp_sink import SmtpSink
@@ -91,3 +93,49 @@ def test_rate_limit_in_the_pipeline(make_runtime: Callable[..., Runtime]) -> Non
     with rt.session_factory() as s:
         assert _count(s, Ticket) == 11
         assert _count(s, OutboxItem) == 10
+
+
+def test_a_batch_asks_once_whether_its_messages_were_answered(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """Each new ticket's answer is looked up by its idempotency key (sent once, however often
+    the message is processed): the batch asks for all its messages' keys in its prefetch,
+    not one query per message. A key already queued still answers "already queued"."""
+    rt = _runtime(make_runtime)
+    mails = [
+        make_email(subject=f"Problem {n}", sender=f"c{n}@customer.example",
+                   message_id=f"<p{n}@customer.example>")
+        for n in range(4)
+    ]
+    with rt.session_factory.begin() as s:  # answered before (say, by an earlier run)
+        s.add(OutboxItem(
+            kind="smtp", target="smtp", operation="send_mail",
+            payload={"message_id": "<earlier@mailticket.test>"},
+            idempotency_key=idempotency_key("<p2@customer.example>", "ticket_created"),
+        ))
+    one_key = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM mailticket_outbox" in statement and "idempotency_key =" in statement:
+            one_key.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        with rt.session_factory() as s:
+            outcomes = rt.pipeline.process_batch(s, [(raw, "test") for raw in mails])
+            s.commit()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert [o.action for o in outcomes] == ["created"] * 4
+    # Only the key found queued loads its row; the three new answers asked nothing more.
+    assert len(one_key) == 1, one_key
+    with rt.session_factory() as s:
+        assert _count(s, OutboxItem) == 4
+        answered = s.scalars(select(EmailLog.email_to).where(EmailLog.direction == "out"))
+        assert sorted(answered) == [f"c{n}@customer.example" for n in (0, 1, 3)]
+        steps = s.scalars(
+            select(WorkflowExecution.steps).where(
+                WorkflowExecution.email_message_id == "<p2@customer.example>"
+            )
+        ).one()
+        assert steps[1]["result"]["reason"] == "already queued for this message"

@@ -16,9 +16,14 @@ from typing import Any
 from sqlalchemy import select
 
 from mailticket.customers.matcher import (
+    CONTACT,
+    DOMAIN,
+    LOOKUP_PARTS,
     CustomerMatch,
     CustomerRef,
     Detection,
+    lookup_params,
+    read_rules,
     resolve,
     rules_for_normal,
 )
@@ -26,7 +31,7 @@ from mailticket.customers.models import Customer, TicketCustomer
 from mailticket.customers.shared import SharedDomains, shared_domains
 from mailticket.reading.maildomains import InvalidDomain, normalise_address
 from mailticket.settings import Settings
-from mailticket.store.batch import Batch
+from mailticket.store.batch import Batch, MailLookup
 from mailticket.store.db import new_row
 from mailticket.store.models import Ticket
 
@@ -66,6 +71,33 @@ def _rules(work: Batch) -> _Rules:
 def prefetch(work: Batch, addresses: Iterable[str]) -> None:
     """Load the rules that could map any of `addresses`, one query for all of them."""
     rules = _rules(work)
+    wanted = _not_asked(rules, addresses)
+    if not wanted:
+        return
+    with work.quietly() as session:
+        contacts, domains = rules_for_normal(session, wanted)
+    rules.contacts.update(contacts)
+    rules.domains.update(domains)
+
+
+def prefetch_lookup(work: Batch, addresses: Iterable[str]) -> MailLookup | None:
+    """`prefetch` as a lookup the batch asks in its own prefetch query (one round trip for
+    both); None when every address was asked already."""
+    rules = _rules(work)
+    wanted = _not_asked(rules, addresses)
+    if not wanted:
+        return None
+
+    def found(rows: list[tuple[str, Any, Any, Any]]) -> None:
+        contacts, domains = read_rules(rows)
+        rules.contacts.update(contacts)
+        rules.domains.update(domains)
+
+    return MailLookup(LOOKUP_PARTS, lookup_params(wanted), frozenset((CONTACT, DOMAIN)), found)
+
+
+def _not_asked(rules: _Rules, addresses: Iterable[str]) -> list[str]:
+    """The normalised addresses not asked about yet, marked as asked."""
     wanted: list[str] = []
     for address in addresses:
         try:
@@ -75,12 +107,7 @@ def prefetch(work: Batch, addresses: Iterable[str]) -> None:
         if normal not in rules.asked:
             rules.asked.add(normal)
             wanted.append(normal)
-    if not wanted:
-        return
-    with work.quietly() as session:
-        contacts, domains = rules_for_normal(session, wanted)
-    rules.contacts.update(contacts)
-    rules.domains.update(domains)
+    return wanted
 
 
 def detect(

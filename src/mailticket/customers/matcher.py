@@ -11,12 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, literal, select, union_all
+from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
 
 from mailticket.customers.models import Customer, CustomerContact, CustomerDomain
 from mailticket.customers.shared import SharedDomains
 from mailticket.reading.maildomains import InvalidDomain, normalise_address, parent_chain
+from mailticket.store.batch import mail_row
 
 MatchedBy = Literal["address", "domain"]
 
@@ -151,45 +152,51 @@ def rules_for_normal(
 ) -> tuple[dict[str, CustomerRef], dict[str, CustomerRef]]:
     """`rules_for` of addresses already normalised (`normalise_address`): for a caller that
     normalised them to see which it still needs, so each is not normalised twice."""
+    params = lookup_params(addresses)
+    if not params["addresses"]:
+        return {}, {}
+    rows = session.execute(_LOOKUP, params)
+    return read_rules((what, value, cid, key) for what, value, cid, _, key, _ in rows)
+
+
+def lookup_params(addresses: Iterable[str]) -> dict[str, list[str]]:
+    """The parameters of `LOOKUP_PARTS` for addresses already normalised: the addresses
+    and every domain they could be mapped by."""
     normal: set[str] = set()
     domains: set[str] = set()
     for value in addresses:
         normal.add(value)
         domains.update(parent_chain(value.rpartition("@")[2]))
-    return _lookup(session, normal, domains)
+    return {"addresses": sorted(normal), "domains": sorted(domains)}
 
 
-def _lookup_query() -> Any:
-    """Both lookups in one round trip, built once: the matcher runs for every message, and
-    building the statement cost more than the database answering it."""
-    contacts = (
-        select(literal("a").label("kind"), CustomerContact.address.label("value"),
-               Customer.id, Customer.key)
-        .join(Customer, Customer.id == CustomerContact.customer_id)
-        .where(CustomerContact.address.in_(bindparam("addresses", expanding=True)),
-               Customer.active.is_(True))
-    )
-    domains = (
-        select(literal("d").label("kind"), CustomerDomain.domain.label("value"),
-               Customer.id, Customer.key)
-        .join(Customer, Customer.id == CustomerDomain.customer_id)
-        .where(CustomerDomain.domain.in_(bindparam("domains", expanding=True)),
-               Customer.active.is_(True))
-    )
-    return union_all(contacts, domains)
-
-
-_LOOKUP = _lookup_query()
-
-
-def _lookup(
-    session: Session, addresses: set[str], domains: set[str]
+def read_rules(
+    rows: Iterable[tuple[str, Any, Any, Any]],
 ) -> tuple[dict[str, CustomerRef], dict[str, CustomerRef]]:
+    """Rows of `LOOKUP_PARTS` as (what, value, customer id, customer key) -> (contacts,
+    domains)."""
     contacts: dict[str, CustomerRef] = {}
     owners: dict[str, CustomerRef] = {}
-    if not addresses and not domains:
-        return contacts, owners
-    rows = session.execute(_LOOKUP, {"addresses": sorted(addresses), "domains": sorted(domains)})
-    for kind, value, cid, key in rows:
-        (contacts if kind == "a" else owners)[value] = CustomerRef(cid, key)
+    for what, value, cid, key in rows:
+        (contacts if what == CONTACT else owners)[value] = CustomerRef(cid, key)
     return contacts, owners
+
+
+# Both lookups, in the shape of the batch's prefetch rows (`store.batch.mail_row`: what,
+# key, log_id, ticket_id, kind, at), so a batch asks them in its prefetch's round trip.
+# Built once: the matcher runs for every message, and building the statement cost more
+# than the database answering it.
+CONTACT, DOMAIN = "customer_contact", "customer_domain"
+LOOKUP_PARTS = (
+    select(*mail_row(CONTACT, CustomerContact.address, log_id=Customer.id, kind=Customer.key))
+    .select_from(CustomerContact)
+    .join(Customer, Customer.id == CustomerContact.customer_id)
+    .where(CustomerContact.address.in_(bindparam("addresses", expanding=True)),
+           Customer.active.is_(True)),
+    select(*mail_row(DOMAIN, CustomerDomain.domain, log_id=Customer.id, kind=Customer.key))
+    .select_from(CustomerDomain)
+    .join(Customer, Customer.id == CustomerDomain.customer_id)
+    .where(CustomerDomain.domain.in_(bindparam("domains", expanding=True)),
+           Customer.active.is_(True)),
+)
+_LOOKUP = union_all(*LOOKUP_PARTS)

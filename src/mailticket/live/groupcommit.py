@@ -4,8 +4,8 @@ A receiver must answer 250 only once the message is committed. One transaction p
 makes the commit (an fsync on PostgreSQL, a write turn on SQLite) the cost of every message,
 and concurrent sessions queue for it. Here each session hands its message to one committer
 and waits: the committer takes every message that arrived while the previous group was being
-written (after a short wait of `window` seconds, so that sessions arriving together are
-grouped even when the committer was idle), stores them as one batch, commits, and only then
+written (after a short wait of `window` seconds when the committer was idle, so that
+sessions arriving together are grouped), stores them as one batch, commits, and only then
 wakes their sessions. Under load the groups grow by themselves; an idle receiver adds at most
 `window` to a message's latency.
 
@@ -147,7 +147,12 @@ class GroupCommit:
         start = loop.time()
         streaming = start - self._last_done < self._last_turn
         expect = min(self._last_expect, self.max_group) if streaming else 0
-        await asyncio.sleep(self.window)
+        if not expect:
+            # Idle: sessions arriving together are grouped by a short wait. In a stream the
+            # group waits for the sessions it expects instead, and starts the moment the
+            # last of them is in, not a window after the first (a fixed wait added to
+            # every group's turn, about 2 of 30 ms on plain mail).
+            await asyncio.sleep(self.window)
         deadline = start + self.window + self.patience * self._last_turn
         while len(self._queue) < expect and (left := deadline - loop.time()) > 0:
             self._arrived.clear()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
-from mailticket.outbound.auto_reply import queue_auto_reply
+from mailticket.outbound.auto_reply import idempotency_key, queue_auto_reply
 from mailticket.outbound.loop import arrival_time, should_auto_reply
 from mailticket.outbound.templates import TemplateRenderError
 from mailticket.workflows.registry import MAIL, ActionContext, ActionError, ActionParams, action
+
+if TYPE_CHECKING:
+    from mailticket.workflows.schema import WorkflowSet
 
 
 class SendAutoReplyParams(ActionParams):
@@ -69,3 +73,16 @@ def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str
         "message_id": queued.message_id,
         "outbox_id": queued.outbox_id,
     }
+
+
+def auto_reply_keys(workflows: WorkflowSet, message_ids: Iterable[str]) -> list[str]:
+    """The idempotency keys `send_auto_reply` may look up for these inbound messages: one
+    per message and template the workflows name, so a batch asks for all of them at once
+    (a message it answers is then never looked up on its own)."""
+    templates = {
+        step.params.template
+        for workflow in workflows
+        for step in workflow.steps
+        if isinstance(step.params, SendAutoReplyParams)
+    }
+    return [idempotency_key(mid, template) for mid in message_ids for template in templates]

@@ -19,7 +19,7 @@ message that makes the database itself fail.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,6 +91,18 @@ class LoggedMessage:
     email_log_id: int
     ticket_id: int | None
     classification: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MailLookup:
+    """Another package's lookup, asked in the batch's prefetch query (the same round trip):
+    its SELECTs in `mail_row`'s shape, their parameters (names of its own), and what takes
+    the rows they return, as (what, key, log_id, kind)."""
+
+    parts: tuple[Select[Any], ...]
+    params: dict[str, Any]
+    whats: frozenset[str]  # the `what` of its rows: none of the batch's own
+    found: Callable[[list[tuple[str, Any, Any, Any]]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,31 +399,52 @@ class Batch:
         refs: Iterable[str] = (),
         replies: Iterable[str] = (),
         since: datetime | None = None,
+        outbox: Iterable[str] = (),
+        also: Sequence[MailLookup] = (),
     ) -> None:
         """What the batch could ask of the mail tables, in one query (per `_CHUNK` keys of
         each kind), not one per kind: which Message-IDs are `logged` already, the stored
-        thread refs of `refs`, and the auto-replies sent to `replies` since `since`. A
-        batch of a few messages pays for round trips more than for rows."""
+        thread refs of `refs`, the auto-replies sent to `replies` since `since`, which
+        of the idempotency keys `outbox` are queued already, and the lookups `also` of
+        other packages (in the first query). A batch of a few messages pays for round
+        trips more than for rows."""
         want_logged = sorted(set(logged) - self._logged_known)
         want_refs = sorted(set(refs) - self._refs_known)
         # Not `set - dict.keys()`: that walks every key of the dict, on each call.
         stored = self._replies_stored
         want_replies = sorted({address for address in replies if address not in stored})
+        queued = self._outbox
+        want_outbox = sorted({key for key in outbox if key not in queued})
         if since is not None:
             since = as_utc(since)
         elif want_replies:
             raise ValueError("replies asked for without a time to count them since")
-        if not (want_logged or want_refs or want_replies):
+        if not (want_logged or want_refs or want_replies or want_outbox or also):
             return
         connection = self.session.connection()
         found_logged: list[tuple[int, str, int | None, str | None]] = []
-        for chunk_logged, chunk_refs, chunk_replies in zip_longest(
-            _chunks(want_logged), _chunks(want_refs), _chunks(want_replies), fillvalue=()
-        ):
-            query = _mail_query(bool(chunk_logged), bool(chunk_refs), bool(chunk_replies))
+        answered: list[tuple[MailLookup, list[tuple[str, Any, Any, Any]]]] = []
+        chunks = list(zip_longest(
+            _chunks(want_logged), _chunks(want_refs), _chunks(want_replies),
+            _chunks(want_outbox), fillvalue=(),
+        )) or [((), (), (), ())]
+        for chunk_logged, chunk_refs, chunk_replies, chunk_outbox in chunks:
+            parts = _mail_parts(
+                bool(chunk_logged), bool(chunk_refs), bool(chunk_replies), bool(chunk_outbox)
+            )
             params = {"logged": chunk_logged, "refs": chunk_refs, "replies": chunk_replies,
-                      "since": since}
+                      "since": since, "outbox": chunk_outbox}
+            theirs: dict[str, list[tuple[str, Any, Any, Any]]] = {}
+            for lookup in also:
+                parts += lookup.parts
+                params.update(lookup.params)
+                rows: list[tuple[str, Any, Any, Any]] = []
+                theirs.update(dict.fromkeys(lookup.whats, rows))
+                answered.append((lookup, rows))
+            also = ()  # asked once, in the first query
+            query = parts[0] if len(parts) == 1 else union_all(*parts)
             times: dict[str, list[datetime]] = {address: [] for address in chunk_replies}
+            absent = set(chunk_outbox)
             # Rows unpacked as tuples: reading a Row's fields by name costs more per row.
             for what, key, log_id, ticket_id, kind, at in connection.execute(query, params):
                 if what == _LOGGED:
@@ -419,11 +452,21 @@ class Batch:
                 elif what == _REF:
                     known = self.refs.setdefault(key, {})
                     known[ticket_id] = _stronger(known.get(ticket_id), kind)
-                else:
+                elif what == _OUTBOX:
+                    absent.discard(key)
+                elif what == _REPLY:
                     times[key].append(as_utc(at))
+                else:
+                    theirs[what].append((what, key, log_id, kind))
             for address, at in times.items():
                 assert since is not None
                 self._replies_stored[address] = (since, at)
+            # Known to be absent: `outbox_item` answers None without asking. A key that is
+            # queued is left to it, to load the row itself (a message processed again).
+            for key in absent:
+                queued[key] = None
+        for lookup, rows in answered:
+            lookup.found(rows)
         # The first row holding a Message-ID is the one a duplicate reports.
         for log_id, key, ticket_id, kind in sorted(found_logged, key=lambda r: r[0]):
             self.logged.setdefault(key, LoggedMessage(log_id, ticket_id, kind))
@@ -714,11 +757,12 @@ def _restore(mapping: dict[Any, Any], key: Any, value: Any, *, absent: bool = Fa
 
 
 # What `Batch.prefetch_mail` asks, as one UNION ALL of rows of the same shape: what the row
-# answers, its key (a Message-ID or an address), and the columns that answer needs.
-_LOGGED, _REF, _REPLY = "logged", "ref", "reply"
+# answers, its key (a Message-ID or an address), and the columns that answer needs. Other
+# packages' lookups (`MailLookup`) build their SELECTs with `mail_row` too.
+_LOGGED, _REF, _REPLY, _OUTBOX = "logged", "ref", "reply", "outbox"
 
 
-def _mail_row(
+def mail_row(
     what: str,
     key: Any,
     *,
@@ -742,28 +786,33 @@ def _mail_row(
     ]
 
 
-@lru_cache(maxsize=8)
-def _mail_query(logged: bool, refs: bool, replies: bool) -> Select[Any]:
-    """The query for the kinds asked, built once: its IN lists are expanding parameters."""
+@lru_cache(maxsize=16)
+def _mail_parts(logged: bool, refs: bool, replies: bool, outbox: bool) -> tuple[Select[Any], ...]:
+    """The SELECTs for the kinds asked, built once: their IN lists are expanding parameters."""
     log, ref = EmailLog.__table__.c, ThreadRef.__table__.c
+    queued = OutboxItem.__table__.c
     parts: list[Select[Any]] = []
     if logged:
         parts.append(select(
-            *_mail_row(_LOGGED, log.email_message_id, log_id=log.id, ticket_id=log.ticket_id,
+            *mail_row(_LOGGED, log.email_message_id, log_id=log.id, ticket_id=log.ticket_id,
                        kind=log.classification)
         ).where(log.email_message_id.in_(bindparam("logged", expanding=True))))
     if refs:
         parts.append(select(
-            *_mail_row(_REF, ref.message_id, ticket_id=ref.ticket_id, kind=ref.kind)
+            *mail_row(_REF, ref.message_id, ticket_id=ref.ticket_id, kind=ref.kind)
         ).where(ref.message_id.in_(bindparam("refs", expanding=True))))
     if replies:
-        parts.append(select(*_mail_row(_REPLY, log.email_to, at=log.created_at)).where(
+        parts.append(select(*mail_row(_REPLY, log.email_to, at=log.created_at)).where(
             log.direction == "out",
             log.action == AUTO_REPLY_ACTION,
             log.email_to.in_(bindparam("replies", expanding=True)),
             log.created_at >= bindparam("since", type_=DateTime(timezone=True)),
         ))
-    return parts[0] if len(parts) == 1 else union_all(*parts)  # type: ignore[return-value]
+    if outbox:
+        parts.append(select(*mail_row(_OUTBOX, queued.idempotency_key, log_id=queued.id)).where(
+            queued.idempotency_key.in_(bindparam("outbox", expanding=True))
+        ))
+    return tuple(parts)
 
 
 def open_batch(session: Session, *, block: int = 16, durable: bool = False) -> Batch:

@@ -35,11 +35,15 @@ class QuarantineNotFound(LookupError):
     pass
 
 
-def store_raw(work: Batch, raw: bytes, source: str | None) -> RawMessage:
+def store_raw(
+    work: Batch, raw: bytes, source: str | None, *, sha256: str | None = None
+) -> RawMessage:
+    """The bytes as received; `sha256`: their digest, when it was computed already."""
     return work.add(
         new_row(
             RawMessage,
-            sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw, source=source
+            sha256=sha256 or hashlib.sha256(raw).hexdigest(), size=len(raw), raw=raw,
+            source=source,
         )
     )
 
