@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect
 
 from mailticket.model_registry import metadata
 from mailticket.store.migrate import head_revisions, is_at_head
@@ -29,20 +29,3 @@ def test_seed_table_names_exist(engine: Engine) -> None:
 def test_database_is_at_head(engine: Engine, db_url: str) -> None:
     assert head_revisions(db_url)
     assert is_at_head(engine)
-
-
-def test_raw_messages_are_compressed_with_lz4_on_postgresql(engine: Engine) -> None:
-    """pglz spent as much of the database's CPU failing to shrink mail (base64, compressed
-    attachments) as writing it; lz4 where the server has it (migration 0015)."""
-    if engine.dialect.name != "postgresql":
-        return  # SQLite stores the bytes as they are
-    with engine.connect() as conn:
-        values = conn.scalar(
-            text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
-        )
-        method = conn.scalar(text(
-            "SELECT attcompression FROM pg_attribute"
-            " WHERE attrelid = 'mailticket_raw_messages'::regclass AND attname = 'raw'"
-        ))
-    assert "lz4" in values, "this PostgreSQL was built without lz4: the test proves nothing"
-    assert method == "l"
