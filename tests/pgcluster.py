@@ -129,6 +129,22 @@ class PgCluster:
     def connect(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
         return psycopg2.connect(self.dsn(dbname), connect_timeout=3)
 
+    def terminate(self, pid: int) -> None:
+        """End one backend (as a server restart or an admin would) and return once it is
+        gone, so the next statement on its connection fails rather than racing it."""
+        admin = self.connect()
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                while True:
+                    cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
+                    if cur.fetchone() is None:
+                        return
+                    time.sleep(0.01)
+        finally:
+            admin.close()
+
     def ready(self) -> bool:
         try:
             self.connect().close()

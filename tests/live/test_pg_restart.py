@@ -115,6 +115,17 @@ class Worker:
         )
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a service manager stops the worker; a kill only if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,13 +185,7 @@ def worker(
         assert proc.poll() is None, w.log()[-3000:]
         yield w
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         sink.stop()
 
 
@@ -466,19 +471,7 @@ def test_a_connection_lost_after_the_pool_checked_it_is_503_not_500(
     def drop_mid_request(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if armed.is_set() and "FROM tticket_tickets" in statement:
             armed.clear()
-            pid = conn.connection.dbapi_connection.get_backend_pid()
-            admin = cluster.connect()
-            admin.autocommit = True
-            try:
-                with admin.cursor() as cur:
-                    cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                    while True:  # until the backend is gone: the statement then fails
-                        cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-                        if cur.fetchone() is None:
-                            break
-                        time.sleep(0.01)
-            finally:
-                admin.close()
+            cluster.terminate(conn.connection.dbapi_connection.get_backend_pid())
 
     event.listen(runtime.engine, "before_cursor_execute", drop_mid_request)
     try:
@@ -511,19 +504,7 @@ def test_a_connection_lost_after_the_answer_ends_the_request_quietly(
         if not armed.is_set():
             return
         armed.clear()
-        pid = conn.connection.dbapi_connection.get_backend_pid()
-        admin = cluster.connect()
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                while True:  # until the backend is gone: the rollback then fails
-                    cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,))
-                    if cur.fetchone() is None:
-                        break
-                    time.sleep(0.01)
-        finally:
-            admin.close()
+        cluster.terminate(conn.connection.dbapi_connection.get_backend_pid())
 
     event.listen(runtime.engine, "rollback", drop_before_rollback)
     try:
@@ -616,13 +597,7 @@ def test_what_counts_as_the_database_unavailable(
         assert isinstance(canceled, OperationalError)
         assert not database_unavailable(canceled)
         # The server going away under an open connection (its backend terminated).
-        pid = conn.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
-        admin = cluster.connect()
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        admin.close()
-        time.sleep(0.2)
+        cluster.terminate(conn.connection.dbapi_connection.get_backend_pid())  # type: ignore[union-attr]
         assert database_unavailable(raised(conn, "SELECT 1"))
     cluster.stop("fast")
     try:

@@ -11,7 +11,6 @@ swallows packets)."""
 from __future__ import annotations
 
 import os
-import signal
 import smtplib
 import socket
 import subprocess
@@ -29,7 +28,11 @@ from mailticket.api.tokens import create_token
 from mailticket.settings import load_settings
 from mailticket.store.db import Liveness, make_engine, make_session_factory
 from tests.live.helpers import message
-from tests.live.test_pg_restart import cluster  # noqa: F401 - the private cluster, a fixture
+from tests.live.test_pg_restart import (  # noqa: F401 - cluster: the private cluster, a fixture
+    cluster,
+    stop_process,
+    wait_until,
+)
 from tests.pgcluster import PgCluster, free_port
 
 CONNECT_TIMEOUT = 2  # seconds, the worker's DB_CONNECT_TIMEOUT here
@@ -151,15 +154,6 @@ class FullBacklog:
         self.sock.close()
 
 
-def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("dead", [SilentServer, FullBacklog])
 def test_lmtp_answers_451_and_the_api_503_when_the_database_stops_answering(
     cluster: PgCluster,  # noqa: F811 - the fixture imported above
@@ -203,7 +197,7 @@ def test_lmtp_answers_451_and_the_api_503_when_the_database_stops_answering(
 
     gone: SilentServer | FullBacklog | None = None
     try:
-        _wait_for(lambda: proc.poll() is not None or "worker started" in log(), 60,
+        wait_until(lambda: proc.poll() is not None or "worker started" in log(), 60,
                   "the worker to start")
         assert proc.poll() is None, log()[-3000:]
         assert deliver("before") == 250
@@ -223,13 +217,7 @@ def test_lmtp_answers_451_and_the_api_503_when_the_database_stops_answering(
         if gone is not None:
             gone.close()
         relay.cut()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def test_a_parameter_in_database_url_wins_over_the_setting() -> None:
