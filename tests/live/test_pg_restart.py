@@ -282,9 +282,12 @@ class MtaClient:
 
 
 def _recovered(clients: list[MtaClient], after: int) -> bool:
-    """Every client sent `after` more messages since, its last five answered 250 at once."""
+    """Every client sent `after` more messages since, its last five answered 250 at once.
+    The message a client is sending has no reply yet (an empty list): it is not one of the
+    five, or the check would pass only when it happened to look between two messages."""
     return all(
-        len(c.replies) >= after and list(c.replies.values())[-5:] == [[250]] * 5
+        len(c.replies) >= after
+        and [codes for codes in c.replies.values() if codes][-5:] == [[250]] * 5
         for c in clients
     )
 
