@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from mailticket.api import tokens
 from mailticket.api.app import iter_routes
 from mailticket.api.customer_access import customer_copy
+from mailticket.backends import links
 from mailticket.conversation.models import Participant
 from mailticket.customers.directory import CustomersMode, create_customer
 from mailticket.customers.lookup import shared_for
@@ -181,6 +182,28 @@ def test_a_customer_comment_is_the_customers_own_and_is_not_mailed(world: World)
     assert r.status_code == 201 and r.json()["source"] == "api" and r.json()["email_log_id"]
     staff = _counts(api, world.ticket)
     assert staff["outbox"] == after["outbox"] + 1 and staff["mail out"] == after["mail out"] + 1
+
+
+def test_a_customer_comment_reaches_the_backends_saying_which_customer_wrote_it(
+    world: World,
+) -> None:
+    """The backend's agents read who wrote it: the customer's address when the comment names
+    one, else the customer's name; never the token's name, which only staff know."""
+    api = world.api
+    with api.runtime.session_factory() as s:
+        links.open_pending(s, world.ticket, "zammad")
+        s.commit()
+    url = f"/api/v1/tickets/{world.ticket}/comments"
+    for body in ({"body": "Works again."},
+                 {"body": "Confirmed.", "author_email": "alice@acme.example"}):
+        r = api.client.post(url, headers=world.writer, json=body)
+        assert r.status_code == 201, r.text
+    with api.runtime.session_factory() as s:
+        texts = [item.payload["text"] for item in s.scalars(
+            select(OutboxItem).where(OutboxItem.operation == "create_comment")
+            .order_by(OutboxItem.id))]
+    assert texts == ["ACME (customer) wrote:\n\nWorks again.\n",
+                     "alice@acme.example wrote:\n\nConfirmed.\n"]
 
 
 @pytest.mark.parametrize("body,files,named", [

@@ -58,6 +58,7 @@ from mailticket.conversation import participants as people
 from mailticket.conversation.agent_reply import MailFile
 from mailticket.customers.lookup import shared_for
 from mailticket.customers.matcher import detect
+from mailticket.customers.models import Customer
 from mailticket.followups.routing import within_window
 from mailticket.runtime import Runtime
 from mailticket.settings import Settings
@@ -212,6 +213,11 @@ def foreign_addresses(
     ]
 
 
+def _customer_name(session: Session, customer_id: int) -> str:
+    customer = session.get(Customer, customer_id)
+    return f"{customer.name} (customer)" if customer is not None else "The customer"
+
+
 def store_customer_comment(
     session: Session, runtime: Runtime, principal: Principal, ticket: Ticket,
     comment: CommentIn, files: list[MailFile],
@@ -269,6 +275,9 @@ def store_customer_comment(
     session.flush()
     # The backends' agents see it as they see the customer's mail: public, and saying who
     # wrote it (the integration's account posts it, which would read as the team's answer).
-    queue_comment(session, ticket, row, text=f"{row.author_email} wrote:\n\n{row.body.strip()}\n")
+    # Without an address the comment's author is the token (its name is staff vocabulary,
+    # meaningless to the backend's agents): they read the customer's name instead.
+    who = author or _customer_name(session, principal.customer_id)
+    queue_comment(session, ticket, row, text=f"{who} wrote:\n\n{row.body.strip()}\n")
     session.commit()
     return comment_out(runtime.settings, row, principal.customer_id)
