@@ -312,6 +312,20 @@ def test_tag_and_assignee_filters_are_staff_only(world: World) -> None:
     browser.close()
 
 
+def test_the_page_bar_names_the_customer_not_the_token(world: World) -> None:
+    """Staff name a customer's token (here a contract number): the customer's page bar says
+    who is signed in as they know it, their company; staff see their token's name."""
+    api = world.api
+    browser = _browser(api, _scoped(api, "read", INTERNAL_PORTAL))
+    for url in ("/ui/tickets", f"/ui/tickets/{world.number}"):
+        page = browser.get(url).text
+        assert "ACME (read)" in page and INTERNAL_PORTAL not in page, page[:1500]
+    browser.close()
+    staff = _browser(api, {"Authorization": f"Bearer {api.token('read', INTERNAL_TOKEN)}"})
+    assert f"{INTERNAL_TOKEN} (read)" in staff.get("/ui/tickets").text
+    staff.close()
+
+
 def _browser(api: Api, headers: dict[str, str]) -> TestClient:
     client = TestClient(api.app)
     token = headers["Authorization"].removeprefix("Bearer ")

@@ -13,12 +13,13 @@ from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import Session, undefer
 
 from mailticket.api import csrf, customer_access, emails, queries, tokens
 from mailticket.api.auth import (
     COOKIE_NAME,
     LoginRequired,
+    Principal,
     RuntimeDep,
     SessionDep,
     UiPrincipal,
@@ -29,6 +30,7 @@ from mailticket.api.pages import page as _page
 from mailticket.api.schemas import SettableStatus, TicketStatus
 from mailticket.api.tickets import load_ticket
 from mailticket.conversation import split_reply
+from mailticket.customers.models import Customer
 from mailticket.customers.scope import badges, visible_ticket_ids
 from mailticket.settings import Priority
 from mailticket.store.models import EmailLog
@@ -85,6 +87,15 @@ def home(_: UiPrincipal) -> Response:
     return RedirectResponse("/ui/tickets", status_code=303)
 
 
+def _signed_in(session: Session, principal: Principal) -> str:
+    """Who the page bar says is signed in. A customer's token is named by staff (a contract
+    number, an internal label): the customer reads their company's name instead."""
+    if principal.customer_id is None:
+        return principal.name
+    customer = session.get(Customer, principal.customer_id)
+    return customer.name if customer is not None else "customer"
+
+
 @router.get("/tickets", response_class=HTMLResponse)
 def ticket_list(
     request: Request,
@@ -118,6 +129,7 @@ def ticket_list(
         )
     return _page(
         request, "tickets.html", tickets=rows, next_cursor=next_cursor, principal=principal,
+        signed_in=_signed_in(session, principal),
         staff=staff, statuses=statuses, priorities=priorities,
         filters={"status": status, "priority": priority, "tag": tag, "search": search},
     )
@@ -167,7 +179,8 @@ def ticket_page(
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
         authors=authors,
-        principal=principal, followup_of=followup_of, followups=followups, split=split,
+        principal=principal, signed_in=_signed_in(session, principal),
+        followup_of=followup_of, followups=followups, split=split,
         customer=customer,
         # The assignee, tags, why the ticket is the customer's and how each mail was
         # threaded and classified are the team's (api/customer_access.py).
