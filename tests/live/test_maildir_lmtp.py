@@ -81,6 +81,39 @@ def test_a_maildir_batch_ends_at_its_byte_budget(
     assert os.listdir(box / "new") == []
 
 
+def test_a_crash_before_an_oversized_file_is_moved_does_not_quarantine_it_again(
+    tmp_path: Path, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass commits the quarantine entry, then dies moving the file to held/: the next
+    pass moves it without a second quarantine (no Message-ID check can see headers-only
+    mail; the ledger row committed with the entry does)."""
+    box = tmp_path / "Maildir"
+    src = MaildirSource(box, FakeHandler(), session_factory, max_message_size=50_000)
+    src.ensure()
+    (box / "new" / "1.big").write_bytes(message("big", body="y" * 60_000))
+    real_rename = os.rename
+
+    def crash_on_hold(src_path: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        if Path(dst).parent.name == maildir.HELD:
+            raise KeyboardInterrupt("killed between the commit and the move")
+        real_rename(src_path, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "rename", crash_on_hold)
+        with pytest.raises(KeyboardInterrupt):
+            src.drain()
+    assert os.listdir(box / "new") == ["1.big"]
+    assert counts(session_factory)["quarantine"] == 1  # committed before the crash
+    restarted = MaildirSource(box, FakeHandler(), session_factory, max_message_size=50_000)
+    assert restarted.drain() == 1
+    assert os.listdir(box / "new") == [] and os.listdir(box / "held") == ["1.big"]
+    with session_factory() as s:
+        entries = s.scalars(select(QuarantineEntry)).all()
+        assert [(e.attempts, e.status) for e in entries] == [(1, "held")]
+    c = counts(session_factory)
+    assert c["quarantine"] == 1 and c["ledger"] == 1 and c["pending"] == 0
+
+
 # Run in a child so that its peak RSS (VmHWM) is its own, and under an address-space limit
 # well below the file's size: reading the file whole fails there at once (MemoryError)
 # instead of taking 3 GB of the machine.

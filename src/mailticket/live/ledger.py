@@ -127,6 +127,24 @@ def mark_done(session: Session, ids: Iterable[int]) -> None:
         )
 
 
+def mark_done_uids(
+    session: Session, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> None:
+    """`mark_done` by UID, for a source that does not keep the rows' ids (Maildir)."""
+    table = _TABLE
+    for start in range(0, len(uids), _CHUNK):
+        session.execute(
+            update(table)
+            .where(
+                table.c.mailbox == mailbox,
+                table.c.folder == folder,
+                table.c.uidvalidity == uidvalidity,
+                table.c.uid.in_(list(uids[start : start + _CHUNK])),
+            )
+            .values(server_done=True)
+        )
+
+
 def prune(session: Session, before: datetime) -> int:
     """Forget confirmed rows stored before `before`; returns how many.
 
