@@ -1,7 +1,9 @@
 """The IMAP ledger: which UIDs of a mailbox folder are stored, and whether the server knows.
 
 Service functions: they take a Session and never commit; the IMAP source commits a ledger
-row in the same transaction as the message it describes.
+row in the same transaction as the message it describes. The Maildir source keeps its
+over-size files here too (outcome too_large, the file's name hashed for a UID; maildir.py):
+their "server action" is the move to held/.
 """
 
 from __future__ import annotations
