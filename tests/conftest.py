@@ -16,6 +16,7 @@ from mailticket.store.db import make_engine, make_session_factory
 
 if TYPE_CHECKING:
     from mailticket.runtime import Runtime
+from tests import mailfactory
 from tests.dbutil import TemplateDatabases, drop_pg, pg_available
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -56,6 +57,12 @@ def _repository_files() -> set[str]:
         dirs[:] = [d for d in dirs if d not in _NOT_WATCHED and not d.endswith(".egg-info")]
         found.update(os.path.join(folder, name) for name in files)
     return found
+
+
+@pytest.fixture(autouse=True)
+def _mail_dates_per_test() -> None:
+    """make_email's Dates start again for each test (see tests/mailfactory.py)."""
+    mailfactory.reset_dates()
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,19 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-_seq = itertools.count(1)
+# Message-IDs: unique in the whole process (tests may share a database).
+_ids = itertools.count(1)
+# Dates: a minute apart in the order a test makes its messages, from 09:01 on, counted per
+# test (`reset_dates`, before each test). Counted per process, a message's Date depended on
+# how many messages the tests run before it had made, and after ~60 it sorted after a test
+# clock of 10:00 instead of before: tests passed or failed by what ran before them.
+_dates = itertools.count(1)
 _base = datetime(2025, 12, 15, 9, 0, tzinfo=UTC)
+
+
+def reset_dates() -> None:
+    global _dates
+    _dates = itertools.count(1)
 
 
 def make_email(
@@ -24,12 +35,12 @@ def make_email(
     attachments: list[tuple[bytes, str, str]] | None = None,
 ) -> bytes:
     """attachments: (payload, "maintype/subtype", filename) each."""
-    n = next(_seq)
+    n = next(_ids)
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(_base + timedelta(minutes=n))
+    msg["Date"] = format_datetime(_base + timedelta(minutes=next(_dates)))
     if message_id is not False:
         msg["Message-ID"] = message_id or f"<msg{n}.{id(msg)}@client.example>"
     if in_reply_to:

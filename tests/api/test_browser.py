@@ -174,9 +174,9 @@ def test_direction_controls_are_shown_not_obeyed(
         assert "[U+202E]" in browser.find_element(By.CSS_SELECTOR, cell).text
         browser.get(f"{base}/ui/tickets/{spoof.ticket_number}")
         browser.save_screenshot(str(tmp_path / "thread.png"))
-        # The customer's mail by its id: the thread lists mail by time, and the auto-reply's
-        # test-clock stamp can come before make_email's Date (it moves a minute per message
-        # made in the process), so the first entry is not always theirs.
+        # The customer's mail by its id, not its place in the thread: the thread lists mail
+        # by time, and whether the auto-reply's test-clock stamp comes first depends on the
+        # Date this test's mail has.
         mail = f"#mail-{spoof.email_log_id}"
         for css in ("#ticket-title", f"{mail} .subject", f"{mail} .body"):
             assert browser.execute_script(CHAR_X, css, "X") < browser.execute_script(

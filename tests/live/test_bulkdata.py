@@ -24,6 +24,7 @@ from mailticket.live.bulkdata import (
     BulkLMTP,
     BulkSMTP,
     DataState,
+    Overflow,
     _short_lines,
     read_data,
     unstuff,
@@ -266,6 +267,36 @@ async def test_read_data_cut_anywhere(payload: bytes) -> None:
     # And a byte at a time.
     if len(payload) < 4000:
         assert await fed_in_pieces([bytes([b]) for b in stream]) == (*expected, after)
+
+
+@pytest.mark.parametrize("keep", [2, 40, 5000, SIZE_LIMIT])
+async def test_an_overflow_keeps_the_head_and_counts_the_size(keep: int) -> None:
+    """Over the size limit: the message's first `keep` bytes, unstuffed, and its size as
+    the limit counts it, wherever the chunks are cut; nothing is handed back as data.
+    (The head kept is at most what the limit let in, never the whole message.)"""
+    body = b".dot first\r\nSubject: x\r\n\r\n" + b"..stuffed\r\n" + FILLER * 2
+    message = unstuff(body)
+    stream = body + b".\r\nNOOP\r\n"
+    for cut in (*range(1, 40), 997, len(FILLER), len(body) - 1, len(body) + 2):
+        reader = asyncio.StreamReader(limit=LINE)
+        reader.feed_data(stream[:cut])
+        overflow = Overflow(keep)
+
+        async def feed(rest: bytes = stream[cut:], r: asyncio.StreamReader = reader) -> None:
+            await asyncio.sleep(0)
+            r.feed_data(rest)
+
+        feeder = asyncio.create_task(feed())
+        state, data = await read_data(
+            reader, size_limit=SIZE_LIMIT, line_limit=LINE, unstuffed=True, overflow=overflow
+        )
+        await feeder
+        assert (state, data) == (DataState.TOO_MUCH, b""), cut
+        # `keep` bytes as sent, unstuffed: a dot fewer per stuffed line among them.
+        head = overflow.head
+        assert message.startswith(head) and keep - 2 <= len(head) <= keep, (cut, len(head))
+        assert overflow.size == len(body), cut
+        assert await reader.read(6) == b"NOOP\r\n"
 
 
 async def test_connection_closed_during_data_is_a_connection_error() -> None:

@@ -15,13 +15,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live import maildir
-from mailticket.live.lmtp import parse_listen, start_receiver
+from mailticket.live.lmtp import HoldHeaders, parse_listen, start_receiver
 from mailticket.live.maildir import MaildirSource, seen_name
 from mailticket.store.db import make_engine, make_session_factory
-from mailticket.store.models import QuarantineEntry
+from mailticket.store.models import QuarantineEntry, RawMessage
+from mailticket.ticketing.quarantine import quarantine_refused
 from mailticket.types import Outcome
 from tests.live.dovecot import free_port
 from tests.live.helpers import BatchRecorder, FakeHandler, counts, message
+from tests.mailfactory import make_email
 
 
 def test_maildir_moves_to_cur_after_commit(
@@ -81,6 +83,39 @@ def test_a_maildir_batch_ends_at_its_byte_budget(
     assert os.listdir(box / "new") == []
 
 
+def test_a_crash_before_an_oversized_file_is_moved_does_not_quarantine_it_again(
+    tmp_path: Path, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass commits the quarantine entry, then dies moving the file to held/: the next
+    pass moves it without a second quarantine (no Message-ID check can see headers-only
+    mail; the ledger row committed with the entry does)."""
+    box = tmp_path / "Maildir"
+    src = MaildirSource(box, FakeHandler(), session_factory, max_message_size=50_000)
+    src.ensure()
+    (box / "new" / "1.big").write_bytes(message("big", body="y" * 60_000))
+    real_rename = os.rename
+
+    def crash_on_hold(src_path: os.PathLike[str], dst: os.PathLike[str]) -> None:
+        if Path(dst).parent.name == maildir.HELD:
+            raise KeyboardInterrupt("killed between the commit and the move")
+        real_rename(src_path, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "rename", crash_on_hold)
+        with pytest.raises(KeyboardInterrupt):
+            src.drain()
+    assert os.listdir(box / "new") == ["1.big"]
+    assert counts(session_factory)["quarantine"] == 1  # committed before the crash
+    restarted = MaildirSource(box, FakeHandler(), session_factory, max_message_size=50_000)
+    assert restarted.drain() == 1
+    assert os.listdir(box / "new") == [] and os.listdir(box / "held") == ["1.big"]
+    with session_factory() as s:
+        entries = s.scalars(select(QuarantineEntry)).all()
+        assert [(e.attempts, e.status) for e in entries] == [(1, "held")]
+    c = counts(session_factory)
+    assert c["quarantine"] == 1 and c["ledger"] == 1 and c["pending"] == 0
+
+
 # Run in a child so that its peak RSS (VmHWM) is its own, and under an address-space limit
 # well below the file's size: reading the file whole fails there at once (MemoryError)
 # instead of taking 3 GB of the machine.
@@ -91,7 +126,8 @@ limit = 1536 * 1024 * 1024
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 from mailticket.live.maildir import MaildirSource
 from mailticket.store.db import make_engine, make_session_factory
-from mailticket.store.models import QuarantineEntry
+from mailticket.store.models import QuarantineEntry, RawMessage
+from mailticket.ticketing.quarantine import quarantine_refused
 from tests.live.helpers import FakeHandler
 engine = make_engine(sys.argv[1])
 src = MaildirSource(Path(sys.argv[2]), FakeHandler(), make_session_factory(engine),
@@ -242,6 +278,92 @@ def test_receiver_answers_451_when_the_database_is_down() -> None:
             with pytest.raises(smtplib.SMTPDataError) as err:
                 client.sendmail("a@example.com", ["support@example.test"], message("x"))
         assert err.value.smtp_code == 451
+    finally:
+        ctl.stop()
+        dead.dispose()
+
+
+def _hold(factory: sessionmaker[Session]) -> HoldHeaders:
+    """What the worker passes as the receiver's `hold` (Worker._hold_pushed)."""
+
+    def hold(headers: bytes, source: str, reason: str, message_id: str | None) -> None:
+        with factory() as session:
+            quarantine_refused(session, headers, source, reason, message_id)
+            session.commit()
+
+    return hold
+
+
+def _send_raw(port: int, rcpts: Sequence[bytes], raw: bytes) -> list[bytes]:
+    """One LMTP transaction; the replies to its DATA (one per recipient)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"LHLO test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        for line in [b"MAIL FROM:<big@example.com>", *(b"RCPT TO:<%s>" % r for r in rcpts),
+                     b"DATA"]:
+            sock.sendall(line + b"\r\n")
+            assert f.readline()[:1] in (b"2", b"3")
+        sock.sendall(raw.replace(b"\n", b"\r\n") + b"\r\n.\r\n")
+        return [f.readline() for _ in rcpts]
+
+
+def test_lmtp_quarantines_the_headers_of_an_oversized_message(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """552 5.3.4 to each recipient, and the headers (not the body) quarantined with the
+    size and the limit, as IMAP and Maildir do; the same Message-ID sent again (new
+    Received line) bumps that entry, a new Message-ID gets its own."""
+    port = free_port()
+    ctl = start_receiver(f"127.0.0.1:{port}", _processor(session_factory),
+                         max_message_size=50_000, hold=_hold(session_factory))
+    big = make_email(subject="huge scan", body="z" * 80_000, message_id="<scan@example.com>")
+    try:
+        replies = _send_raw(port, [b"s@example.test", b"h@example.test"], big)
+        assert all(r.startswith(b"552 5.3.4 ") for r in replies), replies
+        with session_factory() as s:
+            entry = s.scalars(select(QuarantineEntry)).one()
+            headers = s.get_one(RawMessage, entry.raw_message_id).raw
+            reason, attempts, mid, source = (
+                entry.reason, entry.attempts, entry.message_id, entry.source
+            )
+        size = len(big.replace(b"\n", b"\r\n")) + 2  # counted with the last CRLF
+        assert reason == f"too large: {size} bytes (limit 50000)"
+        assert (attempts, mid, source) == (1, "<scan@example.com>", "lmtp:big@example.com")
+        assert b"Subject: huge scan" in headers and b"zzz" not in headers
+        assert headers.endswith(b"\r\n\r\n")
+        again = b"Received: from relay2 by mx; retry\n" + big
+        assert _send_raw(port, [b"s@example.test"], again)[0].startswith(b"552 5.3.4 ")
+        other = make_email(subject="huge too", body="z" * 80_000, message_id="<other@x.org>")
+        assert _send_raw(port, [b"s@example.test"], other)[0].startswith(b"552 5.3.4 ")
+        with session_factory() as s:
+            rows = s.execute(
+                select(QuarantineEntry.message_id, QuarantineEntry.attempts)
+                .order_by(QuarantineEntry.id)
+            ).all()
+        assert [tuple(r) for r in rows] == [("<scan@example.com>", 2), ("<other@x.org>", 1)]
+        assert counts(session_factory)["email_log"] == 0
+    finally:
+        ctl.stop()
+
+
+def test_lmtp_answers_552_to_an_oversized_message_when_the_database_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its record is best effort: logged, and still 552, not 451 (which would have the MTA
+    send it all again, to be refused again)."""
+    dead = make_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere")
+    factory = make_session_factory(dead)
+    port = free_port()
+    ctl = start_receiver(f"127.0.0.1:{port}", _processor(factory), max_message_size=50_000,
+                         hold=_hold(factory))
+    try:
+        big = make_email(subject="huge", body="z" * 80_000)
+        assert _send_raw(port, [b"s@example.test"], big)[0].startswith(b"552 5.3.4 ")
+        assert "cannot quarantine the headers" in caplog.text
+        assert "database unavailable" in caplog.text
     finally:
         ctl.stop()
         dead.dispose()

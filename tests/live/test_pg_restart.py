@@ -577,7 +577,7 @@ def test_sigterm_while_the_database_is_down_stops_cleanly(
 
 
 def test_what_counts_as_the_database_unavailable(
-    cluster: PgCluster, pg_db: tuple[str, Engine], tmp_path: Path
+    cluster: PgCluster, pg_db: tuple[str, Engine]
 ) -> None:
     """503 and "the next run retries" are for the database away, not for a statement it
     refuses: those stay errors (a 500 and a traceback to see)."""
@@ -609,16 +609,49 @@ def test_what_counts_as_the_database_unavailable(
         assert database_unavailable(refused.value)  # refused at connect: no SQLSTATE at all
     finally:
         cluster.start()
-    # SQLite's writer lock held elsewhere: busy, not the statement's fault.
-    lite = make_engine(f"sqlite:///{tmp_path}/busy.db", connect_args={"timeout": 0})
-    holder = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+
+
+def _raised(conn: Any, sql: str, *params: Any) -> BaseException:
+    with pytest.raises(DBAPIError) as caught:
+        conn.exec_driver_sql(sql, *params)
+    conn.rollback()
+    return caught.value
+
+
+def test_what_counts_as_sqlite_unavailable(tmp_path: Path) -> None:
+    """On SQLite too, only "not now" is an outage, told by the result code: the lock held
+    by another connection (BUSY: "database is locked"), a file that cannot be opened. Other
+    OperationalErrors are the statement's own (no such table, too many variables, syntax):
+    a receiver's group meeting one is halved, not answered 451 whole."""
+    path = tmp_path / "busy.db"
+    lite = make_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    holder = sqlite3.connect(path, isolation_level=None)
     try:
         holder.execute("PRAGMA journal_mode=WAL")  # as the engine sets it on connecting
         holder.execute("CREATE TABLE x (a)")
-        holder.execute("BEGIN IMMEDIATE")
         with lite.connect() as conn:
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
-            assert database_unavailable(raised(conn, "INSERT INTO x VALUES (1)"))
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")  # the engine sets a long one
+            holder.execute("BEGIN EXCLUSIVE")
+            # The writer lock held elsewhere: busy, not the statement's fault.
+            busy = _raised(conn, "INSERT INTO x VALUES (1)")
+            holder.execute("ROLLBACK")
+            statement = [
+                _raised(conn, "SELECT * FROM no_such_table"),
+                _raised(conn, "SELEC 1"),
+                _raised(conn, "SELECT 1 WHERE 1 IN (" + ",".join("?" * 300_000) + ")",
+                        tuple(range(300_000))),  # too many SQL variables
+            ]
+        assert isinstance(busy, OperationalError) and database_unavailable(busy), busy
+        for exc in statement:
+            assert isinstance(exc, OperationalError)  # the old rule took each for an outage
+            assert not database_unavailable(exc), exc
     finally:
         holder.close()
         lite.dispose()
+    nowhere = make_engine(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    try:
+        with pytest.raises(DBAPIError) as cannot_open:
+            nowhere.connect()
+        assert database_unavailable(cannot_open.value)  # "unable to open database file"
+    finally:
+        nowhere.dispose()

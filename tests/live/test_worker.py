@@ -258,7 +258,8 @@ async def test_worker_runs_the_lmtp_receiver(
     handler = FakeHandler()
     port = free_port()
     s = load_settings(database_url=settings.database_url, _env_file=None,
-                      lmtp_listen=f"127.0.0.1:{port}", smtp_host="127.0.0.1")
+                      lmtp_listen=f"127.0.0.1:{port}", smtp_host="127.0.0.1",
+                      max_message_size=50_000)
     worker = Worker(s, engine, session_factory, handler)
     assert worker.describe() == [f"receiver:127.0.0.1:{port}"]
     stop = asyncio.Event()
@@ -272,6 +273,27 @@ async def test_worker_runs_the_lmtp_receiver(
 
         assert await asyncio.to_thread(send) == {}
         assert counts(session_factory)["email_log"] == 1
+
+        def send_big() -> tuple[int, bytes]:
+            with smtplib.LMTP("127.0.0.1", port) as client:
+                # Without SIZE= on MAIL FROM (refused there, before any header is seen), as
+                # an MTA sends a message it does not know the size of in advance.
+                client.ehlo_or_helo_if_needed()
+                client.esmtp_features.pop("size", None)
+                try:
+                    client.sendmail("a@example.com", ["support@example.test"],
+                                    message("big", body=("x" * 70 + "\n") * 900)
+                                    .replace(b"\n", b"\r\n"))
+                except smtplib.SMTPDataError as exc:
+                    return exc.smtp_code, exc.smtp_error
+                return 250, b""
+
+        # Refused, and its headers quarantined through the worker's own session (the
+        # receiver's `hold`).
+        code, text = await asyncio.to_thread(send_big)
+        assert (code, text[:6]) == (552, b"5.3.4 ")
+        c = counts(session_factory)
+        assert c["email_log"] == 1 and c["quarantine"] == 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)

@@ -23,7 +23,12 @@ What aiosmtpd does, and this keeps (tests/live/test_bulkdata.py compares the two
 - Bytes after the final "." (a client pipelining its next command) stay in the stream for
   the session's next command.
 
-Not aiosmtpd's: with a budget of bytes in flight (inflight.py), each chunk waits for room
+Not aiosmtpd's: a handler with a `handle_too_large` hook is handed, for a message over
+`data_size_limit`, its first `keep_head` bytes (its header block, to quarantine) and its size,
+and answers it; only that head is kept past the limit. Without the hook the answer is
+aiosmtpd's 552.
+
+Also not aiosmtpd's: with a budget of bytes in flight (inflight.py), each chunk waits for room
 before it is kept; a message that got none in time is read to its end, dropped and answered
 451 4.3.1 (the MTA tries again later).
 """
@@ -34,6 +39,7 @@ import asyncio
 import enum
 import io
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -52,6 +58,26 @@ class DataState(enum.Enum):
     TOO_LONG = "too long"  # a line over the line length limit
     TOO_MUCH = "too much"  # more than data_size_limit bytes
     NO_ROOM = "no room"  # the budget of bytes in flight had no room for it in time
+
+
+@dataclass
+class Overflow:
+    """What is kept of a message over the size limit: its first `keep` bytes (unstuffed)
+    and its size as `data_size_limit` counts it (all of it, read to the end)."""
+
+    keep: int
+    head: bytes = b""
+    size: int = 0
+
+
+def _head(out: io.BytesIO, buf: bytearray, keep: int, at_start: bool) -> bytes:
+    """The message's first `keep` bytes: what `out` holds, then what `buf` holds (not yet
+    unstuffed)."""
+    head = out.getbuffer()[:keep].tobytes()
+    if len(head) < keep:
+        more = bytes(buf[: keep - len(head)])
+        head += unstuff(more) if at_start else more.replace(b"\r\n.", b"\r\n")
+    return head
 
 
 def _short_lines(buf: bytearray, start: int, end: int, longest: int) -> bool:
@@ -115,6 +141,11 @@ class _Lines:
                 return
             start = end
 
+    def too_much(self) -> bool:
+        # A method, not `state is ...` at the call site: there mypy keeps the state it
+        # narrowed before `check` changed it.
+        return self.state is DataState.TOO_MUCH
+
     def check_partial(self, tail: int) -> None:
         """`tail`: the length of the start of a line whose CRLF has not come yet."""
         # Its text is at least tail - 1 bytes long (the last byte may be the CR).
@@ -130,6 +161,7 @@ async def read_data(
     reader_limit: int | None = None,
     unstuffed: bool = False,
     ticket: Ticket | None = None,
+    overflow: Overflow | None = None,
 ) -> tuple[DataState, bytes]:
     """Reads DATA up to and with its final "." line. Returns the state and, when NOMINAL,
     the message as sent (dot-stuffed, without the final "." line); otherwise b"".
@@ -139,6 +171,8 @@ async def read_data(
     is read: unstuffing it whole afterwards holds the message twice.
     `ticket`: the message's share of the budget of bytes in flight; each chunk takes room
     in it before it is kept (closed here when no room came in time).
+    `overflow`: filled in when the message is over `size_limit` (TOO_MUCH), with its head
+    and size; the rest of it is not kept.
     """
     checks = _Lines(size_limit, line_limit, line_limit if reader_limit is None else reader_limit)
     # NOMINAL: the message is written into `out` as its lines are checked, and handed over as
@@ -149,8 +183,10 @@ async def read_data(
     buf = bytearray()  # what is not in `out`: from the CRLF of the last line written on
     at_start = True  # buf[0] is the message's first byte
     checked = 0  # buf[:checked] is whole lines, checked
+    received = 0  # bytes of DATA read so far (for an overflow's size)
     while True:
         chunk = await reader.read(_READ_ALL)
+        received += len(chunk)
         if not chunk:
             # aiosmtpd's stream reader would raise IncompleteReadError (its session is
             # cancelled on EOF first); the session is over either way.
@@ -176,10 +212,14 @@ async def read_data(
                 # The client's next command(s), pipelined: back in the stream, in order
                 # (read() took everything buffered, and nothing runs in between).
                 reader.feed_data(bytes(buf[rest:]))
+            if checks.state is DataState.NOMINAL:
+                checks.check(buf, checked, end)
+                if overflow is not None and checks.too_much():
+                    overflow.head = _head(out, buf, overflow.keep, at_start)
             if checks.state is not DataState.NOMINAL:
-                return checks.state, b""
-            checks.check(buf, checked, end)
-            if checks.state is not DataState.NOMINAL:
+                if overflow is not None:
+                    # What follows the end (its "." line, pipelined commands) is not data.
+                    overflow.size = received - (len(buf) - end)
                 return checks.state, b""
             _move(buf, end, out, unstuffed, at_start)
             return DataState.NOMINAL, out.getvalue()
@@ -189,6 +229,8 @@ async def read_data(
                 checks.check(buf, checked, last + 2)
                 checked = last + 2
             checks.check_partial(len(buf) - checked)
+            if overflow is not None and checks.too_much():
+                overflow.head = _head(out, buf, overflow.keep, at_start)
         if checks.state is DataState.NOMINAL:
             # The lines checked go to `out`, all but the last one's CRLF: the end marker
             # starts with it.
@@ -259,6 +301,10 @@ class BulkDataMixin:
                 ticket.close()
 
     async def _data(self, server: Any, ticket: Ticket | None) -> None:
+        too_large = getattr(server.event_handler, "handle_too_large", None)
+        overflow = (
+            Overflow(server.event_handler.keep_head) if too_large is not None else None
+        )
         try:
             state, original_content = await read_data(
                 server._reader,
@@ -266,6 +312,7 @@ class BulkDataMixin:
                 line_limit=server.line_length_limit,
                 unstuffed=True,
                 ticket=ticket,
+                overflow=overflow,
             )
         except asyncio.CancelledError:
             log.info("Connection lost during DATA")
@@ -274,6 +321,13 @@ class BulkDataMixin:
         if state is DataState.TOO_LONG:
             await server.push("500 Line too long (see RFC5321 4.5.3.1.6)")
             server._set_post_data_state()
+            return
+        if state is DataState.TOO_MUCH and too_large is not None:
+            assert overflow is not None
+            # The hook answers the extra LMTP recipients itself, as the DATA hook does.
+            status = await too_large(server, server.session, server.envelope, overflow)
+            server._set_post_data_state()
+            await server.push(status)
             return
         if state is DataState.TOO_MUCH:
             await server.push("552 Error: Too much mail data")

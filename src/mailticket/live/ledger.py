@@ -1,7 +1,9 @@
 """The IMAP ledger: which UIDs of a mailbox folder are stored, and whether the server knows.
 
 Service functions: they take a Session and never commit; the IMAP source commits a ledger
-row in the same transaction as the message it describes.
+row in the same transaction as the message it describes. The Maildir source keeps its
+over-size files here too (outcome too_large, the file's name hashed for a UID; maildir.py):
+their "server action" is the move to held/.
 """
 
 from __future__ import annotations
@@ -123,6 +125,24 @@ def mark_done(session: Session, ids: Iterable[int]) -> None:
         session.execute(
             update(table)
             .where(table.c.id.in_(id_list[start : start + _CHUNK]))
+            .values(server_done=True)
+        )
+
+
+def mark_done_uids(
+    session: Session, mailbox: str, folder: str, uidvalidity: int, uids: Sequence[int]
+) -> None:
+    """`mark_done` by UID, for a source that does not keep the rows' ids (Maildir)."""
+    table = _TABLE
+    for start in range(0, len(uids), _CHUNK):
+        session.execute(
+            update(table)
+            .where(
+                table.c.mailbox == mailbox,
+                table.c.folder == folder,
+                table.c.uidvalidity == uidvalidity,
+                table.c.uid.in_(list(uids[start : start + _CHUNK])),
+            )
             .values(server_done=True)
         )
 

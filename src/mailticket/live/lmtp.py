@@ -5,23 +5,39 @@ is down) it answers 451 so the MTA keeps the message and tries again later. Mess
 concurrent sessions are committed together (`groupcommit`), each answered after that commit.
 The bytes of messages in flight (read, waiting for or in their commit) are bounded by a
 receiver-wide budget (`inflight`): past it a session waits for room, or answers 451.
+
+A message over the size limit is answered 552 5.3.4, and (given `hold`) its headers are
+quarantined, as the IMAP and Maildir sources do with theirs, so staff see who tried to send
+what: only its first HEAD_BYTES are kept past the limit, the rest is read and dropped. That
+record is best effort: when it cannot be written (the database is down) it is logged and the
+answer is still 552, since a 451 would have the MTA send the whole message again only to be
+refused once more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 
-from mailticket.live.bulkdata import BulkLMTP, BulkSMTP
+from mailticket.live.bulkdata import BulkLMTP, BulkSMTP, Overflow
 from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
 from mailticket.live.inflight import InFlight
+from mailticket.live.maildir import HEAD_BYTES, headers_of
 from mailticket.store.db import database_unavailable
+from mailticket.ticketing.quarantine import TOO_LARGE_REASON
 
 log = logging.getLogger(__name__)
+
+# Quarantines an over-size message's headers and commits (blocking; run in a thread):
+# (headers, source, reason, message_id).
+HoldHeaders = Callable[[bytes, str, str, str | None], object]
 
 
 def parse_listen(value: str) -> tuple[str, str, int]:
@@ -40,9 +56,15 @@ def parse_listen(value: str) -> tuple[str, str, int]:
 class DeliveryHandler:
     """aiosmtpd handler: hand the message to the group committer, answer after the commit."""
 
-    def __init__(self, committer: GroupCommit, name: str) -> None:
+    # How much of an over-size message is kept (bulkdata.Overflow), for its header block.
+    keep_head = HEAD_BYTES
+
+    def __init__(
+        self, committer: GroupCommit, name: str, hold: HoldHeaders | None = None
+    ) -> None:
         self.committer = committer
         self.name = name
+        self.hold = hold
 
     async def handle_EHLO(
         self, server: SMTP, session: Any, envelope: Envelope, hostname: str, responses: list[str]
@@ -54,6 +76,34 @@ class DeliveryHandler:
         two round trips per message instead of four."""
         session.host_name = hostname  # what aiosmtpd does itself when no hook is set
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_too_large(
+        self, server: SMTP, session: Any, envelope: Envelope, overflow: Overflow
+    ) -> str:
+        """A message over the size limit (bulkdata): its headers quarantined, answered 552."""
+        limit = server.data_size_limit
+        status = f"552 5.3.4 Message too big for this system (limit {limit} bytes)"
+        source = f"{self.name}:{envelope.mail_from or '<>'}"
+        headers = headers_of(overflow.head)
+        value = BytesHeaderParser().parsebytes(headers).get("Message-ID")
+        message_id = (str(value).strip() or None) if value is not None else None
+        log.warning(
+            "refused too large %s message_id=%s size=%d limit=%d",
+            self.name, message_id, overflow.size, limit,
+        )
+        if self.hold is not None:
+            reason = f"{TOO_LARGE_REASON}{overflow.size} bytes (limit {limit})"
+            try:
+                await asyncio.to_thread(self.hold, headers, source, reason, message_id)
+            except Exception as exc:  # noqa: BLE001 - best effort: the 552 stands
+                log.warning(
+                    "cannot quarantine the headers of a too large %s message error=%r%s",
+                    self.name, exc, " (database unavailable)" if database_unavailable(exc) else "",
+                )
+        if isinstance(server, LMTP):
+            for _ in envelope.rcpt_tos[1:]:
+                await server.push(status)
+        return status
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -87,15 +137,17 @@ def start_receiver(
     prepare: PrepareOne | None = None,
     inflight_bytes: int = 0,
     inflight_wait: float = 60.0,
+    hold: HoldHeaders | None = None,
 ) -> Controller:
     """`store` stores a group of messages in one transaction and commits it; `prepare`
     (optional) does a message's database-free work as soon as it arrives.
     `inflight_bytes`: the budget of message bytes in flight over all sessions (0: none); a
     session waits for room at most `inflight_wait` seconds, then answers 451. The budget is
-    the controller's `inflight` attribute."""
+    the controller's `inflight` attribute. `hold`: quarantines an over-size message's
+    headers (None: it is only answered 552)."""
     proto, host, port = parse_listen(listen)
     committer = GroupCommit(store, prepare=prepare)
-    handler = DeliveryHandler(committer, proto)
+    handler = DeliveryHandler(committer, proto, hold)
     # aiosmtpd's servers with DATA read in bulk rather than line by line (bulkdata.py).
     factory_cls = BulkLMTP if proto == "lmtp" else BulkSMTP
     budget = InFlight(inflight_bytes, wait=inflight_wait) if inflight_bytes > 0 else None

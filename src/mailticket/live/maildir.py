@@ -6,10 +6,14 @@ reader looks), named in the quarantine reason, for an admin to take or delete.
 
 A crash between the commit and the rename leaves the file in new/; the next pass sees it
 again and the pipeline's Message-ID check reports it as a duplicate, so nothing is doubled.
+An over-size file has no such check (only its headers are stored), so it gets the IMAP
+source's ledger row (outcome too_large, committed with its quarantine entry): the next pass
+finds the row and only moves the file, instead of quarantining it a second time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -19,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket.live import ledger
 from mailticket.live.dbgate import write_gate
 from mailticket.live.imap import MessageHandler
 from mailticket.ticketing import quarantine
@@ -35,6 +40,10 @@ BATCH_BYTES = 16 * 1024 * 1024
 # and the next start read it again.
 HEAD_BYTES = 256 * 1024
 HELD = "held"
+# How a held file is keyed in the IMAP ledger: one "folder" (new/) of no UIDVALIDITY, the
+# file's name standing for the UID (Maildir names are unique by construction).
+LEDGER_FOLDER = "new"
+LEDGER_UIDVALIDITY = 0
 
 
 def read_head(file: Path, limit: int = HEAD_BYTES) -> bytes:
@@ -49,6 +58,13 @@ def headers_of(raw: bytes) -> bytes:
         if end != -1:
             return raw[: end + len(sep)]
     return raw[:65536]
+
+
+def ledger_uid(name: str) -> int:
+    """The ledger "UID" of a file name: 63 bits of its SHA-256 (the column is a signed
+    BIGINT); two names of one Maildir sharing it is a 1 in 2**63 chance."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def seen_name(name: str) -> str:
@@ -81,6 +97,12 @@ class MaildirSource:
     def name(self) -> str:
         return f"maildir:{self.path}"
 
+    @property
+    def ledger_key(self) -> str:
+        # The ledger's mailbox column is 255 characters; a deeper path is cut (two Maildirs
+        # sharing their first 255 characters would also need a file-name hash collision).
+        return self.name[:255]
+
     def ensure(self) -> None:
         for sub in ("new", "cur", "tmp"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
@@ -110,7 +132,8 @@ class MaildirSource:
                 try:
                     size = file.stat().st_size
                     if size > self.max_message_size:
-                        self._hold(session, name, read_head(file), size)
+                        if not self._held_before(session, name):
+                            self._hold(session, name, read_head(file), size)
                         held_files.append(name)
                         continue
                     if held and held + size > BATCH_BYTES:
@@ -120,7 +143,8 @@ class MaildirSource:
                 except FileNotFoundError:  # another worker took it
                     continue
                 if len(raw) > self.max_message_size:  # it grew since the stat
-                    self._hold(session, name, raw[:HEAD_BYTES], len(raw))
+                    if not self._held_before(session, name):
+                        self._hold(session, name, raw[:HEAD_BYTES], len(raw))
                     held_files.append(name)
                     continue
                 whole.append((name, raw, str(file)))
@@ -139,6 +163,8 @@ class MaildirSource:
                 log.info("already moved maildir=%s file=%s", self.path, name)
                 continue
             log.warning("held too large maildir=%s file=%s/%s", self.path, HELD, name)
+        if held_files:
+            self._held_moved(held_files)
         for name, action in done:
             try:
                 os.rename(self.path / "new" / name, self.path / "cur" / seen_name(name))
@@ -149,14 +175,40 @@ class MaildirSource:
             log.info("stored maildir=%s file=%s action=%s", self.path, name, action)
         return moved, taken
 
+    def _held_before(self, session: Session, name: str) -> bool:
+        """Whether this over-size file was quarantined by a pass that died before moving
+        it (its ledger row is committed with the quarantine entry)."""
+        uid = ledger_uid(name)
+        return bool(
+            ledger.known_uids(
+                session, self.ledger_key, LEDGER_FOLDER, LEDGER_UIDVALIDITY, [uid]
+            )
+        )
+
     def _hold(self, session: Session, name: str, head: bytes, size: int) -> None:
         """Quarantine an over-size file's header block; the reason names where the whole
-        file is kept (moved there after the commit)."""
+        file is kept (moved there after the commit). The ledger row says it is done, for
+        the next pass if this one dies before the move."""
         headers = headers_of(head)
         message_id = BytesHeaderParser().parsebytes(headers).get("Message-ID")
+        mid = str(message_id).strip() if message_id else None
         kept = self.path / HELD / name
         quarantine.quarantine_raw(
             session, headers, str(self.path / "new" / name),
-            f"too large: {size} bytes; file kept at {kept}",
-            str(message_id).strip() if message_id else None,
+            f"too large: {size} bytes; file kept at {kept}", mid,
         )
+        ledger.record(
+            session, mailbox=self.ledger_key, folder=LEDGER_FOLDER,
+            uidvalidity=LEDGER_UIDVALIDITY, uid=ledger_uid(name), message_id=mid,
+            outcome=ledger.TOO_LARGE,
+        )
+
+    def _held_moved(self, names: list[str]) -> None:
+        """The moves to held/ are done (the ledger's "server action"): mark the rows, as
+        the IMAP source does once the server has flagged a message."""
+        with write_gate(self.engine), self.session_factory() as session:
+            ledger.mark_done_uids(
+                session, self.ledger_key, LEDGER_FOLDER, LEDGER_UIDVALIDITY,
+                [ledger_uid(n) for n in names],
+            )
+            session.commit()

@@ -39,6 +39,7 @@ from mailticket.settings import ConfigError, Settings
 from mailticket.store import outbox
 from mailticket.store.db import database_unavailable, make_session_factory
 from mailticket.store.gate import write, write_gate
+from mailticket.ticketing import quarantine
 from mailticket.types import WROTE_TICKETS, Outcome
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class Worker:
                 max_message_size=self.settings.max_message_size,
                 inflight_bytes=self.settings.lmtp_inflight_bytes,
                 inflight_wait=self.settings.lmtp_inflight_wait,
+                hold=self._hold_pushed,
             )
         tasks = [asyncio.create_task(src.run(), name=src.name) for src in self.imap]
         kicker = asyncio.create_task(self._deliver_when_kicked(stop), name="outbox-kick")
@@ -260,6 +262,14 @@ class Worker:
             outcomes = self._kick.process_batch(session, items, prepared=prepared)
             session.commit()
             return outcomes
+
+    def _hold_pushed(
+        self, headers: bytes, source: str, reason: str, message_id: str | None
+    ) -> None:
+        """The headers of a pushed message refused as too large, committed."""
+        with write_gate(self.engine), self.session_factory() as session:
+            quarantine.quarantine_refused(session, headers, source, reason, message_id)
+            session.commit()
 
     async def _drain_maildir(self) -> None:
         assert self.maildir is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -202,6 +203,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 # connection exception, 57P admin/crash shutdown and "the database system is starting up",
 # 53300 too many connections.
 _UNAVAILABLE_STATES = ("08", "57P", "53300")
+# SQLite's primary result codes (the low byte of an extended one) for "not now", not "not
+# this statement": the lock held elsewhere (BUSY, and LOCKED for a shared-cache table), the
+# file that cannot be opened, read or written (CANTOPEN, IOERR, FULL, and PROTOCOL: the WAL
+# lock kept changing). Everything else (SQLITE_ERROR: no such table, syntax, too many
+# variables or columns; RANGE; ...) is the statement's own fault and fails again.
+_SQLITE_UNAVAILABLE = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_PROTOCOL,
+})
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -211,8 +221,8 @@ def database_unavailable(exc: BaseException) -> bool:
     is (a constraint, a value too big for an index) is not this: retrying it fails again.
 
     A connection lost mid-statement SQLAlchemy flags as invalidated; one refused at connect
-    time has no SQLSTATE (the client library raised it), nor has SQLite's "database is
-    locked"."""
+    time has no SQLSTATE (the client library raised it). SQLite says which by its result
+    code (`sqlite_errorcode`, Python 3.11), not its message text."""
     if isinstance(exc, PoolTimeout):
         return True  # every pooled connection busy: the caller may try again shortly
     if not isinstance(exc, DBAPIError):
@@ -221,5 +231,10 @@ def database_unavailable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, OperationalError):
         return False
+    if isinstance(exc.orig, sqlite3.Error):
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        # Without a code (an error the sqlite3 module made itself) it cannot tell: counted
+        # as an outage, as every SQLite OperationalError was before it could.
+        return code is None or code & 0xFF in _SQLITE_UNAVAILABLE
     state = getattr(exc.orig, "pgcode", None)
     return state is None or str(state).startswith(_UNAVAILABLE_STATES)

@@ -10,6 +10,7 @@ import hashlib
 import traceback
 from typing import TYPE_CHECKING, Protocol
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.store.batch import Batch, open_batch
@@ -99,6 +100,40 @@ def quarantine_raw(
             work, store_raw(work, raw, source), source=source, reason=reason,
             message_id=message_id,
         )
+
+
+# How every source's reason for an over-size message begins (IMAP, Maildir, LMTP).
+TOO_LARGE_REASON = "too large: "
+
+
+def quarantine_refused(
+    session: Session, headers: bytes, source: str, reason: str, message_id: str | None
+) -> QuarantineEntry:
+    """The headers of a message a receiver refused as too large (552), in the caller's
+    transaction.
+
+    A sender that sends the same message again (same Message-ID: by hand, or an MTA that
+    treats the 552 as temporary) bumps the entry still held for it instead of adding one,
+    though the headers differ (each attempt has Received lines of its own, so the bytes'
+    digest does not match): staff see the message once, with how many times it came. A new
+    Message-ID is a new message and gets an entry of its own; without one, identical headers
+    are still one entry (`quarantine`)."""
+    if message_id is not None:
+        existing = session.scalars(
+            select(QuarantineEntry)
+            .where(
+                QuarantineEntry.message_id == message_id,
+                QuarantineEntry.status == "held",
+                QuarantineEntry.reason.startswith(TOO_LARGE_REASON),
+            )
+            .order_by(QuarantineEntry.id)
+            .limit(1)
+        ).first()
+        if existing is not None:
+            existing.attempts += 1
+            existing.reason = reason
+            return existing
+    return quarantine_raw(session, headers, source, reason, message_id)
 
 
 def retry(pipeline: Reprocessor, entry_id: int) -> Outcome:
