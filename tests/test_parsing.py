@@ -165,6 +165,60 @@ def test_headerless_bytes_still_parse_as_a_body() -> None:
     assert parsed.from_address == ""
 
 
+# A gateway wrapped a long diagnostic field without indenting its rest (as Exchange Online's
+# x-microsoft-* fields arrive in real mail): the stray line must not end the header block.
+LOST_INDENT = (
+    b"Received: from mx.example.net by mx.example.com; Wed, 15 Nov 2017 14:16:18 +0000\r\n"
+    b"x-ms-exchange-diagnostics: 1;AM4PR01;6:1Y77VdiYZvwhWtdzFszn6F8yBYOr9DiSFIBUWJ8SQrYO+Goi\r\n"
+    b"P8FxVksOO2tmFWl+LxT0Acgv7RaCFBKFmzA31fwJabrvuEaF/#DAB4FAD8-2DD7\r\n"
+    b"x-forefront-antispam-report: SFV:NSPM;SFS:(10019020)(346002);PTR:InfoNoRecor\r\n"
+    b"ds;MX:1;A:1;LANG:it;\r\n"
+    b"From: Gianni Rossi <gianni@cliente.example>\r\n"
+    b"To: support@example.com\r\n"
+    b"Subject: R: stampante guasta\r\n"
+    b"Message-ID: <lost-indent-1@cliente.example>\r\n"
+    b"In-Reply-To: <parent-1@example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"La stampante non funziona pi=F9.\r\n"
+    b'--b1\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n'
+    b'<div id="x"><a href="#DAB4FAD8-2DD7">La stampante</a></div>\r\n'
+    b"--b1--\r\n"
+)
+
+
+def test_a_header_line_that_lost_its_indent_does_not_end_the_header_block() -> None:
+    parsed = parse_email(LOST_INDENT)
+    assert parsed.from_address == "gianni@cliente.example"
+    assert parsed.subject == "R: stampante guasta"
+    assert parsed.message_id == "<lost-indent-1@cliente.example>"
+    assert parsed.in_reply_to == ["<parent-1@example.com>"]
+    assert parsed.content_type == "multipart/alternative"
+    assert parsed.text.strip() == "La stampante non funziona più."
+    assert parsed.html is not None and "stampante" in parsed.html
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # No blank line under the headers: the first body line stays the body's.
+        b"From: jo@example.com\nSubject: hi\nHello,\nPS: call me\n\nBye\n",
+        # A MIME delimiter right under the header block: the multipart is kept as it is.
+        b"From: jo@example.com\nSubject: hi\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b"\n'
+        b"This is a multi-part message in MIME format.\n"
+        b"--b\nContent-Type: text/plain\n\nHello there\n--b--\n",
+    ],
+)
+def test_a_body_without_its_blank_line_stays_the_body(raw: bytes) -> None:
+    parsed = parse_email(raw)
+    assert parsed.subject == "hi"
+    assert "Hello" in parsed.text
+
+
 # --- fields of an ordinary message ---------------------------------------------------
 
 
