@@ -675,7 +675,36 @@ def test_address_fast_path_agrees_with_the_stdlib_parser(corpus_dir: Path) -> No
     fast = sum(1 for c in cases if len(c) == 1 and headerfields._SIMPLE.fullmatch(c[0]))
     assert fast > len(cases) // 2, "the shortcut should cover the common shapes"
     for values in cases:
+        if any(headerfields._AT_IN_NAME.search(v) and '"' not in v and "(" not in v
+               for v in values):
+            continue  # an unquoted name with an "@": read as mail clients read it, see below
         assert headerfields.addresses(values, None) == reference(values), values
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Exchange wrote this one: the name is the address cut short, unquoted.
+        ("jang.abcdef@xyzlinu <Jang.Abcdef@xyzlinux.example>",
+         [("jang.abcdef@xyzlinu", "jang.abcdef@xyzlinux.example")]),
+        ("Jo Doe jo@old.example <jo@new.example>", [("Jo Doe jo@old.example", "jo@new.example")]),
+        ("=?utf-8?q?j=C3=B8@x.example?= <r@y.example>", [("jø@x.example", "r@y.example")]),
+        ("a@b.example, jo@x.example <jo@y.example>, Ann <ann@z.example>",
+         [("", "a@b.example"), ("jo@x.example", "jo@y.example"), ("Ann", "ann@z.example")]),
+    ],
+)
+def test_an_unquoted_name_holding_an_at_is_the_name_not_a_mailbox(
+    value: str, expected: list[tuple[str, str]]
+) -> None:
+    """The mailbox is the angle-addr, as every mail client reads it; getaddresses made the
+    name a mailbox of its own, listed first, so it became the requester and got the reply."""
+    def message(sender: str, to: str) -> bytes:
+        return (f"From: {sender}\nTo: {to}\nSubject: hi\n"
+                f"Message-ID: <at-name@x.example>\n\nhello\n").encode()
+
+    parsed = parse_email(message(value, "support@example.com"))
+    assert (parsed.from_name, parsed.from_address) == expected[0]
+    assert parse_email(message("s@x.example", value)).to == [address for _, address in expected]
 
 
 def test_date_shortcut_agrees_with_mail_parser_first(corpus_dir: Path) -> None:
