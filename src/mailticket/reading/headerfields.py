@@ -107,6 +107,14 @@ def _parsed_addresses(text: str, hint: str | None) -> list[tuple[str, str]]:
     if not pairs:
         # getaddresses gives up on some broken lines; any "x@y" in them is still the sender.
         pairs = [("", a) for a in _ADDRESS.findall(text)]
+    for i, (name, addr) in enumerate(pairs):
+        # "Big Bug bb@bug.example" (no angle brackets) comes back as one "address" with
+        # spaces, which no server delivers to: the one x@y in it is the address, the rest
+        # its name.
+        found = _ADDRESS.findall(addr) if any(ch.isspace() for ch in addr.strip()) else []
+        if len(found) == 1:
+            rest = " ".join(addr.replace(found[0], " ").split())
+            pairs[i] = (name or rest, found[0])
     return [
         (decode_header(name, hint).strip("\"' "), addr.strip().strip("<>").lower())
         for name, addr in pairs
