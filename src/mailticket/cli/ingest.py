@@ -49,7 +49,8 @@ def _too_large(runtime: Runtime, source: str, raw: bytes) -> Outcome:
     head = headers_of(raw)
     found = BytesHeaderParser().parsebytes(head).get("Message-ID")
     message_id = str(found).strip() if found else None
-    reason = f"too large: {len(raw)} bytes (MAX_MESSAGE_SIZE={runtime.settings.max_message_size})"
+    limit = runtime.settings.max_message_size
+    reason = quarantine.too_large_reason(len(raw), f" (MAX_MESSAGE_SIZE={limit})")
     with runtime.session_factory() as session:
         quarantine.quarantine_raw(session, head, source, reason, message_id)
         session.commit()

@@ -157,6 +157,6 @@ class MaildirSource:
         kept = self.path / HELD / name
         quarantine.quarantine_raw(
             session, headers, str(self.path / "new" / name),
-            f"too large: {size} bytes; file kept at {kept}",
+            quarantine.too_large_reason(size, f"; file kept at {kept}"),
             str(message_id).strip() if message_id else None,
         )
