@@ -76,6 +76,8 @@ class MaildirSource:
         self.session_factory = session_factory
         self.max_message_size = max_message_size
         self.stop = threading.Event()
+        # Entries of new/ that are not mail we can read, warned about once each.
+        self._skipped: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -88,13 +90,37 @@ class MaildirSource:
     def drain(self) -> int:
         """Store everything in new/ (blocking; run it in a thread). Returns messages moved."""
         self.ensure()
-        names = sorted(n for n in os.listdir(self.path / "new") if not n.startswith("."))
+        names = sorted(self._waiting())
         moved = 0
         while names and not self.stop.is_set():
             done, taken = self._batch(names[:BATCH])
             moved += done
             names = names[taken:]
         return moved
+
+    def _waiting(self) -> list[str]:
+        """The files in new/. A directory there (or a link to one) is no message, and
+        reading it would fail the whole batch, and with it every drain after: the mailbox
+        would stop for good. It is left where it is, with a warning."""
+        names: list[str] = []
+        with os.scandir(self.path / "new") as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    directory = entry.is_dir()
+                except OSError:
+                    directory = False  # vanished or unreadable: the batch finds out
+                if directory:
+                    self._skip(entry.name, "a directory, not a message")
+                else:
+                    names.append(entry.name)
+        return names
+
+    def _skip(self, name: str, why: str) -> None:
+        if name not in self._skipped:
+            self._skipped.add(name)
+            log.warning("skipped maildir=%s file=%s: %s; left in new/", self.path, name, why)
 
     def _batch(self, names: list[str]) -> tuple[int, int]:
         """Stores the first of `names`, up to BATCH_BYTES; returns (files moved, names
@@ -118,6 +144,12 @@ class MaildirSource:
                         break
                     raw = file.read_bytes()
                 except FileNotFoundError:  # another worker took it
+                    continue
+                except OSError as exc:
+                    # Unreadable (a file delivered by another user with mode 0600, an I/O
+                    # error): the rest of the mailbox must still flow; the file stays for
+                    # whoever can fix it, and is tried again at every drain.
+                    self._skip(name, f"cannot read it: {exc.strerror or exc}")
                     continue
                 if len(raw) > self.max_message_size:  # it grew since the stat
                     self._hold(session, name, raw[:HEAD_BYTES], len(raw))
