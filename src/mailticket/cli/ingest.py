@@ -88,8 +88,12 @@ def _ingest(args: argparse.Namespace) -> int:
         elif outcome.action == "quarantined":
             print(f"quarantined {outcome.source}: {outcome.error}", file=sys.stderr)
 
+    def skipped(file: Path, why: str) -> None:
+        print(f"skipped {file}: {why}", file=sys.stderr)
+
     try:
-        messages = _within_limit(runtime, iter_messages([Path(p) for p in args.paths]), held, limit)
+        paths = [Path(p) for p in args.paths]
+        messages = _within_limit(runtime, iter_messages(paths, skipped), held, limit)
         for outcome in runtime.pipeline.ingest_many(messages, batch_size=args.batch_size):
             while held:  # over-size messages met while this batch was read come first
                 report(held.pop(0))
