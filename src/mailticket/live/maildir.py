@@ -99,22 +99,28 @@ class MaildirSource:
         return moved
 
     def _waiting(self) -> list[str]:
-        """The files in new/. A directory there (or a link to one) is no message, and
-        reading it would fail the whole batch, and with it every drain after: the mailbox
-        would stop for good. It is left where it is, with a warning."""
+        """The files in new/. A directory there is no message, and reading it failed the
+        whole batch, and with it every drain after: the mailbox stopped for good; reading
+        a FIFO waits for ever. Such an entry is left where it is, with a warning."""
         names: list[str] = []
         with os.scandir(self.path / "new") as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
+                directory = False
                 try:
-                    directory = entry.is_dir()
+                    regular = entry.is_file()  # the d_type the listing carries: no stat
+                    directory = not regular and entry.is_dir()
                 except OSError:
-                    directory = False  # vanished or unreadable: the batch finds out
-                if directory:
-                    self._skip(entry.name, "a directory, not a message")
-                else:
+                    regular = True  # unreadable: the batch finds out and says why
+                if regular:
                     names.append(entry.name)
+                elif directory:
+                    self._skip(entry.name, "a directory, not a message")
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    continue  # a link whose file went away: as a file another worker took
+                else:
+                    self._skip(entry.name, "not a regular file")
         return names
 
     def _skip(self, name: str, why: str) -> None:
