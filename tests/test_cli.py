@@ -70,6 +70,23 @@ def test_garbage_is_quarantined_and_run_goes_on(db_url: str, tmp_path: Path) -> 
     assert "a_empty.eml" in listed.stdout
 
 
+def test_ingest_of_a_folder_skips_what_holds_no_message(db_url: str, tmp_path: Path) -> None:
+    """A link to nothing stopped the whole import (exit 2, nothing after it stored), and
+    a FIFO made it wait for ever; both are skipped with a warning, the mail is imported."""
+    (tmp_path / "a_gone.eml").symlink_to(tmp_path / "nowhere.eml")
+    os.mkfifo(tmp_path / "b_pipe.eml")
+    (tmp_path / "c_good.eml").write_bytes(make_email())
+    md = mailbox.Maildir(str(tmp_path / "Maildir"))
+    md.add(make_email(subject="maildir problem"))
+    md.close()
+    (tmp_path / "Maildir" / "new" / "gone").symlink_to(tmp_path / "nowhere")
+    out = run(db_url, "ingest", "--json", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(x)["action"] for x in out.stdout.splitlines()] == ["created"] * 2
+    assert "a_gone.eml" in out.stderr and "b_pipe.eml: not a regular file" in out.stderr
+    assert f"{tmp_path / 'Maildir' / 'new' / 'gone'}" in out.stderr
+
+
 def test_bad_setting_names_the_variable(db_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": db_url, "TICKET_DEFAULT_PRIORITY": "whenever"}
     out = subprocess.run([sys.executable, "-m", "mailticket.cli", "tickets", "list"],

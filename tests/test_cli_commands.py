@@ -269,6 +269,25 @@ def test_ingest_applies_max_message_size_unless_lifted(sqlite_url: str, tmp_path
     assert json.loads(lifted.stdout)["action"] == "created"
 
 
+def test_a_too_large_entry_is_not_retried_from_its_headers(sqlite_url: str, tmp_path: Path) -> None:
+    """Its retry opened a ticket from the headers alone (no text, an auto-reply), and their
+    Message-ID then made the whole message a duplicate: its text was never stored."""
+    big = make_email(subject="huge log", body="the log says: disk full\n" + "x" * 6000,
+                     message_id="<big-retry@customer.example>")
+    (tmp_path / "big.eml").write_bytes(big)
+    env = {"DATABASE_URL": sqlite_url, "MAX_MESSAGE_SIZE": "4096"}
+    held = cli("ingest", "--json", str(tmp_path / "big.eml"), cwd=tmp_path, **env)
+    assert json.loads(held.stdout)["action"] == "quarantined"
+    retried = cli("quarantine", "retry", "1", cwd=tmp_path, **env)
+    assert retried.returncode == 1, retried.stdout
+    assert "holds only the headers" in retried.stderr and "--no-size-limit" in retried.stderr
+    assert "no tickets" in cli("tickets", "list", cwd=tmp_path, **env).stdout
+    assert "held" in cli("quarantine", "list", cwd=tmp_path, **env).stdout
+    whole = cli("ingest", "--json", "--no-size-limit", str(tmp_path / "big.eml"), cwd=tmp_path,
+                **env)
+    assert json.loads(whole.stdout)["action"] == "created"
+
+
 def test_ingest_answers_nobody_unless_asked(sqlite_url: str, tmp_path: Path) -> None:
     # Any age: what keeps these quiet must be the import itself.
     env = {"DATABASE_URL": sqlite_url, "WORKFLOWS_PATH": str(AUTO_REPLY_WF),

@@ -165,6 +165,60 @@ def test_headerless_bytes_still_parse_as_a_body() -> None:
     assert parsed.from_address == ""
 
 
+# A gateway wrapped a long diagnostic field without indenting its rest (as Exchange Online's
+# x-microsoft-* fields arrive in real mail): the stray line must not end the header block.
+LOST_INDENT = (
+    b"Received: from mx.example.net by mx.example.com; Wed, 15 Nov 2017 14:16:18 +0000\r\n"
+    b"x-ms-exchange-diagnostics: 1;AM4PR01;6:1Y77VdiYZvwhWtdzFszn6F8yBYOr9DiSFIBUWJ8SQrYO+Goi\r\n"
+    b"P8FxVksOO2tmFWl+LxT0Acgv7RaCFBKFmzA31fwJabrvuEaF/#DAB4FAD8-2DD7\r\n"
+    b"x-forefront-antispam-report: SFV:NSPM;SFS:(10019020)(346002);PTR:InfoNoRecor\r\n"
+    b"ds;MX:1;A:1;LANG:it;\r\n"
+    b"From: Gianni Rossi <gianni@cliente.example>\r\n"
+    b"To: support@example.com\r\n"
+    b"Subject: R: stampante guasta\r\n"
+    b"Message-ID: <lost-indent-1@cliente.example>\r\n"
+    b"In-Reply-To: <parent-1@example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"La stampante non funziona pi=F9.\r\n"
+    b'--b1\r\nContent-Type: text/html; charset=iso-8859-1\r\n\r\n'
+    b'<div id="x"><a href="#DAB4FAD8-2DD7">La stampante</a></div>\r\n'
+    b"--b1--\r\n"
+)
+
+
+def test_a_header_line_that_lost_its_indent_does_not_end_the_header_block() -> None:
+    parsed = parse_email(LOST_INDENT)
+    assert parsed.from_address == "gianni@cliente.example"
+    assert parsed.subject == "R: stampante guasta"
+    assert parsed.message_id == "<lost-indent-1@cliente.example>"
+    assert parsed.in_reply_to == ["<parent-1@example.com>"]
+    assert parsed.content_type == "multipart/alternative"
+    assert parsed.text.strip() == "La stampante non funziona più."
+    assert parsed.html is not None and "stampante" in parsed.html
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # No blank line under the headers: the first body line stays the body's.
+        b"From: jo@example.com\nSubject: hi\nHello,\nPS: call me\n\nBye\n",
+        # A MIME delimiter right under the header block: the multipart is kept as it is.
+        b"From: jo@example.com\nSubject: hi\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b"\n'
+        b"This is a multi-part message in MIME format.\n"
+        b"--b\nContent-Type: text/plain\n\nHello there\n--b--\n",
+    ],
+)
+def test_a_body_without_its_blank_line_stays_the_body(raw: bytes) -> None:
+    parsed = parse_email(raw)
+    assert parsed.subject == "hi"
+    assert "Hello" in parsed.text
+
+
 # --- fields of an ordinary message ---------------------------------------------------
 
 
@@ -621,7 +675,46 @@ def test_address_fast_path_agrees_with_the_stdlib_parser(corpus_dir: Path) -> No
     fast = sum(1 for c in cases if len(c) == 1 and headerfields._SIMPLE.fullmatch(c[0]))
     assert fast > len(cases) // 2, "the shortcut should cover the common shapes"
     for values in cases:
+        if any(headerfields._AT_IN_NAME.search(v) and '"' not in v and "(" not in v
+               for v in values):
+            continue  # an unquoted name with an "@": read as mail clients read it, see below
+        if any(" " in address for _, address in reference(values)):
+            continue  # a name before a bare address: split off, see below
         assert headerfields.addresses(values, None) == reference(values), values
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Exchange wrote this one: the name is the address cut short, unquoted.
+        ("jang.abcdef@xyzlinu <Jang.Abcdef@xyzlinux.example>",
+         [("jang.abcdef@xyzlinu", "jang.abcdef@xyzlinux.example")]),
+        ("Jo Doe jo@old.example <jo@new.example>", [("Jo Doe jo@old.example", "jo@new.example")]),
+        ("=?utf-8?q?j=C3=B8@x.example?= <r@y.example>", [("jø@x.example", "r@y.example")]),
+        ("a@b.example, jo@x.example <jo@y.example>, Ann <ann@z.example>",
+         [("", "a@b.example"), ("jo@x.example", "jo@y.example"), ("Ann", "ann@z.example")]),
+    ],
+)
+def test_an_unquoted_name_holding_an_at_is_the_name_not_a_mailbox(
+    value: str, expected: list[tuple[str, str]]
+) -> None:
+    """The mailbox is the angle-addr, as every mail client reads it; getaddresses made the
+    name a mailbox of its own, listed first, so it became the requester and got the reply."""
+    def message(sender: str, to: str) -> bytes:
+        return (f"From: {sender}\nTo: {to}\nSubject: hi\n"
+                f"Message-ID: <at-name@x.example>\n\nhello\n").encode()
+
+    parsed = parse_email(message(value, "support@example.com"))
+    assert (parsed.from_name, parsed.from_address) == expected[0]
+    assert parse_email(message("s@x.example", value)).to == [address for _, address in expected]
+
+
+def test_a_name_before_a_bare_address_is_not_part_of_the_address() -> None:
+    """'From: Big Bug bb@bug.example' (no angle brackets): the requester and the auto-reply's
+    recipient were 'big bug bb@bug.example', an address with spaces no server delivers to."""
+    parsed = parse_email(b"From: Big Bug bb@bug.example\nTo: support@example.com\n"
+                         b"Subject: hi\nMessage-ID: <bare-name@bug.example>\n\nhello\n")
+    assert (parsed.from_name, parsed.from_address) == ("Big Bug", "bb@bug.example")
 
 
 def test_date_shortcut_agrees_with_mail_parser_first(corpus_dir: Path) -> None:

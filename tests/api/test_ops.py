@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from mailticket import metrics
 from mailticket.store.outbox_models import OutboxItem
+from mailticket.ticketing import quarantine
 from tests.api.conftest import Api
 from tests.mailfactory import make_email
 
@@ -53,6 +54,29 @@ def test_quarantine_list_show_retry(api: Api, monkeypatch: pytest.MonkeyPatch) -
     assert [e["id"] for e in released] == [entry_id]
     missing = api.client.post("/api/v1/quarantine/9999/retry", headers=api.auth("write"))
     assert missing.status_code == 404 and missing.json()["status"] == 404
+
+
+def test_a_too_large_entry_is_a_409_not_a_ticket_of_its_headers(api: Api) -> None:
+    """The Maildir and IMAP workers hold an over-size message's header block only; a retry
+    made a ticket of it (no text) and the whole message became a duplicate of that."""
+    whole = make_email(subject="huge log", body="the log says: disk full",
+                       message_id="<huge-api@customer.example>")
+    headers = whole.split(b"\n\n", 1)[0] + b"\n"
+    with api.runtime.session_factory() as session:
+        entry = quarantine.quarantine_raw(
+            session, headers, "/srv/Maildir/new/1.huge",
+            quarantine.too_large_reason(30_000_000, "; file kept at /srv/Maildir/held/1.huge"),
+            "<huge-api@customer.example>",
+        )
+        session.commit()
+        entry_id = entry.id
+    r = api.client.post(f"/api/v1/quarantine/{entry_id}/retry", headers=api.auth("write"))
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "holds only the headers" in r.json()["detail"]
+    assert api.get("/api/v1/tickets").json()["tickets"] == []
+    assert [e["id"] for e in api.get("/api/v1/quarantine").json()["entries"]] == [entry_id]
+    assert api.ingest(whole).action == "created"
 
 
 def test_workflows_list_validate_reload(make_api: Callable[..., Api], tmp_path: Path) -> None:

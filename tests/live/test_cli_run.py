@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from mailticket.live.logs import JsonFormatter
+from mailticket.live.logs import JsonFormatter, configure_logging
+from mailticket.reading.parsing import parse_email
 from mailticket.store.db import make_engine, make_session_factory
 from mailticket.store.models import EmailLog, Ticket
 from tests.live.helpers import message
@@ -120,3 +121,37 @@ def test_json_log_lines() -> None:
                                "stored mailbox=%s uid=%s", ("m", 3), None)
     entry = json.loads(JsonFormatter().format(record))
     assert entry["msg"] == "stored mailbox=m uid=3" and entry["level"] == "info"
+
+
+def test_worker_logging_keeps_mail_parser_part_warnings_quiet() -> None:
+    """The worker's log set-up must not undo parsing's quieting of mail-parser: it logs a
+    WARNING for every part it does not turn into text ("Email content 'alternative' not
+    handled"), which filled the log of a real mailbox's run with noise."""
+    damaged = (
+        b"From: jo@example.com\r\nTo: support@example.com\r\nSubject: broken\r\n"
+        b"Message-ID: <damaged-1@example.com>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b'--b1\r\nContent-Type: multipart/alternative; boundary="b2"\r\n\r\n'
+        b"--b2\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        b"--b2\r\nContent-Type: text/html\r\n\r\n<p>hello</p>\r\n--b2--\r\n"
+        b"--b1\r\nContent-Type: image/gif\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"R0lGODlhAQABAAAAACw=\r\n"  # the closing boundary is missing: a defect
+    )
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    noisy = [logging.getLogger(name) for name in ("mailparser", "mailparser.core")]
+    saved_levels = [logger.level for logger in noisy]
+    seen: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = seen.append  # type: ignore[method-assign]
+    try:
+        configure_logging("text")
+        root.addHandler(capture)
+        parsed = parse_email(damaged)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for logger, level in zip(noisy, saved_levels, strict=True):
+            logger.setLevel(level)
+    assert parsed.defects, "the message must be damaged, or mail-parser never runs"
+    assert [r.getMessage() for r in seen if r.name.startswith("mailparser")] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import smtplib
 import socket
@@ -43,6 +44,33 @@ def test_maildir_moves_to_cur_after_commit(
     c = counts(session_factory)
     assert c["email_log"] == 2 and c["quarantine"] == 2
     assert src.drain() == 0
+
+
+def test_what_is_not_a_readable_file_in_new_does_not_stop_the_maildir(
+    tmp_path: Path, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory in new/ failed every batch it was in (IsADirectoryError), so every drain:
+    the mail after it was never stored; a FIFO would block the drain for ever. Such entries
+    stay where they are, with one warning each."""
+    box = tmp_path / "Maildir"
+    src = MaildirSource(box, FakeHandler(), session_factory, max_message_size=50_000)
+    src.ensure()
+    (box / "new" / "0.dir").mkdir()
+    os.symlink(box / "new" / "0.loop", box / "new" / "0.loop")  # ELOOP on every read
+    os.mkfifo(box / "new" / "0.pipe")  # reading it would wait for a writer for ever
+    (box / "new" / "1.a").write_bytes(message("one"))
+    (box / "new" / "2.b").write_bytes(message("two"))
+    with caplog.at_level(logging.WARNING, logger="mailticket.live.maildir"):
+        assert src.drain() == 2
+        assert src.drain() == 0
+    assert sorted(os.listdir(box / "cur")) == ["1.a:2,S", "2.b:2,S"]
+    assert sorted(os.listdir(box / "new")) == ["0.dir", "0.loop", "0.pipe"]
+    assert counts(session_factory)["email_log"] == 2
+    warned = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warned) == 3, warned  # once each, not at every drain
+    assert any("0.dir" in w and "directory" in w for w in warned)
+    assert any("0.loop" in w for w in warned)
+    assert any("0.pipe" in w and "not a regular file" in w for w in warned)
 
 
 def test_maildir_redelivered_file_is_a_duplicate(

@@ -64,7 +64,9 @@ def show_entry(
 
 
 @router.post(
-    "/{entry_id}/retry", response_model=OutcomeOut, dependencies=[Depends(require("write"))]
+    "/{entry_id}/retry", response_model=OutcomeOut, dependencies=[Depends(require("write"))],
+    responses={409: {"description": "The entry holds only the headers of a message too large "
+                                    "to take whole: take the whole message instead"}},
 )
 def retry_entry(entry_id: EntryId, runtime: RuntimeDep) -> OutcomeOut:
     """Run the held message through the pipeline again; released when that works."""
@@ -72,6 +74,8 @@ def retry_entry(entry_id: EntryId, runtime: RuntimeDep) -> OutcomeOut:
         outcome = service.retry(runtime.pipeline, entry_id)
     except service.QuarantineNotFound:
         raise Problem(404, f"no quarantine entry {entry_id}") from None
+    except service.QuarantineNotRetryable as exc:
+        raise Problem(409, str(exc)) from None
     return OutcomeOut(
         source=outcome.source, message_id=outcome.message_id, action=outcome.action,
         ticket_id=outcome.ticket_id, ticket_number=outcome.ticket_number,

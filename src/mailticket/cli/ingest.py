@@ -49,7 +49,8 @@ def _too_large(runtime: Runtime, source: str, raw: bytes) -> Outcome:
     head = headers_of(raw)
     found = BytesHeaderParser().parsebytes(head).get("Message-ID")
     message_id = str(found).strip() if found else None
-    reason = f"too large: {len(raw)} bytes (MAX_MESSAGE_SIZE={runtime.settings.max_message_size})"
+    limit = runtime.settings.max_message_size
+    reason = quarantine.too_large_reason(len(raw), f" (MAX_MESSAGE_SIZE={limit})")
     with runtime.session_factory() as session:
         quarantine.quarantine_raw(session, head, source, reason, message_id)
         session.commit()
@@ -87,8 +88,12 @@ def _ingest(args: argparse.Namespace) -> int:
         elif outcome.action == "quarantined":
             print(f"quarantined {outcome.source}: {outcome.error}", file=sys.stderr)
 
+    def skipped(file: Path, why: str) -> None:
+        print(f"skipped {file}: {why}", file=sys.stderr)
+
     try:
-        messages = _within_limit(runtime, iter_messages([Path(p) for p in args.paths]), held, limit)
+        paths = [Path(p) for p in args.paths]
+        messages = _within_limit(runtime, iter_messages(paths, skipped), held, limit)
         for outcome in runtime.pipeline.ingest_many(messages, batch_size=args.batch_size):
             while held:  # over-size messages met while this batch was read come first
                 report(held.pop(0))

@@ -55,7 +55,7 @@ def _retry(args: argparse.Namespace) -> int:
     runtime = open_runtime(settings_or_exit())
     try:
         outcome = quarantine.retry(runtime.pipeline, args.id)
-    except quarantine.QuarantineNotFound as exc:
+    except (quarantine.QuarantineNotFound, quarantine.QuarantineNotRetryable) as exc:
         raise CliError(str(exc)) from None
     finally:
         runtime.close()

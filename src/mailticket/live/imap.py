@@ -308,7 +308,7 @@ class ImapSource:
                     message_id = _header_message_id(item.raw)
                     quarantine.quarantine_raw(
                         session, item.raw, source,
-                        reason=f"too large: {item.size} bytes", message_id=message_id,
+                        reason=quarantine.too_large_reason(item.size), message_id=message_id,
                     )
                     action = TOO_LARGE
                 else:

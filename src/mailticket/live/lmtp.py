@@ -31,7 +31,7 @@ from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
 from mailticket.live.inflight import InFlight
 from mailticket.live.maildir import HEAD_BYTES, headers_of
 from mailticket.store.db import database_unavailable
-from mailticket.ticketing.quarantine import TOO_LARGE_REASON
+from mailticket.ticketing.quarantine import too_large_reason
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class DeliveryHandler:
             self.name, message_id, overflow.size, limit,
         )
         if self.hold is not None:
-            reason = f"{TOO_LARGE_REASON}{overflow.size} bytes (limit {limit})"
+            reason = too_large_reason(overflow.size, f" (limit {limit})")
             try:
                 await asyncio.to_thread(self.hold, headers, source, reason, message_id)
             except Exception as exc:  # noqa: BLE001 - best effort: the 552 stands

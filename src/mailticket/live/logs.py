@@ -33,5 +33,10 @@ def configure_logging(log_format: str, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Protocol chatter of the libraries would drown the worker's own lines.
-    for noisy in ("aioimaplib", "mail-parser", "mailparser", "apscheduler", "mail.log"):
+    for noisy in ("aioimaplib", "apscheduler", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # mail-parser warns about every part it does not turn into text (an image, a signature,
+    # a DSN's fields), several lines per ordinary damaged message: parsing raises it to ERROR
+    # for that reason, and lowering it here again filled the worker's log with that noise.
+    for noisy in ("mail-parser", "mailparser"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

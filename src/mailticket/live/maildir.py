@@ -92,6 +92,8 @@ class MaildirSource:
         self.session_factory = session_factory
         self.max_message_size = max_message_size
         self.stop = threading.Event()
+        # Entries of new/ that are not mail we can read, warned about once each.
+        self._skipped: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -110,13 +112,43 @@ class MaildirSource:
     def drain(self) -> int:
         """Store everything in new/ (blocking; run it in a thread). Returns messages moved."""
         self.ensure()
-        names = sorted(n for n in os.listdir(self.path / "new") if not n.startswith("."))
+        names = sorted(self._waiting())
         moved = 0
         while names and not self.stop.is_set():
             done, taken = self._batch(names[:BATCH])
             moved += done
             names = names[taken:]
         return moved
+
+    def _waiting(self) -> list[str]:
+        """The files in new/. A directory there is no message, and reading it failed the
+        whole batch, and with it every drain after: the mailbox stopped for good; reading
+        a FIFO waits for ever. Such an entry is left where it is, with a warning."""
+        names: list[str] = []
+        with os.scandir(self.path / "new") as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                directory = False
+                try:
+                    regular = entry.is_file()  # the d_type the listing carries: no stat
+                    directory = not regular and entry.is_dir()
+                except OSError:
+                    regular = True  # unreadable: the batch finds out and says why
+                if regular:
+                    names.append(entry.name)
+                elif directory:
+                    self._skip(entry.name, "a directory, not a message")
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    continue  # a link whose file went away: as a file another worker took
+                else:
+                    self._skip(entry.name, "not a regular file")
+        return names
+
+    def _skip(self, name: str, why: str) -> None:
+        if name not in self._skipped:
+            self._skipped.add(name)
+            log.warning("skipped maildir=%s file=%s: %s; left in new/", self.path, name, why)
 
     def _batch(self, names: list[str]) -> tuple[int, int]:
         """Stores the first of `names`, up to BATCH_BYTES; returns (files moved, names
@@ -141,6 +173,12 @@ class MaildirSource:
                         break
                     raw = file.read_bytes()
                 except FileNotFoundError:  # another worker took it
+                    continue
+                except OSError as exc:
+                    # Unreadable (a file delivered by another user with mode 0600, an I/O
+                    # error): the rest of the mailbox must still flow; the file stays for
+                    # whoever can fix it, and is tried again at every drain.
+                    self._skip(name, f"cannot read it: {exc.strerror or exc}")
                     continue
                 if len(raw) > self.max_message_size:  # it grew since the stat
                     if not self._held_before(session, name):
@@ -195,7 +233,7 @@ class MaildirSource:
         kept = self.path / HELD / name
         quarantine.quarantine_raw(
             session, headers, str(self.path / "new" / name),
-            f"too large: {size} bytes; file kept at {kept}", mid,
+            quarantine.too_large_reason(size, f"; file kept at {kept}"), mid,
         )
         ledger.record(
             session, mailbox=self.ledger_key, folder=LEDGER_FOLDER,

@@ -30,6 +30,13 @@ _SIMPLE = re.compile(
     rf'|(?:(?P<words>[\w=?+/-]+(?: [\w=?+/-]+)*)|"(?P<quoted>[^"\\]*)") ?<(?P<addr>{_ADDR_SPEC})>)\s*'
 )
 
+# A display name holding an "@" without quotes ("jo@x.example <jo@y.example>", as Exchange
+# and some web mailers write it when the name is an address). RFC 5322 has no such phrase,
+# so getaddresses takes the name for a mailbox of its own, listed first: the requester, the
+# auto-reply's recipient, became the name. Every mail client reads the angle-addr as the
+# mailbox and the rest as its name; so do we, for one element of a list at a time.
+_AT_IN_NAME = re.compile(rf"\s*(?P<name>[^<>\"(),;:]*@[^<>\"(),;:]*?)\s*<(?P<addr>{_ADDR_SPEC})>\s*")
+
 HeaderIndex = dict[str, list[str]]
 
 
@@ -76,17 +83,42 @@ def addresses(values: list[str] | None, hint: str | None) -> list[tuple[str, str
             addr = simple["bare"] or simple["addr"]
             out.append((decode_header(name, hint).strip("\"' "), addr.lower()))
             continue
-        try:
-            # A lone local part ("MAILER-DAEMON") is still who sent it.
-            pairs = [(n, a) for n, a in getaddresses([text]) if "@" in a or a == text.strip()]
-        except RecursionError:  # deeply nested comments: the stdlib parser recurses per level
-            pairs = []
-        if not pairs:
-            # getaddresses gives up on some broken lines; any "x@y" in them is still the sender.
-            pairs = [("", a) for a in _ADDRESS.findall(text)]
-        for name, addr in pairs:
-            out.append((decode_header(name, hint).strip("\"' "), addr.strip().strip("<>").lower()))
+        # Without quotes or comments a comma only separates elements, so each is read alone.
+        if '"' not in text and "(" not in text and _AT_IN_NAME.search(text):
+            for element in text.split(","):
+                named = _AT_IN_NAME.fullmatch(element)
+                if named is not None:
+                    name = decode_header(named["name"], hint).strip("' ")
+                    out.append((name, named["addr"].lower()))
+                elif element.strip():
+                    out.extend(_parsed_addresses(element, hint))
+            continue
+        out.extend(_parsed_addresses(text, hint))
     return out
+
+
+def _parsed_addresses(text: str, hint: str | None) -> list[tuple[str, str]]:
+    """The stdlib parser's reading of one unfolded value, for the shapes _SIMPLE leaves."""
+    try:
+        # A lone local part ("MAILER-DAEMON") is still who sent it.
+        pairs = [(n, a) for n, a in getaddresses([text]) if "@" in a or a == text.strip()]
+    except RecursionError:  # deeply nested comments: the stdlib parser recurses per level
+        pairs = []
+    if not pairs:
+        # getaddresses gives up on some broken lines; any "x@y" in them is still the sender.
+        pairs = [("", a) for a in _ADDRESS.findall(text)]
+    for i, (name, addr) in enumerate(pairs):
+        # "Big Bug bb@bug.example" (no angle brackets) comes back as one "address" with
+        # spaces, which no server delivers to: the one x@y in it is the address, the rest
+        # its name.
+        found = _ADDRESS.findall(addr) if any(ch.isspace() for ch in addr.strip()) else []
+        if len(found) == 1:
+            rest = " ".join(addr.replace(found[0], " ").split())
+            pairs[i] = (name or rest, found[0])
+    return [
+        (decode_header(name, hint).strip("\"' "), addr.strip().strip("<>").lower())
+        for name, addr in pairs
+    ]
 
 
 def return_path(values: list[str] | None) -> str | None:

@@ -107,6 +107,46 @@ def _report_type(msg: Message) -> str | None:
 
 _SPACE_BEFORE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 
+# A header line as the stdlib parser takes one (a field name and a colon); any other line
+# that does not start with white space ends the header block there.
+_FIELD_LINE = re.compile(rb"[!-9;-~]*:")
+# The start of a line after the first that is neither a field nor a continuation.
+_STRAY_LINE = re.compile(rb"\n(?![ \t\n])(?![!-9;-~]*:)")
+# Fields every real header block has: seeing one after a stray line shows the line was a
+# continuation that lost its indent, not the first line of a body that lost its blank line.
+_WELL_KNOWN_FIELD = re.compile(
+    rb"(?:from|to|cc|subject|date|message-id|in-reply-to|references|reply-to|sender"
+    rb"|mime-version|content-[a-z-]+|received|return-path|dkim-signature|arc-[a-z-]+"
+    rb"|authentication-results|list-[a-z-]+|x-[!-9;-~]+)[ \t]*:",
+    re.IGNORECASE,
+)
+
+
+def _mend_lost_indents(head: bytes) -> bytes:
+    """Indent the stray lines of a header block that go on with known fields after them.
+
+    Some MTAs and gateways (Exchange Online's x-microsoft-* diagnostics, seen in real mail)
+    wrap a long field without indenting the rest. The stdlib parser then ends the header block
+    at the stray line: From, Subject, Message-ID and Content-Type after it become body text,
+    the customer's text drowns in raw headers and MIME, and tags come from its markup. A
+    stray line followed by nothing that is surely a field is left alone: that is a body
+    whose separating blank line is missing, and it stays the body. So is everything from a
+    line starting with "--": a MIME delimiter right under the header block is the body's
+    start, and the part headers under it are not the message's.
+    """
+    lines = head.split(b"\n")
+    end = next((i for i, line in enumerate(lines) if line.startswith(b"--")), len(lines))
+    for i in range(1, end):
+        line = lines[i]
+        if not line or line[:1] in (b" ", b"\t") or line.startswith(b"From "):
+            continue  # "From " mid-block: the stdlib's misplaced envelope line, kept as it is
+        if _FIELD_LINE.match(line):
+            continue
+        if not any(_WELL_KNOWN_FIELD.match(later) for later in lines[i + 1 : end]):
+            break
+        lines[i] = b" " + line
+    return b"\n".join(lines)
+
 
 def _canonical(raw: bytes) -> bytes:
     data = canonical_bytes(raw)
@@ -122,6 +162,8 @@ def _canonical(raw: bytes) -> bytes:
         # RFC 822's obsolete syntax allows "From  : x"; the stdlib would read a first line
         # like that as an mbox separator and other such lines as body text.
         fixed = _SPACE_BEFORE_COLON.sub(rb"\1:", fixed)
+    if cut >= 0 and _STRAY_LINE.search(fixed):
+        fixed = _mend_lost_indents(fixed)
     if fixed == head:
         return data
     return fixed if cut < 0 else fixed + data[cut:]

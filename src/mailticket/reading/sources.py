@@ -6,10 +6,12 @@ already stored. The live worker's sources (IMAP, Maildir new/ → cur/) live in 
 
 from __future__ import annotations
 
+import logging
 import mailbox
 import os
 import re
-from collections.abc import Iterator
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # An mbox separator as written by real MTAs: "From sender Day Mon dd hh:mm:ss yyyy".
@@ -19,6 +21,8 @@ _MBOX_FROM = re.compile(
     re.MULTILINE,
 )
 _MBOX_SUFFIXES = {".mbox", ".mbx"}
+log = logging.getLogger(__name__)
+
 # Files that sit beside mail in exported folders and are never messages themselves.
 _NOT_MAIL = {".json", ".tsv", ".csv", ".md", ".py", ".db", ".sqlite3", ".gz", ".zip"}
 
@@ -50,32 +54,61 @@ def _mbox_messages(path: Path) -> Iterator[tuple[str, bytes]]:
         box.close()
 
 
-def _maildir_messages(path: Path) -> Iterator[tuple[str, bytes]]:
+# Told about each entry of a folder that is left out: (the entry, why).
+Skipped = Callable[[Path, str], None]
+
+
+def _log_skipped(file: Path, why: str) -> None:
+    log.warning("skipped %s: %s", file, why)
+
+
+def _regular(file: Path, skipped: Skipped) -> bool:
+    """A folder walk meets entries that hold no message: a link to nothing (it stopped the
+    whole import, "No such file or directory"), a FIFO or socket (reading one waits for a
+    writer that never comes). Each is left out and reported; the rest is imported."""
+    try:
+        mode = file.stat().st_mode
+    except OSError as exc:
+        skipped(file, exc.strerror or str(exc))
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    if not stat.S_ISDIR(mode):
+        skipped(file, "not a regular file")
+    return False
+
+
+def _maildir_messages(path: Path, skipped: Skipped) -> Iterator[tuple[str, bytes]]:
     for sub in ("new", "cur"):
         for name in sorted(os.listdir(path / sub)):
-            if not name.startswith("."):
-                file = path / sub / name
+            file = path / sub / name
+            if not name.startswith(".") and _regular(file, skipped):
                 yield str(file), file.read_bytes()
 
 
-def iter_messages(paths: list[Path]) -> Iterator[tuple[str, bytes]]:
-    """Yield (source, raw bytes) for every message under the given paths, in a stable order."""
+def iter_messages(
+    paths: list[Path], skipped: Skipped = _log_skipped
+) -> Iterator[tuple[str, bytes]]:
+    """Yield (source, raw bytes) for every message under the given paths, in a stable order;
+    `skipped` hears of each entry of a folder that holds no message."""
     for path in paths:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or directory")
         if is_maildir(path):
-            yield from _maildir_messages(path)
+            yield from _maildir_messages(path, skipped)
         elif path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 root_path = Path(root)
                 if is_maildir(root_path):
                     dirs[:] = []
-                    yield from _maildir_messages(root_path)
+                    yield from _maildir_messages(root_path, skipped)
                     continue
                 for name in sorted(files):
                     file = root_path / name
                     if name.startswith(".") or file.suffix.lower() in _NOT_MAIL:
+                        continue
+                    if not _regular(file, skipped):
                         continue
                     yield from _file_messages(file)
         else:

@@ -36,6 +36,19 @@ class QuarantineNotFound(LookupError):
     pass
 
 
+class QuarantineNotRetryable(ValueError):
+    """The entry holds less than the message: running it again would lose the rest."""
+
+
+# How the reason of an entry holding only the header block of a message too large to take
+# whole begins (the Maildir, IMAP and LMTP workers and `ingest` write it).
+TOO_LARGE = "too large: "
+
+
+def too_large_reason(size: int, where: str = "") -> str:
+    return f"{TOO_LARGE}{size} bytes{where}"
+
+
 def store_raw(
     work: Batch, raw: bytes, source: str | None, *, sha256: str | None = None
 ) -> RawMessage:
@@ -102,10 +115,6 @@ def quarantine_raw(
         )
 
 
-# How every source's reason for an over-size message begins (IMAP, Maildir, LMTP).
-TOO_LARGE_REASON = "too large: "
-
-
 def quarantine_refused(
     session: Session, headers: bytes, source: str, reason: str, message_id: str | None
 ) -> QuarantineEntry:
@@ -124,7 +133,7 @@ def quarantine_refused(
             .where(
                 QuarantineEntry.message_id == message_id,
                 QuarantineEntry.status == "held",
-                QuarantineEntry.reason.startswith(TOO_LARGE_REASON),
+                QuarantineEntry.reason.startswith(TOO_LARGE),
             )
             .order_by(QuarantineEntry.id)
             .limit(1)
@@ -142,6 +151,15 @@ def retry(pipeline: Reprocessor, entry_id: int) -> Outcome:
         entry = session.get(QuarantineEntry, entry_id)
         if entry is None:
             raise QuarantineNotFound(f"no quarantine entry {entry_id}")
+        if entry.reason.startswith(TOO_LARGE):
+            # The headers alone would open a ticket without the customer's text (and send
+            # the auto-reply), and their Message-ID would make the whole message a
+            # duplicate when it is taken later: its text and attachments never stored.
+            raise QuarantineNotRetryable(
+                f"quarantine entry {entry_id} holds only the headers of a message too large "
+                f"to take whole ({entry.reason}); take the whole message instead: "
+                "`mailticket ingest --no-size-limit FILE`, or a larger MAX_MESSAGE_SIZE"
+            )
         raw_row = session.get_one(RawMessage, entry.raw_message_id)
         outcome = pipeline.process_in_session(
             session, raw_row.raw, entry.source or f"quarantine:{entry_id}", raw_message=raw_row
