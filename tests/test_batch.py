@@ -577,3 +577,32 @@ def test_the_raw_digest_is_taken_in_the_parse_thread_and_stored(
             .where(EmailLog.email_message_id == "<h1@c.example>")
         ).one()
         assert (stored.sha256, stored.raw) == (hashlib.sha256(raw).hexdigest(), raw)
+
+
+def test_tickets_changed_in_different_columns_go_out_as_one_update(
+    make_runtime: Callable[..., Runtime], engine_events: list[str]
+) -> None:
+    """Replies to three tickets, the middle one adding a tag: each ticket changes other
+    columns (updated_at; tags and updated_at), and the ORM would send one UPDATE per run of
+    equal column sets in key order, three here. Aligned, they are one statement, and each
+    ticket holds what it would have held."""
+    rt = make_runtime()
+    roots = [(make_email(message_id=f"<t{n}@o.example>", sender=f"u{n}@o.example",
+                         subject=f"Problem {n}"), f"t{n}") for n in range(3)]
+    with rt.session_factory() as s:
+        rt.pipeline.process_batch(s, roots)
+        s.commit()
+    replies = [(make_email(message_id=f"<re{n}@o.example>", sender=f"u{n}@o.example",
+                           subject=f"Re: Problem {n}",
+                           body="Still broken.\n#printer" if n == 1 else "Still broken.",
+                           in_reply_to=f"<t{n}@o.example>"), f"re{n}") for n in range(3)]
+    engine_events.clear()
+    with rt.session_factory() as s:
+        outcomes = rt.pipeline.process_batch(s, replies)
+        s.commit()
+    assert [o.action for o in outcomes] == ["linked"] * 3
+    updates = [q for q in engine_events if q.startswith("UPDATE tticket_tickets")]
+    assert len(updates) == 1, updates
+    with rt.session_factory() as s:
+        tags = [t.tags for t in s.scalars(select(Ticket).order_by(Ticket.id))]
+    assert tags[0] == tags[2] and "printer" in tags[1] and "printer" not in tags[0], tags

@@ -329,6 +329,7 @@ class Batch:
                 written = [r for r in rows if r not in rest]
                 bulkwrite.track_written(self.session, written)
                 self._tracked += written
+            bulkwrite.align_updates(self.session)
             if not inside_flush:
                 self.session.flush()
             if self._merges_pending:

@@ -18,13 +18,15 @@ from sqlalchemy import JSON, ColumnDefault, DateTime, bindparam, insert, text, u
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstanceState, Mapper, Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import instance_state
+from sqlalchemy.orm.attributes import flag_modified, get_history, instance_state
+from sqlalchemy.sql.elements import ClauseElement
 
 from mailticket.store.db import Base
 from mailticket.store.models import Attachment, Comment, EmailLog, ThreadRef, TicketCounter
 from mailticket.store.pgcopy import CopyValueError, copy_rows
 
 __all__ = [
+    "align_updates",
     "lock_counter",
     "move_tickets",
     "set_counter",
@@ -97,6 +99,44 @@ def track_written(session: Session, rows: list[Any]) -> None:
     for obj in rows:
         make_transient_to_detached(obj)
     session.add_all(rows)
+
+
+def align_updates(session: Session) -> None:
+    """Changed rows of a table all set the same columns, so the flush sends them as one
+    UPDATE. The ORM groups rows into one executemany only while consecutive rows (in key
+    order) change the same columns: a batch where one ticket got a new tag and two others
+    only a new updated_at went out as three UPDATEs, three round trips in the turn every
+    message of the group waits on. Each row is given the columns changed in any row of its
+    table, written with the value it already holds (unchanged for the database). Not done
+    when a changed value is an SQL expression (rendered into the statement, so the rows
+    could not share it anyway) or a column is not loaded (its value is unknown here)."""
+    by_mapper: dict[Mapper[Any], list[tuple[InstanceState[Any], set[str]]]] = {}
+    for obj in session.dirty:
+        state = instance_state(obj)
+        columns = _column_keys(state.mapper)
+        changed = {
+            key for key in state.committed_state
+            if key in columns and get_history(obj, key).has_changes()
+        }
+        if changed:
+            by_mapper.setdefault(state.mapper, []).append((state, changed))
+    for rows in by_mapper.values():
+        union = set().union(*(changed for _, changed in rows))
+        if len(rows) < 2 or all(changed == union for _, changed in rows):
+            continue
+        if any(
+            key not in state.dict or isinstance(state.dict[key], ClauseElement)
+            for state, _ in rows for key in union
+        ):
+            continue
+        for state, changed in rows:
+            for key in union - changed:
+                flag_modified(state.obj(), key)
+
+
+@lru_cache(maxsize=64)
+def _column_keys(mapper: Mapper[Any]) -> frozenset[str]:
+    return frozenset(attr.key for attr in mapper.column_attrs)
 
 
 def move_tickets(session: Session, moves: list[tuple[int, int]]) -> None:
