@@ -12,6 +12,7 @@ clients ≥ 500 msg/s in total (issue 12). Mail: bench/mailmix.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -37,6 +38,17 @@ from workerkit import (  # noqa: E402
 
 from mailticket.store.db import make_engine  # noqa: E402
 from mailticket.store.models import EmailLog, QuarantineEntry  # noqa: E402
+
+
+def workers_cpu(workers: Workers) -> float:
+    """Seconds of CPU (user + system) the worker processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in workers.procs:
+        if proc is not None:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def main() -> None:
@@ -82,12 +94,14 @@ def main() -> None:
             workers.wait_started()
             feed = LmtpFeed(workers.ports, messages, args.clients, args.pipelining)
             commits0 = xact_commits(engine)
+            cpu0 = workers_cpu(workers)
             print(f"before: {load()}")
             t0 = time.perf_counter()
             feed.start()
             if not feed.join(1800):
                 raise RuntimeError("the clients did not finish")
             took = time.perf_counter() - t0
+            cpu = workers_cpu(workers) - cpu0
             commits = xact_commits(engine) - commits0
             print(f"after:  {load()}")
         finally:
@@ -112,6 +126,8 @@ def main() -> None:
           f"errors {len(feed.errors)}")
     print(f"group commit: {groups[0]:.0f} transactions, {groups[1] / max(groups[0], 1):.1f}"
           f" messages each; PostgreSQL commits during the run (all jobs): {commits}")
+    print(f"CPU of the `mailticket run` processes during the run: {1000 * cpu / args.n:.2f} ms/msg"
+          " (less load-dependent than the rate)")
     print(f"stored {stored}; check {check}")
     for error in sorted(set(feed.errors))[:5]:
         print("refused:", error[:200])
