@@ -240,18 +240,7 @@ def test_lmtp_answers_once_per_recipient(session_factory: sessionmaker[Session])
     port = free_port()
     ctl = start_receiver(f"127.0.0.1:{port}", _processor(session_factory), max_message_size=100_000)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            f = sock.makefile("rb")
-            f.readline()
-            sock.sendall(b"LHLO test\r\n")
-            while not f.readline().startswith(b"250 "):
-                pass
-            for line in (b"MAIL FROM:<a@example.com>", b"RCPT TO:<s@example.test>",
-                         b"RCPT TO:<h@example.test>", b"DATA"):
-                sock.sendall(line + b"\r\n")
-                assert f.readline()[:1] in (b"2", b"3")
-            sock.sendall(message("two rcpts").replace(b"\n", b"\r\n") + b"\r\n.\r\n")
-            replies = [f.readline(), f.readline()]
+        replies = _send_raw(port, [b"s@example.test", b"h@example.test"], message("two rcpts"))
         assert all(r.startswith(b"250 ") for r in replies), replies
         assert counts(session_factory)["email_log"] == 1
     finally:
