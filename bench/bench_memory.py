@@ -32,7 +32,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -196,6 +195,7 @@ def worker_big(
     when up, its VmHWM once they are committed."""
     from sqlalchemy import create_engine, func, select
     from tests.live.dovecot import Dovecot, free_port
+    from tests.live.helpers import stop_process
     from tests.smtp_sink import SmtpSink
 
     from mailticket.store.models import EmailLog
@@ -256,12 +256,7 @@ def worker_big(
                 time.sleep(0.5)  # the server action / rename after the commit
                 peak = _proc_status(proc.pid)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc)
     finally:
         engine.dispose()
         if dovecot is not None:

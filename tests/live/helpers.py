@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -17,6 +19,17 @@ from mailticket.store.models import EmailLog, QuarantineEntry
 from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 from tests.mailfactory import make_email
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a service manager stops the worker; a kill only if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def message(subject: str = "Help please", **kw: str) -> bytes:

@@ -42,7 +42,7 @@ from mailticket.store.outbox_models import OutboxItem
 from tests.api.conftest import build_api
 from tests.backends.helpers import write_backends
 from tests.live.dovecot import Dovecot
-from tests.live.helpers import message
+from tests.live.helpers import message, stop_process
 from tests.pgcluster import PgCluster, free_port, server_bindir
 from tests.smtp_sink import SmtpSink
 
@@ -113,17 +113,6 @@ class Worker:
             f"http://127.0.0.1:{self.api_port}{path}",
             headers={"Authorization": f"Bearer {self.token}"}, timeout=30,
         )
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, as a service manager stops the worker; a kill only if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -27,10 +27,9 @@ import pytest
 from mailticket.api.tokens import create_token
 from mailticket.settings import load_settings
 from mailticket.store.db import Liveness, make_engine, make_session_factory
-from tests.live.helpers import message
+from tests.live.helpers import message, stop_process
 from tests.live.test_pg_restart import (  # noqa: F401 - cluster: the private cluster, a fixture
     cluster,
-    stop_process,
     wait_until,
 )
 from tests.pgcluster import PgCluster, free_port
