@@ -8,12 +8,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import TextIO
 
 from mailticket.cli.common import CliError, open_runtime, settings_or_exit
 from mailticket.live.maildir import headers_of
+from mailticket.reading.msgids import header_message_id
 from mailticket.reading.sources import iter_messages
 from mailticket.runtime import Runtime, settle_heap
 from mailticket.ticketing import quarantine
@@ -47,8 +47,7 @@ class Progress:
 def _too_large(runtime: Runtime, source: str, raw: bytes) -> Outcome:
     """Held like the worker holds it: the header block only, with the reason."""
     head = headers_of(raw)
-    found = BytesHeaderParser().parsebytes(head).get("Message-ID")
-    message_id = str(found).strip() if found else None
+    message_id = header_message_id(head)
     limit = runtime.settings.max_message_size
     reason = quarantine.too_large_reason(len(raw), f" (MAX_MESSAGE_SIZE={limit})")
     with runtime.session_factory() as session:

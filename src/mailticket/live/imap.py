@@ -14,7 +14,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
 from typing import Any, Protocol
 
 import aioimaplib
@@ -28,6 +27,7 @@ from mailticket.live.config import MailboxConfig
 from mailticket.live.dbgate import write_gate
 from mailticket.live.imap_client import ImapError, ImapSession
 from mailticket.live.lock import SourceLock, mailbox_lock_name
+from mailticket.reading.msgids import header_message_id
 from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 
@@ -96,13 +96,6 @@ class _Stored:
 # The ledger outcome (and logged action) of a message over the size limit: a mailbox that
 # deletes stored mail keeps this one, also when the action is redone after a restart.
 TOO_LARGE = ledger.TOO_LARGE
-
-
-def _header_message_id(raw: bytes) -> str | None:
-    value = BytesHeaderParser().parsebytes(raw).get("Message-ID")
-    if value is None:
-        return None
-    return str(value).strip() or None
 
 
 class ImapSource:
@@ -305,7 +298,7 @@ class ImapSource:
             for item in fetched.items:
                 source = self._source(item.uid)
                 if item.headers_only:
-                    message_id = _header_message_id(item.raw)
+                    message_id = header_message_id(item.raw)
                     quarantine.quarantine_raw(
                         session, item.raw, source,
                         reason=quarantine.too_large_reason(item.size), message_id=message_id,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from email.parser import BytesHeaderParser
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -30,6 +29,7 @@ from mailticket.live.bulkdata import BulkLMTP, BulkSMTP, Overflow
 from mailticket.live.groupcommit import GroupCommit, PrepareOne, StoreGroup
 from mailticket.live.inflight import InFlight
 from mailticket.live.maildir import HEAD_BYTES, headers_of
+from mailticket.reading.msgids import header_message_id
 from mailticket.store.db import database_unavailable
 from mailticket.ticketing.quarantine import too_large_reason
 
@@ -85,8 +85,7 @@ class DeliveryHandler:
         status = f"552 5.3.4 Message too big for this system (limit {limit} bytes)"
         source = f"{self.name}:{envelope.mail_from or '<>'}"
         headers = headers_of(overflow.head)
-        value = BytesHeaderParser().parsebytes(headers).get("Message-ID")
-        message_id = (str(value).strip() or None) if value is not None else None
+        message_id = header_message_id(headers)
         log.warning(
             "refused too large %s message_id=%s size=%d limit=%d",
             self.name, message_id, overflow.size, limit,

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import threading
-from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket.live import ledger
 from mailticket.live.dbgate import write_gate
 from mailticket.live.imap import MessageHandler
+from mailticket.reading.msgids import header_message_id
 from mailticket.ticketing import quarantine
 
 log = logging.getLogger(__name__)
@@ -228,8 +228,7 @@ class MaildirSource:
         file is kept (moved there after the commit). The ledger row says it is done, for
         the next pass if this one dies before the move."""
         headers = headers_of(head)
-        message_id = BytesHeaderParser().parsebytes(headers).get("Message-ID")
-        mid = str(message_id).strip() if message_id else None
+        mid = header_message_id(headers)
         kept = self.path / HELD / name
         quarantine.quarantine_raw(
             session, headers, str(self.path / "new" / name),

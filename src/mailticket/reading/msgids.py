@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from email.parser import BytesHeaderParser
 
 _WS = re.compile(r"\s+")
 _EDGE_JUNK = "\"' .,;:"
@@ -231,3 +232,12 @@ def synthetic_message_id(raw: bytes, domain: str) -> str:
     """A stable id for a message that has no usable Message-ID of its own."""
     digest = hashlib.sha256(canonical_bytes(raw)).hexdigest()[:32]
     return f"<{digest}@synthetic.{domain}>"
+
+
+def header_message_id(head: bytes) -> str | None:
+    """The Message-ID field of a header block as written (stripped; None when absent or
+    empty): what an over-size message, of which only the headers are kept, is held under."""
+    value = BytesHeaderParser().parsebytes(head).get("Message-ID")
+    if value is None:
+        return None
+    return str(value).strip() or None
