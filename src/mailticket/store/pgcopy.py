@@ -17,7 +17,9 @@ import io
 import json
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +28,7 @@ from sqlalchemy import (
     Boolean,
     Connection,
     DateTime,
+    Dialect,
     Integer,
     LargeBinary,
     SmallInteger,
@@ -75,12 +78,12 @@ def _text(value: Any) -> str:
     return _escape(value)
 
 
-def _converter(connection: Connection, table: Table, key: str) -> Callable[[Any], str]:
+def _converter(dialect: Dialect, table: Table, key: str) -> Callable[[Any], str]:
     """value -> COPY field for one column, the type's bind processing included."""
     column_type = table.c[key].type
     if isinstance(column_type, LargeBinary):
         return _text  # psycopg2 wraps bytes in its own adapter; COPY wants the bytes
-    process = column_type.bind_processor(connection.dialect)
+    process = column_type.bind_processor(dialect)
     if process is None:
         return _text
     if isinstance(column_type, JSON):
@@ -93,6 +96,7 @@ def _converter(connection: Connection, table: Table, key: str) -> Callable[[Any]
 
 _BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _NULL = struct.pack("!i", -1)
+_BINARY_TRAILER = struct.pack("!h", -1)
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _int4, _int8, _length = struct.Struct("!ii").pack, struct.Struct("!iq").pack, struct.Struct("!i").pack
 
@@ -129,16 +133,16 @@ def _b_timestamptz(value: Any) -> list[bytes]:
 
 
 def _binary_encoder(
-    connection: Connection, table: Table, key: str
+    dialect: Dialect, table: Table, key: str
 ) -> Callable[[Any], list[bytes]] | None:
     """value -> the field's pieces in COPY's binary format; None: this column has none."""
     column_type = table.c[key].type
-    impl = column_type.dialect_impl(connection.dialect)
+    impl = column_type.dialect_impl(dialect)
     encode: Callable[[Any], list[bytes]]
     if isinstance(impl, LargeBinary):
         encode = _b_bytes
     elif isinstance(impl, JSON):
-        process = impl.bind_processor(connection.dialect)  # type: ignore[no-untyped-call]
+        process = impl.bind_processor(dialect)  # type: ignore[no-untyped-call]
         prefix = b"\x01" if isinstance(impl, JSONB) else b""  # jsonb's format version
 
         def encode(value: Any) -> list[bytes]:
@@ -146,7 +150,7 @@ def _binary_encoder(
             return [_length(len(data)), data]
 
         return encode  # a JSON column's None is JSON null, as with INSERT
-    elif impl.bind_processor(connection.dialect) is not None:
+    elif impl.bind_processor(dialect) is not None:
         return None  # clipping and the like: the text format runs it
     elif isinstance(impl, String):
         encode = _b_text
@@ -162,23 +166,20 @@ def _binary_encoder(
 
 
 def _binary_pieces(
-    connection: Connection, table: Table, keys: list[str], rows: Sequence[dict[str, Any]]
-) -> list[bytes] | None:
+    encoders: Sequence[tuple[str, Callable[[Any], list[bytes]]]],
+    rows: Sequence[dict[str, Any]],
+) -> list[bytes]:
     """The whole COPY in binary format as a list of pieces (the bytes values themselves,
-    not copies), or None when a column has no binary form here. Built before anything is
-    sent, so a value COPY cannot carry fails before the COPY starts."""
-    encoders = [_binary_encoder(connection, table, key) for key in keys]
-    if any(e is None for e in encoders):
-        return None
-    plan = [(key, e) for key, e in zip(keys, encoders, strict=True) if e is not None]
-    count = struct.pack("!h", len(plan))
+    not copies). Built before anything is sent, so a value COPY cannot carry fails before
+    the COPY starts."""
+    count = struct.pack("!h", len(encoders))
     pieces = [_BINARY_HEADER]
     extend = pieces.extend
     for row in rows:
         pieces.append(count)
-        for key, encode in plan:
+        for key, encode in encoders:
             extend(encode(row[key]))
-    pieces.append(struct.pack("!h", -1))
+    pieces.append(_BINARY_TRAILER)
     return pieces
 
 
@@ -218,9 +219,8 @@ class _Pieces:
 
 
 def _text_buffer(
-    connection: Connection, table: Table, keys: list[str], rows: Sequence[dict[str, Any]]
+    converters: Sequence[tuple[str, Callable[[Any], str]]], rows: Sequence[dict[str, Any]]
 ) -> io.StringIO:
-    converters = [(key, _converter(connection, table, key)) for key in keys]
     buffer = io.StringIO()
     write = buffer.write
     for row in rows:
@@ -230,26 +230,50 @@ def _text_buffer(
     return buffer
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How rows naming these columns are copied into this table: the statements and each
+    column's conversion, worked out once per shape (a batch of one message makes four or
+    five COPYs, and working them out again each time cost more than building the data)."""
+
+    text_statement: str
+    converters: tuple[tuple[str, Callable[[Any], str]], ...]
+    # Rows that carry bytes, when every column has a binary form here: the statement and
+    # each column's encoder (else None).
+    binary: tuple[str, tuple[tuple[str, Callable[[Any], list[bytes]]], ...]] | None
+
+
+@lru_cache(maxsize=256)
+def _plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan:
+    preparer = dialect.identifier_preparer
+    columns = ", ".join(preparer.quote(k) for k in keys)
+    name = preparer.format_table(table)
+    statement = f"COPY {name} ({columns}) FROM STDIN"
+    converters = tuple((key, _converter(dialect, table, key)) for key in keys)
+    if not any(isinstance(table.c[k].type, LargeBinary) for k in keys):
+        return _Plan(statement, converters, None)
+    encoders = [(key, _binary_encoder(dialect, table, key)) for key in keys]
+    if any(encode is None for _, encode in encoders):
+        return _Plan(statement, converters, None)
+    binary = tuple((key, encode) for key, encode in encoders if encode is not None)
+    return _Plan(statement, converters, (f"{statement} WITH (FORMAT binary)", binary))
+
+
 def copy_rows(connection: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """COPY rows that all name the same columns into `table`, in the caller's transaction."""
     if not rows:
         return
-    keys = list(rows[0])
-    columns = ", ".join(connection.dialect.identifier_preparer.quote(k) for k in keys)
-    name = connection.dialect.identifier_preparer.format_table(table)
-    source: io.StringIO | _Pieces
-    pieces = None
-    if any(isinstance(table.c[k].type, LargeBinary) for k in keys):
+    plan = _plan(connection.dialect, table, tuple(rows[0]))
+    source: io.StringIO | _Pieces | None = None
+    statement = plan.text_statement
+    if plan.binary is not None:
         try:
-            pieces = _binary_pieces(connection, table, keys, rows)
+            source = _Pieces(_binary_pieces(plan.binary[1], rows))
+            statement = plan.binary[0]
         except CopyValueError:
-            pieces = None  # the text format may still carry it (or says why not)
-    if pieces is not None:
-        statement = f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT binary)"
-        source = _Pieces(pieces)
-    else:
-        statement = f"COPY {name} ({columns}) FROM STDIN"
-        source = _text_buffer(connection, table, keys, rows)
+            pass  # the text format may still carry it (or says why not)
+    if source is None:
+        source = _text_buffer(plan.converters, rows)
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(statement, source)
