@@ -50,8 +50,9 @@ def write_new_rows(session: Session, rows: list[Any], now: datetime) -> list[Any
             rest.append(obj)
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    for table in Base.metadata.sorted_tables:  # parents before the rows pointing at them
-        rows_of_table = _parents_first(table, by_table.get(table, []))
+    order = _table_order()
+    for table in sorted(by_table, key=order.__getitem__):  # parents before their children
+        rows_of_table = _parents_first(table, by_table[table])
         # Rows of one table name the same columns in the same order (one column plan per
         # mapper) unless some left a column out; each such group is written on its own.
         for _keys, group in groupby(
@@ -67,6 +68,22 @@ def write_new_rows(session: Session, rows: list[Any], now: datetime) -> list[Any
             else:
                 connection.execute(insert(table), batch)
     return rest
+
+
+_order: tuple[int, dict[Any, int]] = (-1, {})
+
+
+def _table_order() -> dict[Any, int]:
+    """Each table's place in foreign-key order (parents first). `sorted_tables` sorts the
+    whole schema again on every call; this sorts it again only when a model module
+    imported since has added tables."""
+    global _order
+    count, order = _order
+    if count != len(Base.metadata.tables):
+        tables = Base.metadata.sorted_tables
+        order = {table: place for place, table in enumerate(tables)}
+        _order = (len(tables), order)
+    return order
 
 
 def _parents_first(
@@ -144,18 +161,20 @@ def move_tickets(session: Session, moves: list[tuple[int, int]]) -> None:
     target (a ref both had keeps the stronger kind)."""
     params = [{"m_src": src, "m_dst": dst} for src, dst in moves]
     connection = session.connection()
-    for model in (EmailLog, Comment, Attachment):
-        connection.execute(
-            update(model.__table__)  # type: ignore[arg-type]
-            .where(model.__table__.c.ticket_id == bindparam("m_src"))
-            .values(ticket_id=bindparam("m_dst")),
-            params,
-        )
+    for statement in _MOVE_ROWS:
+        connection.execute(statement, params)
     connection.execute(_MOVE_REFS, params)
     connection.execute(_DROP_REFS, params)
     connection.execute(_MOVE_LINKS, params)
     connection.execute(_DROP_LINKS, params)
 
+
+_MOVE_ROWS = tuple(
+    update(table)  # type: ignore[arg-type]
+    .where(table.c.ticket_id == bindparam("m_src"))
+    .values(ticket_id=bindparam("m_dst"))
+    for table in (EmailLog.__table__, Comment.__table__, Attachment.__table__)
+)
 
 # The SELECT's WHERE also settles SQLite's parsing of INSERT ... SELECT ... ON CONFLICT.
 _MOVE_REFS = text(
@@ -192,25 +211,33 @@ def upsert_refs(session: Session, refs: dict[tuple[str, int], str]) -> None:
             {"m": [m for m, _ in refs], "t": [t for _, t in refs], "k": list(refs.values())},
         )
         return
+    connection.execute(
+        _sqlite_upsert_refs(),
+        [{"message_id": m, "ticket_id": t, "kind": k} for (m, t), k in refs.items()],
+    )
+
+
+# The statements below are built once, not per batch: building one and working out its
+# cache key cost more CPU than the database spent running it, in a batch of one message.
+@lru_cache(maxsize=1)
+def _sqlite_upsert_refs() -> Any:
     stmt = sqlite_insert(ThreadRef)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[ThreadRef.message_id, ThreadRef.ticket_id],
         set_={"kind": stmt.excluded.kind},
         where=stmt.excluded.kind == "self",
     )
-    connection.execute(
-        stmt, [{"message_id": m, "ticket_id": t, "kind": k} for (m, t), k in refs.items()]
-    )
 
 
-def _counter_upsert(dialect: str, day: str, step: int) -> Any:
+@lru_cache(maxsize=4)
+def _counter_upsert(dialect: str) -> Any:
     upsert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
         upsert(TicketCounter)
-        .values(day=day, last_value=step)
+        .values(day=bindparam("c_day"), last_value=0)
         .on_conflict_do_update(
             index_elements=[TicketCounter.day],
-            set_={"last_value": TicketCounter.last_value + step},
+            set_={"last_value": TicketCounter.last_value + 0},
         )
         .returning(TicketCounter.last_value)
     )
@@ -220,13 +247,20 @@ def lock_counter(session: Session, day: str) -> int:
     """The day's ticket counter (created at 0), its row locked until commit: concurrent
     workers queue behind us and numbers stay gap-free."""
     connection = session.connection()
-    return int(connection.execute(_counter_upsert(connection.dialect.name, day, 0)).scalar_one())
+    return int(
+        connection.execute(_counter_upsert(connection.dialect.name), {"c_day": day}).scalar_one()
+    )
+
+
+_SET_COUNTER = (
+    update(TicketCounter.__table__)  # type: ignore[arg-type]
+    .where(TicketCounter.__table__.c.day == bindparam("c_day"))
+    .values(last_value=bindparam("c_value"))
+)
 
 
 def set_counter(session: Session, day: str, value: int) -> None:
-    session.connection().execute(
-        update(TicketCounter).where(TicketCounter.day == day).values(last_value=value)
-    )
+    session.connection().execute(_SET_COUNTER, {"c_day": day, "c_value": value})
 
 
 # How each column of a new row gets its INSERT value when the object does not hold one.
