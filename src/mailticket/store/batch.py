@@ -166,11 +166,7 @@ class Batch:
         self.memo: dict[str, Any] = {}
         session.connection()  # begin now, so the transaction this batch lives in is known
         self._tx = session.get_nested_transaction() or session.get_transaction()
-        event.listen(session, "do_orm_execute", self._before_orm_execute)
-        event.listen(session, "before_flush", self._before_flush)
-        event.listen(session, "after_flush", self._after_flush)
-        event.listen(session, "before_commit", self._before_commit)
-        event.listen(session, "after_soft_rollback", self._after_rollback)
+        _open_batches(session).append(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -184,19 +180,18 @@ class Batch:
             self.finish()
         self.close()
 
-    def finish(self, *, _during: str | None = None) -> None:
+    def finish(self) -> None:
         """Write everything the batch holds; the unit of work is over."""
         self._write(final=True)
         self._finished = True
-        self.close(_during=_during)
+        self.close()
 
     def flush(self) -> None:
         """Write everything held so far, so the database shows what the batch knows."""
         self._write(final=False)
 
-    def close(self, *, _during: str | None = None) -> None:
-        """Stop listening to the session (`_during`: the session event being dispatched,
-        whose listener cannot be removed from inside it; closed, it does nothing)."""
+    def close(self) -> None:
+        """Stop listening to the session (closed, it does nothing)."""
         if self.closed:
             return
         self.closed = True
@@ -207,15 +202,9 @@ class Batch:
             for row in self._tracked:
                 if row in self.session:
                     self.session.expunge(row)
-        for name, fn in (
-            ("do_orm_execute", self._before_orm_execute),
-            ("before_flush", self._before_flush),
-            ("after_flush", self._after_flush),
-            ("before_commit", self._before_commit),
-            ("after_soft_rollback", self._after_rollback),
-        ):
-            if name != _during and event.contains(self.session, name, fn):
-                event.remove(self.session, name, fn)
+        batches = _open_batches(self.session)
+        if self in batches:
+            batches.remove(self)
 
     @contextmanager
     def quietly(self) -> Iterator[Session]:
@@ -372,12 +361,12 @@ class Batch:
 
     def _before_commit(self, session: Session) -> None:
         if not self.closed and self._ours(self._current()):
-            self.finish(_during="before_commit")
+            self.finish()
 
     def _after_rollback(self, session: Session, previous: SessionTransaction) -> None:
         # The transaction the batch lives in is gone: so is everything it held.
         if not self.closed and self._ours(previous):
-            self.close(_during="after_soft_rollback")
+            self.close()
 
     def _current(self) -> SessionTransaction | None:
         return self.session.get_nested_transaction() or self.session.get_transaction()
@@ -443,7 +432,7 @@ class Batch:
                 theirs.update(dict.fromkeys(lookup.whats, rows))
                 answered.append((lookup, rows))
             also = ()  # asked once, in the first query
-            query = parts[0] if len(parts) == 1 else union_all(*parts)
+            query = _union(parts)
             times: dict[str, list[datetime]] = {address: [] for address in chunk_replies}
             absent = set(chunk_outbox)
             # Rows unpacked as tuples: reading a Row's fields by name costs more per row.
@@ -717,6 +706,50 @@ class Batch:
 _ABSENT: Any = object()
 
 
+# The batches open on a session, oldest first, each told of the session's events by the
+# listeners below. They are registered once per session, not by every batch: listening
+# and removing the listeners again cost more than a small batch's own bookkeeping.
+_BATCHES = "mailticket.batches"
+
+
+def _open_batches(session: Session) -> list[Batch]:
+    batches: list[Batch] | None = session.info.get(_BATCHES)
+    if batches is None:
+        batches = session.info[_BATCHES] = []
+        event.listen(session, "do_orm_execute", _on_orm_execute)
+        event.listen(session, "before_flush", _on_before_flush)
+        event.listen(session, "after_flush", _on_after_flush)
+        event.listen(session, "before_commit", _on_before_commit)
+        event.listen(session, "after_soft_rollback", _on_after_rollback)
+    return batches
+
+
+# Each goes through a copy of the list: a batch may close (leave it) while it is told.
+def _on_orm_execute(state: ORMExecuteState) -> None:
+    for batch in tuple(state.session.info[_BATCHES]):
+        batch._before_orm_execute(state)
+
+
+def _on_before_flush(session: Session, context: Any, instances: Any) -> None:
+    for batch in tuple(session.info[_BATCHES]):
+        batch._before_flush(session)
+
+
+def _on_after_flush(session: Session, context: Any) -> None:
+    for batch in tuple(session.info[_BATCHES]):
+        batch._after_flush(session)
+
+
+def _on_before_commit(session: Session) -> None:
+    for batch in tuple(session.info[_BATCHES]):
+        batch._before_commit(session)
+
+
+def _on_after_rollback(session: Session, previous: SessionTransaction) -> None:
+    for batch in tuple(session.info[_BATCHES]):
+        batch._after_rollback(session, previous)
+
+
 _COLUMNS: dict[type[Any], frozenset[str]] = {}
 
 
@@ -814,6 +847,13 @@ def _mail_parts(logged: bool, refs: bool, replies: bool, outbox: bool) -> tuple[
             queued.idempotency_key.in_(bindparam("outbox", expanding=True))
         ))
     return tuple(parts)
+
+
+@lru_cache(maxsize=64)
+def _union(parts: tuple[Select[Any], ...]) -> Any:
+    """The SELECTs as one statement, built once per combination: a new UNION each call
+    had SQLAlchemy walk the whole statement again for its cache key."""
+    return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
 def open_batch(session: Session, *, block: int = 16, durable: bool = False) -> Batch:

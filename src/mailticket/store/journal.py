@@ -94,10 +94,23 @@ def _on_set(target: Any, value: Any, old: Any, initiator: Any) -> None:
 
 
 _instrumented: set[type[Any]] = set()
+# Set when a class is mapped: every unit of work calls `instrument_models`, and going over
+# every mapper each time cost more than the rest of opening one.
+_new_mappers = True
+
+
+@event.listens_for(Base, "after_mapper_constructed", propagate=True)
+def _mapper_added(mapper: Any, cls: type[Any]) -> None:
+    global _new_mappers
+    _new_mappers = True
 
 
 def instrument_models() -> None:
     """Listen to attribute sets on every mapped class (those imported so far)."""
+    global _new_mappers
+    if not _new_mappers:
+        return
+    _new_mappers = False
     for mapper in Base.registry.mappers:
         cls = mapper.class_
         if cls in _instrumented:
