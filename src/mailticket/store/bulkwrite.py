@@ -91,9 +91,7 @@ def _parents_first(
 ) -> list[tuple[object, dict[str, Any]]]:
     """A row pointing at a row of its own table (a ticket merged into a ticket opened in
     the same batch) after the row it points at: SQLite checks every row as it goes in."""
-    columns = [
-        fk.parent.key for fk in table.foreign_keys if fk.column.table is table
-    ]
+    columns = _self_references(table)
     if not columns or not rows:
         return rows
     by_id = {values.get("id"): values for _, values in rows}
@@ -108,6 +106,12 @@ def _parents_first(
         return hops
 
     return sorted(rows, key=lambda item: depth(item[1]))
+
+
+@lru_cache(maxsize=64)
+def _self_references(table: Any) -> tuple[str, ...]:
+    """The table's columns pointing at its own rows (looked up once, not per write)."""
+    return tuple(fk.parent.key for fk in table.foreign_keys if fk.column.table is table)
 
 
 def track_written(session: Session, rows: list[Any]) -> None:
