@@ -579,6 +579,35 @@ def test_the_raw_digest_is_taken_in_the_parse_thread_and_stored(
         assert (stored.sha256, stored.raw) == (hashlib.sha256(raw).hexdigest(), raw)
 
 
+def test_the_parse_thread_hashes_attachments_and_splits_replies_ahead(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The work on a message alone (its attachments' digests, the reply without the quoted
+    mail) is done while it is parsed, off the thread that holds the batch's transaction;
+    what is stored is what the batch's thread computed before (same digests, same
+    comment). A new message and a bounce have nothing to split."""
+    rt = make_runtime()
+    first = make_email(message_id="<w1@c.example>", subject="Printer broken", body="It jams.")
+    payload = bytes(range(256)) * 40
+    reply = make_email(
+        message_id="<w2@c.example>", subject="Re: Printer broken", in_reply_to="<w1@c.example>",
+        body="Here is the log.\n\nOn Mon, Jo wrote:\n> It jams.\n",
+        attachments=[(payload, "application/octet-stream", "log.bin")],
+    )
+    ready = rt.pipeline.prepare([(first, "t"), (reply, "t")])
+    assert not isinstance(ready[0], Exception) and not isinstance(ready[1], Exception)
+    assert ready[0][0].reply is None
+    assert ready[1][0].reply == "Here is the log."
+    assert [p.sha256 for p in ready[1][0].attachments] == [hashlib.sha256(payload).hexdigest()]
+    with rt.session_factory() as s:
+        rt.pipeline.process_batch(s, [(first, "t"), (reply, "t")], prepared=ready)
+        s.commit()
+        (comment,) = s.scalars(select(Comment)).all()
+        assert comment.body == "Here is the log."
+        (attachment,) = s.scalars(select(Attachment)).all()
+        assert attachment.sha256 == hashlib.sha256(payload).hexdigest()
+
+
 def test_tickets_changed_in_different_columns_go_out_as_one_update(
     make_runtime: Callable[..., Runtime], engine_events: list[str]
 ) -> None:

@@ -26,6 +26,8 @@ class AttachmentPart:
     index: int = 0
     content_id: str | None = None
     inline: bool = False
+    # The payload's SHA-256 (hex), when the parse thread computed it for the attachment row.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class ParsedEmail:
     raw_size: int
     # The raw bytes' SHA-256 (hex), when the parse thread computed it for the raw row.
     raw_sha256: str | None = None
+    # What the sender wrote now (the reply without quoted mail and signature), when the
+    # parse thread split it ahead for a message likely to become a ticket comment.
+    reply: str | None = None
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())

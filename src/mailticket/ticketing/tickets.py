@@ -153,7 +153,14 @@ NO_NEW_TEXT = "(no new text: the message only quotes earlier mail)"
 
 def reply_text(email: ParsedEmail) -> str:
     """What the customer wrote now: the reply without the quoted mail and the signature
-    (`tticket_email_log.body_text` and the raw message keep everything)."""
+    (`tticket_email_log.body_text` and the raw message keep everything). Split ahead by the
+    parse thread (`split_new_text`) for mail that looks like a reply."""
+    return email.reply if email.reply is not None else split_new_text(email)
+
+
+def split_new_text(email: ParsedEmail) -> str:
+    """`reply_text`, computed: a pure function of the message, so it can run off the thread
+    that holds the batch's transaction."""
     # `email.text` is rendered from the HTML when the mail has no text/plain part; the
     # splitter wants only a real text part as text.
     plain = email.text if "text/plain" in email.part_types else None
