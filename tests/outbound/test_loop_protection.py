@@ -42,6 +42,10 @@ NO_REPLY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("our support address", {"from_address": "support@example.com"}, "our own addresses"),
     ("an own address", {"from_address": "billing@example.com"}, "our own addresses"),
     ("reply-to is us", {"reply_to": ["support@example.com"]}, "our own addresses"),
+    # sub-addressing: the MTA delivers support+x@ to our own mailbox
+    ("our address +tag", {"from_address": "Support+Billing@example.com"}, "our own addresses"),
+    ("reply-to us +tag", {"reply_to": ["billing+eu@example.com"]}, "our own addresses"),
+    ("x-loop is us", {"headers": {"X-Loop": "Support <SUPPORT@example.com>"}}, "X-Loop"),
     ("own message-id domain", {"message_id": "<TKT-x-1@mailticket.test>"}, "own domain"),
     ("noreply", {"from_address": "noreply@shop.example"}, "does not take replies"),
     ("no-reply", {"from_address": "no-reply@shop.example"}, "does not take replies"),
@@ -93,6 +97,9 @@ def test_automated_labels_are_never_answered(
         {"message_id": "<synthetic@mailticket.test>", "synthetic": True},
         {"from_address": "replyguy@customer.example"},
         {"return_path": None},
+        # a customer's own procmail marks its mail with the customer's address: not a loop
+        {"headers": {"X-Loop": "carla@customer.example"}},
+        {"from_address": "support+x@customer.example"},
     ],
 )
 def test_ordinary_human_mail_is_answered(

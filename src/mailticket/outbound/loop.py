@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 
 from mailticket.settings import Settings
 from mailticket.store.batch import Batch
@@ -41,6 +42,27 @@ def own_addresses(settings: Settings) -> frozenset[str]:
     )
 
 
+def is_own_address(settings: Settings, address: str) -> bool:
+    """One of our addresses, also with a sub-address tag (`support+billing@…`): the MTA
+    delivers that to our own mailbox, so answering it is mailing ourselves."""
+    ours = own_addresses(settings)
+    address = address.strip().lower()
+    if address in ours:
+        return True
+    local, at, domain = address.rpartition("@")
+    return bool(at) and "+" in local and f"{local.split('+', 1)[0]}@{domain}" in ours
+
+
+def _loop_reason(settings: Settings, email: ParsedEmail) -> str | None:
+    """X-Loop (procmail, RT, list servers) names who already handled the message: our own
+    address there means it has been through us, and answering it would go round again."""
+    for value in email.headers.get("x-loop", []):
+        for _, address in getaddresses([value]):
+            if address and is_own_address(settings, address):
+                return f"X-Loop: {address.strip().lower()} is one of our own addresses (a loop)"
+    return None
+
+
 def _first_token(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
@@ -68,7 +90,7 @@ def _address_reason(settings: Settings, address: str, role: str) -> str | None:
         return f"no usable {role} address"
     if not address.isascii():
         return f"{role} address {address} needs SMTPUTF8, which auto-replies do not use"
-    if address in own_addresses(settings):
+    if is_own_address(settings, address):
         return f"{role} {address} is one of our own addresses"
     local = address.rsplit("@", 1)[0]
     if _NO_REPLY_LOCAL.search(local):
@@ -120,7 +142,7 @@ def should_auto_reply(
             )
     if classification.label in NO_REPLY_LABELS:
         return False, f"classified as {classification.label}"
-    reason = _header_reason(email)
+    reason = _header_reason(email) or _loop_reason(settings, email)
     if reason:
         return False, reason
     sender = email.from_address.strip().lower()
