@@ -55,6 +55,16 @@ NO_REPLY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("mailer-daemon", {"from_address": "MAILER-DAEMON@mx.example"}, "does not take replies"),
     ("postmaster", {"from_address": "postmaster@mx.example"}, "does not take replies"),
     ("no sender", {"from_address": ""}, "no usable sender"),
+    # list software: its notices would answer our answer
+    ("owner-list", {"from_address": "owner-neko@example.co.jp"}, "does not take replies"),
+    ("list-owner", {"from_address": "users-owner@lists.example"}, "does not take replies"),
+    ("list-request", {"from_address": "users-request@lists.example"}, "does not take replies"),
+    ("VERP bounces", {"from_address": "users-bounces+jo=x.example@lists.example"}, "does not"),
+    ("bounces+tag", {"from_address": "bounces+123@mail.shop.example"}, "does not take replies"),
+    ("majordomo", {"from_address": "Majordomo@lists.example"}, "does not take replies"),
+    ("ezmlm", {"headers": {"Mailing-List": "contact users-help@x.example"}}, "Mailing-List"),
+    ("fml", {"headers": {"X-MLServer": "fml [fml 4.0.3 release]"}}, "X-MLServer"),
+    ("fml name", {"headers": {"X-ML-Name": "neko"}}, "X-ML-Name"),
     ("non-ascii address", {"from_address": "jörg@example.de"}, "SMTPUTF8"),
 ]
 
@@ -100,6 +110,10 @@ def test_automated_labels_are_never_answered(
         # a customer's own procmail marks its mail with the customer's address: not a loop
         {"headers": {"X-Loop": "carla@customer.example"}},
         {"from_address": "support+x@customer.example"},
+        # people whose names only look like list words
+        {"from_address": "requester@customer.example"},
+        {"from_address": "owner@customer.example"},
+        {"from_address": "bouncer-team@customer.example"},
     ],
 )
 def test_ordinary_human_mail_is_answered(

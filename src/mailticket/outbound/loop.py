@@ -21,11 +21,18 @@ _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 # Microsoft's X-Auto-Response-Suppress tokens that ask for no automatic reply; "DR", "RN",
 # "NRN" and "NDR" only concern receipts, which a human's mail also commonly suppresses.
 _SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
+# Also the addresses of list software (vacation(1)'s list, RFC 3834 §2's "known to be a
+# mailing list"): owner-x, x-owner, x-request and x-bounces (+VERP tag) are read by a list
+# manager, whose notices ("you are not a member") would answer our answer.
 _NO_REPLY_LOCAL = re.compile(
     r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply)(?:$|[-_.+])"
-    r"|^(?:mailer[-_.]?daemon|postmaster)(?:$|[-_.+])",
+    r"|^(?:mailer[-_.]?daemon|postmaster|listserv|majordomo|mailman)(?:$|[-_.+])"
+    r"|^owner-|-(?:owner|request|bounces?)(?:$|\+)|^bounces?(?:$|[-_.+])",
     re.IGNORECASE,
 )
+# List software that marks its mail without List-Id (RFC 2919 came later): ezmlm's
+# Mailing-List, fml's X-ML-Name/X-MLServer, older servers' X-Mailing-List.
+_LIST_HEADERS = ("List-Id", "Mailing-List", "X-Mailing-List", "X-ML-Name", "X-MLServer")
 
 
 
@@ -78,8 +85,9 @@ def _header_reason(email: ParsedEmail) -> str | None:
     for value in email.headers.get("precedence", []):
         if _first_token(value) in _BULK_PRECEDENCE:
             return f"Precedence: {_first_token(value)}"
-    if email.headers.get("list-id"):
-        return "mailing-list mail (List-Id)"
+    for name in _LIST_HEADERS:
+        if email.headers.get(name.lower()):
+            return f"mailing-list mail ({name})"
     if email.return_path == "":
         return "null Return-Path (a bounce or other automatic mail)"
     return None
