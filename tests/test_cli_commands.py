@@ -74,6 +74,50 @@ def test_bad_workflows_file_is_one_line_for_every_command_that_loads_it(
         assert problem in out.stderr.splitlines(), (argv, out.stderr)
 
 
+def test_a_mail_template_the_workflows_name_but_nobody_wrote_stops_start_up(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A typo in `template:` passed validate and start-up; then every support mail failed its
+    workflow at send_auto_reply, which rolled back its create_ticket: mail logged, no ticket."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "welcome.txt").write_text("Hello {{ ticket.ticket_number }}\n")
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        "workflows:\n"
+        "  - name: confirm\n"
+        "    classification_trigger: support_request\n"
+        "    workflow_steps:\n"
+        "      - action: create_ticket\n"
+        "      - action: send_auto_reply\n"
+        "        params:\n"
+        "          template: welcom\n"
+        "  - name: stale\n"
+        "    event_trigger: {event: ticket_idle, days: 3}\n"
+        "    workflow_steps:\n"
+        "      - action: close\n"
+        "        params: {template: closed_no_answer}\n"
+    )
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    env = {"DATABASE_URL": sqlite_url, "MAILDIR_PATH": str(tmp_path / "md"),
+           "WORKFLOWS_PATH": str(flows), "TEMPLATES_PATH": str(templates)}
+    expected = [
+        f"{flows}:8: send_auto_reply: mail template welcom.txt not found in {templates}",
+        f"{flows}:13: close: mail template closed_no_answer.txt not found in {templates}",
+    ]
+    checked = cli("workflows", "validate", str(flows), cwd=tmp_path, **env)
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == expected
+    for argv in (["run", "--once"], ["workflows", "list"]):
+        out = cli(*argv, cwd=tmp_path, **env)
+        assert out.returncode != 0, argv
+        assert "Traceback" not in out.stderr
+        assert all(line in out.stderr.splitlines() for line in expected), (argv, out.stderr)
+    flows.write_text(flows.read_text().replace("welcom\n", "welcome\n")
+                     .replace("{template: closed_no_answer}", "{status: resolved}"))
+    assert cli("workflows", "validate", str(flows), cwd=tmp_path, **env).returncode == 0
+
+
 # --- OWN_ADDRESSES -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["help@example.com", "help@example.com, Desk <desk@example.com>",

@@ -14,6 +14,7 @@ from mailticket.customers.directory import SyncReport, sync_from_config
 from mailticket.customers.loader import CustomersConfig, load_customers
 from mailticket.customers.lookup import shared_for
 from mailticket.customers.models import Customer
+from mailticket.outbound.templates import templates_dir
 from mailticket.pipeline import Pipeline
 from mailticket.reading.classification import Classifier
 from mailticket.settings import Settings
@@ -46,7 +47,9 @@ class Runtime:
 
     def reload_workflows(self) -> WorkflowSet:
         """Swap in a freshly validated workflow set; a bad file leaves the old one running."""
-        fresh = load_workflows(self.settings.workflows_path)
+        fresh = load_workflows(
+            self.settings.workflows_path, templates=templates_dir(self.settings)
+        )
         self.workflows = fresh
         self.pipeline.workflows = fresh
         return fresh
@@ -60,7 +63,7 @@ def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
     engine = engine or make_engine(settings.database_url, liveness=Liveness.of(settings))
     session_factory = make_session_factory(engine)
     classifier = Classifier.from_settings(settings)
-    workflows = load_workflows(settings.workflows_path)
+    workflows = load_workflows(settings.workflows_path, templates=templates_dir(settings))
     customers = (
         load_customers(settings.customers_path, shared_for(settings))
         if settings.customers_path is not None

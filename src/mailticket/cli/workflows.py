@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mailticket.outbound.templates import templates_dir
 from mailticket.workflows.loader import WorkflowLoadError, load_workflows
 from mailticket.workflows.schema import Workflow, WorkflowSet
 
@@ -32,10 +33,15 @@ def _summary(workflows: WorkflowSet) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from mailticket.cli import settings_or_exit
+
+    # The templates the steps name must be where the service will look for them
+    # (TEMPLATES_PATH, else the shipped set), as at start-up.
+    templates = templates_dir(settings_or_exit())
     failed = False
     for path in args.paths:
         try:
-            workflows = load_workflows(path)
+            workflows = load_workflows(path, templates=templates)
         except WorkflowLoadError as exc:
             failed = True
             for issue in exc.issues:
@@ -50,7 +56,7 @@ def _list(args: argparse.Namespace) -> int:
 
     settings = settings_or_exit()
     try:
-        workflows = load_workflows(settings.workflows_path)
+        workflows = load_workflows(settings.workflows_path, templates=templates_dir(settings))
     except WorkflowLoadError as exc:
         print(f"mailticket: the active workflows do not load:\n{exc}", file=sys.stderr)
         return 1

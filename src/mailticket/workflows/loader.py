@@ -50,15 +50,16 @@ class WorkflowLoadError(Exception):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
-def load_workflows(path: Path | None = None) -> WorkflowSet:
-    """Validate every file under `path` (None: the shipped default.yaml) into one set."""
+def load_workflows(path: Path | None = None, *, templates: Path | None = None) -> WorkflowSet:
+    """Validate every file under `path` (None: the shipped default.yaml) into one set.
+    `templates`: the mail-template folder the steps' templates must be in (None: unchecked)."""
     files, issues = _files(path if path is not None else DEFAULT_PATH)
     registry.load_action_modules()
     found: list[Workflow] = []
     names: list[_Named] = []
     positions = count(1)
     for file in files:
-        found += _load_file(file, issues, names, positions)
+        found += _load_file(file, issues, names, positions, templates)
     first_seen: dict[str, _Named] = {}
     for named in names:
         earlier = first_seen.setdefault(named.name, named)
@@ -99,14 +100,18 @@ def _files(path: Path) -> tuple[list[Path], list[WorkflowIssue]]:
 
 
 def _load_file(
-    path: Path, issues: list[WorkflowIssue], names: list[_Named], positions: Iterator[int]
+    path: Path,
+    issues: list[WorkflowIssue],
+    names: list[_Named],
+    positions: Iterator[int],
+    templates: Path | None,
 ) -> list[Workflow]:
     # A bare list of workflows is accepted too: the shape is judged from the node.
     doc = read_yaml(path, WHAT, mapping_only=False)
     issues.extend(doc.issues)
     if doc.node is None:
         return []
-    return _FileLoader(str(path), issues, names, positions).load(doc.node, doc.data)
+    return _FileLoader(str(path), issues, names, positions, templates).load(doc.node, doc.data)
 
 
 class _FileLoader:
@@ -116,8 +121,10 @@ class _FileLoader:
         issues: list[WorkflowIssue],
         names: list[_Named],
         positions: Iterator[int],
+        templates: Path | None = None,
     ) -> None:
         self.file = file
+        self.templates = templates
         self.issues = issues
         self.names = names
         # Running position across all files of the set: a workflow's default `order`.
@@ -249,6 +256,17 @@ class _FileLoader:
             for err in exc.errors():
                 reason = _reason(err, spec.params_model, param_of=step.action)
                 self.issue(line_at(node, (*at, "params", *err["loc"])), reason)
+            return None
+        missing = [
+            name for name in params.mail_templates()
+            if self.templates is not None and not (self.templates / f"{name}.txt").is_file()
+        ]
+        for name in missing:
+            self.issue(
+                line_at(node, (*at, "params", "template")),
+                f"{step.action}: mail template {name}.txt not found in {self.templates}",
+            )
+        if missing:
             return None
         return Step(
             action=step.action,
