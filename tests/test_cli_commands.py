@@ -118,6 +118,26 @@ def test_a_mail_template_the_workflows_name_but_nobody_wrote_stops_start_up(
     assert cli("workflows", "validate", str(flows), cwd=tmp_path, **env).returncode == 0
 
 
+def test_bad_classification_rules_file_is_file_line_not_a_traceback(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: invoices\n    label: Invoice Mail\n    weight: 0.8\n")
+    mail = tmp_path / "one.eml"
+    mail.write_bytes(make_email())
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    for argv in (["run", "--once"], ["ingest", str(mail)], ["serve", "--port", "9"]):
+        out = cli(*argv, cwd=tmp_path, DATABASE_URL=sqlite_url, MAILDIR_PATH=str(tmp_path / "md"),
+                  CLASSIFICATION_RULES_PATH=str(rules))
+        assert out.returncode == 2, (argv, out.stderr)
+        assert "Traceback" not in out.stderr, (argv, out.stderr)
+        assert out.stderr.splitlines()[:2] == [
+            "mailticket: CLASSIFICATION_RULES_PATH does not load:",
+            f"{rules}:3: rules.0.label: String should match pattern "
+            "'^[A-Za-z0-9][A-Za-z0-9_.-]*$'",
+        ], argv
+
+
 # --- OWN_ADDRESSES -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["help@example.com", "help@example.com, Desk <desk@example.com>",
