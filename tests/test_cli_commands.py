@@ -118,6 +118,39 @@ def test_a_mail_template_the_workflows_name_but_nobody_wrote_stops_start_up(
     assert cli("workflows", "validate", str(flows), cwd=tmp_path, **env).returncode == 0
 
 
+def test_a_trigger_label_no_rule_gives_stops_start_up(sqlite_url: str, tmp_path: Path) -> None:
+    """`classification_trigger: suport_request` loaded and never ran: every support mail
+    went to EMAIL_UNMATCHED_ACTION (logged, no ticket) without a word."""
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        "workflows:\n"
+        "  - name: tickets\n"
+        "    classification_trigger: [suport_request, invoice]\n"
+        "    workflow_steps:\n"
+        "      - action: create_ticket\n"
+    )
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    env = {"DATABASE_URL": sqlite_url, "MAILDIR_PATH": str(tmp_path / "md"),
+           "WORKFLOWS_PATH": str(flows)}
+    known = ("(known: auto_reply, bounce, bulk, spam, spoofed?, support_request; "
+             "CLASSIFICATION_RULES_PATH adds labels)")
+    expected = [f"{flows}:3: classification_trigger: unknown label {label!r} {known}"
+                for label in ("suport_request", "invoice")]
+    checked = cli("workflows", "validate", str(flows), cwd=tmp_path, **env)
+    assert (checked.returncode, checked.stdout.splitlines()) == (1, expected)
+    out = cli("run", "--once", cwd=tmp_path, **env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[1:] == expected
+    # a label of the admin's own rules is one the classifier gives
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: invoices\n    label: invoice\n    weight: 0.8\n"
+                     "    subject: '(?i)invoice'\n")
+    flows.write_text(flows.read_text().replace("suport_request", "support_request"))
+    for argv in (["workflows", "validate", str(flows)], ["run", "--once"]):
+        ok = cli(*argv, cwd=tmp_path, CLASSIFICATION_RULES_PATH=str(rules), **env)
+        assert ok.returncode == 0, (argv, ok.stdout, ok.stderr)
+
+
 def test_bad_classification_rules_file_is_file_line_not_a_traceback(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,9 +48,7 @@ class Runtime:
 
     def reload_workflows(self) -> WorkflowSet:
         """Swap in a freshly validated workflow set; a bad file leaves the old one running."""
-        fresh = load_workflows(
-            self.settings.workflows_path, templates=templates_dir(self.settings)
-        )
+        fresh = checked_workflows(self.settings, self.classifier, self.settings.workflows_path)
         self.workflows = fresh
         self.pipeline.workflows = fresh
         return fresh
@@ -58,12 +57,20 @@ class Runtime:
         self.engine.dispose()
 
 
+def checked_workflows(
+    settings: Settings, classifier: Classifier, path: Path | None
+) -> WorkflowSet:
+    """The workflows under `path`, checked against what this service has: the mail templates
+    of TEMPLATES_PATH (or the shipped set) and the labels its classifier gives."""
+    return load_workflows(path, templates=templates_dir(settings), labels=classifier.labels())
+
+
 def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
     """Raises WorkflowLoadError / ConfigFileError (file:line) for a bad configuration file."""
     engine = engine or make_engine(settings.database_url, liveness=Liveness.of(settings))
     session_factory = make_session_factory(engine)
     classifier = Classifier.from_settings(settings)
-    workflows = load_workflows(settings.workflows_path, templates=templates_dir(settings))
+    workflows = checked_workflows(settings, classifier, settings.workflows_path)
     customers = (
         load_customers(settings.customers_path, shared_for(settings))
         if settings.customers_path is not None

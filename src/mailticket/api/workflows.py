@@ -18,8 +18,8 @@ from mailticket.api.schemas import (
     WorkflowValidateIn,
     WorkflowValidation,
 )
-from mailticket.outbound.templates import templates_dir
-from mailticket.workflows.loader import WorkflowLoadError, load_workflows
+from mailticket.runtime import checked_workflows
+from mailticket.workflows.loader import WorkflowLoadError
 from mailticket.workflows.schema import Workflow, WorkflowSet
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
@@ -63,7 +63,7 @@ def validate(body: WorkflowValidateIn, runtime: RuntimeDep) -> WorkflowValidatio
         path = Path(tmp) / "workflows.yaml"
         path.write_text(body.yaml, encoding="utf-8")
         try:
-            loaded = load_workflows(path, templates=templates_dir(runtime.settings))
+            loaded = checked_workflows(runtime.settings, runtime.classifier, path)
         except WorkflowLoadError as exc:
             return _invalid([(i.line, i.reason) for i in exc.issues])
         except yaml.YAMLError as exc:

@@ -15,8 +15,10 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mailticket.reading.senderauth.verdict import SPOOFED_LABEL
 from mailticket.workflows import registry
 from mailticket.workflows.schema import (
+    ANY,
     TOP_LEVEL_KEYS,
     EventTrigger,
     Step,
@@ -50,16 +52,23 @@ class WorkflowLoadError(Exception):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
-def load_workflows(path: Path | None = None, *, templates: Path | None = None) -> WorkflowSet:
+def load_workflows(
+    path: Path | None = None,
+    *,
+    templates: Path | None = None,
+    labels: frozenset[str] | None = None,
+) -> WorkflowSet:
     """Validate every file under `path` (None: the shipped default.yaml) into one set.
-    `templates`: the mail-template folder the steps' templates must be in (None: unchecked)."""
+    `templates`: the mail-template folder the steps' templates must be in; `labels`: the
+    labels the classifier can give, which a classification_trigger must name (None: either
+    is unchecked)."""
     files, issues = _files(path if path is not None else DEFAULT_PATH)
     registry.load_action_modules()
     found: list[Workflow] = []
     names: list[_Named] = []
     positions = count(1)
     for file in files:
-        found += _load_file(file, issues, names, positions, templates)
+        found += _load_file(file, issues, names, positions, templates, labels)
     first_seen: dict[str, _Named] = {}
     for named in names:
         earlier = first_seen.setdefault(named.name, named)
@@ -105,13 +114,15 @@ def _load_file(
     names: list[_Named],
     positions: Iterator[int],
     templates: Path | None,
+    labels: frozenset[str] | None,
 ) -> list[Workflow]:
     # A bare list of workflows is accepted too: the shape is judged from the node.
     doc = read_yaml(path, WHAT, mapping_only=False)
     issues.extend(doc.issues)
     if doc.node is None:
         return []
-    return _FileLoader(str(path), issues, names, positions, templates).load(doc.node, doc.data)
+    loader = _FileLoader(str(path), issues, names, positions, templates, labels)
+    return loader.load(doc.node, doc.data)
 
 
 class _FileLoader:
@@ -122,9 +133,12 @@ class _FileLoader:
         names: list[_Named],
         positions: Iterator[int],
         templates: Path | None = None,
+        labels: frozenset[str] | None = None,
     ) -> None:
         self.file = file
         self.templates = templates
+        # `spoofed?` is given by sender validation, not by the classifier.
+        self.labels = None if labels is None else labels | {SPOOFED_LABEL}
         self.issues = issues
         self.names = names
         # Running position across all files of the set: a workflow's default `order`.
@@ -185,6 +199,8 @@ class _FileLoader:
         steps = [step for step in built if step is not None]
         if spec is None or len(steps) != len(built):
             return None
+        if not self._labels_known(node, spec):
+            return None
         if not self._steps_fit(node, spec, steps):
             return None
         event = spec.event_trigger
@@ -208,6 +224,23 @@ class _FileLoader:
             customers=spec.customer or (),
             customer_line=line_at(node, ("customer",)) if spec.customer else 0,
         )
+
+    def _labels_known(self, node: yaml.Node, spec: WorkflowSpec) -> bool:
+        """A label no rule gives (a typo: `suport_request`) would leave the workflow silently
+        never running, and its mail to EMAIL_UNMATCHED_ACTION."""
+        if self.labels is None:
+            return True
+        unknown = [
+            label for label in spec.classification_trigger or ()
+            if label != ANY and label not in self.labels
+        ]
+        for label in unknown:
+            self.issue(
+                line_at(node, ("classification_trigger",)),
+                f"classification_trigger: unknown label {label!r} (known: "
+                f"{', '.join(sorted(self.labels))}; CLASSIFICATION_RULES_PATH adds labels)",
+            )
+        return not unknown
 
     def _steps_fit(self, node: yaml.Node, spec: WorkflowSpec, steps: list[Step]) -> bool:
         """An event run has no email: actions that need one are refused where they stand."""
