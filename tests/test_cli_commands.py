@@ -74,6 +74,103 @@ def test_bad_workflows_file_is_one_line_for_every_command_that_loads_it(
         assert problem in out.stderr.splitlines(), (argv, out.stderr)
 
 
+def test_a_mail_template_the_workflows_name_but_nobody_wrote_stops_start_up(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A typo in `template:` passed validate and start-up; then every support mail failed its
+    workflow at send_auto_reply, which rolled back its create_ticket: mail logged, no ticket."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "welcome.txt").write_text("Hello {{ ticket.ticket_number }}\n")
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        "workflows:\n"
+        "  - name: confirm\n"
+        "    classification_trigger: support_request\n"
+        "    workflow_steps:\n"
+        "      - action: create_ticket\n"
+        "      - action: send_auto_reply\n"
+        "        params:\n"
+        "          template: welcom\n"
+        "  - name: stale\n"
+        "    event_trigger: {event: ticket_idle, days: 3}\n"
+        "    workflow_steps:\n"
+        "      - action: close\n"
+        "        params: {template: closed_no_answer}\n"
+    )
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    env = {"DATABASE_URL": sqlite_url, "MAILDIR_PATH": str(tmp_path / "md"),
+           "WORKFLOWS_PATH": str(flows), "TEMPLATES_PATH": str(templates)}
+    expected = [
+        f"{flows}:8: send_auto_reply: mail template welcom.txt not found in {templates}",
+        f"{flows}:13: close: mail template closed_no_answer.txt not found in {templates}",
+    ]
+    checked = cli("workflows", "validate", str(flows), cwd=tmp_path, **env)
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == expected
+    for argv in (["run", "--once"], ["workflows", "list"]):
+        out = cli(*argv, cwd=tmp_path, **env)
+        assert out.returncode != 0, argv
+        assert "Traceback" not in out.stderr
+        assert all(line in out.stderr.splitlines() for line in expected), (argv, out.stderr)
+    flows.write_text(flows.read_text().replace("welcom\n", "welcome\n")
+                     .replace("{template: closed_no_answer}", "{status: resolved}"))
+    assert cli("workflows", "validate", str(flows), cwd=tmp_path, **env).returncode == 0
+
+
+def test_a_trigger_label_no_rule_gives_stops_start_up(sqlite_url: str, tmp_path: Path) -> None:
+    """`classification_trigger: suport_request` loaded and never ran: every support mail
+    went to EMAIL_UNMATCHED_ACTION (logged, no ticket) without a word."""
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        "workflows:\n"
+        "  - name: tickets\n"
+        "    classification_trigger: [suport_request, invoice]\n"
+        "    workflow_steps:\n"
+        "      - action: create_ticket\n"
+    )
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    env = {"DATABASE_URL": sqlite_url, "MAILDIR_PATH": str(tmp_path / "md"),
+           "WORKFLOWS_PATH": str(flows)}
+    known = ("(known: auto_reply, bounce, bulk, spam, spoofed?, support_request; "
+             "CLASSIFICATION_RULES_PATH adds labels)")
+    expected = [f"{flows}:3: classification_trigger: unknown label {label!r} {known}"
+                for label in ("suport_request", "invoice")]
+    checked = cli("workflows", "validate", str(flows), cwd=tmp_path, **env)
+    assert (checked.returncode, checked.stdout.splitlines()) == (1, expected)
+    out = cli("run", "--once", cwd=tmp_path, **env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[1:] == expected
+    # a label of the admin's own rules is one the classifier gives
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: invoices\n    label: invoice\n    weight: 0.8\n"
+                     "    subject: '(?i)invoice'\n")
+    flows.write_text(flows.read_text().replace("suport_request", "support_request"))
+    for argv in (["workflows", "validate", str(flows)], ["run", "--once"]):
+        ok = cli(*argv, cwd=tmp_path, CLASSIFICATION_RULES_PATH=str(rules), **env)
+        assert ok.returncode == 0, (argv, ok.stdout, ok.stderr)
+
+
+def test_bad_classification_rules_file_is_file_line_not_a_traceback(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: invoices\n    label: Invoice Mail\n    weight: 0.8\n")
+    mail = tmp_path / "one.eml"
+    mail.write_bytes(make_email())
+    (tmp_path / "md" / "new").mkdir(parents=True)
+    for argv in (["run", "--once"], ["ingest", str(mail)], ["serve", "--port", "9"]):
+        out = cli(*argv, cwd=tmp_path, DATABASE_URL=sqlite_url, MAILDIR_PATH=str(tmp_path / "md"),
+                  CLASSIFICATION_RULES_PATH=str(rules))
+        assert out.returncode == 2, (argv, out.stderr)
+        assert "Traceback" not in out.stderr, (argv, out.stderr)
+        assert out.stderr.splitlines()[:2] == [
+            "mailticket: CLASSIFICATION_RULES_PATH does not load:",
+            f"{rules}:3: rules.0.label: String should match pattern "
+            "'^[A-Za-z0-9][A-Za-z0-9_.-]*$'",
+        ], argv
+
+
 # --- OWN_ADDRESSES -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["help@example.com", "help@example.com, Desk <desk@example.com>",

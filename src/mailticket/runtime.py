@@ -6,6 +6,7 @@ import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +15,7 @@ from mailticket.customers.directory import SyncReport, sync_from_config
 from mailticket.customers.loader import CustomersConfig, load_customers
 from mailticket.customers.lookup import shared_for
 from mailticket.customers.models import Customer
+from mailticket.outbound.templates import templates_dir
 from mailticket.pipeline import Pipeline
 from mailticket.reading.classification import Classifier
 from mailticket.settings import Settings
@@ -46,7 +48,7 @@ class Runtime:
 
     def reload_workflows(self) -> WorkflowSet:
         """Swap in a freshly validated workflow set; a bad file leaves the old one running."""
-        fresh = load_workflows(self.settings.workflows_path)
+        fresh = checked_workflows(self.settings, self.classifier, self.settings.workflows_path)
         self.workflows = fresh
         self.pipeline.workflows = fresh
         return fresh
@@ -55,12 +57,20 @@ class Runtime:
         self.engine.dispose()
 
 
+def checked_workflows(
+    settings: Settings, classifier: Classifier, path: Path | None
+) -> WorkflowSet:
+    """The workflows under `path`, checked against what this service has: the mail templates
+    of TEMPLATES_PATH (or the shipped set) and the labels its classifier gives."""
+    return load_workflows(path, templates=templates_dir(settings), labels=classifier.labels())
+
+
 def build_runtime(settings: Settings, engine: Engine | None = None) -> Runtime:
     """Raises WorkflowLoadError / ConfigFileError (file:line) for a bad configuration file."""
     engine = engine or make_engine(settings.database_url, liveness=Liveness.of(settings))
     session_factory = make_session_factory(engine)
     classifier = Classifier.from_settings(settings)
-    workflows = load_workflows(settings.workflows_path)
+    workflows = checked_workflows(settings, classifier, settings.workflows_path)
     customers = (
         load_customers(settings.customers_path, shared_for(settings))
         if settings.customers_path is not None

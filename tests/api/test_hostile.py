@@ -300,6 +300,11 @@ def test_by_email_needs_an_address(api: Api) -> None:
     known = api.ingest(make_email(sender="Customer@Example.com"))
     for blank in ("%20", "%09", "%20%20", "x", "customer.example.com"):
         _is_problem(api.get(f"/api/v1/tickets/by-email/{blank}"), 422)
+    # the address left out: not a redirect to a lookup of the ticket "by-email"
+    for path in ("/api/v1/tickets/by-email/", "/api/v1/tickets/by-email"):
+        r = api.get(path, follow_redirects=False)
+        _is_problem(r, 422)
+        assert "by-email/{address}" in r.json()["detail"]
     for nobody in ("@", "%20@%20", "a@", "@b"):
         assert api.get(f"/api/v1/tickets/by-email/{nobody}").json()["tickets"] == [], nobody
     for spelling in ("CUSTOMER@example.com", "%20customer@example.com%20"):

@@ -133,9 +133,10 @@ async def test_the_template_can_be_overridden_and_the_quote_switched_off(
     mail_api: Callable[..., Api], smtp_sink: SmtpSink, tmp_path: Any
 ) -> None:
     (tmp_path / "agent_reply.txt").write_text("Custom: {{ body }} ({{ ticket_number }})\n")
+    # the workflows' send_auto_reply names it: start-up checks it is there
+    (tmp_path / "ticket_created.txt").write_text("got it\n")
     api = mail_api(templates_path=str(tmp_path), agent_reply_quote=False,
                    agent_reply_show_name=False)
-    (tmp_path / "ticket_created.txt").write_text("got it\n")
     first = api.ingest(_customer_mail(cc=""))
     assert _post(api, first.ticket_id, json={"body": "Done.", "author_name": "Anna"}
                  ).status_code == 201

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import email
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
+from email.utils import parseaddr
 
 import pytest
 from sqlalchemy import select, update
@@ -249,3 +253,30 @@ async def test_delivered_mail_is_pruned_after_the_retention(
     assert "not a duration" in capsys.readouterr().err
     with session_factory() as s:
         assert sorted(s.scalars(select(OutboxItem.id))) == ids[3:]
+
+
+async def test_customer_values_longer_than_a_line_never_make_the_relay_refuse_the_reply(
+    settings: Settings, session_factory: sessionmaker[Session], smtp_sink: SmtpSink
+) -> None:
+    """A display name of 1,200 letters without a space and a Message-ID as long (both seen
+    in real mail) gave header lines over RFC 5322's 998 characters: the relay answered
+    "500 Line too long" and the customer's confirmation went dead in the outbox."""
+    cfg = mail_settings(settings, smtp_port=smtp_sink.port)
+    name = "X" * 1200
+    long_id = f"<{'b' * 1200}@customer.example>"
+    with session_factory.begin() as s:
+        inbound = parsed(
+            from_name=name, message_id=long_id, references=[f"<{'c' * 1100}@x.example>"]
+        )
+        ticket = make_ticket(s, inbound)
+        queue_auto_reply(work(s), cfg, ticket, inbound, template="ticket_created", now=NOW)
+    report = await deliver_outgoing_mail(session_factory, cfg, policy=POLICY)
+    assert (report.done, report.retried, report.dead) == (1, 0, 0)
+    got = smtp_sink.messages[0]
+    assert max(len(line) for line in got.data.split(b"\r\n")) <= 998
+    # decode_header joins adjacent encoded words as RFC 2047 §6.2 says (the stdlib's
+    # policy.default parser keeps the whitespace between them in a display name)
+    raw_to = email.message_from_bytes(got.data)["To"]  # compat32: the header as sent
+    to_name, to_address = parseaddr(re.sub(r"\r\n\s", " ", raw_to))
+    assert str(make_header(decode_header(to_name))) == name
+    assert to_address == "carla@customer.example"

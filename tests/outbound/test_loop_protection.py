@@ -42,6 +42,10 @@ NO_REPLY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("our support address", {"from_address": "support@example.com"}, "our own addresses"),
     ("an own address", {"from_address": "billing@example.com"}, "our own addresses"),
     ("reply-to is us", {"reply_to": ["support@example.com"]}, "our own addresses"),
+    # sub-addressing: the MTA delivers support+x@ to our own mailbox
+    ("our address +tag", {"from_address": "Support+Billing@example.com"}, "our own addresses"),
+    ("reply-to us +tag", {"reply_to": ["billing+eu@example.com"]}, "our own addresses"),
+    ("x-loop is us", {"headers": {"X-Loop": "Support <SUPPORT@example.com>"}}, "X-Loop"),
     ("own message-id domain", {"message_id": "<TKT-x-1@mailticket.test>"}, "own domain"),
     ("noreply", {"from_address": "noreply@shop.example"}, "does not take replies"),
     ("no-reply", {"from_address": "no-reply@shop.example"}, "does not take replies"),
@@ -51,6 +55,16 @@ NO_REPLY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("mailer-daemon", {"from_address": "MAILER-DAEMON@mx.example"}, "does not take replies"),
     ("postmaster", {"from_address": "postmaster@mx.example"}, "does not take replies"),
     ("no sender", {"from_address": ""}, "no usable sender"),
+    # list software: its notices would answer our answer
+    ("owner-list", {"from_address": "owner-neko@example.co.jp"}, "does not take replies"),
+    ("list-owner", {"from_address": "users-owner@lists.example"}, "does not take replies"),
+    ("list-request", {"from_address": "users-request@lists.example"}, "does not take replies"),
+    ("VERP bounces", {"from_address": "users-bounces+jo=x.example@lists.example"}, "does not"),
+    ("bounces+tag", {"from_address": "bounces+123@mail.shop.example"}, "does not take replies"),
+    ("majordomo", {"from_address": "Majordomo@lists.example"}, "does not take replies"),
+    ("ezmlm", {"headers": {"Mailing-List": "contact users-help@x.example"}}, "Mailing-List"),
+    ("fml", {"headers": {"X-MLServer": "fml [fml 4.0.3 release]"}}, "X-MLServer"),
+    ("fml name", {"headers": {"X-ML-Name": "neko"}}, "X-ML-Name"),
     ("non-ascii address", {"from_address": "jörg@example.de"}, "SMTPUTF8"),
 ]
 
@@ -93,6 +107,13 @@ def test_automated_labels_are_never_answered(
         {"message_id": "<synthetic@mailticket.test>", "synthetic": True},
         {"from_address": "replyguy@customer.example"},
         {"return_path": None},
+        # a customer's own procmail marks its mail with the customer's address: not a loop
+        {"headers": {"X-Loop": "carla@customer.example"}},
+        {"from_address": "support+x@customer.example"},
+        # people whose names only look like list words
+        {"from_address": "requester@customer.example"},
+        {"from_address": "owner@customer.example"},
+        {"from_address": "bouncer-team@customer.example"},
     ],
 )
 def test_ordinary_human_mail_is_answered(

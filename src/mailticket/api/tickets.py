@@ -100,6 +100,14 @@ def ticket_detail(
     )
 
 
+@router.get("/by-email", include_in_schema=False)
+@router.get("/by-email/", include_in_schema=False)
+def by_email_without_an_address(principal: ScopedReader) -> None:
+    """The address left out is the documented 422 for a blank one. Without these routes
+    `by-email/` was redirected to `by-email`, which read as the ticket "by-email" (404)."""
+    raise Problem(422, "no address: ask for /api/v1/tickets/by-email/{address}")
+
+
 @router.get("/by-email/{email_address}", response_model=TicketsByEmail)
 def by_email(
     email_address: Annotated[

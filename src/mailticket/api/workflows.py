@@ -18,7 +18,8 @@ from mailticket.api.schemas import (
     WorkflowValidateIn,
     WorkflowValidation,
 )
-from mailticket.workflows.loader import WorkflowLoadError, load_workflows
+from mailticket.runtime import checked_workflows
+from mailticket.workflows.loader import WorkflowLoadError
 from mailticket.workflows.schema import Workflow, WorkflowSet
 
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"])
@@ -55,14 +56,14 @@ def list_workflows(runtime: RuntimeDep) -> WorkflowList:
 @router.post(
     "/validate", response_model=WorkflowValidation, dependencies=[Depends(require("read"))]
 )
-def validate(body: WorkflowValidateIn) -> WorkflowValidation:
+def validate(body: WorkflowValidateIn, runtime: RuntimeDep) -> WorkflowValidation:
     """Check one workflow file's text; problems come back as file:line: reason."""
     # The loader reads files (it reports per file); a private temporary one is the input.
     with tempfile.TemporaryDirectory(prefix="mailticket-validate-") as tmp:
         path = Path(tmp) / "workflows.yaml"
         path.write_text(body.yaml, encoding="utf-8")
         try:
-            loaded = load_workflows(path)
+            loaded = checked_workflows(runtime.settings, runtime.classifier, path)
         except WorkflowLoadError as exc:
             return _invalid([(i.line, i.reason) for i in exc.issues])
         except yaml.YAMLError as exc:

@@ -18,6 +18,7 @@ from mailticket.cli.common import (
     safe_url,
     settings_or_exit,
 )
+from mailticket.reading.classification import RuleFileError
 from mailticket.settings import ConfigError
 from mailticket.store.migrate import MigrationsNotFound
 from mailticket.workflows.loader import WorkflowLoadError
@@ -117,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkflowLoadError as exc:
         # The same `file:line: reason` lines as `workflows validate` and `workflows list`.
         _fail(f"mailticket: WORKFLOWS_PATH does not load:\n{exc}", verbose=verbose)
+        return 2
+    except RuleFileError as exc:
+        # A CLASSIFICATION_RULES_PATH file with mistakes: its file:line lines, no traceback.
+        _fail(f"mailticket: CLASSIFICATION_RULES_PATH does not load:\n{exc}", verbose=verbose)
         return 2
     except ConfigFileError as exc:
         # CUSTOMERS_PATH / SLA_PATH, or customers they name that do not exist: file:line.

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from mailticket.workflows.loader import WorkflowLoadError, load_workflows
+from mailticket.reading.classification import Classifier
+from mailticket.runtime import checked_workflows
+from mailticket.workflows.loader import WorkflowLoadError
 from mailticket.workflows.schema import Workflow, WorkflowSet
 
 
@@ -32,10 +34,16 @@ def _summary(workflows: WorkflowSet) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from mailticket.cli import settings_or_exit
+
+    # Checked as at start-up: the templates the steps name must be where the service looks
+    # for them, and the labels they trigger on ones its classifier gives.
+    settings = settings_or_exit()
+    classifier = Classifier.from_settings(settings)
     failed = False
     for path in args.paths:
         try:
-            workflows = load_workflows(path)
+            workflows = checked_workflows(settings, classifier, path)
         except WorkflowLoadError as exc:
             failed = True
             for issue in exc.issues:
@@ -50,7 +58,9 @@ def _list(args: argparse.Namespace) -> int:
 
     settings = settings_or_exit()
     try:
-        workflows = load_workflows(settings.workflows_path)
+        workflows = checked_workflows(
+            settings, Classifier.from_settings(settings), settings.workflows_path
+        )
     except WorkflowLoadError as exc:
         print(f"mailticket: the active workflows do not load:\n{exc}", file=sys.stderr)
         return 1

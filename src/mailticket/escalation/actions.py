@@ -60,6 +60,9 @@ class NotifyParams(ActionParams):
     def _template(cls, value: str) -> str:
         return _template_name(value)
 
+    def mail_templates(self) -> tuple[str, ...]:
+        return (self.template,)
+
 
 class CloseParams(ActionParams):
     status: Literal["closed", "resolved"] = "closed"
@@ -72,6 +75,9 @@ class CloseParams(ActionParams):
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         return None if value is None else _template_name(value)
+
+    def mail_templates(self) -> tuple[str, ...]:
+        return () if self.template is None else (self.template,)
 
 
 def _ticket(ctx: ActionContext, what: str) -> Ticket:

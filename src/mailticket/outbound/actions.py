@@ -31,6 +31,9 @@ class SendAutoReplyParams(ActionParams):
             raise ValueError("must be a template name like ticket_created (a-z, 0-9, _ and -)")
         return value.lower()
 
+    def mail_templates(self) -> tuple[str, ...]:
+        return (self.template,)
+
 
 @action("send_auto_reply", SendAutoReplyParams, through_work=True, on=frozenset({MAIL}))
 def send_auto_reply(ctx: ActionContext, params: SendAutoReplyParams) -> dict[str, Any]:

@@ -32,6 +32,13 @@ _MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 # allows; some servers reject very long headers.
 MAX_REFERENCES = 20
 MAX_SUBJECT_CHARS = 900
+# A header line may not pass 998 characters (RFC 5322 §2.1.1) and an id cannot be folded:
+# a longer one (real mail has them) would make the relay refuse our whole answer ("500 Line
+# too long"), so it is left out of In-Reply-To/References; our own Message-ID still threads.
+MAX_MESSAGE_ID_CHARS = 900
+# A display-name word longer than this cannot be folded within the line limit either; such a
+# name goes out as encoded words, which split anywhere (RFC 2047 allows them for ASCII too).
+_MAX_NAME_WORD = 200
 
 
 
@@ -68,7 +75,7 @@ def valid_message_ids(ids: Iterable[str]) -> list[str]:
     out: list[str] = []
     for raw in ids:
         mid = clean_header(raw)
-        if _MSGID.match(mid) and mid not in seen:
+        if len(mid) <= MAX_MESSAGE_ID_CHARS and _MSGID.match(mid) and mid not in seen:
             seen.add(mid)
             out.append(mid)
     return out
@@ -255,7 +262,7 @@ def _address(name: str, address: str) -> str:
         return formataddr((name, address), "utf-8")
     if not name:
         return address
-    if name.isascii():
+    if name.isascii() and max(len(word) for word in name.split(" ")) <= _MAX_NAME_WORD:
         return formataddr((name, address))
     return " ".join([*_encoded_words(name), f"<{address}>"])
 

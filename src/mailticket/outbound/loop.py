@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 
 from mailticket.settings import Settings
 from mailticket.store.batch import Batch
@@ -20,11 +21,18 @@ _BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 # Microsoft's X-Auto-Response-Suppress tokens that ask for no automatic reply; "DR", "RN",
 # "NRN" and "NDR" only concern receipts, which a human's mail also commonly suppresses.
 _SUPPRESS_TOKENS = frozenset({"all", "autoreply", "oof"})
+# Also the addresses of list software (vacation(1)'s list, RFC 3834 §2's "known to be a
+# mailing list"): owner-x, x-owner, x-request and x-bounces (+VERP tag) are read by a list
+# manager, whose notices ("you are not a member") would answer our answer.
 _NO_REPLY_LOCAL = re.compile(
     r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply)(?:$|[-_.+])"
-    r"|^(?:mailer[-_.]?daemon|postmaster)(?:$|[-_.+])",
+    r"|^(?:mailer[-_.]?daemon|postmaster|listserv|majordomo|mailman)(?:$|[-_.+])"
+    r"|^owner-|-(?:owner|request|bounces?)(?:$|\+)|^bounces?(?:$|[-_.+])",
     re.IGNORECASE,
 )
+# List software that marks its mail without List-Id (RFC 2919 came later): ezmlm's
+# Mailing-List, fml's X-ML-Name/X-MLServer, older servers' X-Mailing-List.
+_LIST_HEADERS = ("List-Id", "Mailing-List", "X-Mailing-List", "X-ML-Name", "X-MLServer")
 
 
 
@@ -39,6 +47,27 @@ def own_addresses(settings: Settings) -> frozenset[str]:
     return frozenset(
         a.strip().lower() for a in [settings.mail_from_address, *settings.own_addresses] if a
     )
+
+
+def is_own_address(settings: Settings, address: str) -> bool:
+    """One of our addresses, also with a sub-address tag (`support+billing@…`): the MTA
+    delivers that to our own mailbox, so answering it is mailing ourselves."""
+    ours = own_addresses(settings)
+    address = address.strip().lower()
+    if address in ours:
+        return True
+    local, at, domain = address.rpartition("@")
+    return bool(at) and "+" in local and f"{local.split('+', 1)[0]}@{domain}" in ours
+
+
+def _loop_reason(settings: Settings, email: ParsedEmail) -> str | None:
+    """X-Loop (procmail, RT, list servers) names who already handled the message: our own
+    address there means it has been through us, and answering it would go round again."""
+    for value in email.headers.get("x-loop", []):
+        for _, address in getaddresses([value]):
+            if address and is_own_address(settings, address):
+                return f"X-Loop: {address.strip().lower()} is one of our own addresses (a loop)"
+    return None
 
 
 def _first_token(value: str) -> str:
@@ -56,8 +85,9 @@ def _header_reason(email: ParsedEmail) -> str | None:
     for value in email.headers.get("precedence", []):
         if _first_token(value) in _BULK_PRECEDENCE:
             return f"Precedence: {_first_token(value)}"
-    if email.headers.get("list-id"):
-        return "mailing-list mail (List-Id)"
+    for name in _LIST_HEADERS:
+        if email.headers.get(name.lower()):
+            return f"mailing-list mail ({name})"
     if email.return_path == "":
         return "null Return-Path (a bounce or other automatic mail)"
     return None
@@ -68,7 +98,7 @@ def _address_reason(settings: Settings, address: str, role: str) -> str | None:
         return f"no usable {role} address"
     if not address.isascii():
         return f"{role} address {address} needs SMTPUTF8, which auto-replies do not use"
-    if address in own_addresses(settings):
+    if is_own_address(settings, address):
         return f"{role} {address} is one of our own addresses"
     local = address.rsplit("@", 1)[0]
     if _NO_REPLY_LOCAL.search(local):
@@ -120,7 +150,7 @@ def should_auto_reply(
             )
     if classification.label in NO_REPLY_LABELS:
         return False, f"classified as {classification.label}"
-    reason = _header_reason(email)
+    reason = _header_reason(email) or _loop_reason(settings, email)
     if reason:
         return False, reason
     sender = email.from_address.strip().lower()

@@ -103,6 +103,10 @@ class Classifier:
             rules.extend(load_rules(settings.classification_rules_path))
         return cls(rules)
 
+    def labels(self) -> frozenset[str]:
+        """Every label a message can get: the built-in ones and the admin rules' labels."""
+        return frozenset(rule.label for rule in self.rules)
+
     def classify(self, email: ParsedEmail) -> Classification:
         hits: list[RuleHit] = []
         misses: dict[str, float] = {}

@@ -15,8 +15,10 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mailticket.reading.senderauth.verdict import SPOOFED_LABEL
 from mailticket.workflows import registry
 from mailticket.workflows.schema import (
+    ANY,
     TOP_LEVEL_KEYS,
     EventTrigger,
     Step,
@@ -50,15 +52,23 @@ class WorkflowLoadError(Exception):
         super().__init__("\n".join(str(issue) for issue in issues))
 
 
-def load_workflows(path: Path | None = None) -> WorkflowSet:
-    """Validate every file under `path` (None: the shipped default.yaml) into one set."""
+def load_workflows(
+    path: Path | None = None,
+    *,
+    templates: Path | None = None,
+    labels: frozenset[str] | None = None,
+) -> WorkflowSet:
+    """Validate every file under `path` (None: the shipped default.yaml) into one set.
+    `templates`: the mail-template folder the steps' templates must be in; `labels`: the
+    labels the classifier can give, which a classification_trigger must name (None: either
+    is unchecked)."""
     files, issues = _files(path if path is not None else DEFAULT_PATH)
     registry.load_action_modules()
     found: list[Workflow] = []
     names: list[_Named] = []
     positions = count(1)
     for file in files:
-        found += _load_file(file, issues, names, positions)
+        found += _load_file(file, issues, names, positions, templates, labels)
     first_seen: dict[str, _Named] = {}
     for named in names:
         earlier = first_seen.setdefault(named.name, named)
@@ -99,14 +109,20 @@ def _files(path: Path) -> tuple[list[Path], list[WorkflowIssue]]:
 
 
 def _load_file(
-    path: Path, issues: list[WorkflowIssue], names: list[_Named], positions: Iterator[int]
+    path: Path,
+    issues: list[WorkflowIssue],
+    names: list[_Named],
+    positions: Iterator[int],
+    templates: Path | None,
+    labels: frozenset[str] | None,
 ) -> list[Workflow]:
     # A bare list of workflows is accepted too: the shape is judged from the node.
     doc = read_yaml(path, WHAT, mapping_only=False)
     issues.extend(doc.issues)
     if doc.node is None:
         return []
-    return _FileLoader(str(path), issues, names, positions).load(doc.node, doc.data)
+    loader = _FileLoader(str(path), issues, names, positions, templates, labels)
+    return loader.load(doc.node, doc.data)
 
 
 class _FileLoader:
@@ -116,8 +132,13 @@ class _FileLoader:
         issues: list[WorkflowIssue],
         names: list[_Named],
         positions: Iterator[int],
+        templates: Path | None = None,
+        labels: frozenset[str] | None = None,
     ) -> None:
         self.file = file
+        self.templates = templates
+        # `spoofed?` is given by sender validation, not by the classifier.
+        self.labels = None if labels is None else labels | {SPOOFED_LABEL}
         self.issues = issues
         self.names = names
         # Running position across all files of the set: a workflow's default `order`.
@@ -178,6 +199,8 @@ class _FileLoader:
         steps = [step for step in built if step is not None]
         if spec is None or len(steps) != len(built):
             return None
+        if not self._labels_known(node, spec):
+            return None
         if not self._steps_fit(node, spec, steps):
             return None
         event = spec.event_trigger
@@ -201,6 +224,23 @@ class _FileLoader:
             customers=spec.customer or (),
             customer_line=line_at(node, ("customer",)) if spec.customer else 0,
         )
+
+    def _labels_known(self, node: yaml.Node, spec: WorkflowSpec) -> bool:
+        """A label no rule gives (a typo: `suport_request`) would leave the workflow silently
+        never running, and its mail to EMAIL_UNMATCHED_ACTION."""
+        if self.labels is None:
+            return True
+        unknown = [
+            label for label in spec.classification_trigger or ()
+            if label != ANY and label not in self.labels
+        ]
+        for label in unknown:
+            self.issue(
+                line_at(node, ("classification_trigger",)),
+                f"classification_trigger: unknown label {label!r} (known: "
+                f"{', '.join(sorted(self.labels))}; CLASSIFICATION_RULES_PATH adds labels)",
+            )
+        return not unknown
 
     def _steps_fit(self, node: yaml.Node, spec: WorkflowSpec, steps: list[Step]) -> bool:
         """An event run has no email: actions that need one are refused where they stand."""
@@ -249,6 +289,17 @@ class _FileLoader:
             for err in exc.errors():
                 reason = _reason(err, spec.params_model, param_of=step.action)
                 self.issue(line_at(node, (*at, "params", *err["loc"])), reason)
+            return None
+        missing = [
+            name for name in params.mail_templates()
+            if self.templates is not None and not (self.templates / f"{name}.txt").is_file()
+        ]
+        for name in missing:
+            self.issue(
+                line_at(node, (*at, "params", "template")),
+                f"{step.action}: mail template {name}.txt not found in {self.templates}",
+            )
+        if missing:
             return None
         return Step(
             action=step.action,

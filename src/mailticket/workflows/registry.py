@@ -43,6 +43,11 @@ class ActionParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def mail_templates(self) -> tuple[str, ...]:
+        """The mail templates this step renders: the loader checks each exists, so a typo
+        stops start-up instead of failing (and rolling back) the workflow on every mail."""
+        return ()
+
 
 class NoParams(ActionParams):
     pass
