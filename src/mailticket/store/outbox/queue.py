@@ -219,6 +219,17 @@ def mark_done(session: Session, item: OutboxItem, result: dict[str, Any] | None 
 # A None result is SQL NULL, as the ORM writes it for mark_done (the column's own type would
 # write a JSON null in an executemany).
 _RESULT = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+_OUTBOX = OutboxItem.__table__.c
+# Built once: the drain writes one per recording.
+_MARK_DONE = (
+    update(OutboxItem.__table__)  # type: ignore[arg-type]
+    .where(_OUTBOX.id == bindparam("item_id"))
+    .values(
+        status="done", result=bindparam("result", type_=_RESULT), last_error=None,
+        done_at=bindparam("now", type_=_OUTBOX.done_at.type),
+        updated_at=bindparam("now", type_=_OUTBOX.updated_at.type),
+    )
+)
 
 
 def mark_done_many(
@@ -229,15 +240,9 @@ def mark_done_many(
     if not performed:
         return
     now = utcnow()
-    table = OutboxItem.__table__
     session.execute(
-        update(table)  # type: ignore[arg-type]
-        .where(table.c.id == bindparam("item_id"))
-        .values(
-            status="done", result=bindparam("result", type_=_RESULT), last_error=None, done_at=now,
-            updated_at=now,
-        ),
-        [{"item_id": item_id, "result": result} for item_id, result in performed],
+        _MARK_DONE,
+        [{"item_id": item_id, "result": result, "now": now} for item_id, result in performed],
     )
 
 
