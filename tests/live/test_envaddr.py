@@ -106,7 +106,7 @@ def random_args(count: int) -> Iterator[str]:
 
 @pytest.mark.parametrize("limit", [0, 64])
 def test_addresses_are_aiosmtpds(limit: int) -> None:
-    args = FORMS + list(random_args(30_000))
+    args = FORMS + list(random_args(15_000))
     for ours, theirs in servers(limit):
         for arg in args:
             assert outcome(ours._getaddr, arg) == outcome(theirs._getaddr, arg), repr(arg)
