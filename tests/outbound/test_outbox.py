@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import String, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.store import outbox
@@ -172,6 +172,62 @@ async def test_drain_counts_each_outcome(session_factory: sessionmaker[Session])
     assert by_key["ok"].status == "done" and by_key["ok"].result == {"sent": True}
     assert by_key["bug"].status == "pending" and "KeyError" in (by_key["bug"].last_error or "")
     assert by_key["permanent"].status == "dead"
+
+
+async def test_a_drain_records_done_items_as_mark_done_does(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The drain writes performed items without loading them (mark_done_many): the rows are
+    those mark_done writes, a retried item's last error cleared, a None result kept None."""
+    results: dict[str, dict[str, Any] | None] = {
+        "dict": {"smtp": "h:25", "reply": "250 ok", "refused": {"x@y": "550 no"}, "n": [1, 2]},
+        "none": None,
+        "retried": {"sent": True},
+    }
+    with session_factory.begin() as s:
+        for key in results:
+            _enqueue(s, f"drain-{key}")
+            _enqueue(s, f"orm-{key}")
+    with session_factory.begin() as s:  # a failed attempt first: a last error to clear
+        for item in outbox.claim(s, kind="smtp", limit=10):
+            if item.idempotency_key.endswith("retried"):
+                outbox.mark_failed(s, item, TransientError("421"), POLICY, now=item.updated_at)
+                item.next_attempt_at = item.updated_at
+            else:
+                outbox.release(s, [item])
+
+    async def handler(item: OutboxItem) -> dict[str, Any] | None:
+        return results[item.idempotency_key.removeprefix("drain-")]
+
+    # The drain takes the drain-* items; the orm-* ones are done by mark_done directly.
+    with session_factory.begin() as s:
+        s.execute(
+            update(OutboxItem)
+            .where(OutboxItem.idempotency_key.like("orm-%"))
+            .values(kind="other")
+        )
+    report = await outbox.drain(session_factory, kind="smtp", handler=handler, policy=POLICY)
+    assert report.done == 3
+    with session_factory.begin() as s:
+        for item in outbox.claim(s, kind="other", limit=10):
+            outbox.mark_done(s, item, results[item.idempotency_key.removeprefix("orm-")])
+    columns = ("status", "result", "last_error", "attempts")
+    with session_factory() as s:
+        rows = {i.idempotency_key: i for i in outbox.list_items(s)}
+        # The JSON as the database holds it (a JSON null and SQL NULL differ there).
+        stored = dict(
+            s.execute(
+                select(OutboxItem.idempotency_key, func.coalesce(
+                    func.cast(OutboxItem.result, String()), "SQL NULL"
+                ))
+            ).all()
+        )
+    for key in results:
+        drained, direct = rows[f"drain-{key}"], rows[f"orm-{key}"]
+        assert [getattr(drained, c) for c in columns] == [getattr(direct, c) for c in columns]
+        assert stored[f"drain-{key}"] == stored[f"orm-{key}"]
+        assert drained.done_at is not None and drained.done_at == drained.updated_at
+    assert rows["drain-retried"].last_error is None and rows["drain-none"].result is None
 
 
 def test_skip_locked_claimers_never_share_a_row(pg_url: str) -> None:

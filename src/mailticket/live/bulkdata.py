@@ -45,6 +45,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP
 
+from mailticket.live.envaddr import QuickAddressMixin
 from mailticket.live.inflight import InFlight, Ticket
 
 log = logging.getLogger(__name__)
@@ -365,9 +366,9 @@ class BulkDataMixin:
         await server.push("250 OK" if status is MISSING else status)
 
 
-class BulkSMTP(BulkDataMixin, SMTP):
-    """aiosmtpd's SMTP server with the bulk DATA reader."""
+class BulkSMTP(BulkDataMixin, QuickAddressMixin, SMTP):
+    """aiosmtpd's SMTP server with the bulk DATA reader and the quick envelope addresses."""
 
 
-class BulkLMTP(BulkDataMixin, LMTP):
-    """aiosmtpd's LMTP server with the bulk DATA reader."""
+class BulkLMTP(BulkDataMixin, QuickAddressMixin, LMTP):
+    """aiosmtpd's LMTP server with the bulk DATA reader and the quick envelope addresses."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import JSON, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from mailticket.store.outbox_models import OutboxItem, utcnow
@@ -213,6 +214,36 @@ def mark_done(session: Session, item: OutboxItem, result: dict[str, Any] | None 
     item.last_error = None
     item.done_at = now
     item.updated_at = now
+
+
+# A None result is SQL NULL, as the ORM writes it for mark_done (the column's own type would
+# write a JSON null in an executemany).
+_RESULT = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+_OUTBOX = OutboxItem.__table__.c
+# Built once: the drain writes one per recording.
+_MARK_DONE = (
+    update(OutboxItem.__table__)  # type: ignore[arg-type]
+    .where(_OUTBOX.id == bindparam("item_id"))
+    .values(
+        status="done", result=bindparam("result", type_=_RESULT), last_error=None,
+        done_at=bindparam("now", type_=_OUTBOX.done_at.type),
+        updated_at=bindparam("now", type_=_OUTBOX.updated_at.type),
+    )
+)
+
+
+def mark_done_many(
+    session: Session, performed: Sequence[tuple[int, dict[str, Any] | None]]
+) -> None:
+    """`mark_done` for many items at once, by id (result per item): one UPDATE sent as an
+    executemany, at once, without loading the rows (the caller has them locked)."""
+    if not performed:
+        return
+    now = utcnow()
+    session.execute(
+        _MARK_DONE,
+        [{"item_id": item_id, "result": result, "now": now} for item_id, result in performed],
+    )
 
 
 def mark_failed(
