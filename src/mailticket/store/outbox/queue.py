@@ -207,16 +207,14 @@ def claim(
 
 
 def mark_done(session: Session, item: OutboxItem, result: dict[str, Any] | None = None) -> None:
-    """Record a performed item (written at the session's next flush, as mark_failed)."""
-    now = utcnow()
-    item.status = "done"
-    item.result = result
-    item.last_error = None
-    item.done_at = now
-    item.updated_at = now
+    """Record one performed item: `mark_done_many` for it, so one statement writes "done"
+    whoever records it. The row is expired, so reading it again shows what was written."""
+    session.flush()  # the item's pending changes first: expiring it would drop them
+    mark_done_many(session, [(item.id, result)])
+    session.expire(item)
 
 
-# A None result is SQL NULL, as the ORM writes it for mark_done (the column's own type would
+# A None result is SQL NULL, as the ORM writes it for the column (the column's own type would
 # write a JSON null in an executemany).
 _RESULT = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 _OUTBOX = OutboxItem.__table__.c
