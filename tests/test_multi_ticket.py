@@ -62,7 +62,7 @@ def incident(n: int = 1, **kw: str) -> bytes:
 
 def thread_ids(env: Setup, ticket_id: int) -> list[str]:
     with env.session() as s:
-        return [row.email_message_id for row in queries.thread(s, ticket_id)]
+        return [row.email_message_id for row in queries.thread(s, ticket_id)[0]]
 
 
 def test_split_by_customer_opens_one_ticket_each(

@@ -102,14 +102,18 @@ def refused(detail: str) -> Problem:
 
 def scoped_json(
     principal: Principal, body: BaseModel, exclude: dict[str, Any] | set[str],
-    status_code: int = 200,
+    status_code: int = 200, *, omit: Iterable[str] = (), headers: dict[str, str] | None = None,
 ) -> Response:
     """`body` as JSON, without the staff-only fields `exclude` names when the token is
-    customer-scoped (a staff token gets everything)."""
-    dropped = exclude if principal.customer_id is not None else None
+    customer-scoped (a staff token gets everything), and without the top-level fields `omit`
+    names for anyone (an unpaged list keeps the seed's exact shape: no `next_cursor`)."""
+    dropped: dict[str, Any] = {}
+    if principal.customer_id is not None:
+        dropped = dict(exclude) if isinstance(exclude, dict) else dict.fromkeys(exclude, True)
+    dropped.update(dict.fromkeys(omit, True))
     return Response(
-        body.model_dump_json(exclude=dropped), media_type="application/json",
-        status_code=status_code,
+        body.model_dump_json(exclude=dropped or None), media_type="application/json",
+        status_code=status_code, headers=headers,
     )
 
 

@@ -73,6 +73,8 @@ NO_NUL = "^[^\\x00]*$"
 # Parameters whose real bound is a setting, not a constant in the code.
 SETTING_MAXIMUM: dict[tuple[str, str, str], Callable[[Settings], int]] = {
     ("/api/v1/tickets", "get", "limit"): lambda s: s.api_max_page_size,
+    ("/api/v1/tickets/{ticket_id}/emails", "get", "limit"): lambda s: s.api_max_page_size,
+    ("/api/v1/tickets/by-email/{email_address}", "get", "limit"): lambda s: s.api_max_page_size,
 }
 
 
@@ -134,6 +136,9 @@ def document(doc: dict[str, Any], app: FastAPI, settings: Settings) -> None:
                 continue
             responses = op.setdefault("responses", {})
             responses.pop("422", None)  # FastAPI's, as application/json: never sent
+            declared = route.responses.get(422) or route.responses.get("422")
+            if declared and declared.get("description"):  # the route's own word on its 422s
+                responses["422"] = {"description": declared["description"]}
             for status in sorted(error_statuses(path, route)):
                 described = responses.get(str(status), {}).get("description")
                 responses[str(status)] = _problem(described or ERROR_TEXT[status])

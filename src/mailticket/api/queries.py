@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, text, true, type_coerce
+from sqlalchemy import ColumnElement, and_, or_, select, text, true, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from mailticket.customers.scope import ticket_clause
 from mailticket.store.models import Attachment, Comment, EmailLog, EmailTicket, Ticket
@@ -129,26 +128,129 @@ THREAD_COLUMNS = (
 )
 
 
-def thread(session: Session, ticket_id: int) -> Sequence[Any]:
-    """A ticket's mail in the order it reached us (ix_email_log_ticket_received serves it),
-    with the mail of other tickets linked to it too (multi-ticket threading).
+def _thread_anchor(ticket_id: int, after_id: int) -> Any:
+    """The received time of mail `after_id`, provided it is in the ticket's thread (its own
+    mail or mail linked to it): a cursor cannot anchor on another ticket's mail and learn
+    where that mail sits in time."""
+    linked = select(EmailTicket.email_log_id).where(EmailTicket.ticket_id == ticket_id)
+    return (
+        select(EmailLog.email_received_at)
+        .where(EmailLog.id == after_id, or_(EmailLog.ticket_id == ticket_id, EmailLog.id.in_(linked)))
+        .scalar_subquery()
+    )
+
+
+def thread(
+    session: Session, ticket_id: int, *, limit: int | None = None, cursor: str | None = None
+) -> tuple[list[Any], str | None]:
+    """A ticket's mail in the order it reached us, (email_received_at, id), with the mail of
+    other tickets linked to it too (multi-ticket threading); at most `limit` rows after the
+    mail the cursor names, and the cursor of the next page (None on the last one).
+
+    Keyset, never OFFSET: each query reads `limit + 1` rows past the anchor from an index
+    (ix_email_log_ticket_received for the ticket's own mail), so a page costs the same deep
+    in a long thread as at its start, and mail arriving meanwhile cannot shift or repeat a
+    page. Such mail has the newest received time and so lands on a later page; mail stamped
+    earlier than the cursor (a backdated import) is not on this walk's pages, as it was not
+    there when the walk passed its place. The anchor's received time is read back from the
+    database, as list_tickets does: the comparison never depends on how a driver formats
+    timestamps. Every writer stamps a received time (pipeline.received_at_of, outbound), so
+    the comparison never meets a NULL.
+
+    A well-formed cursor that names no mail of this thread (another ticket's, an unknown id)
+    gives an empty page, as in list_tickets: the OpenAPI document states the cursor's format
+    (CURSOR), and a value of that format is a position, never a refused request.
 
     Plain rows of the listed columns, not ORM objects: the thread endpoint is the hottest
     read path and needs neither identity map nor the wide columns (body, thread data).
     """
+    after: list[ColumnElement[bool]] = []
+    after_id = decode_cursor(cursor) if cursor is not None else None
+    if after_id is not None:
+        # A row-value comparison, not `t > a OR (t = a AND id > b)`: PostgreSQL and SQLite
+        # seek the index to the anchor with it, where the OR form walks the ticket's index
+        # from its first mail and filters (a page deep in a long thread cost its depth).
+        anchor = _thread_anchor(ticket_id, after_id)
+        after.append(tuple_(EmailLog.email_received_at, EmailLog.id) > tuple_(anchor, after_id))
+    order = (EmailLog.email_received_at, EmailLog.id)
+    fetch = None if limit is None else limit + 1
     own = session.execute(
         select(*THREAD_COLUMNS)
-        .where(EmailLog.ticket_id == ticket_id)
-        .order_by(EmailLog.email_received_at, EmailLog.id)
+        .where(EmailLog.ticket_id == ticket_id, *after)
+        .order_by(*order)
+        .limit(fetch)
     ).all()
+    # The linked mail is its own indexed query (email_ticket's key) rather than an OR in the
+    # first one, which would cost the first its index; each side holds at most `fetch` rows.
     linked = session.execute(
         select(*THREAD_COLUMNS)
         .join(EmailTicket, EmailTicket.email_log_id == EmailLog.id)
-        .where(EmailTicket.ticket_id == ticket_id, EmailLog.ticket_id != ticket_id)
+        .where(EmailTicket.ticket_id == ticket_id, EmailLog.ticket_id != ticket_id, *after)
+        .order_by(*order)
+        .limit(fetch)
     ).all()
-    if not linked:
-        return own
-    return sorted([*own, *linked], key=lambda r: (_utc(r.email_received_at), r.id))
+    rows = list(own) if not linked else sorted(
+        [*own, *linked], key=lambda r: (_utc(r.email_received_at), r.id)
+    )
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].id)
+    return rows, None
+
+
+@dataclass(frozen=True)
+class MailWindow:
+    """A stretch of a ticket's own mail for the thread view, in thread order, and whether
+    there is mail before and after it."""
+
+    mails: list[EmailLog]
+    earlier: bool
+    later: bool
+
+
+def mail_window(
+    session: Session, ticket_id: int, *, limit: int, before: str | None = None,
+    after: str | None = None,
+) -> MailWindow:
+    """The thread view's page of the ticket's own mail, bodies loaded: the `limit` mails
+    just before the mail `before` names, or just after the one `after` names, or without
+    either the newest `limit` (the mail an agent answers, next to the answer form).
+
+    Keyset on (email_received_at, id) both ways: descending for "before" and for the newest
+    (the same index read backwards), ascending for "after", so mail arriving while someone
+    reads never shifts a page. A mark that names no mail of the ticket gives no mail; a
+    malformed one, or both marks at once, is a BadCursor.
+    """
+    if before is not None and after is not None:
+        raise BadCursor("before or after, not both")
+    mark = before if before is not None else after
+    mark_id = decode_cursor(mark) if mark is not None else None
+    received, ident = EmailLog.email_received_at, EmailLog.id
+    query = (
+        select(EmailLog).options(undefer(EmailLog.body_text))
+        .where(EmailLog.ticket_id == ticket_id).limit(limit + 1)
+    )
+    if mark_id is not None:
+        at = (
+            select(received).where(EmailLog.id == mark_id, EmailLog.ticket_id == ticket_id)
+            .scalar_subquery()
+        )
+        # Row values seek the index to the mark (see thread()).
+        if after is not None:
+            query = query.where(tuple_(received, ident) > tuple_(at, mark_id))
+        else:
+            query = query.where(tuple_(received, ident) < tuple_(at, mark_id))
+    forward = after is not None
+    query = query.order_by(received, ident) if forward else query.order_by(
+        received.desc(), ident.desc()
+    )
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if forward:
+        return MailWindow(rows, earlier=True, later=more)
+    rows.reverse()
+    return MailWindow(rows, earlier=more, later=mark_id is not None)
 
 
 def _utc(moment: datetime | None) -> datetime:
@@ -157,28 +259,53 @@ def _utc(moment: datetime | None) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def tickets_by_email(session: Session, address: str, *, scope: int | None = None) -> list[Ticket]:
-    """Tickets opened by the address or carrying mail from it; addresses are stored lower-case.
-    The caller passes a real address: a blank one would match mail with an empty From.
-    `scope`: only that customer's tickets."""
-    addr = address.strip().lower()
-    if not addr:
-        return []
+def _by_email_clause(address: str, scope: int | None) -> list[ColumnElement[bool]]:
     from_log = select(EmailLog.ticket_id).where(
-        EmailLog.email_from == addr, EmailLog.ticket_id.is_not(None)
+        EmailLog.email_from == address, EmailLog.ticket_id.is_not(None)
     ).union(
         select(EmailTicket.ticket_id)
         .join(EmailLog, EmailLog.id == EmailTicket.email_log_id)
-        .where(EmailLog.email_from == addr)
+        .where(EmailLog.email_from == address)
     )
-    return list(
-        session.scalars(
-            select(Ticket)
-            .where(or_(Ticket.requester_email == addr, Ticket.id.in_(from_log)))
-            .where(*([ticket_clause(scope)] if scope is not None else []))
-            .order_by(Ticket.created_at, Ticket.id)
-        )
-    )
+    conds = [or_(Ticket.requester_email == address, Ticket.id.in_(from_log))]
+    if scope is not None:
+        conds.append(ticket_clause(scope))
+    return conds
+
+
+def tickets_by_email(
+    session: Session,
+    address: str,
+    *,
+    scope: int | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> tuple[list[Ticket], str | None]:
+    """Tickets opened by the address or carrying mail from it, oldest first on
+    (created_at, id); addresses are stored lower-case. The caller passes a real address: a
+    blank one would match mail with an empty From. `scope`: only that customer's tickets.
+
+    At most `limit` tickets after the one the cursor names, and the next page's cursor (None
+    on the last page); keyset like list_tickets, so tickets opened meanwhile come on a later
+    page and never shift one. The cursor anchors only on a ticket of this very list (for a
+    scope: of that customer): any other id, another customer's ticket included, gives the
+    same empty page, so the answer tells nothing of what exists outside the list.
+    """
+    addr = address.strip().lower()
+    if not addr:
+        return [], None
+    conds = _by_email_clause(addr, scope)
+    after_id = decode_cursor(cursor) if cursor is not None else None
+    query = select(Ticket).where(*conds)
+    if after_id is not None:
+        anchor = select(Ticket.created_at).where(Ticket.id == after_id, *conds).scalar_subquery()
+        query = query.where(tuple_(Ticket.created_at, Ticket.id) > tuple_(anchor, after_id))
+    query = query.order_by(Ticket.created_at, Ticket.id)
+    rows = list(session.scalars(query.limit(None if limit is None else limit + 1)))
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1].id)
+    return rows, None
 
 
 def comment_visibility(scope: int | None) -> ColumnElement[bool]:

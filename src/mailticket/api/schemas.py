@@ -116,10 +116,17 @@ class EmailOut(_Out):
     classification: str | None = Field(default=None, description=f"The classifier's label. {STAFF_ONLY}")
 
 
+PAGED_NEXT = (
+    "Pass as `cursor` for the next page; null on the last page. Present only when the "
+    "request gave `limit` or `cursor`: an unpaged answer keeps the seed's shape."
+)
+
+
 class TicketEmails(BaseModel):
     ticket_id: int
     ticket_number: str
     emails: list[EmailOut]
+    next_cursor: str | None = Field(default=None, description=PAGED_NEXT)
 
 
 class TicketBrief(_Out):
@@ -133,6 +140,7 @@ class TicketBrief(_Out):
 class TicketsByEmail(BaseModel):
     email_address: str
     tickets: list[TicketBrief]
+    next_cursor: str | None = Field(default=None, description=PAGED_NEXT)
 
 
 class TicketSummary(TicketBrief):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,56 @@ router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 # whatever the mail said.
 ADDRESS = r"^[^\x00]*@[^\x00]*$"
 DEFAULT_PAGE = 50
+
+Cursor = Annotated[
+    str | None,
+    Query(pattern=queries.CURSOR, description="The previous page's `next_cursor`."),
+]
+# The thread and by-email: without `limit` the whole list, as the seed promises and clients
+# written against it read it (they know of no next page), up to API_MAX_UNPAGED rows; a
+# longer list is a 422 asking for pages, never a silently cut one.
+ListLimit = Annotated[
+    int | None,
+    Query(
+        ge=1, le=1000,
+        description="Page size, at most API_MAX_PAGE_SIZE. Without it: the whole list, or a "
+        "422 if it is longer than API_MAX_UNPAGED.",
+    ),
+]
+NEXT_LINK = {
+    "Link": {
+        "description": 'RFC 8288 `<…>; rel="next"`: the next page, when there is one.',
+        "schema": {"type": "string"},
+    }
+}
+UNPAGED_422 = (
+    "The request is not valid (a NUL character, a value out of range, a malformed cursor), "
+    "or it gave no `limit` and the list is longer than API_MAX_UNPAGED."
+)
+
+
+def _check_limit(settings: Settings, limit: int | None) -> None:
+    cap = settings.api_max_page_size
+    if limit is not None and limit > cap:
+        raise Problem(422, f"limit is at most {cap} (API_MAX_PAGE_SIZE)")
+
+
+def _next_link(request: Request, limit: int | None, next_cursor: str | None) -> dict[str, str]:
+    """The Link header of a page with a next one (RFC 8288): this request's URL with the
+    next cursor, so a client that follows links pages without reading the body."""
+    if next_cursor is None or limit is None:
+        return {}
+    url = request.url.include_query_params(limit=limit, cursor=next_cursor)
+    return {"Link": f'<{url.path}?{url.query}>; rel="next"'}
+
+
+def _too_long(what: str, settings: Settings) -> Problem:
+    return Problem(
+        422,
+        f"{what} holds more than {settings.api_max_unpaged} entries (API_MAX_UNPAGED): ask "
+        f"for it in pages, with `limit` (at most {settings.api_max_page_size}) and then each "
+        "page's `next_cursor` as `cursor`",
+    )
 
 TicketRef = Annotated[
     str,
@@ -108,7 +158,11 @@ def by_email_without_an_address(principal: ScopedReader) -> None:
     raise Problem(422, "no address: ask for /api/v1/tickets/by-email/{address}")
 
 
-@router.get("/by-email/{email_address}", response_model=TicketsByEmail)
+@router.get(
+    "/by-email/{email_address}",
+    response_model=TicketsByEmail,
+    responses={200: {"headers": NEXT_LINK}, 422: {"description": UNPAGED_422}},
+)
 def by_email(
     email_address: Annotated[
         str,
@@ -117,14 +171,37 @@ def by_email(
             description="An address; a value without an @ (a blank one, say) is a 422.",
         ),
     ],
+    request: Request,
+    runtime: RuntimeDep,
     session: SessionDep,
     principal: ScopedReader,
-) -> TicketsByEmail:
-    """Tickets opened by the address or with mail from it (case-insensitive)."""
-    found = queries.tickets_by_email(session, email_address, scope=principal.customer_id)
-    return TicketsByEmail(
-        email_address=email_address.strip().lower(),
+    limit: ListLimit = None,
+    cursor: Cursor = None,
+) -> Response:
+    """Tickets opened by the address or with mail from it (case-insensitive), oldest first.
+    With `limit`, one page and its `next_cursor` (and a `Link` header while there is a next
+    page); tickets opened meanwhile never shift a page."""
+    settings = runtime.settings
+    _check_limit(settings, limit)
+    address = email_address.strip().lower()
+    try:
+        found, next_cursor = queries.tickets_by_email(
+            session, email_address, scope=principal.customer_id,
+            limit=limit if limit is not None else settings.api_max_unpaged, cursor=cursor,
+        )
+    except queries.BadCursor as exc:
+        raise Problem(422, str(exc)) from None
+    if limit is None and next_cursor is not None:
+        raise _too_long(f"the ticket list of {address}", settings)
+    body = TicketsByEmail(
+        email_address=address,
         tickets=[TicketBrief.model_validate(t) for t in found],
+        next_cursor=next_cursor,
+    )
+    paged = limit is not None or cursor is not None
+    return scoped_json(
+        principal, body, set(), omit=() if paged else ("next_cursor",),
+        headers=_next_link(request, limit, next_cursor),
     )
 
 
@@ -160,8 +237,7 @@ def list_tickets(
     them (403)."""
     refuse_staff_filters(principal, tag=tag, assignee=assignee)
     cap = runtime.settings.api_max_page_size
-    if limit is not None and limit > cap:
-        raise Problem(422, f"limit is at most {cap} (API_MAX_PAGE_SIZE)")
+    _check_limit(runtime.settings, limit)
     filters = queries.TicketFilters(
         status=status, priority=priority.value if priority else None, tag=tag,
         customer_id=customer_id, assignee=assignee,
@@ -238,16 +314,46 @@ def patch_ticket(
     )
 
 
-@router.get("/{ticket_id}/emails", response_model=TicketEmails)
-def ticket_emails(ticket_id: TicketRef, session: SessionDep, principal: ScopedReader) -> Response:
+@router.get(
+    "/{ticket_id}/emails",
+    response_model=TicketEmails,
+    responses={200: {"headers": NEXT_LINK}, 422: {"description": UNPAGED_422}},
+)
+def ticket_emails(
+    ticket_id: TicketRef,
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: ScopedReader,
+    limit: ListLimit = None,
+    cursor: Cursor = None,
+) -> Response:
     """The ticket's mail in chronological order (the seed's shape, plus direction,
-    matched_by and classification; a customer-scoped token gets neither of the last two)."""
+    matched_by and classification; a customer-scoped token gets neither of the last two).
+    With `limit`, one page and its `next_cursor` (and a `Link` header while there is a next
+    page); mail arriving meanwhile never shifts a page."""
+    settings = runtime.settings
+    _check_limit(settings, limit)
     ticket = load_ticket(session, ticket_id, principal.customer_id)
+    try:
+        rows, next_cursor = queries.thread(
+            session, ticket.id,
+            limit=limit if limit is not None else settings.api_max_unpaged, cursor=cursor,
+        )
+    except queries.BadCursor as exc:
+        raise Problem(422, str(exc)) from None
+    if limit is None and next_cursor is not None:
+        raise _too_long(f"the thread of {ticket.ticket_number}", settings)
     body = TicketEmails(
         ticket_id=ticket.id,
         ticket_number=ticket.ticket_number,
-        emails=[EmailOut.model_validate(e) for e in queries.thread(session, ticket.id)],
+        emails=[EmailOut.model_validate(e) for e in rows],
+        next_cursor=next_cursor,
     )
+    paged = limit is not None or cursor is not None
     # Serialised here, in the worker thread: returning the model would make FastAPI
     # re-validate it in a second thread-pool trip on the busiest endpoint.
-    return scoped_json(principal, body, {"emails": {"__all__": set(STAFF_EMAIL_FIELDS)}})
+    return scoped_json(
+        principal, body, {"emails": {"__all__": set(STAFF_EMAIL_FIELDS)}},
+        omit=() if paged else ("next_cursor",), headers=_next_link(request, limit, next_cursor),
+    )

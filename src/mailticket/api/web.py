@@ -12,8 +12,7 @@ from typing import Annotated, get_args
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from mailticket.api import csrf, customer_access, emails, queries, tokens
 from mailticket.api.auth import (
@@ -33,10 +32,12 @@ from mailticket.conversation import split_reply
 from mailticket.customers.models import Customer
 from mailticket.customers.scope import badges, visible_ticket_ids
 from mailticket.settings import Priority
-from mailticket.store.models import EmailLog
 
 LOGIN_PATH = "/ui/login"
 COOKIE_MAX_AGE = 8 * 3600
+# Mails per thread page: any real conversation fits on one; a longer thread (a mail loop)
+# gets "earlier mail" / "later mail" links.
+THREAD_PAGE = 100
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -142,16 +143,22 @@ def ticket_page(
     principal: UiPrincipal,
     session: SessionDep,
     runtime: RuntimeDep,
+    before: Annotated[str, Query(max_length=20)] = "",
+    after: Annotated[str, Query(max_length=20)] = "",
 ) -> HTMLResponse:
     ticket = load_ticket(session, ticket_ref, principal.customer_id)
-    mails = list(
-        session.scalars(
-            select(EmailLog)
-            .options(undefer(EmailLog.body_text))
-            .where(EmailLog.ticket_id == ticket.id)
-            .order_by(EmailLog.email_received_at, EmailLog.id)
+    # A page of the thread, not all of it: each mail is rendered with its body, and a
+    # thread of thousands (a mail loop) would be one enormous page. As in the ticket list,
+    # a link that fits nothing (a mail moved away, a hand-edited URL) shows the newest page.
+    try:
+        window = queries.mail_window(
+            session, ticket.id, limit=THREAD_PAGE, before=before or None, after=after or None
         )
-    )
+    except queries.BadCursor:
+        window = queries.mail_window(session, ticket.id, limit=THREAD_PAGE)
+    if not window.mails and (before or after):
+        window = queries.mail_window(session, ticket.id, limit=THREAD_PAGE)
+    mails = window.mails
     files = queries.attachments_of(session, [m.id for m in mails])
     # Read through the API's helper: a customer-scoped token never sees internal notes.
     notes = [
@@ -178,6 +185,7 @@ def ticket_page(
     plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
+        earlier=window.earlier, later=window.later,
         authors=authors,
         principal=principal, signed_in=_signed_in(session, principal),
         followup_of=followup_of, followups=followups, split=split,
