@@ -181,9 +181,10 @@ class Settings(BaseSettings):
     # Page size cap of GET /api/v1/tickets (the `limit` parameter).
     api_max_page_size: int = Field(default=200, ge=1, le=1000)
     # Most rows a thread (GET /api/v1/tickets/{id}/emails) or an address's tickets (by-email)
-    # answers without `limit`: the seed promises the whole list there, so a longer one is a
-    # 422 asking for pages instead of one response of unbounded size.
-    api_max_unpaged: int = Field(default=1000, ge=1, le=100_000)
+    # answers without `limit`; 0: no bound. The seed promises the whole list there and
+    # clients written against it cannot page, so the default keeps that promise; an operator
+    # who would rather refuse a huge unpaged answer (422 asking for pages) sets a bound.
+    api_max_unpaged: int = Field(default=0, ge=0, le=1_000_000)
     # Largest request body the HTTP API reads (413 above it), webhook deliveries included.
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 

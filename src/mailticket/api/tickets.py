@@ -53,14 +53,14 @@ Cursor = Annotated[
     Query(pattern=queries.CURSOR, description="The previous page's `next_cursor`."),
 ]
 # The thread and by-email: without `limit` the whole list, as the seed promises and clients
-# written against it read it (they know of no next page), up to API_MAX_UNPAGED rows; a
-# longer list is a 422 asking for pages, never a silently cut one.
+# written against it read it (they know of no next page); an operator may bound it with
+# API_MAX_UNPAGED, and a longer list is then a 422 asking for pages, never a silently cut one.
 ListLimit = Annotated[
     int | None,
     Query(
         ge=1, le=1000,
-        description="Page size, at most API_MAX_PAGE_SIZE. Without it: the whole list, or a "
-        "422 if it is longer than API_MAX_UNPAGED.",
+        description="Page size, at most API_MAX_PAGE_SIZE. Without it: the whole list (a 422 "
+        "if API_MAX_UNPAGED is set and the list is longer).",
     ),
 ]
 NEXT_LINK = {
@@ -71,7 +71,7 @@ NEXT_LINK = {
 }
 UNPAGED_422 = (
     "The request is not valid (a NUL character, a value out of range, a malformed cursor), "
-    "or it gave no `limit` and the list is longer than API_MAX_UNPAGED."
+    "or it gave no `limit` and the list is longer than API_MAX_UNPAGED (when set)."
 )
 
 
@@ -88,6 +88,11 @@ def _next_link(request: Request, limit: int | None, next_cursor: str | None) -> 
         return {}
     url = request.url.include_query_params(limit=limit, cursor=next_cursor)
     return {"Link": f'<{url.path}?{url.query}>; rel="next"'}
+
+
+def _unpaged(settings: Settings) -> int | None:
+    """How many rows an answer without `limit` may hold (None: all of them)."""
+    return settings.api_max_unpaged or None
 
 
 def _too_long(what: str, settings: Settings) -> Problem:
@@ -187,7 +192,7 @@ def by_email(
     try:
         found, next_cursor = queries.tickets_by_email(
             session, email_address, scope=principal.customer_id,
-            limit=limit if limit is not None else settings.api_max_unpaged, cursor=cursor,
+            limit=limit if limit is not None else _unpaged(settings), cursor=cursor,
         )
     except queries.BadCursor as exc:
         raise Problem(422, str(exc)) from None
@@ -338,7 +343,7 @@ def ticket_emails(
     try:
         rows, next_cursor = queries.thread(
             session, ticket.id,
-            limit=limit if limit is not None else settings.api_max_unpaged, cursor=cursor,
+            limit=limit if limit is not None else _unpaged(settings), cursor=cursor,
         )
     except queries.BadCursor as exc:
         raise Problem(422, str(exc)) from None
