@@ -280,3 +280,44 @@ def test_db_answer_timeout_0_leaves_psycopg2_s_own_connection() -> None:
             assert conn.scalar(text("SELECT pg_sleep(1.2)::text || 'ok'")) == "ok"
     finally:
         engine.dispose()
+
+
+def test_serve_readyz_answers_503_within_the_bound_and_200_after(
+    db: tuple[str, Engine], relay: FreezableRelay, cluster: PgCluster, tmp_path: Path,  # noqa: F811
+) -> None:
+    """`mailticket serve` on its own: its readiness probe under a frozen database."""
+    url, _ = db
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DB_"))}
+    env.update(
+        DATABASE_URL=url.replace(f":{cluster.port}/", f":{relay.port}/"),
+        DB_ANSWER_TIMEOUT=str(ANSWER_TIMEOUT), DB_CONNECT_TIMEOUT=str(ANSWER_TIMEOUT),
+    )
+    log_path = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailticket.cli", "serve", "--port", str(port)], env=env,
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),
+    )
+
+    def readyz() -> int:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=CLIENT_WAIT).status_code
+
+    def up() -> bool:
+        try:
+            return readyz() == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(lambda: proc.poll() is not None or up(), 60, "the API to serve")
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        relay.freeze()
+        started = time.monotonic()
+        assert readyz() == 503
+        assert time.monotonic() - started < BOUND
+        relay.thaw()
+        wait_until(up, BOUND, "/readyz 200 again")
+        assert "Traceback" not in log_path.read_text()
+    finally:
+        relay.thaw()
+        stop_process(proc)
