@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
 from mailticket.model_registry import metadata
-from mailticket.store.db import make_engine
+from mailticket.store.db import Liveness, make_engine
 
 config = context.config
 
@@ -49,7 +49,10 @@ def run_migrations_online() -> None:
     else:
         # The service's own engine: its connect timeout and TCP keepalives, so `mailticket
         # db upgrade` against an address that stopped answering fails in seconds, not hangs.
-        engine = make_engine(url, poolclass=pool.NullPool)
+        # No bound on an answer, though: a migration's DDL may rightly run for minutes.
+        engine = make_engine(
+            url, poolclass=pool.NullPool, liveness=Liveness(answer_timeout=0)
+        )
     with engine.connect() as conn:
         _configure(conn)
         with context.begin_transaction():

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     db_keepalives_interval: int = Field(default=10, ge=0)
     db_keepalives_count: int = Field(default=3, ge=0)
     db_tcp_user_timeout: int = Field(default=30, ge=0)
+    # The longest one statement, commit or ping waits for PostgreSQL's answer (seconds; 0:
+    # for ever): a server that keeps the connection open and never answers is then an
+    # outage like a stopped one. Above the slowest statement the service runs.
+    db_answer_timeout: float = Field(default=60.0, ge=0)
     workflows_path: Path | None = None
     classification_rules_path: Path | None = None
     ticket_timezone: str = "UTC"

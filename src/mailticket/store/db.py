@@ -138,6 +138,10 @@ class Liveness:
     # Sent data unacknowledged this long closes the connection: what ends a statement (or a
     # ping) sent to a server that vanished, where keepalives do not apply (data is pending).
     tcp_user_timeout: int = 30
+    # The longest any one call (statement, COPY, commit, ping) waits for the answer, for a
+    # server that still acknowledges TCP but never answers (hung, frozen, behind a stalled
+    # proxy), which none of the above notice; store.answerwait enforces it. 0: no bound.
+    answer_timeout: float = 60.0
 
     @classmethod
     def of(cls, settings: Settings) -> Liveness:
@@ -147,6 +151,7 @@ class Liveness:
             keepalives_interval=settings.db_keepalives_interval,
             keepalives_count=settings.db_keepalives_count,
             tcp_user_timeout=settings.db_tcp_user_timeout,
+            answer_timeout=settings.db_answer_timeout,
         )
 
     def connect_args(self) -> dict[str, Any]:
@@ -172,7 +177,13 @@ def _with_liveness(url: str, liveness: Liveness, connect_args: dict[str, Any]) -
     if parsed.get_driver_name() not in _LIBPQ_DRIVERS:
         return connect_args
     given = set(parsed.query) | set(connect_args)
-    return {k: v for k, v in liveness.connect_args().items() if k not in given} | connect_args
+    args = {k: v for k, v in liveness.connect_args().items() if k not in given} | connect_args
+    if liveness.answer_timeout > 0 and parsed.get_driver_name() == "psycopg2":
+        # Here, not at the top: only a PostgreSQL engine needs psycopg2 loaded.
+        from mailticket.store.answerwait import connection_factory
+
+        args.setdefault("connection_factory", connection_factory(liveness.answer_timeout))
+    return args
 
 
 def make_engine(url: str, *, liveness: Liveness | None = None, **kwargs: Any) -> Engine:
