@@ -199,6 +199,12 @@ def received_at_of(email: ParsedEmail, given: datetime | None) -> datetime:
     """When we got it: the source's word, else our MTA's Received stamp, else Date."""
     if given is not None:
         return given.astimezone(UTC)
+    stamped = email.received if email.received is not None else _stamped_at(email)
+    return stamped or datetime.now(UTC)
+
+
+def _stamped_at(email: ParsedEmail) -> datetime | None:
+    """Our MTA's Received stamp, else Date; None when neither says."""
     for value in email.headers.get("received", [])[:1]:
         _, _, stamp = value.rpartition(";")
         try:
@@ -207,7 +213,7 @@ def received_at_of(email: ParsedEmail, given: datetime | None) -> datetime:
             continue
         if parsed.tzinfo is not None:
             return parsed.astimezone(UTC)
-    return email.date or datetime.now(UTC)
+    return email.date
 
 
 @dataclass
@@ -733,13 +739,16 @@ def _work_ahead(email: ParsedEmail, classification: Classification) -> None:
     """What the batch will need of the message alone, done by the thread that parsed it:
     the batch's thread holds the transaction (and its locks), and in `ingest_many` and the
     IMAP drain it is the slower of the two, so each millisecond moved here shortens the
-    whole. Attachments are hashed (hashlib lets go of the GIL on large input). The reply is
-    split only for mail likely to become a comment (a human's answer to earlier mail or to
-    a ticket number): it is the costliest text work of linking, and wasted on the rest."""
+    whole. Attachments are hashed (hashlib lets go of the GIL on large input), the arrival
+    stamp read from the headers. The reply is split only for mail likely to become a
+    comment (a human's answer to earlier mail or to a ticket number): it is the costliest
+    text work of linking, and wasted on the rest."""
     email.attachments = [
         replace(part, sha256=hashlib.sha256(part.payload).hexdigest())
         for part in email.attachments
     ]
+    # The log row's arrival time when the source gives none (date parsing, pure Python).
+    email.received = _stamped_at(email)
     if not classification.is_automated and (
         email.in_reply_to or email.references or TICKET_NUMBER_RE.search(email.subject)
     ):
