@@ -508,7 +508,10 @@ class Batch:
 
     def refs_for(self, message_ids: Sequence[str]) -> dict[str, list[Ref]]:
         """Stored and recorded refs of each id, merges applied, 'self' first."""
-        self.prefetch_refs(message_ids)
+        # Asked for every message, nearly always about ids the batch's prefetch asked
+        # already: the set test is all such a call needs, not prefetch_mail's set-up.
+        if not self._refs_known.issuperset(message_ids):
+            self.prefetch_refs(message_ids)
         found: dict[str, list[Ref]] = {}
         merged_into = self._merged_into
         for mid in message_ids:
@@ -554,7 +557,8 @@ class Batch:
         return {n: t for n in wanted if (t := self.by_number.get(n)) is not None}
 
     def logged_as(self, message_id: str) -> LoggedMessage | EmailLog | None:
-        self.prefetch_logged([message_id])
+        if message_id not in self._logged_known:  # as in refs_for
+            self.prefetch_logged([message_id])
         return self.logged.get(message_id)
 
     def forget_logged(self, message_id: str) -> None:
