@@ -635,3 +635,33 @@ def test_tickets_changed_in_different_columns_go_out_as_one_update(
     with rt.session_factory() as s:
         tags = [t.tags for t in s.scalars(select(Ticket).order_by(Ticket.id))]
     assert tags[0] == tags[2] and "printer" in tags[1] and "printer" not in tags[0], tags
+
+
+def test_a_chain_of_merged_tickets_is_loaded_with_the_ticket_asked_for(
+    session_factory: Callable[[], Session], engine_events: list[str]
+) -> None:
+    """Mail that arrives before its parent leaves tickets merged into tickets that were
+    merged in turn. The batch loads the whole chain with the ticket asked for, in one query
+    (not one per hop), and resolves the first ticket to the last without asking again."""
+    with session_factory() as session:
+        chain = [Ticket(ticket_number=f"{DAY}-7{i:02d}", subject="s") for i in range(4)]
+        session.add_all(chain)
+        session.flush()
+        for ticket, into in zip(chain, chain[1:], strict=False):
+            ticket.merged_into_id, ticket.status = into.id, "merged"
+        session.commit()
+        ids = [ticket.id for ticket in chain]
+    with session_factory() as session:
+        work = Batch(session)
+        engine_events.clear()
+        work.prefetch_tickets(ids=[ids[0]])
+        asked = [q for q in engine_events if "tticket_tickets" in q]
+        assert len(asked) == 1, asked
+        assert set(ids) <= work.tickets.keys()
+        assert work.live(work.ticket(ids[0])).id == ids[-1]
+        assert [q for q in engine_events if "tticket_tickets" in q] == asked
+        # The chain's tickets are known by number too: asking for one asks nothing.
+        work.prefetch_tickets(numbers=[f"{DAY}-703"])
+        assert [q for q in engine_events if "tticket_tickets" in q] == asked
+        work.close()
+        session.rollback()

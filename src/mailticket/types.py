@@ -73,6 +73,9 @@ class ParsedEmail:
     # What the sender wrote now (the reply without quoted mail and signature), when the
     # parse thread split it ahead for a message likely to become a ticket comment.
     reply: str | None = None
+    # When it arrived by its own headers (our MTA's Received stamp, else Date), when the
+    # parse thread read it ahead (`pipeline.received_at_of`); None: not read, or neither.
+    received: datetime | None = None
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())

@@ -487,7 +487,8 @@ class Batch:
         for ticket in loaded:
             self.tickets[ticket.id] = ticket
             self.by_number[ticket.ticket_number.upper()] = ticket
-        # Follow merge pointers so resolving a merged ticket never needs a query.
+        # Follow merge pointers so resolving a merged ticket never needs a query. The query
+        # followed those it stored; this is for those the batch changed in memory.
         missing = {t.merged_into_id for t in loaded if t.merged_into_id is not None}
         missing -= self.tickets.keys()
         if missing:
@@ -508,7 +509,10 @@ class Batch:
 
     def refs_for(self, message_ids: Sequence[str]) -> dict[str, list[Ref]]:
         """Stored and recorded refs of each id, merges applied, 'self' first."""
-        self.prefetch_refs(message_ids)
+        # Asked for every message, nearly always about ids the batch's prefetch asked
+        # already: the set test is all such a call needs, not prefetch_mail's set-up.
+        if not self._refs_known.issuperset(message_ids):
+            self.prefetch_refs(message_ids)
         found: dict[str, list[Ref]] = {}
         merged_into = self._merged_into
         for mid in message_ids:
@@ -554,7 +558,8 @@ class Batch:
         return {n: t for n in wanted if (t := self.by_number.get(n)) is not None}
 
     def logged_as(self, message_id: str) -> LoggedMessage | EmailLog | None:
-        self.prefetch_logged([message_id])
+        if message_id not in self._logged_known:  # as in refs_for
+            self.prefetch_logged([message_id])
         return self.logged.get(message_id)
 
     def forget_logged(self, message_id: str) -> None:
@@ -767,13 +772,27 @@ def _has_id(cls: type[Any]) -> bool:
 
 @lru_cache(maxsize=4)
 def _tickets_query(numbers: bool, ids: bool) -> Select[Any]:
-    """Tickets by number, by id or both (two index lookups OR-ed), built once: its IN lists
-    are expanding parameters, so the statement and its compiled form are reused."""
+    """Tickets by number, by id or both (two index lookups OR-ed), and the tickets they were
+    merged into, hop after hop, in the same query (a recursive CTE): following each hop with
+    a query of its own took a round trip per hop, and mail that arrives before its parent
+    makes chains of several (the support mix: 86 ticket queries in 50 groups of eight, 35 of
+    them hops). UNION, not UNION ALL: a pair seen again ends the walk. Built once: its IN
+    lists are expanding parameters, so the statement and its compiled form are reused."""
+    table = Ticket.__table__
     wanted = [
-        *([Ticket.ticket_number.in_(bindparam("numbers", expanding=True))] if numbers else []),
-        *([Ticket.id.in_(bindparam("ids", expanding=True))] if ids else []),
+        *([table.c.ticket_number.in_(bindparam("numbers", expanding=True))] if numbers else []),
+        *([table.c.id.in_(bindparam("ids", expanding=True))] if ids else []),
     ]
-    return select(Ticket).where(or_(*wanted))
+    chain = (
+        select(table.c.id, table.c.merged_into_id)
+        .where(or_(*wanted))
+        .cte("ticket_chain", recursive=True)
+    )
+    into = table.alias("merged_into")
+    chain = chain.union(
+        select(into.c.id, into.c.merged_into_id).join(chain, into.c.id == chain.c.merged_into_id)
+    )
+    return select(Ticket).where(Ticket.id.in_(select(chain.c.id)))
 
 
 def _put_back(held: dict[str, Any], key: str, old: Any) -> None:
