@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from mailticket.backends import fake
 from mailticket.runtime import Runtime
 from mailticket.sla.models import TicketStatusChange
 from mailticket.store.models import Comment, EmailLog, QuarantineEntry, Ticket
 from mailticket.store.outbox_models import OutboxItem
 from mailticket.types import Outcome
 from tests.api.conftest import Api, build_api
+from tests.backends.helpers import drain_until_quiet, workflow_for, write_backends
+from tests.backends.mail import mail as backend_mail
 from tests.escalation.helpers import Setup, berlin, setup
 from tests.mailfactory import make_email
 from tests.senderauth.conftest import OUR_MX, delivered
@@ -296,3 +299,28 @@ def test_a_spoofed_workflow_still_holds_forged_own_mail(
         assert s.scalar(select(func.count()).select_from(QuarantineEntry)) == 1
     assert _count(env, Ticket) == 0
     api.client.close()
+
+
+async def test_our_own_mail_is_not_mirrored_to_an_external_backend(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    store = fake.store(f"own-{tmp_path.name}")
+    path = write_backends(tmp_path / "b.yaml", {"jira": {"kind": "fake",
+                                                         "store": f"own-{tmp_path.name}"}})
+    rt = make_runtime(workflows_path=workflow_for(tmp_path, "jira"), backends_file=path,
+                      mail_domain="example.com")
+    raw, mid = backend_mail()
+    first = rt.pipeline.process(raw, "t")
+    assert first.action == "created"
+    # The agent's copy of an answer: on the ticket (this workflow on `any` joins it, as it
+    # joins an auto-reply), but no comment there nor a public one in the remote system.
+    copy = rt.pipeline.process(
+        backend_mail(sender="Support <support@example.com>", reply_to=mid)[0], "t")
+    assert (copy.action, copy.classification, copy.ticket_id) == (
+        "linked", "own_mail", first.ticket_id)
+    with rt.session_factory() as s:
+        assert s.scalar(select(func.count()).select_from(Comment)) == 0
+    rt.pipeline.process(backend_mail(body="still on fire", reply_to=mid)[0], "t")
+    await drain_until_quiet(rt)
+    (remote,) = store.tickets.values()
+    assert len(remote.comments) == 1  # the customer's reply only
