@@ -132,7 +132,7 @@ def test_a_trigger_label_no_rule_gives_stops_start_up(sqlite_url: str, tmp_path:
     (tmp_path / "md" / "new").mkdir(parents=True)
     env = {"DATABASE_URL": sqlite_url, "MAILDIR_PATH": str(tmp_path / "md"),
            "WORKFLOWS_PATH": str(flows)}
-    known = ("(known: auto_reply, bounce, bulk, spam, spoofed?, support_request; "
+    known = ("(known: auto_reply, bounce, bulk, own_mail, spam, spoofed?, support_request; "
              "CLASSIFICATION_RULES_PATH adds labels)")
     expected = [f"{flows}:3: classification_trigger: unknown label {label!r} {known}"
                 for label in ("suport_request", "invoice")]

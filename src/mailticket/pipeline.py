@@ -36,6 +36,7 @@ from mailticket.backends.actions import mirror_followup
 from mailticket.customers import lookup as customers
 from mailticket.outbound.actions import auto_reply_keys
 from mailticket.outbound.loop import reply_recipient
+from mailticket.reading.ownmail import classify_own
 from mailticket.reading.parsing import parse_email
 from mailticket.reading.senderauth import SenderAuthConfig, Verdict, check_sender, is_suspect
 from mailticket.reading.senderauth.dns import DnsClient
@@ -55,7 +56,7 @@ from mailticket.store.models import (
 from mailticket.store.outbox_models import as_utc
 from mailticket.store.senderauth_models import EmailSenderAuth
 from mailticket.ticketing import quarantine, tickets
-from mailticket.types import Classification, Outcome, ParsedEmail
+from mailticket.types import OWN_MAIL, Classification, Outcome, ParsedEmail
 from mailticket.workflows.engine import run_workflows
 from mailticket.workflows.registry import ActionContext, get_action
 
@@ -339,7 +340,10 @@ class Pipeline:
                 # Hashed here, beside the batch being written (hashlib lets go of the GIL
                 # on large input), not by the thread writing the raw row.
                 email.raw_sha256 = hashlib.sha256(raw).hexdigest()
-                classification = self.classifier.classify(email)
+                # Our own mail is no customer's word, whatever the content rules say.
+                classification = classify_own(
+                    self.settings, email, self.classifier.classify(email)
+                )
                 _work_ahead(email, classification)
                 prepared.append((email, classification, self._check_sender(raw)))
             except Exception as exc:  # noqa: BLE001 - the message is quarantined with it
@@ -544,8 +548,9 @@ class Pipeline:
             others = [work.ticket(tid) for tid in resolution.also]
             tickets.merge_tickets(work, first, others, now=ctx.now)
         # Mail on a ticket that lives in an external backend too becomes a remote comment
-        # (no backends configured: no lookup on the hot path), on each of its tickets.
-        if self.settings.backends_file is not None:
+        # (no backends configured: no lookup on the hot path), on each of its tickets. Our
+        # own mail is not: an agent's copy there would be a second, public comment.
+        if self.settings.backends_file is not None and classification.label != OWN_MAIL:
             targets: list[Ticket | None] = [*ctx.tickets] or [None]
             for target in targets:
                 ctx.ticket = target

@@ -11,8 +11,14 @@ from typing import Any, Literal
 Action = Literal["created", "linked", "reopened", "followup", "duplicate", "logged", "quarantined"]
 # The actions that wrote to a ticket (opened one or added to one).
 WROTE_TICKETS = frozenset({"created", "linked", "reopened", "followup"})
-# Labels of mail no human wrote.
-AUTOMATED_LABELS = ("auto_reply", "bounce")
+# Mail whose From is one of our own addresses (reading/ownmail.py): an agent's copy, our
+# own outgoing mail come back, a probe.
+OWN_MAIL = "own_mail"
+# Labels of mail that is no customer's word: no human wrote it (auto_reply, bounce) or we
+# sent it ourselves (own_mail). It is logged and threaded onto its ticket, but never reopens
+# nor comments on one, opens none by default or as a follow-up, and the SLA, idle and
+# participant queries leave it out. (own_mail also never opens one through a workflow.)
+AUTOMATED_LABELS = ("auto_reply", "bounce", OWN_MAIL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +108,8 @@ class Classification:
 
     @property
     def is_automated(self) -> bool:
-        """Mail no human wrote: never auto-answered, never reopens a ticket."""
+        """No customer's word (automatic mail, or our own): never auto-answered, never
+        reopens a ticket."""
         return self.label in AUTOMATED_LABELS
 
 

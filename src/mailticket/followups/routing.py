@@ -4,9 +4,9 @@ Within TICKET_REOPEN_WINDOW of the ticket's closing the reply reopens it (the ti
 services do that when they link a human reply). Later, the old conversation is over: the
 reply opens a new ticket that names the old one as the ticket it follows up
 (`followup_of_id`). A reply that reaches the old ticket again after that continues on its
-newest follow-up instead of opening yet another one. Mail no human wrote (auto-replies,
-bounces) never reopens anything and never opens a follow-up: it stays logged on the ticket
-it threads to.
+newest follow-up instead of opening yet another one. Mail that is no customer's word
+(auto-replies, bounces, and our own mail: `types.AUTOMATED_LABELS`) never reopens anything
+and never opens a follow-up: it stays logged on the ticket it threads to.
 
 Tickets linked by follow-up are separate conversations on purpose: threading never merges
 them with each other (`threading.resolver`).

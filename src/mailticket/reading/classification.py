@@ -48,7 +48,7 @@ from mailticket.reading.classification_rules import (
     builtin_rules,
 )
 from mailticket.settings import Settings
-from mailticket.types import Classification, ParsedEmail, RuleHit
+from mailticket.types import OWN_MAIL, Classification, ParsedEmail, RuleHit
 
 __all__ = [
     "Classifier",
@@ -104,8 +104,9 @@ class Classifier:
         return cls(rules)
 
     def labels(self) -> frozenset[str]:
-        """Every label a message can get: the built-in ones and the admin rules' labels."""
-        return frozenset(rule.label for rule in self.rules)
+        """Every label a message can get: the built-in ones, the admin rules' labels and
+        `own_mail`, which the pipeline gives our own mail (reading/ownmail.py)."""
+        return frozenset(rule.label for rule in self.rules) | {OWN_MAIL}
 
     def classify(self, email: ParsedEmail) -> Classification:
         hits: list[RuleHit] = []

@@ -103,8 +103,8 @@ def link_email(
 
     A human reply becomes a public comment, reopens a resolved ticket and moves a ticket
     waiting for the customer (`pending`) back to `open`, which restarts its SLA clock; an
-    auto-reply or bounce is logged on the ticket but never reopens it nor counts as the
-    customer's word.
+    auto-reply, a bounce or our own mail (an agent's copy) is logged on the ticket but never
+    reopens it nor counts as the customer's word.
     """
     _attach_email(work, ticket, email, log, is_reply=True)
     if classification.is_automated:

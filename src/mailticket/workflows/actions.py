@@ -24,6 +24,7 @@ from mailticket.settings import Priority
 from mailticket.sla import service as sla_service
 from mailticket.store.models import Ticket
 from mailticket.ticketing import tickets
+from mailticket.types import OWN_MAIL
 from mailticket.workflows.registry import (
     BOTH,
     MAIL,
@@ -162,7 +163,8 @@ def _split_customers(ctx: ActionContext, mail: Mail) -> list[CustomerMatch]:
 def create_ticket(ctx: ActionContext, params: CreateTicketParams) -> dict[str, Any]:
     """Thread the email into its ticket(s) when it is a reply, else open a new ticket (one
     per customer with `split_by: customer`); the customer is the workflow's, else the
-    sender's (an exact contact, else its domain unless the sender failed validation)."""
+    sender's (an exact contact, else its domain unless the sender failed validation).
+    Our own mail (`own_mail`) never opens one."""
     _require_tickets_enabled(ctx)
     mail = ctx.mail("create_ticket")
     if ctx.group:  # this workflow opened or joined its tickets already
@@ -173,6 +175,11 @@ def create_ticket(ctx: ActionContext, params: CreateTicketParams) -> dict[str, A
         for ticket_id in (ctx.thread.ticket_id, *ctx.joined):
             _link(ctx, mail, ctx.work.ticket(ticket_id))
         return _group_result(ctx, created=False, linked=True)
+    if mail.classification.label == OWN_MAIL:
+        # Our own mail (reading/ownmail.py) is logged, never a new ticket: an agent's copy
+        # or our mail come back would otherwise open one with us as the requester.
+        return {"created": False, "linked": False,
+                "reason": "mail from one of our own addresses never opens a ticket"}
     explicit = _explicit_customer(ctx, params)
     if params.split_by == "customer":
         each: list[CustomerMatch | None] = [*_split_customers(ctx, mail)] or [None]
