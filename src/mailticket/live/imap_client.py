@@ -150,8 +150,20 @@ class ImapSession:
         # source reconnects now instead of when IDLE would have been renewed (minutes).
         self.lost = True
         client = self.client
-        if client is not None and client.protocol.has_pending_idle_command():
-            client.protocol.idle_queue.put_nowait(aioimaplib.STOP_WAIT_SERVER_PUSH)
+        if client is None:
+            return
+        protocol = client.protocol
+        if protocol.has_pending_idle_command():
+            protocol.idle_queue.put_nowait(aioimaplib.STOP_WAIT_SERVER_PUSH)
+            return
+        # aioimaplib leaves any other command in flight (a FETCH mid-literal, say) waiting
+        # for its timeout, IMAP_TIMEOUT of silence: end it now, the session is over.
+        for command in (protocol.pending_sync_command, *protocol.pending_async_commands.values()):
+            if command is not None:
+                command._exception = aioimaplib.AioImapException(
+                    f"connection lost during {command.name}: {exc!r}"
+                )
+                command.close(b"connection lost", "KO")
 
     async def open(self) -> None:
         box, host, port = self.box, self.box.host, self.box.port_or_default
@@ -195,6 +207,9 @@ class ImapSession:
     def _c(self) -> aioimaplib.IMAP4:
         if self.client is None:
             raise ImapError("not connected")
+        if self.lost:
+            # A command written to a closed socket would wait IMAP_TIMEOUT for its answer.
+            raise ImapError("connection lost")
         return self.client
 
     @staticmethod
@@ -323,7 +338,8 @@ class ImapSession:
         if client is None:
             return
         try:
-            await asyncio.wait_for(client.logout(), min(self.timeout, 5))
+            if not self.lost:  # on a dead socket LOGOUT would only wait for its timeout
+                await asyncio.wait_for(client.logout(), min(self.timeout, 5))
         except (TimeoutError, aioimaplib.AioImapException, OSError) as exc:
             # The connection is already gone; closing the socket below is all that is left.
             log.debug("logout failed mailbox=%s error=%r", self.box.label, exc)
