@@ -7,10 +7,14 @@ import asyncio
 import time
 from pathlib import Path
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from mailticket.live.config import MailboxConfig
+from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapSession
 from tests.live.dovecot import Dovecot
-from tests.live.helpers import message
+from tests.live.helpers import FakeHandler, counts, message
 
 
 async def test_a_server_gone_mid_fetch_ends_the_fetch_at_once_not_at_the_timeout(
@@ -47,3 +51,23 @@ async def test_a_server_gone_mid_fetch_ends_the_fetch_at_once_not_at_the_timeout
         assert time.monotonic() - started < 10
     finally:
         server.stop()
+
+
+async def test_folders_with_non_ascii_names_are_read_and_moved_to(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session],
+    engine: Engine,
+) -> None:
+    """Configured as people write them (UTF-8); IMAP wants modified UTF-7 on the wire."""
+    wire = '"&BB8EPgQ0BDQENQRABDYEOgQw- &BBoEOwQ4BDUEPQRCBEs-"'  # Поддержка Клиенты (imaplib
+    dovecot.create(wire)  # quotes no names)
+    for i in range(2):
+        dovecot.append(message(f"вопрос {i}"), wire)
+    box = mailbox.model_copy(
+        update={"folder": "Поддержка Клиенты", "after": "move:Erledigt/Rückfragen & Co"}
+    )
+    src = ImapSource(box, FakeHandler(), session_factory, engine, max_message_size=10**6,
+                     timeout=10)
+    assert await src.run_once() == 2
+    assert counts(session_factory)["email_log"] == 2
+    assert dovecot.count(wire) == 0
+    assert dovecot.count('"Erledigt/R&APw-ckfragen &- Co"') == 2

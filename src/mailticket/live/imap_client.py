@@ -8,6 +8,7 @@ that does not offer STARTTLS is an error, never a fallback to clear text.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import shlex
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+# A name already in modified UTF-7 (RFC 3501 5.1.3): ASCII, every & opening a shift
+# sequence. Such names (configured as the server lists them) are sent as they are.
+_MUTF7 = re.compile(r"(?:[\x20-\x25\x27-\x7e]|&[A-Za-z0-9+,]*-)*\Z")
 
 
 class ImapError(Exception):
@@ -191,11 +196,11 @@ class ImapSession:
         self._ok(resp, "login")
         if self.box.move_target is not None:
             # Create the target once; a NO [ALREADYEXISTS] is the normal answer afterwards.
-            await self._c.create(_quote(self.box.move_target))
+            await self._c.create(_mailbox(self.box.move_target))
         await self.select()
 
     async def select(self) -> None:
-        resp = await self._c.select(_quote(self.box.folder))
+        resp = await self._c.select(_mailbox(self.box.folder))
         self._ok(resp, f"select {self.box.folder}")
         for line in resp.lines:
             if m := _UIDVALIDITY.search(bytes(line)):
@@ -260,9 +265,9 @@ class ImapSession:
         target, uid_set = self.box.move_target, _uid_set(uids)
         if target is not None:
             if self.has("MOVE"):
-                self._ok(await self._c.uid("move", uid_set, _quote(target)), "move")
+                self._ok(await self._c.uid("move", uid_set, _mailbox(target)), "move")
                 return
-            self._ok(await self._c.uid("copy", uid_set, _quote(target)), "copy")
+            self._ok(await self._c.uid("copy", uid_set, _mailbox(target)), "copy")
         if target is not None or self.box.after == "delete":
             self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen \Deleted)"), "store")
             if self.has("UIDPLUS"):
@@ -371,6 +376,20 @@ async def _run_token_command(box: MailboxConfig, timeout: float) -> str:
 
 def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mailbox(name: str) -> str:
+    """A folder name as IMAP wants it: modified UTF-7, quoted. Sent as UTF-8, a name like
+    "Eingang/Rückfragen" is refused ("not valid mUTF-7") at every connect, forever."""
+    return _quote(name if _MUTF7.match(name) else _mutf7(name))
+
+
+def _mutf7(name: str) -> str:
+    def shift(run: re.Match[str]) -> str:
+        packed = base64.b64encode(run.group().encode("utf-16-be")).rstrip(b"=")
+        return "&" + packed.replace(b"/", b",").decode("ascii") + "-"
+
+    return _UNPRINTABLE.sub(shift, name.replace("&", "&-"))
 
 
 def _uid_set(uids: list[int]) -> str:
