@@ -1,5 +1,6 @@
 """The IMAP source against a Dovecot that misbehaves the way real servers and mailboxes do:
-a connection dropped in the middle of a FETCH, folders named outside ASCII."""
+a connection dropped in the middle of a FETCH, folders named outside ASCII, a folder
+recreated under a running worker."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +17,7 @@ from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapSession
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import FakeHandler, counts, message
+from tests.live.test_worker import wait_for
 
 
 async def test_a_server_gone_mid_fetch_ends_the_fetch_at_once_not_at_the_timeout(
@@ -71,3 +74,34 @@ async def test_folders_with_non_ascii_names_are_read_and_moved_to(
     assert counts(session_factory)["email_log"] == 2
     assert dovecot.count(wire) == 0
     assert dovecot.count('"Erledigt/R&APw-ckfragen &- Co"') == 2
+
+
+async def test_a_folder_recreated_under_an_idling_worker_is_read_again(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session],
+    engine: Engine, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Deleted and created again (a restore, a client "emptying" it) while the worker IDLEs
+    on it: Dovecot reports nothing, the session stays on the old folder; its mail is read
+    within a poll interval, and once (the old message comes back as a duplicate)."""
+    box = mailbox.model_copy(update={"folder": "Support"})
+    dovecot.create("Support")
+    first = message("before")
+    dovecot.append(first, "Support")
+    src = ImapSource(box, FakeHandler(), session_factory, engine, max_message_size=10**6,
+                     timeout=5, poll_interval=1)
+    task = asyncio.create_task(src.run())
+    try:
+        await wait_for(lambda: counts(session_factory)["email_log"] == 1)
+        await asyncio.sleep(0.3)  # idling
+        await asyncio.to_thread(dovecot.delete, "Support")
+        await asyncio.to_thread(dovecot.create, "Support")
+        await asyncio.to_thread(dovecot.append_many, [first, message("after")], "Support")
+        await wait_for(lambda: counts(session_factory)["ledger"] == 3, timeout=8)
+    finally:
+        src.stop.set()
+        await asyncio.wait_for(task, 15)
+    assert counts(session_factory) == {
+        "email_log": 2, "distinct": 2, "quarantine": 0, "ledger": 3, "pending": 0
+    }
+    assert all("\\Seen" in flags for flags in dovecot.flags("Support").values())
+    assert "uidvalidity changed" in caplog.text

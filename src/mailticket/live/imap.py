@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -418,6 +419,12 @@ class ImapSource:
                 news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW), self.wake)
                 if not await _wait(stop, news):
                     return
+                if time.monotonic() - self.imap.selected_at >= self.poll_interval:
+                    # A folder deleted (or renamed away) and created again under this session
+                    # is never reported by IDLE: the session stays on the old one and sees
+                    # none of the new mail. A SELECT per poll interval notices its new
+                    # UIDVALIDITY.
+                    await self.imap.select()
             else:
                 try:
                     if not await _wait(stop, asyncio.wait_for(self.wake.wait(), IDLE_RENEW)):

@@ -13,6 +13,7 @@ import logging
 import re
 import shlex
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -149,6 +150,7 @@ class ImapSession:
         self.client: aioimaplib.IMAP4 | None = None
         self.uidvalidity = 0
         self.lost = False
+        self.selected_at = 0.0  # time.monotonic() of the last SELECT
 
     def _connection_lost(self, exc: Exception | None) -> None:
         # aioimaplib leaves a waiting IDLE hanging when the socket dies; wake it so the
@@ -202,9 +204,17 @@ class ImapSession:
     async def select(self) -> None:
         resp = await self._c.select(_mailbox(self.box.folder))
         self._ok(resp, f"select {self.box.folder}")
+        self.selected_at = time.monotonic()
         for line in resp.lines:
             if m := _UIDVALIDITY.search(bytes(line)):
-                self.uidvalidity = int(m.group(1))
+                uidvalidity = int(m.group(1))
+                if self.uidvalidity and uidvalidity != self.uidvalidity:
+                    # Its UIDs start again: say why everything in it is read once more.
+                    log.warning(
+                        "uidvalidity changed mailbox=%s old=%d new=%d (folder recreated?)",
+                        self.box.label, self.uidvalidity, uidvalidity,
+                    )
+                self.uidvalidity = uidvalidity
                 return
         raise ImapError(f"server gave no UIDVALIDITY for {self.box.folder}")
 
