@@ -105,3 +105,27 @@ async def test_a_folder_recreated_under_an_idling_worker_is_read_again(
     }
     assert all("\\Seen" in flags for flags in dovecot.flags("Support").values())
     assert "uidvalidity changed" in caplog.text
+
+
+async def test_mail_read_by_someone_else_before_it_was_stored_is_still_taken(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session],
+    engine: Engine,
+) -> None:
+    """IMAP_AFTER=seen: a person opening new mail in the shared mailbox (or reading it while
+    the worker is stopped) flags it \\Seen first; UNSEEN alone then never took it. Mail read
+    before the first drain is the mailbox's past and stays untouched."""
+    c = dovecot.client()
+    c.append("INBOX", r"(\Seen)", None, message("read long ago"))
+    c.logout()
+    dovecot.append(message("first"))
+    src = ImapSource(mailbox, FakeHandler(), session_factory, engine, max_message_size=10**6,
+                     timeout=10)
+    assert await src.run_once() == 1
+    dovecot.append_many([message("read by a person first"), message("unread")])
+    c = dovecot.client()
+    c.select("INBOX")
+    c.uid("STORE", "3", "+FLAGS", r"(\Seen)")
+    c.logout()
+    assert await src.run_once() == 2
+    assert await src.run_once() == 0
+    assert counts(session_factory)["ledger"] == 3

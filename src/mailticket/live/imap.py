@@ -140,11 +140,18 @@ class ImapSource:
     async def drain(self) -> int:
         """Store every new message of the selected folder; returns how many were stored."""
         await self._redo_pending()
-        criterion = "UNSEEN" if self.box.after == "seen" else "ALL"
+        uidvalidity = self.imap.uidvalidity
+        criterion = "ALL"
+        if self.box.after == "seen":
+            # Unread mail, and whatever arrived after the newest stored message even if
+            # someone read it first (a person in the shared mailbox, during a restart):
+            # UNSEEN alone never took such a message at all. Without a stored message
+            # (a first start, a recreated folder) the read mail is the past: left alone.
+            newest = await asyncio.to_thread(self._newest, uidvalidity)
+            criterion = "UNSEEN" if newest is None else f"OR UNSEEN UID {newest + 1}:*"
         listed = await self.imap.search(criterion)
         if not listed:
             return 0
-        uidvalidity = self.imap.uidvalidity
         known = await asyncio.to_thread(self._known, uidvalidity, listed)
         todo = [uid for uid in listed if uid not in known]
         stored = 0
@@ -282,6 +289,10 @@ class ImapSource:
     def _known(self, uidvalidity: int, uids: list[int]) -> set[int]:
         with self.session_factory() as session:
             return ledger.known_uids(session, self.box.key, self.box.folder, uidvalidity, uids)
+
+    def _newest(self, uidvalidity: int) -> int | None:
+        with self.session_factory() as session:
+            return ledger.newest_uid(session, self.box.key, self.box.folder, uidvalidity)
 
     def _pending(self) -> list[tuple[int, int, int, str]]:
         with self.session_factory() as session:
