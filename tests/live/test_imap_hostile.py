@@ -1,12 +1,14 @@
 """The IMAP source against a Dovecot that misbehaves the way real servers and mailboxes do:
 a connection dropped in the middle of a FETCH, folders named outside ASCII, a folder
-recreated under a running worker."""
+recreated under a running worker, mail read or expunged by another client."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket.live.config import MailboxConfig
 from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapSession
+from mailticket.types import Outcome
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import FakeHandler, counts, message
 from tests.live.test_worker import wait_for
@@ -129,3 +132,37 @@ async def test_mail_read_by_someone_else_before_it_was_stored_is_still_taken(
     assert await src.run_once() == 2
     assert await src.run_once() == 0
     assert counts(session_factory)["ledger"] == 3
+
+
+class _ExpungingHandler(FakeHandler):
+    """Another client expunges UID 2 while the batch is stored: after the commit, before
+    the server action."""
+
+    def __init__(self, dovecot: Dovecot) -> None:
+        super().__init__()
+        self.dovecot = dovecot
+
+    def process_batch(
+        self, session: Session, items: Sequence[tuple[bytes, str]], *,
+        prepared: Sequence[Any] | None = None,
+    ) -> list[Outcome]:
+        other = self.dovecot.client()
+        other.select("INBOX")
+        other.uid("STORE", "2", "+FLAGS", r"(\Deleted)")
+        other.expunge()
+        other.logout()
+        return super().process_batch(session, items, prepared=prepared)
+
+
+async def test_a_message_expunged_by_another_client_does_not_fail_the_move_of_the_rest(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session],
+    engine: Engine,
+) -> None:
+    dovecot.create("Done")
+    dovecot.append_many([message(f"m{i}") for i in range(4)])
+    box = mailbox.model_copy(update={"after": "move:Done"})
+    src = ImapSource(box, _ExpungingHandler(dovecot), session_factory, engine,
+                     max_message_size=10**6, timeout=10)
+    assert await src.run_once() == 4
+    assert dovecot.count("INBOX") == 0 and dovecot.count("Done") == 3
+    assert counts(session_factory)["pending"] == 0

@@ -275,9 +275,9 @@ class ImapSession:
         target, uid_set = self.box.move_target, _uid_set(uids)
         if target is not None:
             if self.has("MOVE"):
-                self._ok(await self._c.uid("move", uid_set, _mailbox(target)), "move")
+                self._ok(await self._transfer("move", uid_set, target), "move")
                 return
-            self._ok(await self._c.uid("copy", uid_set, _mailbox(target)), "copy")
+            self._ok(await self._transfer("copy", uid_set, target), "copy")
         if target is not None or self.box.after == "delete":
             self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen \Deleted)"), "store")
             if self.has("UIDPLUS"):
@@ -286,6 +286,16 @@ class ImapSession:
                 self._ok(await self._c.expunge(), "expunge")
             return
         self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "store")
+
+    async def _transfer(self, command: str, uid_set: str, target: str) -> Any:
+        """UID MOVE/COPY. Dovecot refuses the whole command, NO [EXPUNGEISSUED], when another
+        client expunged one of the messages since this session last heard; the answer
+        brings the EXPUNGE, so the same command again moves the rest. Refused, it was an
+        error that cost a reconnect (and failed `run --once`) for a message already gone."""
+        resp = await self._c.uid(command, uid_set, _mailbox(target))
+        if resp.result == "NO" and any(b"[EXPUNGEISSUED]" in bytes(x) for x in resp.lines):
+            resp = await self._c.uid(command, uid_set, _mailbox(target))
+        return resp
 
     async def hold(self, uids: list[int]) -> None:
         """Flag messages read and flagged, and leave them where they are: what a mailbox that
