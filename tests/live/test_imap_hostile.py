@@ -5,6 +5,7 @@ recreated under a running worker, mail read or expunged by another client."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.live.config import MailboxConfig
 from mailticket.live.imap import ImapSource
-from mailticket.live.imap_client import ImapSession
+from mailticket.live.imap_client import ImapError, ImapSession
 from mailticket.types import Outcome
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import FakeHandler, counts, message
@@ -166,3 +167,15 @@ async def test_a_message_expunged_by_another_client_does_not_fail_the_move_of_th
     assert await src.run_once() == 4
     assert dovecot.count("INBOX") == 0 and dovecot.count("Done") == 3
     assert counts(session_factory)["pending"] == 0
+
+
+async def test_a_server_that_never_greets_is_named_in_the_error() -> None:
+    """A port that accepts and stays silent (a wrong port, a stuck proxy) used to be logged
+    as error=TimeoutError(), which says nothing of what was waited for."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        box = MailboxConfig(host="127.0.0.1", port=port, tls="plain", user="u", password="p")
+        session = ImapSession(box, timeout=0.5)
+        with pytest.raises(ImapError, match=rf"no IMAP greeting from 127\.0\.0\.1:{port}"):
+            await session.open()
+        await session.close()

@@ -187,14 +187,28 @@ class ImapSession:
                 conn_lost_cb=self._connection_lost,
             )
         self.client = client
-        await client.wait_hello_from_server()
+        # aioimaplib's timeouts here are bare TimeoutError(): the log said "error=TimeoutError()"
+        # and not whether the server never greeted (a wrong port, a stuck proxy) or sat on
+        # the login (Dovecot's auth penalty after failed logins from the same address).
+        try:
+            await client.wait_hello_from_server()
+        except TimeoutError:
+            raise ImapError(
+                f"no IMAP greeting from {host}:{port} within {self.timeout:g} s"
+            ) from None
+        token = None
         if box.oauth2_token_command is not None:
-            resp = await client.xoauth2(box.user, await _run_token_command(box, self.timeout))
+            token = await _run_token_command(box, self.timeout)
         elif box.oauth2_token is not None:
-            resp = await client.xoauth2(box.user, box.oauth2_token.get_secret_value())
-        else:
-            assert box.password is not None
-            resp = await client.login(box.user, box.password.get_secret_value())
+            token = box.oauth2_token.get_secret_value()
+        try:
+            if token is not None:
+                resp = await client.xoauth2(box.user, token)
+            else:
+                assert box.password is not None
+                resp = await client.login(box.user, box.password.get_secret_value())
+        except TimeoutError:
+            raise ImapError(f"no answer to the login within {self.timeout:g} s") from None
         self._ok(resp, "login")
         if self.box.move_target is not None:
             # Create the target once; a NO [ALREADYEXISTS] is the normal answer afterwards.
