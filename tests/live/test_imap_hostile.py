@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailticket.live.config import MailboxConfig
 from mailticket.live.imap import ImapSource
 from mailticket.live.imap_client import ImapError, ImapSession
+from mailticket.live.lock import SourceLock, mailbox_lock_name
 from mailticket.types import Outcome
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import FakeHandler, counts, message
@@ -179,3 +180,39 @@ async def test_a_server_that_never_greets_is_named_in_the_error() -> None:
         with pytest.raises(ImapError, match=rf"no IMAP greeting from 127\.0\.0\.1:{port}"):
             await session.open()
         await session.close()
+
+
+async def test_a_recreated_folder_is_not_drained_while_another_worker_holds_its_lock(
+    dovecot: Dovecot, mailbox: MailboxConfig, session_factory: sessionmaker[Session],
+    engine: Engine,
+) -> None:
+    """The lock is named by the folder's UIDVALIDITY: after the SELECT that finds a new one,
+    the worker takes the new lock before it drains, and waits while another holds it."""
+    box = mailbox.model_copy(update={"folder": "Support"})
+    dovecot.create("Support")
+    dovecot.append(message("before"), "Support")
+    src = ImapSource(box, FakeHandler(), session_factory, engine, max_message_size=10**6,
+                     timeout=5, poll_interval=3)
+    task = asyncio.create_task(src.run())
+    other = None
+    try:
+        await wait_for(lambda: counts(session_factory)["email_log"] == 1)
+        # All of this well within the 3 s before the worker's next SELECT.
+        await asyncio.to_thread(dovecot.delete, "Support")
+        await asyncio.to_thread(dovecot.create, "Support")
+        await asyncio.to_thread(dovecot.append, message("after"), "Support")
+        probe = ImapSession(box, 5)
+        await probe.open()
+        await probe.close()
+        other = SourceLock(engine, mailbox_lock_name(box.user, "Support", probe.uidvalidity),
+                           owner="another-worker")
+        assert await asyncio.to_thread(other.acquire)
+        await asyncio.sleep(4)  # past the worker's next SELECT
+        assert counts(session_factory)["email_log"] == 1
+        await asyncio.to_thread(other.release)
+        await wait_for(lambda: counts(session_factory)["email_log"] == 2, timeout=8)
+    finally:
+        if other is not None:
+            await asyncio.to_thread(other.release)
+        src.stop.set()
+        await asyncio.wait_for(task, 15)

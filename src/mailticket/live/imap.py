@@ -415,17 +415,19 @@ class ImapSource:
     async def _session(self, stop: asyncio.Event) -> None:
         idle = self.box.idle and self.imap.has("IDLE")
         while not stop.is_set():
-            # Cleared before the drain, not after: a push arriving while this drain runs
-            # (for a message it may miss) ends the next wait at once.
-            self.wake.clear()
-            await self.drain()
             # Renews the SQLite lease (and re-checks the PostgreSQL lock's connection) at
             # least every IDLE_RENEW seconds; a lock lost meanwhile (or a folder recreated
-            # under us, which names another lock) ends the session.
+            # under us, which names another lock) ends the session. Checked before each
+            # drain, after the SELECTs below: a drain under a new UIDVALIDITY never runs
+            # without that UIDVALIDITY's lock (another worker may hold it).
             if not await asyncio.to_thread(self._lock_mailbox):
                 log.warning("lost the mailbox lock mailbox=%s", self.box.label)
                 await self.imap.close()
                 return
+            # Cleared before the drain, not after: a push arriving while this drain runs
+            # (for a message it may miss) ends the next wait at once.
+            self.wake.clear()
+            await self.drain()
             if idle:
                 news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW), self.wake)
                 if not await _wait(stop, news):
