@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -139,11 +140,18 @@ class ImapSource:
     async def drain(self) -> int:
         """Store every new message of the selected folder; returns how many were stored."""
         await self._redo_pending()
-        criterion = "UNSEEN" if self.box.after == "seen" else "ALL"
+        uidvalidity = self.imap.uidvalidity
+        criterion = "ALL"
+        if self.box.after == "seen":
+            # Unread mail, and whatever arrived after the newest stored message even if
+            # someone read it first (a person in the shared mailbox, during a restart):
+            # UNSEEN alone never took such a message at all. Without a stored message
+            # (a first start, a recreated folder) the read mail is the past: left alone.
+            newest = await asyncio.to_thread(self._newest, uidvalidity)
+            criterion = "UNSEEN" if newest is None else f"OR UNSEEN UID {newest + 1}:*"
         listed = await self.imap.search(criterion)
         if not listed:
             return 0
-        uidvalidity = self.imap.uidvalidity
         known = await asyncio.to_thread(self._known, uidvalidity, listed)
         todo = [uid for uid in listed if uid not in known]
         stored = 0
@@ -282,6 +290,10 @@ class ImapSource:
         with self.session_factory() as session:
             return ledger.known_uids(session, self.box.key, self.box.folder, uidvalidity, uids)
 
+    def _newest(self, uidvalidity: int) -> int | None:
+        with self.session_factory() as session:
+            return ledger.newest_uid(session, self.box.key, self.box.folder, uidvalidity)
+
     def _pending(self) -> list[tuple[int, int, int, str]]:
         with self.session_factory() as session:
             return [
@@ -403,21 +415,29 @@ class ImapSource:
     async def _session(self, stop: asyncio.Event) -> None:
         idle = self.box.idle and self.imap.has("IDLE")
         while not stop.is_set():
-            # Cleared before the drain, not after: a push arriving while this drain runs
-            # (for a message it may miss) ends the next wait at once.
-            self.wake.clear()
-            await self.drain()
             # Renews the SQLite lease (and re-checks the PostgreSQL lock's connection) at
             # least every IDLE_RENEW seconds; a lock lost meanwhile (or a folder recreated
-            # under us, which names another lock) ends the session.
+            # under us, which names another lock) ends the session. Checked before each
+            # drain, after the SELECTs below: a drain under a new UIDVALIDITY never runs
+            # without that UIDVALIDITY's lock (another worker may hold it).
             if not await asyncio.to_thread(self._lock_mailbox):
                 log.warning("lost the mailbox lock mailbox=%s", self.box.label)
                 await self.imap.close()
                 return
+            # Cleared before the drain, not after: a push arriving while this drain runs
+            # (for a message it may miss) ends the next wait at once.
+            self.wake.clear()
+            await self.drain()
             if idle:
                 news = self.imap.wait_for_news(min(self.poll_interval, IDLE_RENEW), self.wake)
                 if not await _wait(stop, news):
                     return
+                if time.monotonic() - self.imap.selected_at >= self.poll_interval:
+                    # A folder deleted (or renamed away) and created again under this session
+                    # is never reported by IDLE: the session stays on the old one and sees
+                    # none of the new mail. A SELECT per poll interval notices its new
+                    # UIDVALIDITY.
+                    await self.imap.select()
             else:
                 try:
                     if not await _wait(stop, asyncio.wait_for(self.wake.wait(), IDLE_RENEW)):

@@ -8,10 +8,12 @@ that does not offer STARTTLS is an error, never a fallback to clear text.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import shlex
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]+")
+# A name already in modified UTF-7 (RFC 3501 5.1.3): ASCII, every & opening a shift
+# sequence. Such names (configured as the server lists them) are sent as they are.
+_MUTF7 = re.compile(r"(?:[\x20-\x25\x27-\x7e]|&[A-Za-z0-9+,]*-)*\Z")
 
 
 class ImapError(Exception):
@@ -144,14 +150,27 @@ class ImapSession:
         self.client: aioimaplib.IMAP4 | None = None
         self.uidvalidity = 0
         self.lost = False
+        self.selected_at = 0.0  # time.monotonic() of the last SELECT
 
     def _connection_lost(self, exc: Exception | None) -> None:
         # aioimaplib leaves a waiting IDLE hanging when the socket dies; wake it so the
         # source reconnects now instead of when IDLE would have been renewed (minutes).
         self.lost = True
         client = self.client
-        if client is not None and client.protocol.has_pending_idle_command():
-            client.protocol.idle_queue.put_nowait(aioimaplib.STOP_WAIT_SERVER_PUSH)
+        if client is None:
+            return
+        protocol = client.protocol
+        if protocol.has_pending_idle_command():
+            protocol.idle_queue.put_nowait(aioimaplib.STOP_WAIT_SERVER_PUSH)
+            return
+        # aioimaplib leaves any other command in flight (a FETCH mid-literal, say) waiting
+        # for its timeout, IMAP_TIMEOUT of silence: end it now, the session is over.
+        for command in (protocol.pending_sync_command, *protocol.pending_async_commands.values()):
+            if command is not None:
+                command._exception = aioimaplib.AioImapException(
+                    f"connection lost during {command.name}: {exc!r}"
+                )
+                command.close(b"connection lost", "KO")
 
     async def open(self) -> None:
         box, host, port = self.box, self.box.host, self.box.port_or_default
@@ -168,26 +187,48 @@ class ImapSession:
                 conn_lost_cb=self._connection_lost,
             )
         self.client = client
-        await client.wait_hello_from_server()
+        # aioimaplib's timeouts here are bare TimeoutError(): the log said "error=TimeoutError()"
+        # and not whether the server never greeted (a wrong port, a stuck proxy) or sat on
+        # the login (Dovecot's auth penalty after failed logins from the same address).
+        try:
+            await client.wait_hello_from_server()
+        except TimeoutError:
+            raise ImapError(
+                f"no IMAP greeting from {host}:{port} within {self.timeout:g} s"
+            ) from None
+        token = None
         if box.oauth2_token_command is not None:
-            resp = await client.xoauth2(box.user, await _run_token_command(box, self.timeout))
+            token = await _run_token_command(box, self.timeout)
         elif box.oauth2_token is not None:
-            resp = await client.xoauth2(box.user, box.oauth2_token.get_secret_value())
-        else:
-            assert box.password is not None
-            resp = await client.login(box.user, box.password.get_secret_value())
+            token = box.oauth2_token.get_secret_value()
+        try:
+            if token is not None:
+                resp = await client.xoauth2(box.user, token)
+            else:
+                assert box.password is not None
+                resp = await client.login(box.user, box.password.get_secret_value())
+        except TimeoutError:
+            raise ImapError(f"no answer to the login within {self.timeout:g} s") from None
         self._ok(resp, "login")
         if self.box.move_target is not None:
             # Create the target once; a NO [ALREADYEXISTS] is the normal answer afterwards.
-            await self._c.create(_quote(self.box.move_target))
+            await self._c.create(_mailbox(self.box.move_target))
         await self.select()
 
     async def select(self) -> None:
-        resp = await self._c.select(_quote(self.box.folder))
+        resp = await self._c.select(_mailbox(self.box.folder))
         self._ok(resp, f"select {self.box.folder}")
+        self.selected_at = time.monotonic()
         for line in resp.lines:
             if m := _UIDVALIDITY.search(bytes(line)):
-                self.uidvalidity = int(m.group(1))
+                uidvalidity = int(m.group(1))
+                if self.uidvalidity and uidvalidity != self.uidvalidity:
+                    # Its UIDs start again: say why everything in it is read once more.
+                    log.warning(
+                        "uidvalidity changed mailbox=%s old=%d new=%d (folder recreated?)",
+                        self.box.label, self.uidvalidity, uidvalidity,
+                    )
+                self.uidvalidity = uidvalidity
                 return
         raise ImapError(f"server gave no UIDVALIDITY for {self.box.folder}")
 
@@ -195,6 +236,9 @@ class ImapSession:
     def _c(self) -> aioimaplib.IMAP4:
         if self.client is None:
             raise ImapError("not connected")
+        if self.lost:
+            # A command written to a closed socket would wait IMAP_TIMEOUT for its answer.
+            raise ImapError("connection lost")
         return self.client
 
     @staticmethod
@@ -245,9 +289,9 @@ class ImapSession:
         target, uid_set = self.box.move_target, _uid_set(uids)
         if target is not None:
             if self.has("MOVE"):
-                self._ok(await self._c.uid("move", uid_set, _quote(target)), "move")
+                self._ok(await self._transfer("move", uid_set, target), "move")
                 return
-            self._ok(await self._c.uid("copy", uid_set, _quote(target)), "copy")
+            self._ok(await self._transfer("copy", uid_set, target), "copy")
         if target is not None or self.box.after == "delete":
             self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen \Deleted)"), "store")
             if self.has("UIDPLUS"):
@@ -256,6 +300,16 @@ class ImapSession:
                 self._ok(await self._c.expunge(), "expunge")
             return
         self._ok(await self._c.uid("store", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "store")
+
+    async def _transfer(self, command: str, uid_set: str, target: str) -> Any:
+        """UID MOVE/COPY. Dovecot refuses the whole command, NO [EXPUNGEISSUED], when another
+        client expunged one of the messages since this session last heard; the answer
+        brings the EXPUNGE, so the same command again moves the rest. Refused, it was an
+        error that cost a reconnect (and failed `run --once`) for a message already gone."""
+        resp = await self._c.uid(command, uid_set, _mailbox(target))
+        if resp.result == "NO" and any(b"[EXPUNGEISSUED]" in bytes(x) for x in resp.lines):
+            resp = await self._c.uid(command, uid_set, _mailbox(target))
+        return resp
 
     async def hold(self, uids: list[int]) -> None:
         """Flag messages read and flagged, and leave them where they are: what a mailbox that
@@ -323,7 +377,8 @@ class ImapSession:
         if client is None:
             return
         try:
-            await asyncio.wait_for(client.logout(), min(self.timeout, 5))
+            if not self.lost:  # on a dead socket LOGOUT would only wait for its timeout
+                await asyncio.wait_for(client.logout(), min(self.timeout, 5))
         except (TimeoutError, aioimaplib.AioImapException, OSError) as exc:
             # The connection is already gone; closing the socket below is all that is left.
             log.debug("logout failed mailbox=%s error=%r", self.box.label, exc)
@@ -355,6 +410,20 @@ async def _run_token_command(box: MailboxConfig, timeout: float) -> str:
 
 def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _mailbox(name: str) -> str:
+    """A folder name as IMAP wants it: modified UTF-7, quoted. Sent as UTF-8, a name like
+    "Eingang/Rückfragen" is refused ("not valid mUTF-7") at every connect, forever."""
+    return _quote(name if _MUTF7.match(name) else _mutf7(name))
+
+
+def _mutf7(name: str) -> str:
+    def shift(run: re.Match[str]) -> str:
+        packed = base64.b64encode(run.group().encode("utf-16-be")).rstrip(b"=")
+        return "&" + packed.replace(b"/", b",").decode("ascii") + "-"
+
+    return _UNPRINTABLE.sub(shift, name.replace("&", "&-"))
 
 
 def _uid_set(uids: list[int]) -> str:

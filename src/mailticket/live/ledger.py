@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from mailticket.live.models import ImapLedgerEntry
 
@@ -44,6 +44,17 @@ def known_uids(
             )
         )
     return found
+
+
+def newest_uid(session: Session, mailbox: str, folder: str, uidvalidity: int) -> int | None:
+    """The highest UID stored from this folder under this UIDVALIDITY, if any."""
+    return session.scalar(
+        select(func.max(ImapLedgerEntry.uid)).where(
+            ImapLedgerEntry.mailbox == mailbox,
+            ImapLedgerEntry.folder == folder,
+            ImapLedgerEntry.uidvalidity == uidvalidity,
+        )
+    )
 
 
 def record(
@@ -155,13 +166,24 @@ def prune(session: Session, before: datetime) -> int:
     an over-size message: it is only in the quarantine, so no Message-ID check would catch
     it, and a deleting mailbox keeps it in the folder, where the next drain would take it
     again and quarantine it once more. Its row stays for as long as the ledger knows the
-    folder (one per such message).
+    folder (one per such message). Nor the newest row of a folder (see `newest_uid`).
     """
+    newer = aliased(ImapLedgerEntry)
     result = session.execute(
         delete(ImapLedgerEntry).where(
             ImapLedgerEntry.server_done.is_(True),
             ImapLedgerEntry.stored_at < before,
             ImapLedgerEntry.outcome != TOO_LARGE,
+            # The newest row of a folder stays: `newest_uid` is where a drain of a
+            # seen-flagging mailbox starts taking read mail too (imap.py).
+            select(newer.id)
+            .where(
+                newer.mailbox == ImapLedgerEntry.mailbox,
+                newer.folder == ImapLedgerEntry.folder,
+                newer.uidvalidity == ImapLedgerEntry.uidvalidity,
+                newer.uid > ImapLedgerEntry.uid,
+            )
+            .exists(),
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
