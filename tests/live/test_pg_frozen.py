@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import smtplib
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from mailticket.settings import load_settings
 from mailticket.store.db import Liveness, database_unavailable, make_engine, make_session_factory
 from tests.live.dovecot import Dovecot
 from tests.live.helpers import message, stop_process
+from tests.live.relay import Relay
 from tests.live.test_pg_restart import (  # noqa: F401 - cluster: the private cluster, a fixture
     cluster,
     count,
@@ -48,62 +47,6 @@ ANSWER_TIMEOUT = 2  # seconds, the worker's DB_ANSWER_TIMEOUT (and DB_CONNECT_TI
 # the machine's slack); the clients below wait longer, so a hang fails as a timeout.
 BOUND = 15.0
 CLIENT_WAIT = 40.0
-
-
-class FreezableRelay:
-    """Forwards 127.0.0.1:port to the database; `freeze` stops forwarding in both
-    directions (what was read is held, nothing is closed) until `thaw`."""
-
-    def __init__(self, upstream: int) -> None:
-        self.upstream = upstream
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.flowing = threading.Event()
-        self.flowing.set()
-        self.open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            # While frozen a new connection is accepted and then hears nothing either.
-            self.flowing.wait()
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self.open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                self.flowing.wait()
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def freeze(self) -> None:
-        self.flowing.clear()
-
-    def thaw(self) -> None:
-        self.flowing.set()
-
-    def close(self) -> None:
-        self.flowing.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        for s in self.open:
-            s.close()
 
 
 @dataclass
@@ -132,10 +75,10 @@ class Worker:
 
 
 @pytest.fixture
-def relay(cluster: PgCluster) -> Iterator[FreezableRelay]:  # noqa: F811 - the fixture above
-    r = FreezableRelay(cluster.port)
+def relay(cluster: PgCluster) -> Iterator[Relay]:  # noqa: F811 - the fixture above
+    r = Relay(cluster.port)
     yield r
-    r.close()
+    r.cut()
 
 
 @pytest.fixture
@@ -148,7 +91,7 @@ def db(cluster: PgCluster) -> Iterator[tuple[str, Engine]]:  # noqa: F811
 
 @pytest.fixture
 def worker(
-    db: tuple[str, Engine], relay: FreezableRelay, dovecot: Dovecot, tmp_path: Path,
+    db: tuple[str, Engine], relay: Relay, dovecot: Dovecot, tmp_path: Path,
     cluster: PgCluster,  # noqa: F811
 ) -> Iterator[Worker]:
     url, engine = db
@@ -181,7 +124,7 @@ def worker(
 
 
 def test_lmtp_gets_451_and_readyz_503_in_bounded_time_then_mail_is_stored_once(
-    db: tuple[str, Engine], relay: FreezableRelay, worker: Worker
+    db: tuple[str, Engine], relay: Relay, worker: Worker
 ) -> None:
     _, engine = db
     before, during, after = (message(f"frozen {s}", sender=f"{s}@example.com")
@@ -219,7 +162,7 @@ def test_lmtp_gets_451_and_readyz_503_in_bounded_time_then_mail_is_stored_once(
 
 
 def test_imap_mail_stays_unseen_while_the_database_is_frozen_and_is_stored_once_after(
-    db: tuple[str, Engine], relay: FreezableRelay, worker: Worker, dovecot: Dovecot
+    db: tuple[str, Engine], relay: Relay, worker: Worker, dovecot: Dovecot
 ) -> None:
     _, engine = db
     ledger = select(func.count()).select_from(ImapLedgerEntry)
@@ -283,7 +226,7 @@ def test_db_answer_timeout_0_leaves_psycopg2_s_own_connection() -> None:
 
 
 def test_serve_readyz_answers_503_within_the_bound_and_200_after(
-    db: tuple[str, Engine], relay: FreezableRelay, cluster: PgCluster, tmp_path: Path,  # noqa: F811
+    db: tuple[str, Engine], relay: Relay, cluster: PgCluster, tmp_path: Path,  # noqa: F811
 ) -> None:
     """`mailticket serve` on its own: its readiness probe under a frozen database."""
     url, _ = db

@@ -28,6 +28,7 @@ from mailticket.api.tokens import create_token
 from mailticket.settings import load_settings
 from mailticket.store.db import Liveness, make_engine, make_session_factory
 from tests.live.helpers import message, stop_process
+from tests.live.relay import Relay, close_listener
 from tests.live.test_pg_restart import (  # noqa: F401 - cluster: the private cluster, a fixture
     cluster,
     wait_until,
@@ -36,59 +37,6 @@ from tests.pgcluster import PgCluster, free_port
 
 CONNECT_TIMEOUT = 2  # seconds, the worker's DB_CONNECT_TIMEOUT here
 ANSWER_WITHIN = 30.0  # seconds: generous; without a connect timeout nothing answers at all
-
-
-def _close_listener(sock: socket.socket) -> None:
-    # A thread blocked in accept() keeps the socket listening past close(); shutdown wakes it.
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
-class Relay:
-    """Forwards 127.0.0.1:port to the database until `cut`: then every connection through
-    it is closed and the port given up, as when the server behind an address is gone."""
-
-    def __init__(self, port: int, upstream: int) -> None:
-        self.upstream = upstream
-        self.sock = socket.create_server(("127.0.0.1", port))
-        self.open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            self.open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        _close_listener(self.sock)
-        for s in self.open:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
 
 
 class SilentServer:
@@ -110,7 +58,7 @@ class SilentServer:
             self.held.append(conn)
 
     def close(self) -> None:
-        _close_listener(self.sock)
+        close_listener(self.sock)
         for conn in self.held:
             conn.close()
 
@@ -159,7 +107,7 @@ def test_lmtp_answers_451_and_the_api_503_when_the_database_stops_answering(
     dead: Callable[[int], SilentServer | FullBacklog], tmp_path: Path
 ) -> None:
     port = free_port()
-    relay = Relay(port, cluster.port)
+    relay = Relay(cluster.port, port)
     name = f"unresponsive_{uuid.uuid4().hex[:10]}"
     url = cluster.migrated_database(name).replace(f":{cluster.port}/", f":{port}/")
     with make_session_factory(engine := make_engine(url))() as s, s.begin():
@@ -260,7 +208,7 @@ def test_db_upgrade_gives_up_on_a_server_that_never_answers(tmp_path: Path) -> N
             capture_output=True, text=True, timeout=ANSWER_WITHIN + 30,
         )
     finally:
-        _close_listener(mute)
+        close_listener(mute)
         for s in accepted:
             s.close()
     assert accepted, "the command never connected"
