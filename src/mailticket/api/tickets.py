@@ -3,14 +3,16 @@ participants: conversation.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from mailticket.api import queries
-from mailticket.api.auth import RuntimeDep, ScopedReader, ScopedWriter, SessionDep
+from mailticket.api.auth import Principal, RuntimeDep, ScopedReader, ScopedWriter, SessionDep
 from mailticket.api.customer_access import (
     STAFF_EMAIL_FIELDS,
     STAFF_TICKET_FIELDS,
@@ -47,6 +49,8 @@ router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 # whatever the mail said.
 ADDRESS = r"^[^\x00]*@[^\x00]*$"
 DEFAULT_PAGE = 50
+
+T = TypeVar("T")
 
 Cursor = Annotated[
     str | None,
@@ -93,6 +97,35 @@ def _next_link(request: Request, limit: int | None, next_cursor: str | None) -> 
 def _unpaged(settings: Settings) -> int | None:
     """How many rows an answer without `limit` may hold (None: all of them)."""
     return settings.api_max_unpaged or None
+
+
+def _listed(
+    fetch: Callable[[int | None, str | None], tuple[list[T], str | None]],
+    settings: Settings, limit: int | None, cursor: str | None, what: str,
+) -> tuple[list[T], str | None]:
+    """One page of a list (with `limit`), or the whole of it (without): a malformed or
+    foreign cursor and an unpaged list past API_MAX_UNPAGED are 422s."""
+    _check_limit(settings, limit)
+    try:
+        rows, next_cursor = fetch(limit if limit is not None else _unpaged(settings), cursor)
+    except queries.BadCursor as exc:
+        raise Problem(422, str(exc)) from None
+    if limit is None and next_cursor is not None:
+        raise _too_long(what, settings)
+    return rows, next_cursor
+
+
+def _page_json(
+    request: Request, principal: Principal, body: BaseModel, exclude: dict[str, Any] | set[str],
+    limit: int | None, cursor: str | None, next_cursor: str | None,
+) -> Response:
+    """A list answer: paged, with `next_cursor` and the `Link` header; unpaged, the seed's
+    exact shape (no `next_cursor`)."""
+    paged = limit is not None or cursor is not None
+    return scoped_json(
+        principal, body, exclude, omit=() if paged else ("next_cursor",),
+        headers=_next_link(request, limit, next_cursor),
+    )
 
 
 def _too_long(what: str, settings: Settings) -> Problem:
@@ -186,28 +219,19 @@ def by_email(
     """Tickets opened by the address or with mail from it (case-insensitive), oldest first.
     With `limit`, one page and its `next_cursor` (and a `Link` header while there is a next
     page); tickets opened meanwhile never shift a page."""
-    settings = runtime.settings
-    _check_limit(settings, limit)
     address = email_address.strip().lower()
-    try:
-        found, next_cursor = queries.tickets_by_email(
-            session, email_address, scope=principal.customer_id,
-            limit=limit if limit is not None else _unpaged(settings), cursor=cursor,
-        )
-    except queries.BadCursor as exc:
-        raise Problem(422, str(exc)) from None
-    if limit is None and next_cursor is not None:
-        raise _too_long(f"the ticket list of {address}", settings)
+    found, next_cursor = _listed(
+        lambda rows, after: queries.tickets_by_email(
+            session, email_address, scope=principal.customer_id, limit=rows, cursor=after
+        ),
+        runtime.settings, limit, cursor, f"the ticket list of {address}",
+    )
     body = TicketsByEmail(
         email_address=address,
         tickets=[TicketBrief.model_validate(t) for t in found],
         next_cursor=next_cursor,
     )
-    paged = limit is not None or cursor is not None
-    return scoped_json(
-        principal, body, set(), omit=() if paged else ("next_cursor",),
-        headers=_next_link(request, limit, next_cursor),
-    )
+    return _page_json(request, principal, body, set(), limit, cursor, next_cursor)
 
 
 @router.get(
@@ -337,28 +361,20 @@ def ticket_emails(
     matched_by and classification; a customer-scoped token gets neither of the last two).
     With `limit`, one page and its `next_cursor` (and a `Link` header while there is a next
     page); mail arriving meanwhile never shifts a page."""
-    settings = runtime.settings
-    _check_limit(settings, limit)
     ticket = load_ticket(session, ticket_id, principal.customer_id)
-    try:
-        rows, next_cursor = queries.thread(
-            session, ticket.id,
-            limit=limit if limit is not None else _unpaged(settings), cursor=cursor,
-        )
-    except queries.BadCursor as exc:
-        raise Problem(422, str(exc)) from None
-    if limit is None and next_cursor is not None:
-        raise _too_long(f"the thread of {ticket.ticket_number}", settings)
+    rows, next_cursor = _listed(
+        lambda size, after: queries.thread(session, ticket.id, limit=size, cursor=after),
+        runtime.settings, limit, cursor, f"the thread of {ticket.ticket_number}",
+    )
     body = TicketEmails(
         ticket_id=ticket.id,
         ticket_number=ticket.ticket_number,
         emails=[EmailOut.model_validate(e) for e in rows],
         next_cursor=next_cursor,
     )
-    paged = limit is not None or cursor is not None
     # Serialised here, in the worker thread: returning the model would make FastAPI
     # re-validate it in a second thread-pool trip on the busiest endpoint.
-    return scoped_json(
-        principal, body, {"emails": {"__all__": set(STAFF_EMAIL_FIELDS)}},
-        omit=() if paged else ("next_cursor",), headers=_next_link(request, limit, next_cursor),
+    return _page_json(
+        request, principal, body, {"emails": {"__all__": set(STAFF_EMAIL_FIELDS)}},
+        limit, cursor, next_cursor,
     )
