@@ -28,7 +28,7 @@ from tests.backends.helpers import drain_until_quiet, workflow_for, write_backen
 from tests.backends.mail import mail as backend_mail
 from tests.escalation.helpers import Setup, berlin, setup
 from tests.mailfactory import make_email
-from tests.senderauth.conftest import OUR_MX, delivered
+from tests.senderauth.conftest import OUR_MX, QUARANTINE_SPOOFED, delivered
 
 DEFAULT_WORKFLOWS = (
     Path(__file__).parents[1] / "src" / "mailticket" / "workflows" / "default.yaml"
@@ -238,20 +238,6 @@ def test_ingest_json_says_logged_own_mail_in_a_batch_beside_customer_mail(
         ("logged", "own_mail", None), ("logged", "own_mail", first["ticket_number"])]
 
 
-QUARANTINE_SPOOFED = """
-workflows:
-  - name: hold forged mail
-    classification_trigger: "spoofed?"
-    order: 1
-    workflow_steps:
-      - action: quarantine
-        params: {reason: sender failed DMARC}
-  - name: tickets
-    classification_trigger: support_request
-    order: 2
-    workflow_steps:
-      - action: create_ticket
-"""
 
 
 def _forged(message_id: str, subject: str, in_reply_to: str | None = None) -> bytes:

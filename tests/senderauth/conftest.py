@@ -122,3 +122,20 @@ def dns(zone: Zone) -> Iterator[DnsClient]:
 def judge(raw: bytes, dns: DnsClient | None = None, **config: object) -> Verdict:
     config.setdefault("authserv_ids", frozenset({OUR_MX}))
     return check_sender(raw, SenderAuthConfig(**config), dns=dns)  # type: ignore[arg-type]
+
+
+# Workflows that hold mail failing sender validation and open tickets for the rest.
+QUARANTINE_SPOOFED = """
+workflows:
+  - name: hold forged mail
+    classification_trigger: "spoofed?"
+    order: 1
+    workflow_steps:
+      - action: quarantine
+        params: {reason: sender failed DMARC}
+  - name: tickets
+    classification_trigger: support_request
+    order: 2
+    workflow_steps:
+      - action: create_ticket
+"""

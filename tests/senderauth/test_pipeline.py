@@ -15,27 +15,13 @@ from mailticket.runtime import Runtime
 from mailticket.store.models import EmailLog, QuarantineEntry, Ticket
 from mailticket.store.senderauth_models import EmailSenderAuth
 from tests.escalation.helpers import setup
-from tests.senderauth.conftest import OUR_MX, TestKey, delivered, sign
+from tests.senderauth.conftest import OUR_MX, QUARANTINE_SPOOFED, TestKey, delivered, sign
 from tests.senderauth.dnsstub import Zone, dns_stub
 
 FOREIGN_RECEIVED = (
     "Received: from mail.attacker.example (mail.attacker.example [203.0.113.66])\r\n"
     "\tby mx.support.example (Postfix) with ESMTP id 9; Mon, 15 Dec 2025 10:00:00 +0100\r\n"
 )
-QUARANTINE_SPOOFED = """
-workflows:
-  - name: hold forged mail
-    classification_trigger: "spoofed?"
-    order: 1
-    workflow_steps:
-      - action: quarantine
-        params: {reason: sender failed DMARC}
-  - name: tickets
-    classification_trigger: support_request
-    order: 2
-    workflow_steps:
-      - action: create_ticket
-"""
 
 
 def mail(n: int, *, sender: str = "Jane <jane@acme.example>", subject: str = "Printer on fire",
