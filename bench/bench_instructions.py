@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_instructions.py --batch 8            # CPU ms/msg, statements
     .venv/bin/python bench/bench_instructions.py --batch 8 --callgrind    # + instructions/msg
+    .venv/bin/python bench/bench_instructions.py --stage parse --callgrind   # the parse thread's
     PYTHONPATH=/tmp/base/src .venv/bin/python bench/bench_instructions.py --callgrind   # A/B
 
 Wall clock and even CPU time vary by a fifth from run to run on a shared 2-core machine, more
@@ -41,7 +42,14 @@ from mailticket.store import migrate  # noqa: E402
 UNDER_VALGRIND = "MT_BENCH_UNDER_CALLGRIND"
 
 
-def measure(n: int, batch: int, warm: int, seed: int, collect: bool) -> None:
+def _switch(collect: bool, state: str) -> None:
+    """Turn callgrind's collection on or off for this process (nothing outside valgrind)."""
+    if collect:
+        subprocess.run(["callgrind_control", "-i", state, str(os.getpid())],
+                       check=True, capture_output=True)
+
+
+def measure(n: int, batch: int, warm: int, seed: int, collect: bool, stage: str) -> None:
     logging.disable(logging.WARNING)
     messages = list(generate_mix(n + warm, seed))
     name = f"mt_bench_instr_{os.getpid()}"
@@ -59,6 +67,20 @@ def measure(n: int, batch: int, warm: int, seed: int, collect: bool) -> None:
         event.listen(runtime.engine, "before_cursor_execute", count)
         items = [(raw, "bench") for raw in messages]
         chunks = [items[:warm]] + [items[i:i + batch] for i in range(warm, warm + n, batch)]
+        if stage == "parse":
+            # The parse thread's share alone (`Pipeline.prepare`: parsing, classification,
+            # extraction), so the two stages can be compared in the same unit.
+            pipeline.prepare(chunks[0])
+            _switch(collect, "on")
+            cpu = time.process_time()
+            for chunk in chunks[1:]:
+                pipeline.prepare(chunk)
+            cpu = time.process_time() - cpu
+            _switch(collect, "off")
+            runtime.close()
+            note = " (slowed by valgrind)" if collect else ""
+            print(f"{n} messages parsed in batches of {batch}: CPU {cpu * 1000 / n:.3f} ms/msg{note}")
+            return
         prepared = [pipeline.prepare(chunk) for chunk in chunks]
         session = pipeline.session_factory()
 
@@ -69,16 +91,12 @@ def measure(n: int, batch: int, warm: int, seed: int, collect: bool) -> None:
 
         store(chunks[0], prepared[0])  # warm-up: caches and first statements
         before = statements[0]
-        if collect:
-            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())],
-                           check=True, capture_output=True)
+        _switch(collect, "on")
         cpu = time.process_time()
         for chunk, ready in zip(chunks[1:], prepared[1:], strict=True):
             store(chunk, ready)
         cpu = time.process_time() - cpu
-        if collect:
-            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())],
-                           check=True, capture_output=True)
+        _switch(collect, "off")
         session.close()
         runtime.close()
         note = " (slowed by valgrind)" if collect else ""
@@ -115,6 +133,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--warm", type=int, default=40, help="messages of the warm-up batch")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stage", choices=("store", "parse"), default="store",
+                    help="store: process_batch + commit (default); parse: Pipeline.prepare")
     ap.add_argument("--callgrind", action="store_true",
                     help="run under valgrind and print instructions per message")
     args = ap.parse_args()
@@ -122,7 +142,7 @@ def main() -> None:
         argv = [a for a in sys.argv[1:] if a != "--callgrind"]
         under_callgrind(argv, args.n)
         return
-    measure(args.n, args.batch, args.warm, args.seed, collect=bool(os.environ.get(UNDER_VALGRIND)))
+    measure(args.n, args.batch, args.warm, args.seed, collect=bool(os.environ.get(UNDER_VALGRIND)), stage=args.stage)
 
 
 if __name__ == "__main__":
