@@ -134,6 +134,10 @@ def push_to_backend(ctx: ActionContext, params: PushToBackendParams) -> dict[str
     return {"pushed": True, "link_id": link.id, "outbox_id": item.id, "attachments": queued}
 
 
+# How an internal note names the automatic mail it carries.
+_AUTOMATED_KIND = {"auto_reply": "Automatic reply", "bounce": "Delivery failure (bounce)"}
+
+
 def mirror_followup(ctx: ActionContext) -> list[str]:
     """Queue this email as a comment on every remote twin of its ticket; instance names.
 
@@ -161,11 +165,18 @@ def mirror_followup(ctx: ActionContext) -> list[str]:
             )
             continue
         sender = mail.email.from_name or mail.email.from_address or "unknown sender"
+        # Mail no person wrote (an out-of-office reply, a bounce) goes in as an internal
+        # note: a public comment is the customer-facing conversation, which the vendor mails
+        # to the requester (Zendesk's default triggers) or shows on its portal (Jira Service
+        # Management), so the customer would get her own vacation notice or our bounce.
+        automated = mail.classification.is_automated
+        kind = _AUTOMATED_KIND.get(mail.classification.label, "automatic mail")
+        said = f"{kind} from {sender}" if automated else f"{sender} wrote"
         enqueue_op(
             ctx.session, backend=link.backend, operation="create_comment", ticket_id=ticket_id,
             payload={
-                "text": f"{sender} wrote:\n\n{mail.email.text.strip()}\n",
-                "public": True,
+                "text": f"{said}:\n\n{mail.email.text.strip()}\n",
+                "public": not automated,
                 "author_email": mail.email.from_address or None,
                 "email_log_id": mail.email_log.id,
             },
