@@ -22,7 +22,7 @@ from typing import Any
 
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 MAILDIR_POLL = 2.0  # seconds; a directory listing is cheap
 OUTBOX_POLL = 15.0
-KICK_DELAY = 0.25  # seconds between new mail and the delivery it triggers
 LEDGER_RETENTION = timedelta(days=90)
 LEDGER_PRUNE_EVERY = timedelta(hours=6)
 OUTBOX_PRUNE_EVERY = timedelta(hours=1)
@@ -68,7 +67,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self._kick: _Kick = _Kick(self.handler)
+        self._kick: _Kick = _Kick(self.handler, self.session_factory)
         self.imap = [
             ImapSource(
                 box, self._kick, self.session_factory, self.engine,
@@ -332,15 +331,13 @@ class Worker:
             )
 
     async def _deliver_when_kicked(self, stop: asyncio.Event) -> None:
-        """Send the auto-reply for new mail within a second instead of at the next poll.
-
-        The kick comes from inside a source's batch, before its commit; the short pause lets
-        the commit land. Whatever is missed is picked up by the interval job."""
+        """Send the auto-reply for new mail as soon as its batch has committed, instead of at
+        the next poll. Kicks that come while a drain runs are served by one more drain; the
+        interval job still picks up whatever a failed drain left."""
         self._kick.attach(asyncio.get_running_loop())
         while not stop.is_set():
             await self._kick.event.wait()
             self._kick.event.clear()
-            await asyncio.sleep(KICK_DELAY)
             try:
                 await self._guarded(self._deliver)()
             except Exception:  # the interval job retries; this loop must outlive one failure
@@ -436,18 +433,35 @@ class _EmbeddedServer(uvicorn.Server):
 
 class _Kick:
     """Wraps the message handler: a message that opened or joined a ticket may have queued
-    outgoing mail, so it wakes the delivery loop (thread-safe: sources run in threads)."""
+    outgoing mail, so the delivery loop is woken once that batch's transaction commits
+    (thread-safe: sources run in threads). Delivery can only find committed rows, so a wake
+    from inside the batch would race the commit, and a slow commit would leave the
+    auto-reply for the interval job."""
 
-    def __init__(self, handler: MessageHandler) -> None:
+    def __init__(self, handler: MessageHandler, sessions: sessionmaker[Session]) -> None:
         self.handler = handler
         self.event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # One listener per worker on its own session factory, registered before any source
+        # runs (SQLAlchemy's listen is not safe beside running sessions); the session's
+        # `info` carries the "wake after commit" mark under this worker's own key.
+        self._key = f"mailticket.kick.{id(self)}"
+        event.listen(sessions, "after_commit", self._committed)
+        event.listen(sessions, "after_rollback", self._rolled_back)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
+    def _committed(self, session: Session) -> None:
+        if session.info.pop(self._key, False) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.event.set)
+
+    def _rolled_back(self, session: Session) -> None:
+        # What the batch queued is gone; a retry of its messages marks the session again.
+        session.info.pop(self._key, None)
+
     def process_in_session(self, session: Session, raw: bytes, source: str) -> Outcome:
-        return self._kick([self.handler.process_in_session(session, raw, source)])[0]
+        return self._kick(session, [self.handler.process_in_session(session, raw, source)])[0]
 
     def prepare(self, items: Sequence[tuple[bytes, str]]) -> Sequence[object]:
         return self.handler.prepare(items)
@@ -459,11 +473,11 @@ class _Kick:
         *,
         prepared: Sequence[Any] | None = None,
     ) -> list[Outcome]:
-        return self._kick(self.handler.process_batch(session, items, prepared=prepared))
+        return self._kick(session, self.handler.process_batch(session, items, prepared=prepared))
 
-    def _kick(self, outcomes: list[Outcome]) -> list[Outcome]:
-        if self._loop is not None and any(o.action in WROTE_TICKETS for o in outcomes):
-            self._loop.call_soon_threadsafe(self.event.set)
+    def _kick(self, session: Session, outcomes: list[Outcome]) -> list[Outcome]:
+        if any(o.action in WROTE_TICKETS for o in outcomes):
+            session.info[self._key] = True
         return outcomes
 
 
