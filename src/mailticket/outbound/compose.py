@@ -16,16 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import encode_rfc2231, format_datetime, formataddr
 
+from mailticket.reading.replyprefixes import REPLY_PREFIX
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 
-# Leading reply/forward markers ("Re:", "AW:", "SV:", "Fwd:", "Re[2]:") the customer's mailer
+# Leading reply/forward markers ("Re:", "AW:", "SV:", "回复:", "Re[2]:") the customer's mailer
 # added; they are noise in front of our ticket tag.
-_REPLY_PREFIX = re.compile(
-    r"^\s*(?:re|aw|sv|vs|antw|antwort|ref|rif|res|odp|tr|wg|fw|fwd|vb|rv|enc|ynt)"
-    r"\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*",
+_REPLY_PREFIX = re.compile(rf"^\s*{REPLY_PREFIX}\s*", re.IGNORECASE)
+_TICKET_TAG = re.compile(r"\[\s*(TKT-\d{8}-\d{3,})\s*\]", re.IGNORECASE)
+_LEADING_TICKET_TAG = re.compile(r"^\s*\[\s*TKT-\d{8}-\d{3,}\s*\]\s*", re.IGNORECASE)
+# A tag a mail gateway put in front of a reply marker or of our ticket tag ("[EXTERNAL] RE: …",
+# "RE: [EXT] [TKT-…] …"): the gateway's, not the customer's words. A tag the customer wrote
+# before their own subject ("[Urgent] Printer") stays.
+_GATEWAY_TAG = re.compile(
+    rf"^\s*\[[^\[\]]{{1,40}}\]\s*(?=(?:{REPLY_PREFIX})|\[\s*TKT-\d{{8}}-\d{{3,}}\s*\])",
     re.IGNORECASE,
 )
-_TICKET_TAG = re.compile(r"\[\s*(TKT-\d{8}-\d{3,})\s*\]", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 # References beyond this are trimmed (keeping the first, the thread root) as RFC 5322 §3.6.4
@@ -48,13 +53,15 @@ def clean_header(value: str) -> str:
 
 
 def strip_subject_noise(subject: str) -> str:
-    """Drop leading reply markers and every "[TKT-…]" tag, so we can put exactly one back."""
+    """Drop leading reply markers, a gateway's tag in front of them and every "[TKT-…]" tag,
+    so we can put exactly one back."""
     text = clean_header(subject)
     while True:
-        stripped = _REPLY_PREFIX.sub("", text, count=1)
-        stripped = _TICKET_TAG.sub("", stripped).strip()
+        stripped = _GATEWAY_TAG.sub("", text, count=1)
+        stripped = _REPLY_PREFIX.sub("", stripped, count=1)
+        stripped = _LEADING_TICKET_TAG.sub("", stripped, count=1)
         if stripped == text:
-            return text
+            return " ".join(_TICKET_TAG.sub(" ", text).split())
         text = stripped
 
 

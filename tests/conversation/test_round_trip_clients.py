@@ -1,0 +1,169 @@
+"""The customer/agent round trip as the customer's mail client sees it (SQLite and
+PostgreSQL, the real pipeline, a real aiosmtpd sink for what we send): Outlook in other
+languages, mail gateways that tag subjects, the agent's answer and the reply to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import select
+
+from mailticket.outbound.compose import reply_subject
+from mailticket.outbound.smtp import deliver_outgoing_mail
+from mailticket.runtime import Runtime
+from mailticket.store.models import Comment, Ticket
+from mailticket.threading import subject_ticket_number
+from tests.api.conftest import Api, build_api
+from tests.smtp_sink import SmtpSink
+
+SUPPORT = "support@example.com"
+AGENT = "anna@example.com"
+
+
+@pytest.fixture
+def helpdesk(make_runtime: Callable[..., Runtime]) -> Iterator[tuple[Api, SmtpSink]]:
+    with SmtpSink() as sink:
+        api = build_api(make_runtime(
+            mail_from=f"Example Support <{SUPPORT}>", mail_domain="example.com",
+            smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="plain", smtp_timeout=5,
+        ))
+        yield api, sink
+        api.client.close()
+
+
+def _outlook(sender: str, subject: str, body: str, message_id: str, **headers: str) -> bytes:
+    """A plain-text mail the way Outlook/Exchange writes it: Thread-Index and Thread-Topic,
+    a Content-Language, and (when it answers) no In-Reply-To nor References."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = f"Example Support <{SUPPORT}>"
+    msg["Subject"] = subject
+    msg["Date"] = "Mon, 15 Dec 2025 09:30:00 +0800"
+    msg["Message-ID"] = message_id
+    msg["Thread-Topic"] = subject.rpartition("] ")[2]
+    msg["Thread-Index"] = "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q=="
+    msg["X-MS-Has-Attach"] = ""
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body, cte="base64")
+    return msg.as_bytes()
+
+
+async def _delivered(api: Api, sink: SmtpSink, start: int) -> list[EmailMessage]:
+    await deliver_outgoing_mail(api.runtime.session_factory, api.runtime.settings)
+    return [m.message() for m in sink.messages[start:]]
+
+
+def _comments(api: Api, ticket_id: int, source: str) -> list[str]:
+    with api.runtime.session_factory() as s:
+        return list(s.scalars(select(Comment.body).where(
+            Comment.ticket_id == ticket_id, Comment.source == source).order_by(Comment.id)))
+
+
+async def test_chinese_outlook_prefixes_never_reach_our_subject_and_a_bare_number_threads(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    api, sink = helpdesk
+    customer = "王芳 <wang.fang@kunde.example>"
+    # She forwards her colleague's mail to support: Outlook (zh-CN) writes "转发:".
+    opened = api.ingest(_outlook(
+        customer, "转发: 打印机坏了",
+        "请帮忙看一下。\n\n发件人: 李雷 <li.lei@kunde.example>\n发送时间: 2025年12月15日 9:00\n"
+        "收件人: 王芳 <wang.fang@kunde.example>\n主题: 打印机坏了\n\n三楼的打印机坏了。\n",
+        "<SG2PR01MB0001@apcprd01.prod.outlook.com>", Content_Language="zh-CN",
+    ))
+    assert opened.action == "created"
+    number = opened.ticket_number
+    [confirmation] = await _delivered(api, sink, 0)
+    # Her client shows one stable subject: our tag, then her words, no "转发:" behind the tag.
+    assert confirmation["Subject"] == f"[{number}] 打印机坏了"
+
+    # Outlook answers our confirmation with "答复:" and drops In-Reply-To and References.
+    reply = api.ingest(_outlook(
+        customer, f"答复: {confirmation['Subject']}",
+        "我重启了，还是不行。\n\n发件人: Example Support <support@example.com>\n"
+        f"发送时间: 2025年12月15日 10:00\n收件人: {customer}\n主题: {confirmation['Subject']}\n\n"
+        "Hello 王芳,\n\nthank you for contacting us.\n",
+        "<SG2PR01MB0002@apcprd01.prod.outlook.com>", Content_Language="zh-CN",
+    ))
+    assert (reply.action, reply.ticket_id, reply.matched_by) == (
+        "linked", opened.ticket_id, "subject")
+
+    r = api.client.post(f"/api/v1/tickets/{number}/comments", headers=api.auth("write"), json={
+        "body": "请更换硒鼓。", "author_name": "Anna", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    [answer] = await _delivered(api, sink, 1)
+    assert answer["Subject"] == f"[{number}] 打印机坏了"
+    assert answer["In-Reply-To"] == "<SG2PR01MB0002@apcprd01.prod.outlook.com>"
+
+    # A client that lost the brackets: the bare number right after "回复：" still threads.
+    bare = api.ingest(_outlook(
+        customer, f"回复：{number} 打印机坏了", "好的，谢谢！\n",
+        "<SG2PR01MB0003@apcprd01.prod.outlook.com>",
+    ))
+    assert (bare.action, bare.ticket_id) == ("linked", opened.ticket_id)
+    assert opened.ticket_id is not None
+    assert _comments(api, opened.ticket_id, "email") == ["我重启了，还是不行。", "好的，谢谢！"]
+    with api.runtime.session_factory() as s:
+        assert [t.ticket_number for t in s.scalars(select(Ticket))] == [number]
+
+
+async def test_a_gateway_tag_in_front_of_the_reply_marker_is_not_part_of_our_subject(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    api, sink = helpdesk
+    customer = "Jörg Müller <joerg@kunde.example>"
+    # His company's Exchange tags mail from outside "[EXTERNAL]"; he answered a supplier's
+    # mail and sent the answer on to support.
+    opened = api.ingest(_outlook(
+        customer, "[EXTERNAL] AW: Lieferschein fehlt",
+        "Hallo Support,\n\nder Lieferschein fehlt weiterhin.\n\nGruß\nJörg\n",
+        "<AM0PR01MB0001@eurprd01.prod.outlook.com>", Content_Language="de-DE",
+    ))
+    number = opened.ticket_number
+    [confirmation] = await _delivered(api, sink, 0)
+    assert confirmation["Subject"] == f"[{number}] Lieferschein fehlt"
+    # Our confirmation comes back into his mailbox tagged again, and he answers it.
+    reply = api.ingest(_outlook(
+        customer, f"AW: [EXTERNAL] {confirmation['Subject']}", "Noch eine Frage.\n",
+        "<AM0PR01MB0002@eurprd01.prod.outlook.com>",
+    ))
+    assert (reply.action, reply.ticket_id) == ("linked", opened.ticket_id)
+    r = api.client.post(f"/api/v1/tickets/{number}/comments", headers=api.auth("write"), json={
+        "body": "Wir schicken ihn erneut.", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    [answer] = await _delivered(api, sink, 1)
+    assert answer["Subject"] == f"[{number}] Lieferschein fehlt"
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [
+        ("答复: [TKT-20251215-001] 打印机坏了", "[TKT-20251215-001] 打印机坏了"),
+        ("回复： 转发: 打印机坏了", "[TKT-20251215-001] 打印机坏了"),
+        ("Ответ: Принтер", "[TKT-20251215-001] Принтер"),
+        ("ΑΠ: Εκτυπωτής", "[TKT-20251215-001] Εκτυπωτής"),
+        ("Réf : Imprimante", "[TKT-20251215-001] Imprimante"),
+        ("[EXTERNAL] RE: [TKT-20251215-001] Printer", "[TKT-20251215-001] Printer"),
+        ("RE: [EXT] [TKT-20251215-001] Printer", "[TKT-20251215-001] Printer"),
+        ("SV: Re:  [TKT-20251215-001]  Printer  jam", "[TKT-20251215-001] Printer jam"),
+        # a tag the customer wrote before their own words stays, and so do words that merely
+        # begin like a prefix
+        ("[Urgent] Printer", "[TKT-20251215-001] [Urgent] Printer"),
+        ("Rechnung: März", "[TKT-20251215-001] Rechnung: März"),
+        ("R: package install fails", "[TKT-20251215-001] R: package install fails"),
+    ],
+)
+def test_reply_subjects_drop_what_clients_and_gateways_add(subject: str, expected: str) -> None:
+    assert reply_subject("TKT-20251215-001", subject) == expected
+    assert reply_subject("TKT-20251215-001", expected) == expected
+
+
+
+@pytest.mark.parametrize("prefix", ["回复：", "答复: ", "Ответ: ", "Antw: ", "Réf : ", "[EXTERNAL] RE: "])
+def test_a_bare_number_after_a_translated_prefix_names_the_ticket(prefix: str) -> None:
+    assert subject_ticket_number(f"{prefix}TKT-20251215-007 打印机") == "TKT-20251215-007"
+    # only right after the prefixes: a number later in the subject is no claim
+    assert subject_ticket_number(f"{prefix}see TKT-20251215-007") is None
