@@ -10,7 +10,7 @@ from email.message import EmailMessage
 import pytest
 from sqlalchemy import select
 
-from mailticket.outbound.compose import reply_subject
+from mailticket.outbound.compose import reply_subject, thread_headers
 from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
@@ -167,3 +167,35 @@ def test_a_bare_number_after_a_translated_prefix_names_the_ticket(prefix: str) -
     assert subject_ticket_number(f"{prefix}TKT-20251215-007 打印机") == "TKT-20251215-007"
     # only right after the prefixes: a number later in the subject is no claim
     assert subject_ticket_number(f"{prefix}see TKT-20251215-007") is None
+
+
+async def test_the_confirmation_of_an_outlook_reply_keeps_the_parent_in_its_references(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    """Outlook for Windows answers with In-Reply-To and no References. Answering that mail,
+    our References must hold its parent, then its id (RFC 5322 §3.6.4), so the customer's
+    client files the confirmation under the whole conversation, not a branch of one mail."""
+    api, sink = helpdesk
+    # He answers a mail his account manager sent him, and writes to support with it.
+    opened = api.ingest(_outlook(
+        "Jörg Müller <joerg@kunde.example>", "AW: Ihre Bestellung 4711",
+        "Die Lieferung ist unvollständig.\n\nVon: Maria Vertrieb <maria@example.com>\n"
+        "Gesendet: Freitag, 12. Dezember 2025 16:00\nAn: joerg@kunde.example\n"
+        "Betreff: Ihre Bestellung 4711\n\nIhre Bestellung ist unterwegs.\n",
+        "<AM0PR01MB0003@eurprd01.prod.outlook.com>",
+        In_Reply_To="<order-4711@crm.example.com>",
+    ))
+    assert opened.action == "created"
+    [confirmation] = await _delivered(api, sink, 0)
+    assert confirmation["Subject"] == f"[{opened.ticket_number}] Ihre Bestellung 4711"
+    assert confirmation["In-Reply-To"] == "<AM0PR01MB0003@eurprd01.prod.outlook.com>"
+    assert confirmation["References"].split() == [
+        "<order-4711@crm.example.com>", "<AM0PR01MB0003@eurprd01.prod.outlook.com>"]
+
+
+def test_references_follow_rfc_5322_when_the_parent_names_only_its_parent() -> None:
+    assert thread_headers("<m@c>", [], ["<p@c>"]) == ("<m@c>", ["<p@c>", "<m@c>"])
+    # References win when the parent has them; an In-Reply-To naming several ids is no chain.
+    assert thread_headers("<m@c>", ["<a@c>", "<p@c>"], ["<p@c>"])[1] == [
+        "<a@c>", "<p@c>", "<m@c>"]
+    assert thread_headers("<m@c>", [], ["<p@c>", "<q@c>"])[1] == ["<m@c>"]

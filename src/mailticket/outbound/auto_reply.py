@@ -79,7 +79,8 @@ def queue_auto_reply(
     rendered = templates.render(template, template_context(settings, ticket, email, extra or {}))
     to_address, to_name = reply_recipient(email)
     in_reply_to, references = thread_headers(
-        None if email.message_id_synthetic else email.message_id, email.references
+        None if email.message_id_synthetic else email.message_id, email.references,
+        email.in_reply_to,
     )
     message = compose(
         from_address=settings.mail_from_address,

@@ -89,11 +89,18 @@ def valid_message_ids(ids: Iterable[str]) -> list[str]:
 
 
 def thread_headers(
-    inbound_id: str | None, inbound_references: Iterable[str]
+    inbound_id: str | None,
+    inbound_references: Iterable[str],
+    inbound_in_reply_to: Sequence[str] = (),
 ) -> tuple[str | None, list[str]]:
-    """In-Reply-To and References for answering a message (RFC 5322 §3.6.4)."""
+    """In-Reply-To and References for answering a message (RFC 5322 §3.6.4): its References,
+    or, when it has none, its In-Reply-To naming one message (Outlook for Windows writes only
+    In-Reply-To), then its own id."""
     parent = valid_message_ids([inbound_id] if inbound_id else [])
-    refs = valid_message_ids([*inbound_references, *parent])
+    earlier = list(inbound_references)
+    if not earlier and len(inbound_in_reply_to) == 1:
+        earlier = list(inbound_in_reply_to)
+    refs = valid_message_ids([*earlier, *parent])
     if len(refs) > MAX_REFERENCES:
         refs = [refs[0], *refs[-(MAX_REFERENCES - 1) :]]
     return (parent[0] if parent else None), refs
