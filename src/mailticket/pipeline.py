@@ -714,6 +714,9 @@ class Pipeline:
                 # Who else was copied: the ticket's participants too (absent when nobody
                 # was, keeping the seed's shape).
                 **({"cc": ", ".join(email.cc)} if email.cc else {}),
+                # Where the sender asked answers to go (a web form's mail, a shared
+                # mailbox): a person's answer goes there (conversation.participants).
+                **({"reply_to": ", ".join(email.reply_to)} if email.reply_to else {}),
             },
             direction="in",
             classification=classification.label,

@@ -199,3 +199,66 @@ def test_references_follow_rfc_5322_when_the_parent_names_only_its_parent() -> N
     assert thread_headers("<m@c>", ["<a@c>", "<p@c>"], ["<p@c>"])[1] == [
         "<a@c>", "<p@c>", "<m@c>"]
     assert thread_headers("<m@c>", [], ["<p@c>", "<q@c>"])[1] == ["<m@c>"]
+
+
+def _form_mail(reply_to: str, message_id: str) -> bytes:
+    """What a website's contact form sends: its own From, the visitor in Reply-To."""
+    msg = EmailMessage()
+    msg["From"] = "Kunde Webshop Kontaktformular <webshop@kunde.example>"
+    msg["To"] = SUPPORT
+    msg["Reply-To"] = reply_to
+    msg["Subject"] = "Kontaktformular: Lieferung fehlt"
+    msg["Date"] = "Mon, 15 Dec 2025 09:30:00 +0100"
+    msg["Message-ID"] = message_id
+    msg.set_content("Name: Jörg Müller\nE-Mail: joerg@kunde.example\n\nNachricht:\n"
+                    "Meine Lieferung fehlt.\n")
+    return msg.as_bytes()
+
+
+async def test_the_agents_answer_goes_where_the_customers_mail_asked_answers_to_go(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    """A contact form writes From its own address with the visitor in Reply-To: the
+    confirmation honoured that, but the agent's answer went to the form's mailbox, and the
+    customer never heard back (RFC 5322 §3.6.2)."""
+    api, sink = helpdesk
+    opened = api.ingest(_form_mail("Jörg Müller <joerg@kunde.example>", "<form-1@shop.example>"))
+    assert opened.action == "created"
+    [confirmation] = await _delivered(api, sink, 0)
+    assert confirmation["To"] == "joerg@kunde.example"
+
+    r = api.client.post(f"/api/v1/tickets/{opened.ticket_number}/comments",
+                        headers=api.auth("write"),
+                        json={"body": "Wir schicken sie erneut.", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    await _delivered(api, sink, 1)
+    assert sink.messages[-1].rcpt_tos == ["joerg@kunde.example"]
+    assert sink.messages[-1].message()["To"] == "joerg@kunde.example"
+    listed = api.get(f"/api/v1/tickets/{opened.ticket_id}/participants").json()
+    assert [(p["address"], p["source"]) for p in listed["participants"]] == [
+        ("joerg@kunde.example", "requester")]
+
+    # He answers from his own mailbox; the next answer still reaches him alone.
+    reply = api.ingest(_outlook(
+        "Jörg Müller <joerg@kunde.example>", f"AW: [{opened.ticket_number}] Lieferung fehlt",
+        "Danke!\n", "<AM0PR01MB0009@eurprd01.prod.outlook.com>",
+        In_Reply_To=sink.messages[-1].message()["Message-ID"],
+    ))
+    assert (reply.action, reply.ticket_id) == ("linked", opened.ticket_id)
+    r = api.client.post(f"/api/v1/tickets/{opened.ticket_number}/comments",
+                        headers=api.auth("write"), json={"body": "Gern.", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    await _delivered(api, sink, 2)
+    assert sink.messages[-1].rcpt_tos == ["joerg@kunde.example"]
+
+
+async def test_a_reply_to_naming_only_us_leaves_the_answer_with_the_sender(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    api, sink = helpdesk
+    opened = api.ingest(_form_mail(SUPPORT, "<form-2@shop.example>"))
+    r = api.client.post(f"/api/v1/tickets/{opened.ticket_number}/comments",
+                        headers=api.auth("write"), json={"body": "Gern.", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    await deliver_outgoing_mail(api.runtime.session_factory, api.runtime.settings)
+    assert sink.messages[-1].rcpt_tos == ["webshop@kunde.example"]
