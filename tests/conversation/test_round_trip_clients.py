@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
 from mailticket.threading import subject_ticket_number
 from tests.api.conftest import Api, build_api
+from tests.escalation.helpers import setup
 from tests.smtp_sink import SmtpSink
 
 SUPPORT = "support@example.com"
@@ -262,3 +264,52 @@ async def test_a_reply_to_naming_only_us_leaves_the_answer_with_the_sender(
     assert r.status_code == 201, r.text
     await deliver_outgoing_mail(api.runtime.session_factory, api.runtime.settings)
     assert sink.messages[-1].rcpt_tos == ["webshop@kunde.example"]
+
+
+_CLOSE_WHEN_SILENT = """
+workflows:
+  - name: tickets
+    classification_trigger: support_request
+    workflow_steps:
+      - action: create_ticket
+  - name: close after 7 days
+    event_trigger: {event: ticket_idle, days: 7, status: pending}
+    workflow_steps:
+      - action: close
+        params: {template: closed_no_answer}
+"""
+
+
+async def test_the_close_notice_answers_the_customers_mail_at_their_reply_to(
+    make_runtime: Callable[..., Runtime], tmp_path: Path,
+) -> None:
+    """The "closed, no answer" notice went to the form's From address, and answered the
+    customer's out-of-office (the newest inbound mail) instead of the customer's own mail."""
+    with SmtpSink() as sink:
+        env = setup(make_runtime, tmp_path, workflows=_CLOSE_WHEN_SILENT, sla=None,
+                    customers=None, mail_from=f"Example Support <{SUPPORT}>",
+                    mail_domain="example.com", smtp_host=sink.host, smtp_port=sink.port,
+                    smtp_tls="plain", smtp_timeout=5)
+        api = build_api(env.runtime)
+        try:
+            opened = env.ingest(_form_mail("Jörg Müller <joerg@kunde.example>",
+                                           "<form-3@shop.example>"))
+            r = api.client.patch(f"/api/v1/tickets/{opened.ticket_id}", headers=api.auth("write"),
+                                 json={"status": "pending"})
+            assert r.status_code == 200, r.text
+            # His out-of-office answers something of ours and threads onto the ticket.
+            away = env.ingest(_outlook(
+                "Jörg Müller <joerg@kunde.example>",
+                f"Automatische Antwort: [{opened.ticket_number}] Lieferung fehlt",
+                "Ich bin bis 5. Januar nicht im Büro.\n", "<AM0PR01MB0010@eurprd01.prod.outlook.com>",
+                Auto_Submitted="auto-replied", X_Auto_Response_Suppress="All",
+            ))
+            assert away.ticket_id == opened.ticket_id
+            assert env.sweep(env.clock.advance(days=8)).runs == [
+                ("close after 7 days", "ticket_idle:7d", "ok")]
+            await deliver_outgoing_mail(env.runtime.session_factory, env.runtime.settings)
+            [notice] = [m for m in sink.messages if b"we have not heard back" in m.data]
+            assert notice.rcpt_tos == ["joerg@kunde.example"]
+            assert notice.message()["In-Reply-To"] == "<form-3@shop.example>"
+        finally:
+            api.client.close()

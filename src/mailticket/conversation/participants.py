@@ -106,6 +106,18 @@ def _changes(session: Session, ticket: Ticket) -> dict[str, Participant]:
     return {row.address: row for row in rows}
 
 
+def requester_address(session: Session, settings: Settings, ticket: Ticket) -> str | None:
+    """Where a mail to the requester alone goes (a notice): the Reply-To their mail named,
+    when it names one we can mail, else their own address; None without a requester."""
+    requester = (ticket.requester_email or "").lower()
+    if not requester:
+        return None
+    ours = our_addresses(settings)
+    named = _from_thread(session, ticket).answer_to.get(requester, [])
+    usable = [a for _, a in named if a not in ours and a.isascii() and "@" in a]
+    return usable[0] if usable else requester
+
+
 def participants(session: Session, settings: Settings, ticket: Ticket) -> list[Person]:
     """The ticket's current participants, requester first, each address once."""
     ours = our_addresses(settings)

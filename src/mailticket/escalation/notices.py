@@ -21,7 +21,7 @@ from mailticket.sla.models import TicketSla
 from mailticket.store.batch import Batch
 from mailticket.store.models import EmailLog, EmailTicket, Ticket
 from mailticket.store.outbox_models import as_utc
-from mailticket.types import TicketEvent
+from mailticket.types import AUTOMATED_LABELS, TicketEvent
 
 NOTIFY_ACTION = "notify"
 CLOSE_NOTICE_ACTION = "close_notice"
@@ -98,7 +98,11 @@ def customer_parent(work: Batch, ticket: Ticket) -> Parent | None:
     with work.quietly() as session:
         row = session.execute(
             select(log.email_message_id, log.thread_data, log.email_from, log.email_from_name)
-            .where(log.direction == "in", or_(log.ticket_id == ticket.id, log.id.in_(linked)))
+            .where(
+                log.direction == "in", or_(log.ticket_id == ticket.id, log.id.in_(linked)),
+                # an out-of-office or a bounce is no message of the customer's to answer
+                log.classification.is_(None) | log.classification.not_in(AUTOMATED_LABELS),
+            )
             .order_by(log.email_received_at.desc(), log.id.desc())
             .limit(1)
         ).first()
