@@ -4,14 +4,17 @@ languages, mail gateways that tag subjects, the agent's answer and the reply to 
 
 from __future__ import annotations
 
+import email
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from mailticket.outbound.compose import reply_subject, thread_headers
+from mailticket.outbound.compose import compose, reply_subject, thread_headers
 from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
@@ -313,3 +316,21 @@ async def test_the_close_notice_answers_the_customers_mail_at_their_reply_to(
             assert notice.message()["In-Reply-To"] == "<form-3@shop.example>"
         finally:
             api.client.close()
+
+
+@pytest.mark.parametrize("subject", [
+    "Fehler =?utf-8?b?eA==?= im Export",  # a mailer's undecodable word, kept as text
+    "Überweisung =?iso-8859-1?q?f=FCr?= März",
+    "Rechnung für März – Kundennr. 4711 " * 4,
+])
+def test_the_subject_the_customer_reads_is_the_subject_we_meant(subject: str) -> None:
+    composed = compose(
+        from_address=SUPPORT, from_name="Änna Ägent", to_address="joerg@kunde.example",
+        to_name="Müller, Jörg", subject=reply_subject("TKT-20251215-001", subject),
+        message_id="<m@example.com>", in_reply_to=None, references=[], text_body="x",
+        html_body=None, date=datetime(2025, 12, 15, 10, 0, tzinfo=UTC),
+    )
+    read = email.message_from_bytes(composed.raw, policy=policy.default)
+    assert read["Subject"] == reply_subject("TKT-20251215-001", subject)
+    assert (read["From"].addresses[0].display_name, read["To"].addresses[0].display_name) == (
+        "Änna Ägent", "Müller, Jörg")

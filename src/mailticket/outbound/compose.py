@@ -283,13 +283,15 @@ def _address(name: str, address: str) -> str:
 
 def _encoded(value: str) -> str:
     """RFC 2047 for the words that need it: ASCII words stay readable (a "[TKT-…]" tag
-    included); each run of non-ASCII words becomes encoded words of at most 75 characters."""
-    if value.isascii():
+    included); each run of other words becomes encoded words of at most 75 characters. A word
+    with "=?" in it is encoded too: sent as it is, a client would decode it as an encoded
+    word of its own and show the customer other text than their subject."""
+    if value.isascii() and "=?" not in value:
         return value
     out: list[str] = []
     run: list[str] = []
     for word in value.split(" "):
-        if word.isascii():
+        if word.isascii() and "=?" not in word:
             if run:
                 out.extend(_encoded_words(" ".join(run)))
                 run = []
