@@ -4,7 +4,9 @@ languages, mail gateways that tag subjects, the agent's answer and the reply to 
 
 from __future__ import annotations
 
+import base64
 import email
+import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email import policy
@@ -19,6 +21,7 @@ from mailticket.outbound.smtp import deliver_outgoing_mail
 from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
 from mailticket.threading import subject_ticket_number
+from mailticket.threading.threadindex import answer_index, conversation_ref
 from tests.api.conftest import Api, build_api
 from tests.escalation.helpers import setup
 from tests.smtp_sink import SmtpSink
@@ -48,7 +51,9 @@ def _outlook(sender: str, subject: str, body: str, message_id: str, **headers: s
     msg["Date"] = "Mon, 15 Dec 2025 09:30:00 +0800"
     msg["Message-ID"] = message_id
     msg["Thread-Topic"] = subject.rpartition("] ")[2]
-    msg["Thread-Index"] = "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q=="
+    # A new conversation unless the test continues one.
+    msg["Thread-Index"] = headers.pop("Thread_Index", None) or base64.b64encode(
+        b"\x01\xdcm\x95\\u" + secrets.token_bytes(16)).decode()
     msg["X-MS-Has-Attach"] = ""
     for name, value in headers.items():
         msg[name.replace("_", "-")] = value
@@ -334,3 +339,126 @@ def test_the_subject_the_customer_reads_is_the_subject_we_meant(subject: str) ->
     assert read["Subject"] == reply_subject("TKT-20251215-001", subject)
     assert (read["From"].addresses[0].display_name, read["To"].addresses[0].display_name) == (
         "Änna Ägent", "Müller, Jörg")
+
+
+def _child(index: str) -> str:
+    """What Outlook writes answering a mail with this Thread-Index: one 5-byte block more."""
+    return base64.b64encode(base64.b64decode(index) + b"\x00\x05\x0d\xac\x3a").decode()
+
+
+async def test_an_outlook_answer_that_lost_its_headers_and_number_finds_the_ticket(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    """Outlook dropped In-Reply-To and References and he wrote a new subject: only the
+    conversation index (Thread-Index) still ties his answer to the ticket."""
+    api, sink = helpdesk
+    customer = "Jörg Müller <joerg@kunde.example>"
+    started = "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q=="
+    opened = api.ingest(_outlook(customer, "Drucker druckt nicht", "Hallo, er druckt nicht.\n",
+                                 "<AM0PR01MB0100@eurprd01.prod.outlook.com>",
+                                 Thread_Index=started))
+    [confirmation] = await _delivered(api, sink, 0)
+    # Our answers continue his conversation: his index and one child block.
+    ours = base64.b64decode(confirmation["Thread-Index"])
+    assert ours[:22] == base64.b64decode(started) and len(ours) == 27
+    r = api.client.post(f"/api/v1/tickets/{opened.ticket_number}/comments",
+                        headers=api.auth("write"),
+                        json={"body": "Bitte Toner tauschen.", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    [answer] = await _delivered(api, sink, 1)
+    assert base64.b64decode(answer["Thread-Index"])[:22] == base64.b64decode(started)
+
+    reply = api.ingest(_outlook(
+        customer, "Toner bestellt - wie lange dauert das?",
+        "Toner ist bestellt. Wie lange dauert die Lieferung?\n\n"
+        "________________________________\nVon: Example Support <support@example.com>\n"
+        f"Gesendet: Montag, 15. Dezember 2025 11:00\nAn: {customer}\n"
+        f"Betreff: {answer['Subject']}\n\nBitte Toner tauschen.\n",
+        "<AM0PR01MB0101@eurprd01.prod.outlook.com>",
+        Thread_Index=_child(answer["Thread-Index"]),
+    ))
+    assert (reply.action, reply.ticket_id, reply.matched_by) == (
+        "linked", opened.ticket_id, "thread_index")
+    assert opened.ticket_id is not None
+    assert _comments(api, opened.ticket_id, "email") == [
+        "Toner ist bestellt. Wie lange dauert die Lieferung?"]
+
+
+async def test_a_conversation_we_started_threads_an_outlook_colleagues_answer(
+    helpdesk: tuple[Api, SmtpSink],
+) -> None:
+    """The customer writes from Gmail (no Thread-Index): our answer starts a conversation
+    of the ticket's own, and his colleague's Outlook answer to it comes back by it."""
+    api, sink = helpdesk
+    msg = EmailMessage()
+    msg["From"] = "Dana <dana@gmail.example>"
+    msg["To"] = SUPPORT
+    msg["Cc"] = "Kollege <kollege@kunde.example>"
+    msg["Subject"] = "VPN trennt ständig"
+    msg["Message-ID"] = "<CAF=abc@mail.gmail.com>"
+    msg.set_content("Seit heute trennt das VPN alle 5 Minuten.\n")
+    opened = api.ingest(msg.as_bytes())
+    r = api.client.post(f"/api/v1/tickets/{opened.ticket_number}/comments",
+                        headers=api.auth("write"),
+                        json={"body": "Welche Client-Version?", "author_email": AGENT})
+    assert r.status_code == 201, r.text
+    answer = [m for m in await _delivered(api, sink, 0) if m["Auto-Submitted"] is None][0]
+    assert len(base64.b64decode(answer["Thread-Index"])) == 22
+    reply = api.ingest(_outlook(
+        "Kollege <kollege@kunde.example>", "Client-Version", "Version 5.2.1\n",
+        "<AM0PR01MB0102@eurprd01.prod.outlook.com>",
+        Thread_Index=_child(answer["Thread-Index"]),
+    ))
+    assert (reply.action, reply.ticket_id, reply.matched_by) == (
+        "linked", opened.ticket_id, "thread_index")
+
+
+async def test_a_conversation_index_alone_never_picks_between_tickets_nor_follows_junk(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    api = build_api(make_runtime(ticket_subject_match="participants"))
+    try:
+        shared = "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q=="
+        # A colleague's internal conversation reaches support from two people; B is no
+        # participant of A's ticket (TICKET_SUBJECT_MATCH=participants): two tickets share it.
+        first = api.ingest(_outlook("A <a@kunde.example>", "FW: Server", "Bitte prüfen.\n",
+                                    "<AM0PR01MB0200@eurprd01.prod.outlook.com>",
+                                    Thread_Index=shared))
+        second = api.ingest(_outlook("B <b@kunde.example>", "FW: Server", "Auch bei uns.\n",
+                                     "<AM0PR01MB0201@eurprd01.prod.outlook.com>",
+                                     Thread_Index=_child(shared)))
+        assert (first.action, second.action) == ("created", "created")
+        third = api.ingest(_outlook("A <a@kunde.example>", "Noch etwas", "Und noch etwas.\n",
+                                    "<AM0PR01MB0202@eurprd01.prod.outlook.com>",
+                                    Thread_Index=_child(_child(shared))))
+        assert third.action == "created"
+        # A malformed index is no conversation.
+        junk = api.ingest(_outlook("A <a@kunde.example>", "Weiteres", "x\n",
+                                   "<AM0PR01MB0203@eurprd01.prod.outlook.com>",
+                                   Thread_Index="AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5QAA"))
+        assert junk.action == "created"
+    finally:
+        api.client.close()
+
+
+def test_conversation_refs_and_answer_indexes() -> None:
+    started = "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q=="
+    key = conversation_ref(started)
+    assert key == "<4afda6427ec6442889d30de1283e0ae5@thread-index.invalid>"
+    later = datetime(2025, 12, 16, 10, 0, tzinfo=UTC)
+    child = answer_index(started, "TKT-20251215-001@example.com", later)
+    assert len(base64.b64decode(child)) == 27 and conversation_ref(child) == key
+    grandchild = answer_index(child, "TKT-20251215-001@example.com", later)
+    assert base64.b64decode(grandchild)[:27] == base64.b64decode(child)
+    fresh = answer_index(None, "TKT-20251215-001@example.com", later)
+    again = answer_index("not base64!", "TKT-20251215-001@example.com", later)
+    assert conversation_ref(fresh) == conversation_ref(again) != key
+    for junk in (None, "", "AAAA", started[:-4], "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5QAA", "!!"):
+        assert conversation_ref(junk) is None
+
+
+def test_an_answer_index_stays_within_one_header_line() -> None:
+    long = base64.b64encode(base64.b64decode("AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q==")
+                            + b"\x00\x05\x0d\xac\x3a" * 190).decode()
+    answer = answer_index(long, "seed", datetime(2025, 12, 16, 10, 0, tzinfo=UTC))
+    assert len(answer) < 900 and conversation_ref(answer) == conversation_ref(long)

@@ -19,6 +19,7 @@ from mailticket.settings import Settings
 from mailticket.store.batch import AUTO_REPLY_ACTION, Batch
 from mailticket.store.models import Ticket
 from mailticket.store.outbox_models import as_utc
+from mailticket.threading.threadindex import answer_index, ticket_seed
 from mailticket.types import ParsedEmail
 
 __all__ = [
@@ -94,6 +95,7 @@ def queue_auto_reply(
         text_body=rendered.text,
         html_body=rendered.html,
         date=now,
+        thread_index=answer_index(email.header("thread-index"), ticket_seed(ticket, settings), now),
     )
     queued = queue_message(
         work,

@@ -113,6 +113,7 @@ class Composed:
     in_reply_to: str | None
     references: list[str]
     raw: bytes
+    thread_index: str | None = None
 
 
 def compose(
@@ -132,9 +133,11 @@ def compose(
     reply_to: str | None = None,
     automatic: bool = True,
     attachments: Sequence[MailFile] = (),
+    thread_index: str | None = None,
 ) -> Composed:
     """`automatic`: an auto-reply (RFC 3834 headers); False for a person's answer. `cc`:
-    (name, address) pairs. `attachments` make the message multipart/mixed."""
+    (name, address) pairs. `attachments` make the message multipart/mixed. `thread_index`:
+    Outlook's conversation index (`threading.threadindex.answer_index`)."""
     # Written out directly: the stdlib's generator re-folds every header through
     # email.header and cost more than the rest of an auto-reply together. This is safe
     # because every value below is one clean line (clean_header), our own, or encoded here.
@@ -156,6 +159,8 @@ def compose(
         headers.append(("In-Reply-To", in_reply_to))
     if references:
         headers.append(("References", " ".join(references)))
+    if thread_index:
+        headers.append(("Thread-Index", clean_header(thread_index)))
     if automatic:
         # RFC 3834: marks this as an automatic response so other responders stay quiet;
         # the Microsoft header does the same for Exchange/Outlook out-of-office rules.
@@ -177,7 +182,7 @@ def compose(
         )
         part_lines = [f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"']
     raw = ("\r\n".join([*lines, *part_lines]) + "\r\n\r\n").encode("ascii") + body
-    return Composed(message_id, clean_subject, in_reply_to, references, raw)
+    return Composed(message_id, clean_subject, in_reply_to, references, raw, thread_index)
 
 
 @dataclass(frozen=True)
