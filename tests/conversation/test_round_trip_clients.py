@@ -8,13 +8,13 @@ import base64
 import email
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mailticket.outbound.compose import compose, reply_subject, thread_headers
 from mailticket.outbound.smtp import deliver_outgoing_mail
@@ -462,3 +462,34 @@ def test_an_answer_index_stays_within_one_header_line() -> None:
                             + b"\x00\x05\x0d\xac\x3a" * 190).decode()
     answer = answer_index(long, "seed", datetime(2025, 12, 16, 10, 0, tzinfo=UTC))
     assert len(answer) < 900 and conversation_ref(answer) == conversation_ref(long)
+
+
+async def test_an_outlook_answer_to_an_old_closed_conversation_continues_on_its_followup(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """The closed ticket and its follow-up share the customer's conversation: an answer
+    found by it alone goes where the follow-up rules send it, not to a third ticket."""
+    api = build_api(make_runtime(clock=None))
+    try:
+        customer = "Jörg Müller <joerg@kunde.example>"
+        started = "AdxtlVx1Sv2mQn7GRCiJ0w3hKD4K5Q=="
+        opened = api.ingest(_outlook(customer, "Drucker", "Er druckt nicht.\n",
+                                     "<AM0PR01MB0300@eurprd01.prod.outlook.com>",
+                                     Thread_Index=started))
+        r = api.client.patch(f"/api/v1/tickets/{opened.ticket_id}", headers=api.auth("write"),
+                             json={"status": "closed"})
+        assert r.status_code == 200, r.text
+        with api.runtime.session_factory() as s:
+            s.execute(update(Ticket).where(Ticket.id == opened.ticket_id).values(
+                closed_at=datetime.now(UTC) - timedelta(days=30)))
+            s.commit()
+        followup = api.ingest(_outlook(
+            customer, f"AW: [{opened.ticket_number}] Drucker", "Wieder kaputt.\n",
+            "<AM0PR01MB0301@eurprd01.prod.outlook.com>", Thread_Index=_child(started)))
+        assert followup.action == "followup" and followup.ticket_id != opened.ticket_id
+        again = api.ingest(_outlook(
+            customer, "Noch eine Frage", "Und der Toner?\n",
+            "<AM0PR01MB0302@eurprd01.prod.outlook.com>", Thread_Index=_child(_child(started))))
+        assert (again.action, again.ticket_id) == ("linked", followup.ticket_id)
+    finally:
+        api.client.close()

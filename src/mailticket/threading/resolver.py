@@ -180,14 +180,16 @@ def _by_conversation(
 ) -> Resolution:
     """Last: Outlook's conversation (Thread-Index), for an answer that lost In-Reply-To,
     References and the ticket number. As weak as the subject: never for a suspect sender,
-    under TICKET_SUBJECT_MATCH, and only when the conversation belongs to one ticket."""
+    under TICKET_SUBJECT_MATCH, and only when the conversation belongs to one ticket (a
+    closed one and its follow-ups count as one: the follow-up rules then pick where it goes)."""
     key = conversation_ref(email.header("thread-index"))
     if key is None or suspect:
         return Resolution(None)
-    found = {work.live(work.ticket(r.ticket_id)).id for r in work.refs_for([key]).get(key, [])}
-    if len(found) != 1:
+    found = {work.live(work.ticket(r.ticket_id)) for r in work.refs_for([key]).get(key, [])}
+    roots = {_followup_root(work, ticket) for ticket in found}
+    if len(roots) != 1:
         return Resolution(None)
-    ticket = work.live(work.ticket(found.pop()))
+    ticket = work.live(work.ticket(roots.pop()))
     if settings.ticket_subject_match is SubjectMatchPolicy.any or _is_participant(
         work, ticket, email.from_address
     ):
