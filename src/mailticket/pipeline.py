@@ -55,6 +55,7 @@ from mailticket.store.models import (
 )
 from mailticket.store.outbox_models import as_utc
 from mailticket.store.senderauth_models import EmailSenderAuth
+from mailticket.threading.threadindex import conversation_ref
 from mailticket.ticketing import quarantine, tickets
 from mailticket.types import OWN_MAIL, Classification, Outcome, ParsedEmail
 from mailticket.workflows.engine import run_workflows
@@ -451,6 +452,8 @@ class Pipeline:
                     numbers.add(number)
             if number := threading.subject_ticket_number(email.subject):
                 numbers.add(number)
+            if conversation := conversation_ref(email.header("thread-index")):
+                ids.append(conversation)
         clock = self.clock()
         earliest = min(
             (min(received_at_of(email, None), clock) if self.backdate else clock)
@@ -714,6 +717,13 @@ class Pipeline:
                 # Who else was copied: the ticket's participants too (absent when nobody
                 # was, keeping the seed's shape).
                 **({"cc": ", ".join(email.cc)} if email.cc else {}),
+                # Where the sender asked answers to go (a web form's mail, a shared
+                # mailbox): a person's answer goes there (conversation.participants).
+                **({"reply_to": ", ".join(email.reply_to)} if email.reply_to else {}),
+                # Outlook's conversation index (a well-formed one): an agent's answer
+                # continues it.
+                **({"thread_index": email.header("thread-index")}
+                   if conversation_ref(email.header("thread-index")) else {}),
             },
             direction="in",
             classification=classification.label,

@@ -49,6 +49,7 @@ from mailticket.store.batch import open_batch
 from mailticket.store.db import new_row
 from mailticket.store.models import Attachment, Comment, EmailLog, RawMessage, Ticket
 from mailticket.store.outbox_models import as_utc
+from mailticket.threading.threadindex import answer_index, ticket_seed
 from mailticket.ticketing import tickets as ticket_service
 from mailticket.types import AUTOMATED_LABELS
 
@@ -220,6 +221,10 @@ def mail_comment(
         html_body=rendered.html,
         attachments=attachments,
         date=now,
+        thread_index=answer_index(
+            str((parent.thread_data or {}).get("thread_index") or "") if parent else None,
+            ticket_seed(ticket, settings), now,
+        ),
     )
     rcpt = [address for _, address in [*to, *copied]]
     with open_batch(session) as work:

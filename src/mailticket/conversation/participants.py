@@ -69,8 +69,15 @@ def _split(value: str | None) -> list[tuple[str, str]]:
     return [(n, a.strip().lower()) for n, a in getaddresses([value or ""]) if "@" in a]
 
 
-def _from_thread(session: Session, ticket: Ticket) -> list[tuple[str, str]]:
-    """(name, address) from every human customer message of the ticket, oldest first."""
+@dataclass(frozen=True)
+class _Thread:
+    # (name, address) from every human customer message of the ticket, oldest first.
+    people: list[tuple[str, str]]
+    # Sender -> the Reply-To their mail named (RFC 5322 §3.6.2: where answers go instead).
+    answer_to: dict[str, list[tuple[str, str]]]
+
+
+def _from_thread(session: Session, ticket: Ticket) -> _Thread:
     log = EmailLog
     rows = session.execute(
         select(log.email_from, log.email_from_name, log.email_to, log.thread_data)
@@ -81,12 +88,17 @@ def _from_thread(session: Session, ticket: Ticket) -> list[tuple[str, str]]:
         .order_by(log.id)
     ).all()
     out: list[tuple[str, str]] = []
+    answer_to: dict[str, list[tuple[str, str]]] = {}
     for sender, sender_name, to, thread in rows:
+        data = thread or {}
         if sender:
             out.append((sender_name or "", sender))
+            for target in _split(data.get("reply_to")):
+                if target[1] != sender.lower() and target not in answer_to.get(sender.lower(), []):
+                    answer_to.setdefault(sender.lower(), []).append(target)
         out += _split(to)
-        out += _split((thread or {}).get("cc"))
-    return out
+        out += _split(data.get("cc"))
+    return _Thread(out, answer_to)
 
 
 def _changes(session: Session, ticket: Ticket) -> dict[str, Participant]:
@@ -94,35 +106,52 @@ def _changes(session: Session, ticket: Ticket) -> dict[str, Participant]:
     return {row.address: row for row in rows}
 
 
+def requester_address(session: Session, settings: Settings, ticket: Ticket) -> str | None:
+    """Where a mail to the requester alone goes (a notice): the Reply-To their mail named,
+    when it names one we can mail, else their own address; None without a requester."""
+    requester = (ticket.requester_email or "").lower()
+    if not requester:
+        return None
+    ours = our_addresses(settings)
+    named = _from_thread(session, ticket).answer_to.get(requester, [])
+    usable = [a for _, a in named if a not in ours and a.isascii() and "@" in a]
+    return usable[0] if usable else requester
+
+
 def participants(session: Session, settings: Settings, ticket: Ticket) -> list[Person]:
     """The ticket's current participants, requester first, each address once."""
     ours = our_addresses(settings)
     changes = _changes(session, ticket)
+    thread = _from_thread(session, ticket)
     found: dict[str, Person] = {}
 
-    def offer(name: str, address: str, source: Source) -> None:
+    def usable(address: str) -> bool:
         # A non-ASCII address needs SMTPUTF8, which our mail does not use.
-        if address in found or address in ours or "@" not in address or not address.isascii():
-            return
+        if address in ours or "@" not in address or not address.isascii():
+            return False
         change = changes.get(address)
-        if change is not None and change.state == "removed":
-            return
-        found[address] = Person(address, clean_header(name), source)
+        return change is None or change.state != "removed"
+
+    def offer(name: str, address: str, source: Source) -> None:
+        # Mail that named a Reply-To (a web form's, a shared mailbox's) is answered there,
+        # the sender's own address left out, unless nothing usable is named.
+        targets = [t for t in thread.answer_to.get(address, []) if usable(t[1])]
+        for target_name, target in targets or [(name, address)]:
+            if target not in found and usable(target):
+                found[target] = Person(target, clean_header(target_name), source)
 
     if ticket.requester_email:
         offer("", ticket.requester_email.lower(), "requester")
-    for name, address in _from_thread(session, ticket):
+    for name, address in thread.people:
         offer(name, address, "mail")
     for row in sorted(changes.values(), key=lambda r: r.id):
-        if row.state == "added":
-            offer(row.name or "", row.address, "added")
+        if row.state == "added" and row.address not in found and usable(row.address):
+            found[row.address] = Person(row.address, clean_header(row.name or ""), "added")
     # The requester's display name, when their mail gave one.
-    if ticket.requester_email and ticket.requester_email.lower() in found:
-        req = found[ticket.requester_email.lower()]
-        if not req.name:
-            name = next((n for n, a in _from_thread(session, ticket) if a == req.address and n),
-                        "")
-            found[req.address] = Person(req.address, clean_header(name), "requester")
+    requester = next((p for p in found.values() if p.source == "requester"), None)
+    if requester is not None and not requester.name:
+        name = next((n for n, a in thread.people if a == requester.address and n), "")
+        found[requester.address] = Person(requester.address, clean_header(name), "requester")
     return list(found.values())
 
 

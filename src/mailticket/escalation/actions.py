@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from mailticket.backends.actions import queue_ticket_update
+from mailticket.conversation.participants import requester_address
 from mailticket.escalation import notices
 from mailticket.outbound.loop import own_addresses
 from mailticket.outbound.templates import TemplateRenderError
@@ -196,7 +197,8 @@ def _tell_requester(
     ctx: ActionContext, ticket: Ticket, params: CloseParams, now: datetime
 ) -> dict[str, Any]:
     assert params.template is not None
-    address = (ticket.requester_email or "").lower()
+    with ctx.work.quietly() as session:
+        address = requester_address(session, ctx.settings, ticket) or ""
     if not address or address in own_addresses(ctx.settings):
         return {"sent": False, "reason": "no requester to tell"}
     data = notices.context(ctx.work, ctx.settings, ticket, event=ctx.event, extra=params.extra)

@@ -6,7 +6,7 @@ rendered from templates/email and queued with the shared outgoing-mail function
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from mailticket.sla.models import TicketSla
 from mailticket.store.batch import Batch
 from mailticket.store.models import EmailLog, EmailTicket, Ticket
 from mailticket.store.outbox_models import as_utc
-from mailticket.types import TicketEvent
+from mailticket.types import AUTOMATED_LABELS, TicketEvent
 
 NOTIFY_ACTION = "notify"
 CLOSE_NOTICE_ACTION = "close_notice"
@@ -35,6 +35,7 @@ class Parent:
     references: list[str]
     address: str
     name: str
+    in_reply_to: list[str] = field(default_factory=list)
 
 
 def _when(settings: Settings, moment: datetime | None) -> str | None:
@@ -97,14 +98,20 @@ def customer_parent(work: Batch, ticket: Ticket) -> Parent | None:
     with work.quietly() as session:
         row = session.execute(
             select(log.email_message_id, log.thread_data, log.email_from, log.email_from_name)
-            .where(log.direction == "in", or_(log.ticket_id == ticket.id, log.id.in_(linked)))
+            .where(
+                log.direction == "in", or_(log.ticket_id == ticket.id, log.id.in_(linked)),
+                # an out-of-office or a bounce is no message of the customer's to answer
+                log.classification.is_(None) | log.classification.not_in(AUTOMATED_LABELS),
+            )
             .order_by(log.email_received_at.desc(), log.id.desc())
             .limit(1)
         ).first()
     if row is None:
         return None
-    refs = str((row.thread_data or {}).get("references") or "").split()
-    return Parent(row.email_message_id, refs, row.email_from, row.email_from_name or "")
+    data = row.thread_data or {}
+    refs = str(data.get("references") or "").split()
+    replied_to = str(data.get("in_reply_to") or "").split()
+    return Parent(row.email_message_id, refs, row.email_from, row.email_from_name or "", replied_to)
 
 
 def key_for(*parts: object) -> str:
@@ -132,7 +139,8 @@ def queue_notice(
         return None
     rendered = MailTemplates.from_settings(settings).render(template, template_context)
     in_reply_to, references = (
-        thread_headers(parent.message_id, parent.references) if parent is not None else (None, [])
+        thread_headers(parent.message_id, parent.references, parent.in_reply_to)
+        if parent is not None else (None, [])
     )
     message = compose(
         from_address=settings.mail_from_address,

@@ -19,6 +19,7 @@ from mailticket.settings import Settings
 from mailticket.store.batch import AUTO_REPLY_ACTION, Batch
 from mailticket.store.models import Ticket
 from mailticket.store.outbox_models import as_utc
+from mailticket.threading.threadindex import answer_index, ticket_seed
 from mailticket.types import ParsedEmail
 
 __all__ = [
@@ -79,7 +80,8 @@ def queue_auto_reply(
     rendered = templates.render(template, template_context(settings, ticket, email, extra or {}))
     to_address, to_name = reply_recipient(email)
     in_reply_to, references = thread_headers(
-        None if email.message_id_synthetic else email.message_id, email.references
+        None if email.message_id_synthetic else email.message_id, email.references,
+        email.in_reply_to,
     )
     message = compose(
         from_address=settings.mail_from_address,
@@ -93,6 +95,7 @@ def queue_auto_reply(
         text_body=rendered.text,
         html_body=rendered.html,
         date=now,
+        thread_index=answer_index(email.header("thread-index"), ticket_seed(ticket, settings), now),
     )
     queued = queue_message(
         work,

@@ -16,16 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import encode_rfc2231, format_datetime, formataddr
 
+from mailticket.reading.replyprefixes import REPLY_PREFIX
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 
-# Leading reply/forward markers ("Re:", "AW:", "SV:", "Fwd:", "Re[2]:") the customer's mailer
+# Leading reply/forward markers ("Re:", "AW:", "SV:", "回复:", "Re[2]:") the customer's mailer
 # added; they are noise in front of our ticket tag.
-_REPLY_PREFIX = re.compile(
-    r"^\s*(?:re|aw|sv|vs|antw|antwort|ref|rif|res|odp|tr|wg|fw|fwd|vb|rv|enc|ynt)"
-    r"\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*",
+_REPLY_PREFIX = re.compile(rf"^\s*{REPLY_PREFIX}\s*", re.IGNORECASE)
+_TICKET_TAG = re.compile(r"\[\s*(TKT-\d{8}-\d{3,})\s*\]", re.IGNORECASE)
+_LEADING_TICKET_TAG = re.compile(r"^\s*\[\s*TKT-\d{8}-\d{3,}\s*\]\s*", re.IGNORECASE)
+# A tag a mail gateway put in front of a reply marker or of our ticket tag ("[EXTERNAL] RE: …",
+# "RE: [EXT] [TKT-…] …"): the gateway's, not the customer's words. A tag the customer wrote
+# before their own subject ("[Urgent] Printer") stays.
+_GATEWAY_TAG = re.compile(
+    rf"^\s*\[[^\[\]]{{1,40}}\]\s*(?=(?:{REPLY_PREFIX})|\[\s*TKT-\d{{8}}-\d{{3,}}\s*\])",
     re.IGNORECASE,
 )
-_TICKET_TAG = re.compile(r"\[\s*(TKT-\d{8}-\d{3,})\s*\]", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MSGID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 # References beyond this are trimmed (keeping the first, the thread root) as RFC 5322 §3.6.4
@@ -48,13 +53,15 @@ def clean_header(value: str) -> str:
 
 
 def strip_subject_noise(subject: str) -> str:
-    """Drop leading reply markers and every "[TKT-…]" tag, so we can put exactly one back."""
+    """Drop leading reply markers, a gateway's tag in front of them and every "[TKT-…]" tag,
+    so we can put exactly one back."""
     text = clean_header(subject)
     while True:
-        stripped = _REPLY_PREFIX.sub("", text, count=1)
-        stripped = _TICKET_TAG.sub("", stripped).strip()
+        stripped = _GATEWAY_TAG.sub("", text, count=1)
+        stripped = _REPLY_PREFIX.sub("", stripped, count=1)
+        stripped = _LEADING_TICKET_TAG.sub("", stripped, count=1)
         if stripped == text:
-            return text
+            return " ".join(_TICKET_TAG.sub(" ", text).split())
         text = stripped
 
 
@@ -82,11 +89,18 @@ def valid_message_ids(ids: Iterable[str]) -> list[str]:
 
 
 def thread_headers(
-    inbound_id: str | None, inbound_references: Iterable[str]
+    inbound_id: str | None,
+    inbound_references: Iterable[str],
+    inbound_in_reply_to: Sequence[str] = (),
 ) -> tuple[str | None, list[str]]:
-    """In-Reply-To and References for answering a message (RFC 5322 §3.6.4)."""
+    """In-Reply-To and References for answering a message (RFC 5322 §3.6.4): its References,
+    or, when it has none, its In-Reply-To naming one message (Outlook for Windows writes only
+    In-Reply-To), then its own id."""
     parent = valid_message_ids([inbound_id] if inbound_id else [])
-    refs = valid_message_ids([*inbound_references, *parent])
+    earlier = list(inbound_references)
+    if not earlier and len(inbound_in_reply_to) == 1:
+        earlier = list(inbound_in_reply_to)
+    refs = valid_message_ids([*earlier, *parent])
     if len(refs) > MAX_REFERENCES:
         refs = [refs[0], *refs[-(MAX_REFERENCES - 1) :]]
     return (parent[0] if parent else None), refs
@@ -99,6 +113,7 @@ class Composed:
     in_reply_to: str | None
     references: list[str]
     raw: bytes
+    thread_index: str | None = None
 
 
 def compose(
@@ -118,9 +133,11 @@ def compose(
     reply_to: str | None = None,
     automatic: bool = True,
     attachments: Sequence[MailFile] = (),
+    thread_index: str | None = None,
 ) -> Composed:
     """`automatic`: an auto-reply (RFC 3834 headers); False for a person's answer. `cc`:
-    (name, address) pairs. `attachments` make the message multipart/mixed."""
+    (name, address) pairs. `attachments` make the message multipart/mixed. `thread_index`:
+    Outlook's conversation index (`threading.threadindex.answer_index`)."""
     # Written out directly: the stdlib's generator re-folds every header through
     # email.header and cost more than the rest of an auto-reply together. This is safe
     # because every value below is one clean line (clean_header), our own, or encoded here.
@@ -142,6 +159,8 @@ def compose(
         headers.append(("In-Reply-To", in_reply_to))
     if references:
         headers.append(("References", " ".join(references)))
+    if thread_index:
+        headers.append(("Thread-Index", clean_header(thread_index)))
     if automatic:
         # RFC 3834: marks this as an automatic response so other responders stay quiet;
         # the Microsoft header does the same for Exchange/Outlook out-of-office rules.
@@ -163,7 +182,7 @@ def compose(
         )
         part_lines = [f'Content-Type: multipart/mixed;\r\n boundary="{boundary}"']
     raw = ("\r\n".join([*lines, *part_lines]) + "\r\n\r\n").encode("ascii") + body
-    return Composed(message_id, clean_subject, in_reply_to, references, raw)
+    return Composed(message_id, clean_subject, in_reply_to, references, raw, thread_index)
 
 
 @dataclass(frozen=True)
@@ -269,13 +288,15 @@ def _address(name: str, address: str) -> str:
 
 def _encoded(value: str) -> str:
     """RFC 2047 for the words that need it: ASCII words stay readable (a "[TKT-…]" tag
-    included); each run of non-ASCII words becomes encoded words of at most 75 characters."""
-    if value.isascii():
+    included); each run of other words becomes encoded words of at most 75 characters. A word
+    with "=?" in it is encoded too: sent as it is, a client would decode it as an encoded
+    word of its own and show the customer other text than their subject."""
+    if value.isascii() and "=?" not in value:
         return value
     out: list[str] = []
     run: list[str] = []
     for word in value.split(" "):
-        if word.isascii():
+        if word.isascii() and "=?" not in word:
             if run:
                 out.extend(_encoded_words(" ".join(run)))
                 run = []

@@ -20,6 +20,7 @@ from mailticket.store.db import new_row
 from mailticket.store.models import EmailLog
 from mailticket.store.outbox_models import OutboxItem, utcnow
 from mailticket.threading import record_thread_refs
+from mailticket.threading.threadindex import conversation_ref
 
 SMTP_KIND = "smtp"
 SMTP_TARGET = "smtp"
@@ -74,7 +75,11 @@ def queue_message(
     )
     work.note_logged(entry)
     # Our own id as "self" (a reply to it threads straight here), the ids it points at as refs.
-    record_thread_refs(work, ticket_id, message.message_id, message.references)
+    conversation = conversation_ref(message.thread_index)
+    record_thread_refs(
+        work, ticket_id, message.message_id,
+        [*message.references, *([conversation] if conversation else [])],
+    )
     payload = {
         "mail_from": settings.mail_from_address,
         "rcpt_to": list(rcpt_to),

@@ -2,7 +2,8 @@
 
 Order: In-Reply-To, then References newest first, then (for bounces and auto-replies) the
 headers of the original message they carry, then "some ticket's mail pointed at this very
-message" (it arrived after its reply), then the subject. For each id two signals count: a
+message" (it arrived after its reply), then the subject, then Outlook's conversation
+(Thread-Index, `threadindex.py`). For each id two signals count: a
 Message-ID stored for a ticket (ours or the customer's, in any message's own id, In-Reply-To
 or References: the last gives ghost parents) and a TKT number inside the id.
 
@@ -23,6 +24,7 @@ from mailticket.settings import Settings, SubjectMatchPolicy
 from mailticket.store.batch import Batch, Ref
 from mailticket.store.models import Ticket
 from mailticket.threading.subject import subject_ticket_number
+from mailticket.threading.threadindex import conversation_ref
 from mailticket.types import Classification, ParsedEmail, ThreadMatch
 
 # Signals that come from the message's own headers: only these may merge two tickets.
@@ -170,4 +172,28 @@ def resolve(
             return Resolution(
                 ThreadMatch(found.id, found.ticket_number, "subject", number), ticket=found
             )
+    return _by_conversation(work, settings, email, suspect=suspect)
+
+
+def _by_conversation(
+    work: Batch, settings: Settings, email: ParsedEmail, *, suspect: bool
+) -> Resolution:
+    """Last: Outlook's conversation (Thread-Index), for an answer that lost In-Reply-To,
+    References and the ticket number. As weak as the subject: never for a suspect sender,
+    under TICKET_SUBJECT_MATCH, and only when the conversation belongs to one ticket (a
+    closed one and its follow-ups count as one: the follow-up rules then pick where it goes)."""
+    key = conversation_ref(email.header("thread-index"))
+    if key is None or suspect:
+        return Resolution(None)
+    found = {work.live(work.ticket(r.ticket_id)) for r in work.refs_for([key]).get(key, [])}
+    roots = {_followup_root(work, ticket) for ticket in found}
+    if len(roots) != 1:
+        return Resolution(None)
+    ticket = work.live(work.ticket(roots.pop()))
+    if settings.ticket_subject_match is SubjectMatchPolicy.any or _is_participant(
+        work, ticket, email.from_address
+    ):
+        return Resolution(
+            ThreadMatch(ticket.id, ticket.ticket_number, "thread_index", key), ticket=ticket
+        )
     return Resolution(None)

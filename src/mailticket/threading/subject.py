@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
+from mailticket.reading.replyprefixes import REPLY_PREFIX
 from mailticket.reading.ticketnumbers import canonical_ticket_number
 
-# Reply/forward prefixes in the languages our customers write in, plus list tags like
-# "[support]" that mailers put in front; "Re[2]:" and "Re:Re:" chains included.
-_PREFIX = r"(?:re|aw|sv|vs|antw|antwort|ref|rif|res|odp|tr|wg|fw|fwd|vb|rv|enc|sv|ynt|vá|πρθ)"
+# Reply/forward prefixes (`reading.replyprefixes`) plus list tags like "[support]" that
+# mailers put in front; "Re[2]:" and "Re:Re:" chains included.
 _LEADING_NOISE = re.compile(
-    rf"^(?:\s*(?:{_PREFIX})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*|\s*\[[^\]]*\]\s*(?=\S))*",
+    rf"^(?:\s*{REPLY_PREFIX}\s*|\s*\[[^\]]*\]\s*(?=\S))*",
     re.IGNORECASE,
 )
 _BRACKETED = re.compile(r"\[\s*(TKT-\d{8}-\d{3,})\s*\]", re.IGNORECASE)

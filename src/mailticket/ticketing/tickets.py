@@ -21,6 +21,7 @@ from mailticket.store.batch import Batch
 from mailticket.store.db import new_row
 from mailticket.store.models import Comment, EmailLog, EmailTicket, Ticket
 from mailticket.threading import record_thread_refs
+from mailticket.threading.threadindex import conversation_ref
 from mailticket.ticketing.numbering import allocate_ticket_number
 from mailticket.types import Classification, ParsedEmail
 
@@ -143,7 +144,11 @@ def _attach_email(
         # A further ticket of the same message (multi-ticket threading): the log row keeps
         # naming the first, as the seed's SQL expects; the link table names this one.
         work.add(new_row(EmailTicket, email_log_id=log.id, ticket_id=ticket.id))
-    record_thread_refs(work, ticket.id, email.message_id, [*email.in_reply_to, *email.references])
+    conversation = conversation_ref(email.header("thread-index"))
+    record_thread_refs(
+        work, ticket.id, email.message_id,
+        [*email.in_reply_to, *email.references, *([conversation] if conversation else [])],
+    )
 
 
 # A reply that only quotes earlier mail (a forward to ourselves, an empty "Re:") still
