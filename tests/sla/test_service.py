@@ -12,6 +12,9 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket.backends.base import Normalized, RemoteRef, RemoteTicket
+from mailticket.backends.models import RemoteLink
+from mailticket.backends.sync import SyncReport, apply_remote
 from mailticket.customers.models import Customer
 from mailticket.sla.config import SlaConfig
 from mailticket.sla.models import SlaEvent, TicketSla, TicketStatusChange
@@ -253,3 +256,31 @@ def test_sqlite_needs_no_lock(tmp_path: Path) -> None:
     with Session(engine) as session:
         assert try_sweep_lock(session)
     engine.dispose()
+
+
+@pytest.mark.parametrize(("remote", "paused"), [("resolved", False), ("pending", True)])
+def test_a_status_the_backend_sets_moves_the_clock(
+    db: Session, config: SlaConfig, remote: str, paused: bool
+) -> None:
+    """An agent who resolves the ticket in Jira (or sets it waiting for the customer) stops
+    (pauses) its SLA clock here, as the same change made through the API does: no breach
+    is raised at the time the ticket would have been due."""
+    tid = new_ticket(db)
+    db.add(RemoteLink(ticket_id=tid, backend="jira", remote_id="SUP-1", state="linked"))
+    db.flush()
+    link = db.scalars(select(RemoteLink).where(RemoteLink.ticket_id == tid)).one()
+    ticket = RemoteTicket(RemoteRef("jira", "SUP-1"), remote, Normalized(remote))
+    apply_remote(db, link, ticket, SyncReport(), now=MON_9 + H)
+    assert db.get_one(Ticket, tid).status == remote
+    history = db.scalars(
+        select(TicketStatusChange.status).where(TicketStatusChange.ticket_id == tid)
+    )
+    assert list(history) == [remote]
+
+    report = sweep(db, config, MON_9 + timedelta(days=3))
+    assert report.events == [] and report.breaches == []
+    row = db.get_one(TicketSla, tid)
+    assert row.paused is paused
+    assert (row.first_response_due_at, row.resolution_due_at, row.next_check_at) == (
+        None, None, None
+    )
