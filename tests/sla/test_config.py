@@ -188,6 +188,20 @@ def test_every_mistake_at_its_line(tmp_path: Path) -> None:
     assert lines <= set(range(1, 23))
 
 
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "Factory"])
+def test_the_machines_own_zone_is_refused(tmp_path: Path, zone: str) -> None:
+    """`localtime` loads (it is the host's /etc/localtime), so opening hours would follow
+    whatever zone the server or its container happens to be set to: named, never guessed."""
+    found = issues(tmp_path, f"""
+        calendars:
+          office: {{timezone: {zone}, hours: {{mon-fri: "09:00-17:00"}}}}
+        policies:
+          - {{name: Default, first_response: 4h}}
+    """)
+    assert len(found) == 1 and found[0][0] == 2, found
+    assert f"calendars.office.timezone: {zone!r} is no place's time zone" in found[0][1]
+
+
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     assert issues(tmp_path, "policies:\n  - {name: x\n")[0][0] == 3
 

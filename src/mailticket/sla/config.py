@@ -46,6 +46,9 @@ DEFAULT_WARNING_SHARE = 0.8
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*$", re.IGNORECASE)
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 KEY_RE = re.compile(KEY_PATTERN)
+# Files of the time zone database that ZoneInfo loads but that name no place: the host's
+# own setting (which differs between a laptop and a container) and the database's stand-ins.
+_NOT_A_PLACE = frozenset({"localtime", "posixrules", "Factory"})
 _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
@@ -122,6 +125,12 @@ class CalendarSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
+        if value in _NOT_A_PLACE:
+            raise ValueError(
+                f"{value!r} is no place's time zone (it is whatever the machine running the "
+                "service is set to, or none): name the zone of the opening hours, like "
+                "Europe/Berlin"
+            )
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
