@@ -105,6 +105,27 @@ def test_24x7_loses_no_hour_where_the_clocks_skip_midnight(tz: str, jump: dateti
     assert cal.day_intervals(day - timedelta(days=1))[0][1] == jump
 
 
+def test_24x7_counts_the_hour_havana_repeats_at_midnight_once() -> None:
+    """Havana goes back from 01:00 to 00:00 on 2026-11-01: 00:00 comes twice, the end of
+    Saturday (the later one) and the start of Sunday (the earlier one). Real time counts."""
+    cal = always_open(timezone="America/Havana")
+    start = utc(2026, 10, 31, 12)
+    assert cal.business_time(start, start + 48 * H) == 48 * H
+    assert cal.add_business_time(start, 48 * H) == start + 48 * H
+    spans = list(cal.intervals_from(start))[:3]
+    assert all(end <= begin for (_, end), (begin, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_ranges_that_meet_in_the_repeated_hour_count_it_once() -> None:
+    """Berlin repeats 02:00-03:00 on 2025-10-26: a night shift split at 02:30 (00:00-02:30,
+    02:30-06:00) is open from 00:00 CEST to 06:00 CET, 7 real hours, not 8."""
+    cal = BusinessCalendar("night", "Europe/Berlin", week_from({6: [(0, 150), (150, 360)]}))
+    start = utc(2025, 10, 25, 12)
+    assert cal.business_time(start, start + 24 * H) == 7 * H
+    assert cal.add_business_time(start, 7 * H) == utc(2025, 10, 26, 5)
+    assert cal.add_business_time(start, 4 * H) == utc(2025, 10, 26, 2)
+
+
 def test_a_range_that_starts_in_the_skipped_hour_opens_at_the_jump() -> None:
     """Berlin skips 02:00-03:00 on 2025-03-30: 02:30-03:30 that day is 03:00-03:30 CEST."""
     cal = BusinessCalendar("night", "Europe/Berlin", week_from({6: [(150, 210)]}))

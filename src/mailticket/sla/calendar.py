@@ -7,7 +7,8 @@ the days the clocks change. A range bound that the clocks skip (inside a DST gap
 instant they jump over it: where the clocks change at midnight (Santiago, Havana, Beirut),
 a day that has no 00:00 opens when the clocks jump to 01:00, and the day before closes
 there, so a 24x7 calendar loses no hour. A range ends at the later of two ambiguous
-instants (fold=1), so a repeated hour counts twice.
+instants (fold=1): one over the repeated hour lasts as long as the clocks say, and ranges
+that meet inside it (or days that meet there) count the hour they share once.
 """
 
 from __future__ import annotations
@@ -95,13 +96,18 @@ class BusinessCalendar:
 
     def intervals_from(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Opening intervals that end after `start`, clipped to begin no earlier, in order,
-        for MAX_SEARCH_DAYS."""
+        for MAX_SEARCH_DAYS. They never overlap: where the clocks go back, a range that ends
+        in the repeated hour (fold=1, the later instant) and the next that begins there
+        (fold=0, the earlier one) share that hour, which counts once; so do the day before
+        and the day of a change at midnight (Havana's 01:00 -> 00:00)."""
         start = _utc(start)
         day = start.astimezone(self.tz).date() - DAY
+        counted = start
         for _ in range(MAX_SEARCH_DAYS + 2):
             for begin, finish in self.day_intervals(day):
-                if finish > start:
-                    yield max(begin, start), finish
+                if finish > counted:
+                    yield max(begin, counted), finish
+                    counted = finish
             day += DAY
 
     def business_time(self, start: datetime, end: datetime) -> timedelta:
