@@ -202,6 +202,24 @@ def test_the_machines_own_zone_is_refused(tmp_path: Path, zone: str) -> None:
     assert f"calendars.office.timezone: {zone!r} is no place's time zone" in found[0][1]
 
 
+def test_a_calendar_name_must_fit_the_database(tmp_path: Path) -> None:
+    """Each ticket's SLA state names its calendar in a 64-character column: a longer name
+    loaded fine and then failed every sweep on PostgreSQL (SQLite stored it)."""
+    long = "office-hours-berlin-munich-and-frankfurt-with-bavarian-public-holidays"
+    found = issues(tmp_path, f"""
+        default_calendar: {long}
+        calendars:
+          {long}: {{timezone: Europe/Berlin, hours: {{mon-fri: "09:00-17:00"}}}}
+          "": {{timezone: UTC, hours: 24x7}}
+        policies:
+          - {{name: Default, first_response: 4h}}
+    """)
+    assert found == [
+        (3, f"calendars: {long!r} is not a calendar name (text of 1 to 64 characters)"),
+        (4, "calendars: '' is not a calendar name (text of 1 to 64 characters)"),
+    ]
+
+
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     assert issues(tmp_path, "policies:\n  - {name: x\n")[0][0] == 3
 

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mailticket.customers.schema import KEY_PATTERN, CustomerKey
 from mailticket.settings import Priority
 from mailticket.sla.calendar import BusinessCalendar, Range, always_open, week_from
+from mailticket.sla.models import CALENDAR_NAME_MAX
 from mailticket.yamlconfig import ConfigIssue, YamlDocument, read_yaml
 
 WHAT = "`policies:` (and optionally `calendars:`, `customers:`)"
@@ -314,6 +315,12 @@ def _build(doc: YamlDocument) -> SlaConfig | None:
     calendars: dict[str, BusinessCalendar] = {}
     for name, raw in top.calendars.items():
         at_cal: tuple[str | int, ...] = ("calendars", name)
+        if not name.strip() or len(name) > CALENDAR_NAME_MAX:
+            # Stored with each ticket's SLA state: PostgreSQL would refuse a longer one at
+            # every sweep (SQLite keeps it), so no sweep would ever get through.
+            doc.issue(doc.line_at(at_cal), f"calendars: {name!r} is not a calendar name "
+                      f"(text of 1 to {CALENDAR_NAME_MAX} characters)")
+            continue
         spec = doc.validate(CalendarSpec, raw, at_cal)
         hours = raw.get("hours") if isinstance(raw, dict) else None
         problems = week_problems(hours) if _hours_shape(hours) else []
