@@ -4,18 +4,21 @@ once-only events, with a clock the test sets."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.backends.base import Normalized, RemoteRef, RemoteTicket
 from mailticket.backends.models import RemoteLink
 from mailticket.backends.sync import SyncReport, apply_remote
 from mailticket.customers.models import Customer
+from mailticket.sla import service
 from mailticket.sla.config import SlaConfig
 from mailticket.sla.models import SlaEvent, TicketSla, TicketStatusChange
 from mailticket.sla.service import (
@@ -284,3 +287,66 @@ def test_a_status_the_backend_sets_moves_the_clock(
     assert (row.first_response_due_at, row.resolution_due_at, row.next_check_at) == (
         None, None, None
     )
+
+
+def test_a_change_made_while_the_sweep_computes_is_not_lost(
+    pg_url: str, config: SlaConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer replies to a pending ticket while a sweep is computing it (from the
+    facts it read before the reply was committed). The sweep must not store its paused
+    state over the reply's "recompute me": the clock runs again and the next sweep sees
+    it. Before, the reply committed, the sweep wrote paused / nothing to check, and the
+    ticket's SLA never ticked again."""
+    engine: Engine = make_engine(pg_url)
+    factory = sessionmaker(engine)
+    try:
+        with factory() as s, s.begin():
+            tid = new_ticket(s)
+            record_status(s, tid, "pending", MON_9 + H, source="api")
+            sweep(s, config, MON_9 + H)
+            mark_stale(s, [tid])  # e.g. its priority changed: due for a look
+        replied = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def customer_replies() -> None:
+            try:
+                with factory() as s, s.begin():
+                    record_status(s, tid, "open", MON_9 + 2 * H, source="email")
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                outcome.append(exc)
+            replied.set()
+
+        def reply_is_waiting() -> bool:
+            with engine.connect() as conn:
+                return bool(conn.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )))
+
+        real_evaluate = service.evaluate
+        worker = threading.Thread(target=customer_replies)
+
+        def evaluate_while_the_customer_replies(*args: Any, **kwargs: Any) -> Any:
+            if not worker.is_alive() and not replied.is_set():
+                worker.start()
+                # Until the reply is committed, or waits for the sweep's lock on the row.
+                for _ in range(3000):
+                    if replied.wait(0.01) or reply_is_waiting():
+                        break
+            return real_evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(service, "evaluate", evaluate_while_the_customer_replies)
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 2 * H).evaluated == 1
+        worker.join()
+        assert outcome == [None]
+        monkeypatch.setattr(service, "evaluate", real_evaluate)
+
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 2 * H + M).evaluated == 1
+            row = s.get_one(TicketSla, tid)
+            assert not row.paused
+            assert utc(row.first_response_due_at) == MON_9 + 5 * H  # 1h used, 3h left
+    finally:
+        engine.dispose()

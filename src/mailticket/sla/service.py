@@ -317,12 +317,8 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
     statements per batch, whatever its size: the database round trip is the cost."""
     now = _utc(now)
     report = SweepReport()
-    facts = _due_tickets(session, now, limit)
-    ids = [f.ticket_id for f in facts]
-    rows = {
-        row.ticket_id: row
-        for row in session.scalars(select(TicketSla).where(TicketSla.ticket_id.in_(ids)))
-    } if ids else {}
+    ids, rows = _due_tickets(session, now, limit)
+    facts = _facts(session, ids)
     claims: list[Claim] = []
     for fact in facts:
         state = evaluate(config, fact, now)
@@ -369,9 +365,19 @@ def state_clause(state: str) -> Any:
     return Ticket.id.in_(select(TicketSla.ticket_id).where(TicketSla.state == state))
 
 
-def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFacts]:
-    ids = list(session.scalars(
-        select(Ticket.id)
+def _due_tickets(
+    session: Session, now: datetime, limit: int
+) -> tuple[list[int], dict[int, TicketSla]]:
+    """The tickets to recompute, and the stored states of those that have one, locked.
+
+    The states are locked (PostgreSQL; SQLite's write gate already runs one writer at a
+    time) before the facts are read: a change committed after that waits with its "mark
+    stale" until this sweep has written, so the mark is never overwritten by a state
+    computed from facts read before the change (a customer's reply to a pending ticket
+    would leave it paused with nothing to check, for good). A state another transaction
+    is writing now is left to the next sweep: that writer marks it stale."""
+    due = session.execute(
+        select(Ticket.id, TicketSla.ticket_id)
         .outerjoin(TicketSla, TicketSla.ticket_id == Ticket.id)
         .where(or_(
             TicketSla.ticket_id.is_(None),
@@ -380,8 +386,18 @@ def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFact
         ))
         .order_by(Ticket.id)
         .limit(limit)
-    ))
-    return _facts(session, ids)
+    ).all()
+    stored = [tid for tid, state_of in due if state_of is not None]
+    rows = {
+        row.ticket_id: row
+        for row in session.scalars(
+            select(TicketSla)
+            .where(TicketSla.ticket_id.in_(stored))
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    } if stored else {}
+    return [tid for tid, state_of in due if state_of is None or tid in rows], rows
 
 
 def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
