@@ -39,6 +39,8 @@ class BusinessCalendar:
     country: str | None = None
     subdivision: str | None = None
     closed_days: frozenset[date] = frozenset()
+    # The holidays package's categories (None: its public holidays).
+    holiday_categories: tuple[str, ...] | None = None
     _holidays: Any = field(default=None, compare=False, repr=False)
     _days: dict[date, list[tuple[datetime, datetime]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -51,7 +53,9 @@ class BusinessCalendar:
             object.__setattr__(
                 self,
                 "_holidays",
-                holidays_pkg.country_holidays(self.country, subdiv=self.subdivision),
+                holidays_pkg.country_holidays(
+                    self.country, subdiv=self.subdivision, categories=self.holiday_categories
+                ),
             )
 
     @property

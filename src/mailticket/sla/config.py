@@ -9,7 +9,7 @@
         hours:
           mon-fri: ["08:00-12:00", "13:00-17:00"]
           sat: "09:00-12:00"
-        holidays: {country: DE, subdivision: BY}
+        holidays: {country: DE, subdivision: BY, categories: [public, catholic]}
         closed: ["2025-12-24", "2025-12-31"]
       always: {timezone: UTC, hours: 24x7}
     customers:                      # a customer's own calendar
@@ -106,12 +106,18 @@ class HolidaysSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     country: str
     subdivision: str | None = None
+    # The package's holiday categories; None: its default, the public holidays. Some
+    # days off are in another: Bavaria's Assumption Day is `catholic` (most of Bavaria,
+    # Munich included, has it off), so a team there lists [public, catholic].
+    categories: tuple[str, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _known(self) -> HolidaysSpec:
         try:
-            holidays_pkg.country_holidays(self.country, subdiv=self.subdivision)
-        except NotImplementedError as exc:
+            holidays_pkg.country_holidays(
+                self.country, subdiv=self.subdivision, categories=self.categories
+            )
+        except (NotImplementedError, ValueError) as exc:
             raise ValueError(f"unknown to the holidays package: {exc}") from None
         return self
 
@@ -156,6 +162,7 @@ class CalendarSpec(BaseModel):
             week=week,
             country=self.holidays.country if self.holidays else None,
             subdivision=self.holidays.subdivision if self.holidays else None,
+            holiday_categories=self.holidays.categories if self.holidays else None,
             closed_days=frozenset(self.closed),
         )
 
