@@ -317,13 +317,6 @@ def test_a_change_made_while_the_sweep_computes_is_not_lost(
                 outcome.append(exc)
             replied.set()
 
-        def reply_is_waiting() -> bool:
-            with engine.connect() as conn:
-                return bool(conn.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                )))
-
         real_evaluate = service.evaluate
         worker = threading.Thread(target=customer_replies)
 
@@ -332,7 +325,7 @@ def test_a_change_made_while_the_sweep_computes_is_not_lost(
                 worker.start()
                 # Until the reply is committed, or waits for the sweep's lock on the row.
                 for _ in range(3000):
-                    if replied.wait(0.01) or reply_is_waiting():
+                    if replied.wait(0.01) or _waiting_for_a_lock(engine):
                         break
             return real_evaluate(*args, **kwargs)
 
@@ -350,3 +343,51 @@ def test_a_change_made_while_the_sweep_computes_is_not_lost(
             assert utc(row.first_response_due_at) == MON_9 + 5 * H  # 1h used, 3h left
     finally:
         engine.dispose()
+
+
+def test_a_first_response_during_the_tickets_first_sweep(pg_url: str, config: SlaConfig) -> None:
+    """An agent (or a bot through the API) answers a new ticket while the sweep is giving
+    it its first SLA state: both write the ticket's one row. The answer must wait for the
+    sweep and then be stored, not fail on the row the sweep inserted (the API's 500, the
+    reply not sent)."""
+    engine: Engine = make_engine(pg_url)
+    factory = sessionmaker(engine)
+    try:
+        with factory() as s, s.begin():
+            tid = new_ticket(s)
+        answered = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def agent_answers() -> None:
+            try:
+                with factory() as s, s.begin():
+                    record_first_response(s, tid, MON_9 + 10 * M)
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                outcome.append(exc)
+            answered.set()
+
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 10 * M).evaluated == 1  # inserts its state row
+            worker = threading.Thread(target=agent_answers)
+            worker.start()
+            for _ in range(3000):  # until the answer is stored, or waits for this sweep
+                if answered.wait(0.01) or _waiting_for_a_lock(engine):
+                    break
+        worker.join()
+        assert outcome == [None]
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
+            row = s.get_one(TicketSla, tid)
+            assert utc(row.first_response_at) == MON_9 + 10 * M
+            assert row.first_response_state == "on_track" and row.first_response_due_at is None
+    finally:
+        engine.dispose()
+
+
+def _waiting_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )))

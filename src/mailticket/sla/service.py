@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, text, update
+from sqlalchemy import Table, and_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from mailticket import metrics
 from mailticket.customers.models import Customer
@@ -87,14 +88,24 @@ def record_first_response(session: Session, ticket_id: int, at: datetime) -> tim
     """The first public agent reply; later ones change nothing. Returns the time from the
     ticket's creation to it when this call set it (for the metrics), else None."""
     at = _utc(at)
-    row = session.get(TicketSla, ticket_id)
-    if row is None:
-        session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
-    elif row.first_response_at is None or at < _aware(row.first_response_at):
-        row.first_response_at, row.computed_at = at, None
-    else:
-        return None
+    table = cast(Table, TicketSla.__table__)
+    # One statement, insert or update: the sweep may be inserting the ticket's first state
+    # row at this moment (PostgreSQL then waits for it and updates; a plain INSERT would
+    # fail on it, and the agent's reply with it).
+    stmt = _insert(session, table).values(
+        ticket_id=ticket_id, first_response_at=at, paused=False, computed_at=None
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["ticket_id"],
+        set_={"first_response_at": at, "computed_at": None},
+        where=or_(table.c.first_response_at.is_(None), table.c.first_response_at > at),
+    ).returning(table.c.ticket_id)
     session.flush()
+    if session.execute(stmt).first() is None:
+        return None  # an earlier one is stored
+    loaded = session.identity_map.get(identity_key(TicketSla, ticket_id))
+    if loaded is not None:
+        session.expire(loaded)
     created = session.scalar(select(Ticket.created_at).where(Ticket.id == ticket_id))
     if created is None:
         return None
@@ -227,16 +238,9 @@ def claim_events(session: Session, claims: list[Claim]) -> set[tuple[int, str, s
     against a concurrent claimer: the unique key decides, not a read before the write."""
     if not claims:
         return set()
-    dialect = session.get_bind().dialect.name
     keys = ["ticket_id", "kind", "target", "occurrence"]
     table = cast(Table, SlaEvent.__table__)
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
-    else:  # pragma: no cover - the two supported databases are above
-        stmt = insert(table)
+    stmt = _insert(session, table).on_conflict_do_nothing(index_elements=keys)
     stmt = stmt.returning(table.c.ticket_id, table.c.kind, table.c.target, table.c.occurrence)
     # One cached statement, sent as multi-row batches by SQLAlchemy's insertmanyvalues.
     rows = session.execute(stmt, [
@@ -422,6 +426,13 @@ def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
         )
         for tid, created, priority, key, first in rows
     ]
+
+
+def _insert(session: Session, table: Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (the two supported databases)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _aware(moment: datetime) -> datetime:
