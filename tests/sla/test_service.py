@@ -391,3 +391,52 @@ def _waiting_for_a_lock(engine: Engine) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock'"
         )))
+
+
+def test_a_first_response_stored_while_the_sweep_computes_a_new_ticket(
+    pg_url: str, config: SlaConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the answer is stored while the sweep computes the ticket's first
+    state. The sweep's round must not fail on the row the answer created (every event of
+    the round put off), and the answer must count."""
+    engine: Engine = make_engine(pg_url)
+    factory = sessionmaker(engine)
+    try:
+        with factory() as s, s.begin():
+            tid = new_ticket(s)
+        answered = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def agent_answers() -> None:
+            try:
+                with factory() as s, s.begin():
+                    record_first_response(s, tid, MON_9 + 10 * M)
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                outcome.append(exc)
+            answered.set()
+
+        real_evaluate = service.evaluate
+        worker = threading.Thread(target=agent_answers)
+
+        def evaluate_while_the_agent_answers(*args: Any, **kwargs: Any) -> Any:
+            if not worker.is_alive() and not answered.is_set():
+                worker.start()
+                for _ in range(3000):  # until stored, or waiting for this sweep
+                    if answered.wait(0.01) or _waiting_for_a_lock(engine):
+                        break
+            return real_evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(service, "evaluate", evaluate_while_the_agent_answers)
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 10 * M).evaluated == 1
+        worker.join()
+        assert outcome == [None]
+        monkeypatch.setattr(service, "evaluate", real_evaluate)
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
+            row = s.get_one(TicketSla, tid)
+            assert utc(row.first_response_at) == MON_9 + 10 * M
+            assert row.first_response_state == "on_track" and row.first_response_due_at is None
+    finally:
+        engine.dispose()

@@ -326,11 +326,7 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
     claims: list[Claim] = []
     for fact in facts:
         state = evaluate(config, fact, now)
-        row = rows.get(fact.ticket_id)
-        if row is None:  # added here, not looked up again one by one in save_state
-            row = TicketSla(ticket_id=fact.ticket_id, paused=False)
-            session.add(row)
-        save_state(session, fact.ticket_id, state, now, row=row)
+        save_state(session, fact.ticket_id, state, now, row=rows[fact.ticket_id])
         report.evaluated += 1
         if state is not None:
             claims += plan_events(fact.ticket_id, state)
@@ -374,12 +370,14 @@ def _due_tickets(
 ) -> tuple[list[int], dict[int, TicketSla]]:
     """The tickets to recompute, and the stored states of those that have one, locked.
 
-    The states are locked (PostgreSQL; SQLite's write gate already runs one writer at a
-    time) before the facts are read: a change committed after that waits with its "mark
-    stale" until this sweep has written, so the mark is never overwritten by a state
-    computed from facts read before the change (a customer's reply to a pending ticket
-    would leave it paused with nothing to check, for good). A state another transaction
-    is writing now is left to the next sweep: that writer marks it stale."""
+    A ticket never looked at gets its row first (a row someone else inserted meanwhile,
+    the first response, wins). The states are locked (PostgreSQL; SQLite's write gate
+    already runs one writer at a time) before the facts are read: a change committed
+    after that waits with its "mark stale" until this sweep has written, so the mark is
+    never overwritten by a state computed from facts read before the change (a
+    customer's reply to a pending ticket would leave it paused with nothing to check,
+    for good). A state another transaction is writing now is left to the next sweep:
+    that writer marks it stale."""
     due = session.execute(
         select(Ticket.id, TicketSla.ticket_id)
         .outerjoin(TicketSla, TicketSla.ticket_id == Ticket.id)
@@ -391,17 +389,22 @@ def _due_tickets(
         .order_by(Ticket.id)
         .limit(limit)
     ).all()
-    stored = [tid for tid, state_of in due if state_of is not None]
+    if not due:
+        return [], {}
+    new = [{"ticket_id": tid, "paused": False} for tid, state_of in due if state_of is None]
+    if new:
+        table = cast(Table, TicketSla.__table__)
+        session.execute(_insert(session, table).on_conflict_do_nothing(), new)
     rows = {
         row.ticket_id: row
         for row in session.scalars(
             select(TicketSla)
-            .where(TicketSla.ticket_id.in_(stored))
+            .where(TicketSla.ticket_id.in_([tid for tid, _ in due]))
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
         )
-    } if stored else {}
-    return [tid for tid, state_of in due if state_of is None or tid in rows], rows
+    }
+    return [tid for tid, _ in due if tid in rows], rows
 
 
 def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
