@@ -324,13 +324,28 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
     ids, rows = _due_tickets(session, now, limit)
     facts = _facts(session, ids)
     claims: list[Claim] = []
+    new: list[TicketSla] = []
     for fact in facts:
         state = evaluate(config, fact, now)
-        save_state(session, fact.ticket_id, state, now, row=rows[fact.ticket_id])
+        row = rows.get(fact.ticket_id)
+        if row is None:  # a ticket never looked at: inserted below, all in one statement
+            row = TicketSla(ticket_id=fact.ticket_id, paused=False)
+            new.append(row)
+        save_state(session, fact.ticket_id, state, now, row=row)
         report.evaluated += 1
         if state is not None:
             claims += plan_events(fact.ticket_id, state)
     session.flush()
+    if new:
+        # A row someone else inserted meanwhile (the first response) is kept: its writer
+        # marked it stale, so the next sweep computes it with that answer.
+        table = cast(Table, TicketSla.__table__)
+        # RETURNING makes it SQLAlchemy's multi-row INSERT (insertmanyvalues) on both
+        # databases, a few statements for a backlog of thousands, not a round trip each.
+        stmt = _insert(session, table).on_conflict_do_nothing().returning(table.c.ticket_id)
+        session.execute(stmt, [
+            {column.key: getattr(row, column.key) for column in table.columns} for row in new
+        ]).all()
     report.events, report.breaches = raise_events(session, claims)
     return report
 
@@ -370,14 +385,12 @@ def _due_tickets(
 ) -> tuple[list[int], dict[int, TicketSla]]:
     """The tickets to recompute, and the stored states of those that have one, locked.
 
-    A ticket never looked at gets its row first (a row someone else inserted meanwhile,
-    the first response, wins). The states are locked (PostgreSQL; SQLite's write gate
-    already runs one writer at a time) before the facts are read: a change committed
-    after that waits with its "mark stale" until this sweep has written, so the mark is
-    never overwritten by a state computed from facts read before the change (a
-    customer's reply to a pending ticket would leave it paused with nothing to check,
-    for good). A state another transaction is writing now is left to the next sweep:
-    that writer marks it stale."""
+    The states are locked (PostgreSQL; SQLite's write gate already runs one writer at a
+    time) before the facts are read: a change committed after that waits with its "mark
+    stale" until this sweep has written, so the mark is never overwritten by a state
+    computed from facts read before the change (a customer's reply to a pending ticket
+    would leave it paused with nothing to check, for good). A state another transaction
+    is writing now is left to the next sweep: that writer marks it stale."""
     due = session.execute(
         select(Ticket.id, TicketSla.ticket_id)
         .outerjoin(TicketSla, TicketSla.ticket_id == Ticket.id)
@@ -389,22 +402,17 @@ def _due_tickets(
         .order_by(Ticket.id)
         .limit(limit)
     ).all()
-    if not due:
-        return [], {}
-    new = [{"ticket_id": tid, "paused": False} for tid, state_of in due if state_of is None]
-    if new:
-        table = cast(Table, TicketSla.__table__)
-        session.execute(_insert(session, table).on_conflict_do_nothing(), new)
+    stored = [tid for tid, state_of in due if state_of is not None]
     rows = {
         row.ticket_id: row
         for row in session.scalars(
             select(TicketSla)
-            .where(TicketSla.ticket_id.in_([tid for tid, _ in due]))
+            .where(TicketSla.ticket_id.in_(stored))
             .with_for_update(skip_locked=True)
             .execution_options(populate_existing=True)
         )
-    }
-    return [tid for tid, _ in due if tid in rows], rows
+    } if stored else {}
+    return [tid for tid, state_of in due if state_of is None or tid in rows], rows
 
 
 def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
