@@ -198,3 +198,35 @@ def test_event_workflows_limited_to_a_customer_and_failures_logged(
         assert sorted(sent_to) == ["anna@support.example", "anna@support.example"]
         assert s.scalar(select(func.count()).select_from(EmailLog).where(
             EmailLog.action == "notify")) == 2
+
+
+def test_an_idle_period_in_hours_runs_its_workflow(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    """`days: 0.0416666667` is an hour: the event the sweep raises for it runs the
+    workflow (its quiet period was read back rounded, 0.0416667, and matched nothing)."""
+    env = setup(make_runtime, tmp_path, sla=None, workflows="""
+        workflows:
+          - name: tickets
+            classification_trigger: support_request
+            workflow_steps:
+              - action: create_ticket
+          - name: nudge after an hour
+            event_trigger: {event: ticket_idle, days: 0.0416666667, status: pending}
+            workflow_steps:
+              - action: add_tags
+                params: {tags: [nudged]}
+    """)
+    opened = env.ingest(make_email(sender="jane@acme.example", subject="VPN drops"))
+    tid = opened.ticket_id
+    env.clock.set(berlin(2025, 12, 15, 12, 0))
+    with env.session() as s:
+        s.get_one(Ticket, tid).status = "pending"
+        record_status(s, tid, "pending", env.clock(), source="api")
+        s.commit()
+    assert env.sweep(berlin(2025, 12, 15, 12, 59)).events == []
+    nudged = env.sweep(berlin(2025, 12, 15, 13, 1))
+    assert [e.trigger for e in nudged.events] == ["ticket_idle:0.0416667d"]
+    assert nudged.runs == [("nudge after an hour", "ticket_idle:0.0416667d", "ok")]
+    assert "nudged" in env.ticket(tid).tags
+    assert env.sweep(berlin(2025, 12, 15, 14, 0)).runs == []

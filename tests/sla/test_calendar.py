@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -81,6 +82,54 @@ def test_a_24x7_day_lasts_as_long_as_the_clocks_say(day: date, hours: int) -> No
     end = at(BERLIN, *(day + timedelta(days=1)).timetuple()[:3])
     assert cal.business_time(start, end) == hours * H
     assert cal.add_business_time(start, hours * H) == end
+
+
+@pytest.mark.parametrize(
+    ("tz", "jump"),
+    [
+        ("America/Santiago", utc(2025, 9, 7, 4)),  # 00:00 -04 -> 01:00 -03
+        ("America/Havana", utc(2025, 3, 9, 5)),  # 00:00 -05 -> 01:00 -04
+        ("Asia/Beirut", utc(2025, 3, 29, 22)),  # 00:00 +02 -> 01:00 +03
+    ],
+)
+def test_24x7_loses_no_hour_where_the_clocks_skip_midnight(tz: str, jump: datetime) -> None:
+    """Where the clocks jump from 00:00 to 01:00, the day before ends at the jump and the
+    day of it begins there: no hour of a 24x7 calendar falls between them."""
+    cal = always_open(timezone=tz)
+    start = jump - 30 * H
+    assert cal.business_time(start, start + 60 * H) == 60 * H
+    assert cal.add_business_time(start, 60 * H) == start + 60 * H
+    assert cal.add_business_time(jump - 30 * M, H) == jump + 30 * M
+    day = jump.astimezone(ZoneInfo(tz)).date()
+    assert cal.day_intervals(day)[0][0] == jump
+    assert cal.day_intervals(day - timedelta(days=1))[0][1] == jump
+
+
+def test_24x7_counts_the_hour_havana_repeats_at_midnight_once() -> None:
+    """Havana goes back from 01:00 to 00:00 on 2026-11-01: 00:00 comes twice, the end of
+    Saturday (the later one) and the start of Sunday (the earlier one). Real time counts."""
+    cal = always_open(timezone="America/Havana")
+    start = utc(2026, 10, 31, 12)
+    assert cal.business_time(start, start + 48 * H) == 48 * H
+    assert cal.add_business_time(start, 48 * H) == start + 48 * H
+    spans = list(cal.intervals_from(start))[:3]
+    assert all(end <= begin for (_, end), (begin, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_ranges_that_meet_in_the_repeated_hour_count_it_once() -> None:
+    """Berlin repeats 02:00-03:00 on 2025-10-26: a night shift split at 02:30 (00:00-02:30,
+    02:30-06:00) is open from 00:00 CEST to 06:00 CET, 7 real hours, not 8."""
+    cal = BusinessCalendar("night", "Europe/Berlin", week_from({6: [(0, 150), (150, 360)]}))
+    start = utc(2025, 10, 25, 12)
+    assert cal.business_time(start, start + 24 * H) == 7 * H
+    assert cal.add_business_time(start, 7 * H) == utc(2025, 10, 26, 5)
+    assert cal.add_business_time(start, 4 * H) == utc(2025, 10, 26, 2)
+
+
+def test_a_range_that_starts_in_the_skipped_hour_opens_at_the_jump() -> None:
+    """Berlin skips 02:00-03:00 on 2025-03-30: 02:30-03:30 that day is 03:00-03:30 CEST."""
+    cal = BusinessCalendar("night", "Europe/Berlin", week_from({6: [(150, 210)]}))
+    assert cal.day_intervals(date(2025, 3, 30)) == [(utc(2025, 3, 30, 1), utc(2025, 3, 30, 1, 30))]
 
 
 def test_24x7_is_plain_elapsed_time() -> None:

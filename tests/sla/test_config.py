@@ -188,6 +188,75 @@ def test_every_mistake_at_its_line(tmp_path: Path) -> None:
     assert lines <= set(range(1, 23))
 
 
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "Factory"])
+def test_the_machines_own_zone_is_refused(tmp_path: Path, zone: str) -> None:
+    """`localtime` loads (it is the host's /etc/localtime), so opening hours would follow
+    whatever zone the server or its container happens to be set to: named, never guessed."""
+    found = issues(tmp_path, f"""
+        calendars:
+          office: {{timezone: {zone}, hours: {{mon-fri: "09:00-17:00"}}}}
+        policies:
+          - {{name: Default, first_response: 4h}}
+    """)
+    assert len(found) == 1 and found[0][0] == 2, found
+    assert f"calendars.office.timezone: {zone!r} is no place's time zone" in found[0][1]
+
+
+def test_a_calendar_name_must_fit_the_database(tmp_path: Path) -> None:
+    """Each ticket's SLA state names its calendar in a 64-character column: a longer name
+    loaded fine and then failed every sweep on PostgreSQL (SQLite stored it)."""
+    long = "office-hours-berlin-munich-and-frankfurt-with-bavarian-public-holidays"
+    found = issues(tmp_path, f"""
+        default_calendar: {long}
+        calendars:
+          {long}: {{timezone: Europe/Berlin, hours: {{mon-fri: "09:00-17:00"}}}}
+          "": {{timezone: UTC, hours: 24x7}}
+        policies:
+          - {{name: Default, first_response: 4h}}
+    """)
+    assert found == [
+        (3, f"calendars: {long!r} is not a calendar name (text of 1 to 64 characters)"),
+        (4, "calendars: '' is not a calendar name (text of 1 to 64 characters)"),
+    ]
+
+
+def test_holiday_categories_beyond_the_public_ones(tmp_path: Path) -> None:
+    """Munich's team has Assumption Day (Fri 2025-08-15) off: the holidays package files
+    it under `catholic` for Bavaria, so the calendar names that category too."""
+    config = load(tmp_path, """
+        calendars:
+          munich:
+            timezone: Europe/Berlin
+            hours: {mon-fri: "09:00-17:00"}
+            holidays: {country: DE, subdivision: BY, categories: [public, catholic]}
+          berlin:
+            timezone: Europe/Berlin
+            hours: {mon-fri: "09:00-17:00"}
+            holidays: {country: DE, subdivision: BY}
+        default_calendar: munich
+        policies:
+          - {name: Default, first_response: 4h}
+    """)
+    assumption, christmas = date(2025, 8, 15), date(2025, 12, 25)
+    munich, plain = config.calendars["munich"], config.calendars["berlin"]
+    assert munich.holiday_name(assumption) == "Assumption Day"
+    assert munich.is_closed(christmas) and plain.is_closed(christmas)
+    assert not plain.is_closed(assumption)
+    thursday_16 = at(BERLIN, 2025, 8, 14, 16)
+    assert munich.add_business_time(thursday_16, 2 * H) == at(BERLIN, 2025, 8, 18, 10)
+    found = issues(tmp_path, """
+        calendars:
+          office:
+            timezone: Europe/Berlin
+            hours: {mon-fri: "09:00-17:00"}
+            holidays: {country: DE, categories: [catolic]}
+        policies:
+          - {name: Default, first_response: 4h}
+    """)
+    assert found == [(5, "calendars.office.holidays: unknown to the holidays package: "
+                         "Category is not supported: catolic.")]
+
+
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     assert issues(tmp_path, "policies:\n  - {name: x\n")[0][0] == 3
 

@@ -4,15 +4,21 @@ once-only events, with a clock the test sets."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailticket.backends.base import Normalized, RemoteRef, RemoteTicket
+from mailticket.backends.models import RemoteLink
+from mailticket.backends.sync import SyncReport, apply_remote
 from mailticket.customers.models import Customer
+from mailticket.sla import service
 from mailticket.sla.config import SlaConfig
 from mailticket.sla.models import SlaEvent, TicketSla, TicketStatusChange
 from mailticket.sla.service import (
@@ -253,3 +259,184 @@ def test_sqlite_needs_no_lock(tmp_path: Path) -> None:
     with Session(engine) as session:
         assert try_sweep_lock(session)
     engine.dispose()
+
+
+@pytest.mark.parametrize(("remote", "paused"), [("resolved", False), ("pending", True)])
+def test_a_status_the_backend_sets_moves_the_clock(
+    db: Session, config: SlaConfig, remote: str, paused: bool
+) -> None:
+    """An agent who resolves the ticket in Jira (or sets it waiting for the customer) stops
+    (pauses) its SLA clock here, as the same change made through the API does: no breach
+    is raised at the time the ticket would have been due."""
+    tid = new_ticket(db)
+    db.add(RemoteLink(ticket_id=tid, backend="jira", remote_id="SUP-1", state="linked"))
+    db.flush()
+    link = db.scalars(select(RemoteLink).where(RemoteLink.ticket_id == tid)).one()
+    ticket = RemoteTicket(RemoteRef("jira", "SUP-1"), remote, Normalized(remote))
+    apply_remote(db, link, ticket, SyncReport(), now=MON_9 + H)
+    assert db.get_one(Ticket, tid).status == remote
+    history = db.scalars(
+        select(TicketStatusChange.status).where(TicketStatusChange.ticket_id == tid)
+    )
+    assert list(history) == [remote]
+
+    report = sweep(db, config, MON_9 + timedelta(days=3))
+    assert report.events == [] and report.breaches == []
+    row = db.get_one(TicketSla, tid)
+    assert row.paused is paused
+    assert (row.first_response_due_at, row.resolution_due_at, row.next_check_at) == (
+        None, None, None
+    )
+
+
+def test_a_change_made_while_the_sweep_computes_is_not_lost(
+    pg_url: str, config: SlaConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer replies to a pending ticket while a sweep is computing it (from the
+    facts it read before the reply was committed). The sweep must not store its paused
+    state over the reply's "recompute me": the clock runs again and the next sweep sees
+    it. Before, the reply committed, the sweep wrote paused / nothing to check, and the
+    ticket's SLA never ticked again."""
+    engine: Engine = make_engine(pg_url)
+    factory = sessionmaker(engine)
+    try:
+        with factory() as s, s.begin():
+            tid = new_ticket(s)
+            record_status(s, tid, "pending", MON_9 + H, source="api")
+            sweep(s, config, MON_9 + H)
+            mark_stale(s, [tid])  # e.g. its priority changed: due for a look
+        replied = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def customer_replies() -> None:
+            try:
+                with factory() as s, s.begin():
+                    record_status(s, tid, "open", MON_9 + 2 * H, source="email")
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                outcome.append(exc)
+            replied.set()
+
+        real_evaluate = service.evaluate
+        worker = threading.Thread(target=customer_replies)
+
+        def evaluate_while_the_customer_replies(*args: Any, **kwargs: Any) -> Any:
+            if not worker.is_alive() and not replied.is_set():
+                worker.start()
+                # Until the reply is committed, or waits for the sweep's lock on the row.
+                for _ in range(3000):
+                    if replied.wait(0.01) or _waiting_for_a_lock(engine):
+                        break
+            return real_evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(service, "evaluate", evaluate_while_the_customer_replies)
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 2 * H).evaluated == 1
+        worker.join()
+        assert outcome == [None]
+        monkeypatch.setattr(service, "evaluate", real_evaluate)
+
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 2 * H + M).evaluated == 1
+            row = s.get_one(TicketSla, tid)
+            assert not row.paused
+            assert utc(row.first_response_due_at) == MON_9 + 5 * H  # 1h used, 3h left
+    finally:
+        engine.dispose()
+
+
+def test_a_first_response_during_the_tickets_first_sweep(pg_url: str, config: SlaConfig) -> None:
+    """An agent (or a bot through the API) answers a new ticket while the sweep is giving
+    it its first SLA state: both write the ticket's one row. The answer must wait for the
+    sweep and then be stored, not fail on the row the sweep inserted (the API's 500, the
+    reply not sent)."""
+    engine: Engine = make_engine(pg_url)
+    factory = sessionmaker(engine)
+    try:
+        with factory() as s, s.begin():
+            tid = new_ticket(s)
+        answered = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def agent_answers() -> None:
+            try:
+                with factory() as s, s.begin():
+                    record_first_response(s, tid, MON_9 + 10 * M)
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                outcome.append(exc)
+            answered.set()
+
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 10 * M).evaluated == 1  # inserts its state row
+            worker = threading.Thread(target=agent_answers)
+            worker.start()
+            for _ in range(3000):  # until the answer is stored, or waits for this sweep
+                if answered.wait(0.01) or _waiting_for_a_lock(engine):
+                    break
+        worker.join()
+        assert outcome == [None]
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
+            row = s.get_one(TicketSla, tid)
+            assert utc(row.first_response_at) == MON_9 + 10 * M
+            assert row.first_response_state == "on_track" and row.first_response_due_at is None
+    finally:
+        engine.dispose()
+
+
+def _waiting_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
+        )))
+
+
+def test_a_first_response_stored_while_the_sweep_computes_a_new_ticket(
+    pg_url: str, config: SlaConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the answer is stored while the sweep computes the ticket's first
+    state. The sweep's round must not fail on the row the answer created (every event of
+    the round put off), and the answer must count."""
+    engine: Engine = make_engine(pg_url)
+    factory = sessionmaker(engine)
+    try:
+        with factory() as s, s.begin():
+            tid = new_ticket(s)
+        answered = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def agent_answers() -> None:
+            try:
+                with factory() as s, s.begin():
+                    record_first_response(s, tid, MON_9 + 10 * M)
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the main thread reports it
+                outcome.append(exc)
+            answered.set()
+
+        real_evaluate = service.evaluate
+        worker = threading.Thread(target=agent_answers)
+
+        def evaluate_while_the_agent_answers(*args: Any, **kwargs: Any) -> Any:
+            if not worker.is_alive() and not answered.is_set():
+                worker.start()
+                for _ in range(3000):  # until stored, or waiting for this sweep
+                    if answered.wait(0.01) or _waiting_for_a_lock(engine):
+                        break
+            return real_evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(service, "evaluate", evaluate_while_the_agent_answers)
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 10 * M).evaluated == 1
+        worker.join()
+        assert outcome == [None]
+        monkeypatch.setattr(service, "evaluate", real_evaluate)
+        with factory() as s, s.begin():
+            assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
+            row = s.get_one(TicketSla, tid)
+            assert utc(row.first_response_at) == MON_9 + 10 * M
+            assert row.first_response_state == "on_track" and row.first_response_due_at is None
+    finally:
+        engine.dispose()

@@ -44,6 +44,7 @@ from mailticket.backends.registry import BackendRegistry
 from mailticket.conversation.agent_reply import NoRecipients, mail_comment
 from mailticket.outbound.templates import TemplateRenderError
 from mailticket.settings import Settings
+from mailticket.sla import service as sla_service
 from mailticket.store.models import Comment, Ticket
 from mailticket.store.outbox_models import as_utc, utcnow
 from mailticket.ticketing import tickets
@@ -84,11 +85,13 @@ class SyncReport:
 
 
 def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
-                 report: SyncReport) -> None:
-    """Bring one local ticket in line with its remote twin's status."""
+                 report: SyncReport, *, now: datetime | None = None) -> None:
+    """Bring one local ticket in line with its remote twin's status. The SLA clock follows
+    as it does for a change made here: resolved in the backend stops it, pending pauses it."""
+    now = now or utcnow()
     link.last_status_raw = remote.status_raw[:255]
     link.last_status = remote.status.value
-    link.last_synced_at = utcnow()
+    link.last_synced_at = now
     if remote.status is Normalized.unknown:
         log.warning(
             "backend %s: remote status %r of %s is not mapped (add it to status_map)",
@@ -112,9 +115,11 @@ def apply_remote(session: Session, link: RemoteLink, remote: RemoteTicket,
     if ticket.status == wanted and fields.get("remote_resolution") == resolution:
         report.unchanged += 1
         return
-    tickets.set_status(ticket, wanted, utcnow())
+    if ticket.status != wanted:
+        tickets.set_status(ticket, wanted, now)
+        sla_service.record_status(session, ticket.id, wanted, now, source="backend")
     if remote.status in (Normalized.resolved, Normalized.closed):
-        ticket.resolved_at = ticket.resolved_at or utcnow()
+        ticket.resolved_at = ticket.resolved_at or now
     else:
         ticket.resolved_at = None
     if resolution is None:

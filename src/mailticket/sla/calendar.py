@@ -3,9 +3,12 @@
 
 Opening hours are wall-clock times, so they follow DST: 08:00-17:00 is 07:00-16:00 UTC
 in Berlin's winter and 06:00-15:00 in its summer, and a 24x7 day is 23 or 25 hours long on
-the days the clocks change. A range that starts inside a DST gap starts as PEP 495 maps it
-(fold=0, as if the clocks had not changed yet); a range ends at the later of two ambiguous
-instants (fold=1). Real opening hours never meet either.
+the days the clocks change. A range bound that the clocks skip (inside a DST gap) is the
+instant they jump over it: where the clocks change at midnight (Santiago, Havana, Beirut),
+a day that has no 00:00 opens when the clocks jump to 01:00, and the day before closes
+there, so a 24x7 calendar loses no hour. A range ends at the later of two ambiguous
+instants (fold=1): one over the repeated hour lasts as long as the clocks say, and ranges
+that meet inside it (or days that meet there) count the hour they share once.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class BusinessCalendar:
     country: str | None = None
     subdivision: str | None = None
     closed_days: frozenset[date] = frozenset()
+    # The holidays package's categories (None: its public holidays).
+    holiday_categories: tuple[str, ...] | None = None
     _holidays: Any = field(default=None, compare=False, repr=False)
     _days: dict[date, list[tuple[datetime, datetime]]] = field(
         default_factory=dict, compare=False, repr=False
@@ -48,7 +53,9 @@ class BusinessCalendar:
             object.__setattr__(
                 self,
                 "_holidays",
-                holidays_pkg.country_holidays(self.country, subdiv=self.subdivision),
+                holidays_pkg.country_holidays(
+                    self.country, subdiv=self.subdivision, categories=self.holiday_categories
+                ),
             )
 
     @property
@@ -93,13 +100,18 @@ class BusinessCalendar:
 
     def intervals_from(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Opening intervals that end after `start`, clipped to begin no earlier, in order,
-        for MAX_SEARCH_DAYS."""
+        for MAX_SEARCH_DAYS. They never overlap: where the clocks go back, a range that ends
+        in the repeated hour (fold=1, the later instant) and the next that begins there
+        (fold=0, the earlier one) share that hour, which counts once; so do the day before
+        and the day of a change at midnight (Havana's 01:00 -> 00:00)."""
         start = _utc(start)
         day = start.astimezone(self.tz).date() - DAY
+        counted = start
         for _ in range(MAX_SEARCH_DAYS + 2):
             for begin, finish in self.day_intervals(day):
-                if finish > start:
-                    yield max(begin, start), finish
+                if finish > counted:
+                    yield max(begin, counted), finish
+                    counted = finish
             day += DAY
 
     def business_time(self, start: datetime, end: datetime) -> timedelta:
@@ -130,10 +142,33 @@ class BusinessCalendar:
 
 
 def _instant(day: date, minutes: int, tz: ZoneInfo, *, fold: int) -> datetime:
+    """The UTC instant at which the wall clock of `tz` reads `minutes` past `day`'s midnight
+    (`fold` picks one of two when it reads so twice); a wall time the clocks skip is the
+    instant of the jump, the first at which they read it or later."""
     if minutes >= 1440:
         day, minutes = day + DAY, minutes - 1440
-    local = datetime.combine(day, time(minutes // 60, minutes % 60), tzinfo=tz).replace(fold=fold)
-    return local.astimezone(UTC)
+    wall = datetime.combine(day, time(minutes // 60, minutes % 60))
+    moment = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+    if _wall(moment, tz) == wall:
+        return moment
+    # In a gap PEP 495 maps fold=1 with the offset after the jump (an instant before it)
+    # and fold=0 with the offset before it (an instant after it): search between them.
+    low = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    high = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    while high - low > _SECOND:
+        middle = low + (high - low) // 2
+        if _wall(middle, tz) < wall:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+_SECOND = timedelta(seconds=1)
+
+
+def _wall(moment: datetime, tz: ZoneInfo) -> datetime:
+    return moment.astimezone(tz).replace(tzinfo=None, fold=0)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -9,7 +9,7 @@
         hours:
           mon-fri: ["08:00-12:00", "13:00-17:00"]
           sat: "09:00-12:00"
-        holidays: {country: DE, subdivision: BY}
+        holidays: {country: DE, subdivision: BY, categories: [public, catholic]}
         closed: ["2025-12-24", "2025-12-31"]
       always: {timezone: UTC, hours: 24x7}
     customers:                      # a customer's own calendar
@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mailticket.customers.schema import KEY_PATTERN, CustomerKey
 from mailticket.settings import Priority
 from mailticket.sla.calendar import BusinessCalendar, Range, always_open, week_from
+from mailticket.sla.models import CALENDAR_NAME_MAX
 from mailticket.yamlconfig import ConfigIssue, YamlDocument, read_yaml
 
 WHAT = "`policies:` (and optionally `calendars:`, `customers:`)"
@@ -46,6 +47,9 @@ DEFAULT_WARNING_SHARE = 0.8
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m(?:in)?)?\s*$", re.IGNORECASE)
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 KEY_RE = re.compile(KEY_PATTERN)
+# Files of the time zone database that ZoneInfo loads but that name no place: the host's
+# own setting (which differs between a laptop and a container) and the database's stand-ins.
+_NOT_A_PLACE = frozenset({"localtime", "posixrules", "Factory"})
 _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
 
@@ -102,12 +106,18 @@ class HolidaysSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     country: str
     subdivision: str | None = None
+    # The package's holiday categories; None: its default, the public holidays. Some
+    # days off are in another: Bavaria's Assumption Day is `catholic` (most of Bavaria,
+    # Munich included, has it off), so a team there lists [public, catholic].
+    categories: tuple[str, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _known(self) -> HolidaysSpec:
         try:
-            holidays_pkg.country_holidays(self.country, subdiv=self.subdivision)
-        except NotImplementedError as exc:
+            holidays_pkg.country_holidays(
+                self.country, subdiv=self.subdivision, categories=self.categories
+            )
+        except (NotImplementedError, ValueError) as exc:
             raise ValueError(f"unknown to the holidays package: {exc}") from None
         return self
 
@@ -122,6 +132,12 @@ class CalendarSpec(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
+        if value in _NOT_A_PLACE:
+            raise ValueError(
+                f"{value!r} is no place's time zone (it is whatever the machine running the "
+                "service is set to, or none): name the zone of the opening hours, like "
+                "Europe/Berlin"
+            )
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -146,6 +162,7 @@ class CalendarSpec(BaseModel):
             week=week,
             country=self.holidays.country if self.holidays else None,
             subdivision=self.holidays.subdivision if self.holidays else None,
+            holiday_categories=self.holidays.categories if self.holidays else None,
             closed_days=frozenset(self.closed),
         )
 
@@ -305,6 +322,12 @@ def _build(doc: YamlDocument) -> SlaConfig | None:
     calendars: dict[str, BusinessCalendar] = {}
     for name, raw in top.calendars.items():
         at_cal: tuple[str | int, ...] = ("calendars", name)
+        if not name.strip() or len(name) > CALENDAR_NAME_MAX:
+            # Stored with each ticket's SLA state: PostgreSQL would refuse a longer one at
+            # every sweep (SQLite keeps it), so no sweep would ever get through.
+            doc.issue(doc.line_at(at_cal), f"calendars: {name!r} is not a calendar name "
+                      f"(text of 1 to {CALENDAR_NAME_MAX} characters)")
+            continue
         spec = doc.validate(CalendarSpec, raw, at_cal)
         hours = raw.get("hours") if isinstance(raw, dict) else None
         problems = week_problems(hours) if _hours_shape(hours) else []

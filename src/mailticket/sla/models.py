@@ -21,6 +21,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mailticket.store.db import Base
 
 _DB_NOW = text("CURRENT_TIMESTAMP")
+# The longest calendar name the SLA file may give (each ticket's state names its calendar).
+CALENDAR_NAME_MAX = 64
 
 
 class TicketStatusChange(Base):
@@ -40,7 +42,7 @@ class TicketSla(Base):
 
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tticket_tickets.id"), primary_key=True)
     policy: Mapped[str | None] = mapped_column(Text)  # None: no policy applies
-    calendar: Mapped[str | None] = mapped_column(String(64))
+    calendar: Mapped[str | None] = mapped_column(String(CALENDAR_NAME_MAX))
     # on_track | warning | breached: the worst of the targets (the badge)
     state: Mapped[str | None] = mapped_column(String(10), index=True)
     paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, text, update
+from sqlalchemy import Table, and_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from mailticket import metrics
 from mailticket.customers.models import Customer
@@ -87,14 +88,24 @@ def record_first_response(session: Session, ticket_id: int, at: datetime) -> tim
     """The first public agent reply; later ones change nothing. Returns the time from the
     ticket's creation to it when this call set it (for the metrics), else None."""
     at = _utc(at)
-    row = session.get(TicketSla, ticket_id)
-    if row is None:
-        session.add(TicketSla(ticket_id=ticket_id, first_response_at=at, paused=False))
-    elif row.first_response_at is None or at < _aware(row.first_response_at):
-        row.first_response_at, row.computed_at = at, None
-    else:
-        return None
+    table = cast(Table, TicketSla.__table__)
+    # One statement, insert or update: the sweep may be inserting the ticket's first state
+    # row at this moment (PostgreSQL then waits for it and updates; a plain INSERT would
+    # fail on it, and the agent's reply with it).
+    stmt = _insert(session, table).values(
+        ticket_id=ticket_id, first_response_at=at, paused=False, computed_at=None
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["ticket_id"],
+        set_={"first_response_at": at, "computed_at": None},
+        where=or_(table.c.first_response_at.is_(None), table.c.first_response_at > at),
+    ).returning(table.c.ticket_id)
     session.flush()
+    if session.execute(stmt).first() is None:
+        return None  # an earlier one is stored
+    loaded = session.identity_map.get(identity_key(TicketSla, ticket_id))
+    if loaded is not None:
+        session.expire(loaded)
     created = session.scalar(select(Ticket.created_at).where(Ticket.id == ticket_id))
     if created is None:
         return None
@@ -227,16 +238,9 @@ def claim_events(session: Session, claims: list[Claim]) -> set[tuple[int, str, s
     against a concurrent claimer: the unique key decides, not a read before the write."""
     if not claims:
         return set()
-    dialect = session.get_bind().dialect.name
     keys = ["ticket_id", "kind", "target", "occurrence"]
     table = cast(Table, SlaEvent.__table__)
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
-    else:  # pragma: no cover - the two supported databases are above
-        stmt = insert(table)
+    stmt = _insert(session, table).on_conflict_do_nothing(index_elements=keys)
     stmt = stmt.returning(table.c.ticket_id, table.c.kind, table.c.target, table.c.occurrence)
     # One cached statement, sent as multi-row batches by SQLAlchemy's insertmanyvalues.
     rows = session.execute(stmt, [
@@ -317,24 +321,31 @@ def sweep(session: Session, config: SlaConfig, now: datetime, *, limit: int = 10
     statements per batch, whatever its size: the database round trip is the cost."""
     now = _utc(now)
     report = SweepReport()
-    facts = _due_tickets(session, now, limit)
-    ids = [f.ticket_id for f in facts]
-    rows = {
-        row.ticket_id: row
-        for row in session.scalars(select(TicketSla).where(TicketSla.ticket_id.in_(ids)))
-    } if ids else {}
+    ids, rows = _due_tickets(session, now, limit)
+    facts = _facts(session, ids)
     claims: list[Claim] = []
+    new: list[TicketSla] = []
     for fact in facts:
         state = evaluate(config, fact, now)
         row = rows.get(fact.ticket_id)
-        if row is None:  # added here, not looked up again one by one in save_state
+        if row is None:  # a ticket never looked at: inserted below, all in one statement
             row = TicketSla(ticket_id=fact.ticket_id, paused=False)
-            session.add(row)
+            new.append(row)
         save_state(session, fact.ticket_id, state, now, row=row)
         report.evaluated += 1
         if state is not None:
             claims += plan_events(fact.ticket_id, state)
     session.flush()
+    if new:
+        # A row someone else inserted meanwhile (the first response) is kept: its writer
+        # marked it stale, so the next sweep computes it with that answer.
+        table = cast(Table, TicketSla.__table__)
+        # RETURNING makes it SQLAlchemy's multi-row INSERT (insertmanyvalues) on both
+        # databases, a few statements for a backlog of thousands, not a round trip each.
+        stmt = _insert(session, table).on_conflict_do_nothing().returning(table.c.ticket_id)
+        session.execute(stmt, [
+            {column.key: getattr(row, column.key) for column in table.columns} for row in new
+        ]).all()
     report.events, report.breaches = raise_events(session, claims)
     return report
 
@@ -369,9 +380,19 @@ def state_clause(state: str) -> Any:
     return Ticket.id.in_(select(TicketSla.ticket_id).where(TicketSla.state == state))
 
 
-def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFacts]:
-    ids = list(session.scalars(
-        select(Ticket.id)
+def _due_tickets(
+    session: Session, now: datetime, limit: int
+) -> tuple[list[int], dict[int, TicketSla]]:
+    """The tickets to recompute, and the stored states of those that have one, locked.
+
+    The states are locked (PostgreSQL; SQLite's write gate already runs one writer at a
+    time) before the facts are read: a change committed after that waits with its "mark
+    stale" until this sweep has written, so the mark is never overwritten by a state
+    computed from facts read before the change (a customer's reply to a pending ticket
+    would leave it paused with nothing to check, for good). A state another transaction
+    is writing now is left to the next sweep: that writer marks it stale."""
+    due = session.execute(
+        select(Ticket.id, TicketSla.ticket_id)
         .outerjoin(TicketSla, TicketSla.ticket_id == Ticket.id)
         .where(or_(
             TicketSla.ticket_id.is_(None),
@@ -380,8 +401,18 @@ def _due_tickets(session: Session, now: datetime, limit: int) -> list[TicketFact
         ))
         .order_by(Ticket.id)
         .limit(limit)
-    ))
-    return _facts(session, ids)
+    ).all()
+    stored = [tid for tid, state_of in due if state_of is not None]
+    rows = {
+        row.ticket_id: row
+        for row in session.scalars(
+            select(TicketSla)
+            .where(TicketSla.ticket_id.in_(stored))
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    } if stored else {}
+    return [tid for tid, state_of in due if state_of is None or tid in rows], rows
 
 
 def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
@@ -406,6 +437,13 @@ def _facts(session: Session, ids: list[int]) -> list[TicketFacts]:
         )
         for tid, created, priority, key, first in rows
     ]
+
+
+def _insert(session: Session, table: Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (the two supported databases)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _aware(moment: datetime) -> datetime:

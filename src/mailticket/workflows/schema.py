@@ -178,8 +178,11 @@ class EventTrigger:
             return False
         if self.event == TICKET_IDLE:
             # Each workflow asks for its own quiet period: a 3-day reminder and a 7-day
-            # close are two events of the same silence.
-            return event.idle_days == self.days
+            # close are two events of the same silence. Matched by the event's target,
+            # which the sweep named after this trigger: `idle_days` is read back from
+            # it, rounded (`idle_target`), so 0.0416666667 days (an hour) would never
+            # equal it.
+            return event.target == idle_target(self.days or 0)
         return self.target is None or event.target == self.target
 
     @property
