@@ -665,3 +665,37 @@ def test_a_chain_of_merged_tickets_is_loaded_with_the_ticket_asked_for(
         assert [q for q in engine_events if "tticket_tickets" in q] == asked
         work.close()
         session.rollback()
+
+
+def test_outlook_conversation_ids_are_asked_with_the_batch(
+    make_runtime: Callable[..., Runtime], engine_events: list[str]
+) -> None:
+    """A new mail from Outlook carries a Thread-Index that no ticket knows yet; its lookup
+    is one of the batch's prefetch, not a query per message."""
+    from mailticket.threading.threadindex import answer_index
+    from tests.conftest import SEED_DAY
+
+    rt = make_runtime()
+
+    runs = iter(range(100))
+
+    def batch(indexed: bool) -> int:
+        run = next(runs)
+        items = []
+        for i in range(6):
+            headers = (
+                {"Thread-Index": answer_index(None, f"seed-{run}-{i}", SEED_DAY)}
+                if indexed else {}
+            )
+            items.append((make_email(subject=f"new {run} {i}", sender=f"o{i}@c.example",
+                                     headers=headers), "x"))
+        before = len(engine_events)
+        with rt.session_factory() as s:
+            outcomes = rt.pipeline.process_batch(s, items)
+            s.commit()
+        assert [o.action for o in outcomes] == ["created"] * 6
+        return len(engine_events) - before
+
+    batch(False)  # warm-up: the day's counter row, first-statement caches
+    plain = batch(False)
+    assert batch(True) == plain

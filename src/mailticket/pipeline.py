@@ -452,6 +452,9 @@ class Pipeline:
                     numbers.add(number)
             if number := threading.subject_ticket_number(email.subject):
                 numbers.add(number)
+            # Outlook's conversation, the resolver's last resort (threading/threadindex.py).
+            if conversation := conversation_ref(email.header("thread-index")):
+                ids.append(conversation)
             if conversation := conversation_ref(email.header("thread-index")):
                 ids.append(conversation)
         clock = self.clock()
