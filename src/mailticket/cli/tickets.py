@@ -9,7 +9,7 @@ from typing import get_args
 from sqlalchemy import or_, select
 
 from mailticket.api.schemas import SettableStatus
-from mailticket.cli.common import CliError, open_engine, settings_or_exit
+from mailticket.cli.common import CliError, open_engine, positive_int, settings_or_exit
 from mailticket.customers.models import Customer
 from mailticket.customers.scope import CustomerBadge, badges
 from mailticket.sla.models import TicketSla
@@ -153,7 +153,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = s.add_parser("list", help="newest tickets first, with customer and SLA state")
     ls.add_argument("--status", choices=LISTED_STATUSES)
     ls.add_argument("--customer", metavar="KEY", help="only this customer's tickets")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.set_defaults(func=_list)
     show = s.add_parser("show", help="a ticket, its customer, SLA state and email thread")
     show.add_argument("number", help="TKT-YYYYMMDD-XXX or the ticket id")
