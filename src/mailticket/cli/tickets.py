@@ -49,8 +49,14 @@ def _list(args: argparse.Namespace) -> int:
             if args.status:
                 query = query.where(Ticket.status == args.status)
             if args.customer:
-                owner = select(Customer.id).where(Customer.key == args.customer)
-                query = query.where(Ticket.customer_id.in_(owner))
+                owner = session.scalar(select(Customer.id).where(Customer.key == args.customer))
+                if owner is None:
+                    # A mistyped key would otherwise read as "this customer has no tickets".
+                    raise CliError(
+                        f"no customer {args.customer!r} (`mailticket customers list --all`"
+                        " shows the keys)"
+                    )
+                query = query.where(Ticket.customer_id == owner)
             rows = session.scalars(query.order_by(Ticket.id.desc()).limit(args.limit)).all()
             if not rows:
                 what = " ".join(x for x in (args.status, args.customer) if x)
