@@ -70,3 +70,47 @@ def test_a_retry_survives_another_process_writing_meanwhile(
             select(func.count()).select_from(RawMessage).where(RawMessage.source == "worker")
         )
     assert workers == (1 if others == ["stored"] else 0)
+
+
+def test_a_bulk_ingest_survives_another_process_writing_meanwhile(
+    make_runtime: Callable[..., Runtime], db_url: str
+) -> None:
+    """`mailticket ingest` of an archive while the worker stores mail: on SQLite a batch
+    that read first and wrote later failed "database is locked" when the worker committed
+    in between, and the whole import stopped halfway. Each batch now takes its write turn
+    up front."""
+    rt = make_runtime()
+    other = create_engine(db_url, connect_args={"timeout": 0} if db_url.startswith("sqlite") else {})
+    others: list[str] = []
+
+    def another_process_writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith("INSERT INTO TTICKET_NUMBER_COUNTERS"):
+            return
+        try:
+            with other.begin() as c:
+                c.execute(text(
+                    "INSERT INTO mailticket_raw_messages (sha256, size, raw, source)"
+                    " VALUES (:h, 1, :r, 'worker')"
+                ), {"h": "0" * 64, "r": b"x"})
+            others.append("stored")
+        except OperationalError:
+            others.append("waited for the batch")
+
+    mails = [(f"archive/{n}", make_email(subject=f"Altfall {n}", message_id=f"<old{n}@x.example>"))
+             for n in range(6)]
+    event.listen(rt.engine, "before_cursor_execute", another_process_writes)
+    try:
+        outcomes = list(rt.pipeline.ingest_many(mails, batch_size=2))
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", another_process_writes)
+        other.dispose()
+
+    assert len(others) == 3, others  # once per batch
+    assert [o.action for o in outcomes] == ["created"] * 6
+    with rt.session_factory() as session:
+        inbound = select(func.count()).select_from(EmailLog).where(EmailLog.direction == "in")
+        assert session.scalar(inbound) == 6
+        workers = session.scalar(
+            select(func.count()).select_from(RawMessage).where(RawMessage.source == "worker")
+        )
+    assert workers == others.count("stored")
