@@ -1,4 +1,5 @@
-"""Replaying a held message as ops do it: while another process writes to the database."""
+"""Ops writing beside a running worker (another process): a quarantine replay, an archive
+import. On SQLite each takes its write turn up front instead of failing "database is locked"."""
 
 from __future__ import annotations
 
