@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
 from mailticket.model_registry import metadata
-from mailticket.store.db import Liveness, make_engine
+from mailticket.store.db import Liveness, make_engine, transactional_migrations
 
 config = context.config
 
@@ -19,11 +19,15 @@ def _url() -> str:
 
 
 def _configure(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=metadata,
         # SQLite cannot ALTER most things in place; batch mode rebuilds the table.
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
+        # All of an upgrade commits, or none of it: on SQLite too (transactional_migrations),
+        # so an interrupted upgrade leaves the database as it was and a rerun starts clean.
+        transactional_ddl=True if sqlite else None,
         compare_type=True,
     )
 
@@ -46,6 +50,7 @@ def run_migrations_online() -> None:
         section = config.get_section(config.config_ini_section, {})
         section["sqlalchemy.url"] = url
         engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+        transactional_migrations(engine)
     else:
         # The service's own engine: its connect timeout and TCP keepalives, so `mailticket
         # db upgrade` against an address that stopped answering fails in seconds, not hangs.

@@ -77,6 +77,17 @@ def test_customers_sla_sweep_and_ticket_columns(db_url: str, tmp_path: Path) -> 
     assert "first response: warning, due 2025-12-15 13:00 UTC" in shown.stdout
 
 
+def test_tickets_of_an_unknown_customer_is_an_error_not_an_empty_list(
+    db_url: str, tmp_path: Path
+) -> None:
+    assert cli(tmp_path, db_url, "customers", "sync").returncode == 0
+    typo = cli(tmp_path, db_url, "tickets", "list", "--customer", "acmee")
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert typo.stderr.startswith("mailticket: no customer 'acmee'")
+    known = cli(tmp_path, db_url, "tickets", "list", "--customer", "acme")
+    assert (known.returncode, known.stdout) == (0, "no acme tickets\n")
+
+
 def test_configuration_mistakes_stop_with_their_lines(db_url: str, tmp_path: Path) -> None:
     bad = write(tmp_path, "bad-sla.yaml", """
         policies:

@@ -45,6 +45,7 @@ from mailticket.settings import Settings, UnmatchedAction
 from mailticket.sla import service as sla_service
 from mailticket.store.batch import Batch, CheckpointLost, open_batch
 from mailticket.store.db import new_row
+from mailticket.store.gate import engine_of, write_gate
 from mailticket.store.models import (
     Attachment,
     EmailLog,
@@ -373,10 +374,14 @@ class Pipeline:
                 while current is not None:
                     following = next(chunks, None)
                     ahead = _Lookahead(parser, self.prepare, following)
-                    outcomes = self.process_batch(
-                        session, current, prepared=prepared, on_write=ahead.start
-                    )
-                    session.commit()
+                    # Each batch in the database's write turn (store.gate): on SQLite a batch
+                    # that read first and wrote later failed "database is locked" whenever
+                    # another process (the worker) committed in between.
+                    with write_gate(engine_of(self.session_factory)):
+                        outcomes = self.process_batch(
+                            session, current, prepared=prepared, on_write=ahead.start
+                        )
+                        session.commit()
                     yield from outcomes
                     session.expunge_all()
                     prepared = ahead.result()

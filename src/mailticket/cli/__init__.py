@@ -20,7 +20,7 @@ from mailticket.cli.common import (
 )
 from mailticket.reading.classification import RuleFileError
 from mailticket.settings import ConfigError
-from mailticket.store.migrate import MigrationsNotFound
+from mailticket.store.migrate import MigrationsNotFound, UpgradeRefused
 from mailticket.workflows.loader import WorkflowLoadError
 from mailticket.yamlconfig import ConfigFileError
 
@@ -130,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArgumentError as exc:
         _fail(f"mailticket: DATABASE_URL is not a database URL: {exc}", verbose=verbose)
         return 2
+    except UpgradeRefused as exc:
+        _fail(f"mailticket: cannot upgrade: {exc}", verbose=verbose)
+        return 1
     except MigrationsNotFound as exc:
         _fail(f"mailticket: this installation is incomplete: {exc}", verbose=verbose)
         return 1

@@ -7,6 +7,7 @@ only with `--verbose`. Nothing printed may carry the password of DATABASE_URL.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import sys
@@ -54,6 +55,29 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return mask_secrets(url)
+
+
+def _int_within(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{what}, not {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts (`--limit`, `--batch-size`): 0 or a negative number would
+    list nothing, or everything (SQLite's LIMIT -1), or fail in PostgreSQL as if the database
+    were broken; argparse's own one-line error and exit 2 instead."""
+    return _int_within(text, 1, None, "must be 1 or more")
+
+
+def tcp_port(text: str) -> int:
+    """An argparse type for `--port`: 1-65535 (0 would fall back to the default port, and a
+    larger number wraps around in the socket layer to another port)."""
+    return _int_within(text, 1, 65535, "must be a TCP port, 1-65535")
 
 
 def settings_or_exit() -> Settings:

@@ -1,4 +1,4 @@
-"""`mailticket db upgrade|current`."""
+"""`mailticket db upgrade`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def _upgrade(args: argparse.Namespace) -> int:
         settings = settings_or_exit()
-        migrate.upgrade(settings.database_url, args.revision)
-        print(f"database at {args.revision}: {safe_url(settings.database_url)}")
+        now = migrate.upgrade(settings.database_url, args.revision)
+        print(f"database at {', '.join(sorted(now))}: {safe_url(settings.database_url)}")
         return 0
 
     up = db_sub.add_parser("upgrade", help="apply migrations (default: to the newest)")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from mailticket.cli.common import CliError, open_runtime, settings_or_exit
+from mailticket.cli.common import CliError, open_runtime, positive_int, settings_or_exit
 from mailticket.live.maildir import headers_of
 from mailticket.reading.msgids import header_message_id
 from mailticket.reading.sources import iter_messages
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ingest", help="ingest .eml files, directories, Maildirs and mbox files")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="one JSON object per message on stdout")
-    p.add_argument("--batch-size", type=int, default=None, help="messages per transaction")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="messages per transaction")
     p.add_argument(
         "--backdate", action="store_true",
         help="archive import: number tickets by each mail's arrival date instead of today",

@@ -10,7 +10,7 @@ import email.policy
 import json
 import sys
 
-from mailticket.cli.common import CliError, open_engine, settings_or_exit
+from mailticket.cli.common import CliError, open_engine, positive_int, settings_or_exit
 from mailticket.store import outbox
 from mailticket.store.db import make_session_factory
 from mailticket.store.outbox_models import OutboxItem
@@ -168,7 +168,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = s.add_parser("list", help="outbox items, newest first")
     ls.add_argument("--status", choices=outbox.STATUSES)
     ls.add_argument("--kind", choices=("smtp", "backend"))
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=positive_int, default=100)
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=_list)
     retry = s.add_parser("retry", help="make a dead item due again with a fresh attempt budget")

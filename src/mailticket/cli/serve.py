@@ -7,7 +7,7 @@ import argparse
 import uvicorn
 
 from mailticket import metrics
-from mailticket.cli.common import one_line_warnings, open_runtime, settings_or_exit
+from mailticket.cli.common import one_line_warnings, open_runtime, settings_or_exit, tcp_port
 from mailticket.live.logs import configure_logging
 
 
@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API and thread view (no mail sources)")
     p.add_argument("--host", help="default: API_LISTEN's host, else 127.0.0.1")
-    p.add_argument("--port", type=int, help="default: API_LISTEN's port, else 8000")
+    p.add_argument("--port", type=tcp_port, help="default: API_LISTEN's port, else 8000")
     p.add_argument(
         "--proxy-headers", action="store_true",
         help="trust X-Forwarded-* (only behind your own reverse proxy)",

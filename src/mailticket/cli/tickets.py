@@ -9,7 +9,7 @@ from typing import get_args
 from sqlalchemy import or_, select
 
 from mailticket.api.schemas import SettableStatus
-from mailticket.cli.common import CliError, open_engine, settings_or_exit
+from mailticket.cli.common import CliError, open_engine, positive_int, settings_or_exit
 from mailticket.customers.models import Customer
 from mailticket.customers.scope import CustomerBadge, badges
 from mailticket.sla.models import TicketSla
@@ -49,8 +49,14 @@ def _list(args: argparse.Namespace) -> int:
             if args.status:
                 query = query.where(Ticket.status == args.status)
             if args.customer:
-                owner = select(Customer.id).where(Customer.key == args.customer)
-                query = query.where(Ticket.customer_id.in_(owner))
+                owner = session.scalar(select(Customer.id).where(Customer.key == args.customer))
+                if owner is None:
+                    # A mistyped key would otherwise read as "this customer has no tickets".
+                    raise CliError(
+                        f"no customer {args.customer!r} (`mailticket customers list --all`"
+                        " shows the keys)"
+                    )
+                query = query.where(Ticket.customer_id == owner)
             rows = session.scalars(query.order_by(Ticket.id.desc()).limit(args.limit)).all()
             if not rows:
                 what = " ".join(x for x in (args.status, args.customer) if x)
@@ -153,7 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls = s.add_parser("list", help="newest tickets first, with customer and SLA state")
     ls.add_argument("--status", choices=LISTED_STATUSES)
     ls.add_argument("--customer", metavar="KEY", help="only this customer's tickets")
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.set_defaults(func=_list)
     show = s.add_parser("show", help="a ticket, its customer, SLA state and email thread")
     show.add_argument("number", help="TKT-YYYYMMDD-XXX or the ticket id")

@@ -68,10 +68,15 @@ class ClippedString(TypeDecorator[str]):
         return value[:length] if length is not None and len(value) > length else value
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # pysqlite's own implicit BEGIN handling breaks SAVEPOINT (each message runs in one);
-    # switch it off and let SQLAlchemy emit BEGIN itself (see _sqlite_begin).
+def _sqlite_own_transactions(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own implicit BEGIN handling breaks SAVEPOINT (each message runs in one) and
+    # runs DDL outside any transaction; switch it off and let SQLAlchemy emit BEGIN itself
+    # (see _sqlite_begin).
     dbapi_conn.isolation_level = None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    _sqlite_own_transactions(dbapi_conn, _record)
     cur = dbapi_conn.cursor()
     # WAL lets the API read while the worker writes; busy_timeout turns lock contention
     # between processes into waiting instead of "database is locked" errors.
@@ -99,6 +104,19 @@ def immediate_transactions() -> Iterator[None]:
 def _sqlite_begin(conn: Any) -> None:
     immediate = _IMMEDIATE.get() or conn.get_execution_options().get("sqlite_immediate", False)
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def transactional_migrations(engine: Engine) -> None:
+    """Make a SQLite engine run `mailticket db upgrade` as one transaction, as PostgreSQL does.
+
+    pysqlite commits DDL as it goes: a migration stopped halfway (kill -9, a full disk, a
+    failing data step) would keep the columns it had added while its version was never
+    stamped, and every rerun would then fail on them ("duplicate column name"). SQLite's DDL
+    is transactional once pysqlite stops managing transactions; BEGIN IMMEDIATE takes the
+    write lock at the start, so a running worker cannot interleave. No pragmas here: foreign
+    key enforcement would break the table rebuilds of Alembic's batch mode."""
+    event.listen(engine, "connect", _sqlite_own_transactions)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 def _pg_session(dbapi_conn: Any, _record: Any) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailticket.store.batch import Batch, open_batch
 from mailticket.store.db import new_row
+from mailticket.store.gate import engine_of, write_gate
 from mailticket.store.models import QuarantineEntry, RawMessage
 
 if TYPE_CHECKING:
@@ -146,8 +147,12 @@ def quarantine_refused(
 
 
 def retry(pipeline: Reprocessor, entry_id: int) -> Outcome:
-    """Run a held message through the pipeline again; it is released when that works."""
-    with pipeline.session_factory() as session:
+    """Run a held message through the pipeline again; it is released when that works.
+
+    In the database's write turn (store.gate): on SQLite a retry that read first and wrote
+    later failed with "database is locked" whenever another process (the worker, a second
+    retry) committed in between."""
+    with write_gate(engine_of(pipeline.session_factory)), pipeline.session_factory() as session:
         entry = session.get(QuarantineEntry, entry_id)
         if entry is None:
             raise QuarantineNotFound(f"no quarantine entry {entry_id}")
