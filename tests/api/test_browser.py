@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
+from mailticket.api.web import BODY_SHOWN
 from tests.api.conftest import Api
 from tests.api.server import running
 from tests.mailfactory import make_email
@@ -235,3 +237,41 @@ def test_ui_errors_are_pages_with_a_way_back(
             assert "the database went away" not in browser.page_source
             browser.find_element(By.ID, "error-back").click()
             WebDriverWait(browser, 10).until(expected_conditions.url_to_be(f"{base}/ui/tickets"))
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_huge_body_is_shown_in_part_and_whole_in_the_eml(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # A pasted log of 300,000 characters and a body of one endless line: each page shows
+    # the start (BODY_SHOWN characters at most), says how much is left out and links the
+    # whole mail. A browser lays out a few megabytes of such text for minutes.
+    log = "".join(f"2025-12-15 10:00:{i % 60:02d} worker {i}: retrying\n" for i in range(7000))
+    endless = "A" * 300_000
+    logged = api.ingest(make_email(subject="the log", body=log))
+    one_line = api.ingest(make_email(subject="one line", body=endless))
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        cookie = browser.get_cookie("mailticket_token")
+        assert cookie is not None
+        for out, text in ((logged, log), (one_line, endless)):
+            browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+            browser.save_screenshot(str(tmp_path / f"{out.ticket_number}.png"))
+            mail = f"#mail-{out.email_log_id}"
+            shown = browser.find_element(By.CSS_SELECTOR, f"{mail} .body").get_attribute(
+                "textContent") or ""
+            assert 0 < len(shown) <= BODY_SHOWN and text.startswith(shown.rstrip("\n"))
+            if "\n" in text:
+                assert shown.rstrip("\n").endswith("retrying"), "cut at a line break"
+            notice = browser.find_element(By.ID, f"cut-{out.email_log_id}")
+            hidden = len(text.rstrip("\n")) - len(shown.rstrip("\n"))
+            assert f"{hidden:,} more characters" in notice.text, notice.text
+            link = notice.find_element(By.LINK_TEXT, "original .eml").get_attribute("href")
+            assert link is not None
+            whole = api.client.get(link.removeprefix(base),
+                                   headers={"Cookie": f"mailticket_token={cookie['value']}"})
+            assert whole.status_code == 200
+            message = message_from_bytes(whole.content, policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            assert message.get_content().strip() == text.strip()
+        _fits(browser)
