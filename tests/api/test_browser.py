@@ -275,3 +275,48 @@ def test_a_huge_body_is_shown_in_part_and_whole_in_the_eml(
             assert isinstance(message, EmailMessage)
             assert message.get_content().strip() == text.strip()
         _fits(browser)
+
+
+def _raw_from(sender: str, subject: str) -> bytes:
+    # An SMTPUTF8 header: the address itself written in UTF-8, as such mail arrives.
+    return (f"From: {sender}\r\nTo: support@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@client.example>\r\nDate: Mon, 15 Dec 2025 10:00:00 +0000\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nPlease pay the invoice today.\r\n"
+            ).encode()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_look_alike_addresses_are_read_out_in_ascii(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # "example.com" with a Cyrillic a (U+0430), and "ceo" with a Cyrillic c (U+0441): on
+    # screen both read like the real ceo@example.com, which writes to us too.
+    domain = api.ingest(_raw_from("CEO <ceo@ex\u0430mple.com>", "domain"))
+    local = api.ingest(_raw_from("\u0441eo@example.com", "local"))
+    real = api.ingest(_raw_from("CEO <ceo@example.com>", "real"))
+    readings = {
+        domain.ticket_number: "(ceo@xn--exmple-4nf.com)",
+        local.ticket_number: "([U+0441]eo@example.com)",
+    }
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.save_screenshot(str(tmp_path / "list.png"))
+        rows = {
+            row.find_element(By.CSS_SELECTOR, "td a").text:
+                row.find_element(By.CSS_SELECTOR, "td.requester").text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#tickets tbody tr")
+        }
+        for number, reading in readings.items():
+            assert reading in rows[number], rows
+        assert rows[real.ticket_number] == "ceo@example.com", "an ASCII address stands alone"
+        for out in (domain, local, real):
+            browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+            browser.save_screenshot(str(tmp_path / f"{out.ticket_number}.png"))
+            sender = browser.find_element(By.CSS_SELECTOR, f"#mail-{out.email_log_id} .sender")
+            meta = browser.find_element(By.CSS_SELECTOR, "#ticket-title + .meta").text
+            if out is real:
+                assert sender.text == "CEO <ceo@example.com>" and "(" not in meta
+            else:
+                assert sender.text.endswith(readings[out.ticket_number]), sender.text
+                assert readings[out.ticket_number] in meta, meta
+        _fits(browser)

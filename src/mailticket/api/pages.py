@@ -64,12 +64,40 @@ def shown(value: object) -> Markup:
     return Markup(_BIDI.sub(_marker, str(escape("" if value is None else value))))
 
 
+def _code_points(text: str) -> str:
+    return "".join(c if c.isascii() else f"[U+{ord(c):04X}]" for c in text)
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:  # not a domain IDNA can write (an empty label, a stray symbol)
+        return _code_points(domain)
+
+
+def ascii_reading(value: object) -> Markup:
+    """After a mail address with characters outside ASCII, its ASCII reading, so that a
+    look-alike cannot pass for the address it imitates (example.com written with a Cyrillic
+    "a" reads the same): the domain in its IDNA form (xn--...), each other non-ASCII
+    character as its code point. Nothing after a plain ASCII address."""
+    text = "" if value is None else str(value)
+    if text.isascii():
+        return Markup("")
+    local, at, domain = text.rpartition("@")
+    reading = f"{_code_points(local)}@{_ascii_domain(domain)}" if at else _code_points(text)
+    return Markup(
+        ' <span class="ascii" title="the address in ASCII: look-alike letters differ here">'
+        "({})</span>"
+    ).format(reading)
+
+
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
 _env.filters["shown"] = shown
+_env.filters["ascii_reading"] = ascii_reading
 templates = Jinja2Templates(env=_env)
 
 
