@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
+from sqlalchemy import func, select
 
 from mailticket.api.web import BODY_SHOWN
+from mailticket.store.models import Comment
 from tests.api.conftest import Api
-from tests.api.server import running
+from tests.api.server import free_port, running
 from tests.mailfactory import make_email
 
 
@@ -320,3 +328,103 @@ def test_look_alike_addresses_are_read_out_in_ascii(
                 assert sender.text.endswith(readings[out.ticket_number]), sender.text
                 assert readings[out.ticket_number] in meta, meta
         _fits(browser)
+
+
+class _Counter(http.server.BaseHTTPRequestHandler):
+    """Another origin on loopback that counts every request a page makes to it."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/gif")
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _counter() -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    handler = type("Counter", (_Counter,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _html_mail(n: int, subject: str, html: str, sender: str = "Eve <eve@x.example>") -> bytes:
+    return (f"From: {sender}\r\nTo: support@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <hostile-{n}@x.example>\r\nDate: Mon, 15 Dec 2025 10:00:00 +0000\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+            ).encode()
+
+
+def _hostile_bodies(beacon: str) -> list[str]:
+    """Script and remote content in the forms HTML mail carries them; each runs `alert` or
+    sets window.pwned when executed, and each remote load asks the beacon."""
+    return [
+        f"<script>window.pwned=1;alert(1);fetch('{beacon}/script')</script>",
+        f"<img src=x onerror=\"window.pwned=2;alert(2)\"><img src='{beacon}/tracker.gif'>",
+        "<a id=js href='javascript:window.pwned=3'>open</a>"
+        "<a href='data:text/html,<script>alert(3)</script>'>data</a>"
+        "<a href='vbscript:msgbox(3)'>vb</a>",
+        f"<svg onload=\"window.pwned=4\"><script>alert(4)</script><image href='{beacon}/svg'/></svg>",
+        f"<iframe srcdoc='<script>parent.pwned=5</script>'></iframe><iframe src='{beacon}/frame'></iframe>",
+        f"<meta http-equiv=refresh content='0;url={beacon}/refresh'>",
+        f"<base href='{beacon}/base/'><a href='x'>relative</a><img src='relative.gif'>",
+        f"<style>@import '{beacon}/import.css'; body{{background:url({beacon}/css)}}</style>"
+        f"<div style=\"background:url('{beacon}/inline');width:expression(alert(6))\">css</div>",
+        "<form action='/ui/tickets/TKT-20251215-001/notes' method=post><input name=body "
+        "value=forged><button id=forge>Send</button></form><form action='/ui/logout' "
+        "method=post><button>out</button></form>",
+        "<noscript><p title=\"</noscript><img src=x onerror=window.pwned=7>\"></noscript>"
+        "<template><img src=x onerror=window.pwned=8></template>"
+        "<!--><img src=x onerror=window.pwned=9>--><math><mtext><table><mglyph><style>"
+        "<img src=x onerror=window.pwned=10>",
+        f"<link rel=stylesheet href='{beacon}/link.css'><video poster='{beacon}/poster'></video>"
+        f"<object data='{beacon}/object'></object><embed src='{beacon}/embed'>",
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_hostile_html_mail_neither_runs_nor_loads_anything(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # Opened by an agent whose token may write: a script would act with their session.
+    with _counter() as (beacon, seen):
+        outs = [
+            api.ingest(_html_mail(n, f"hostile {n} <img src=x onerror=window.pwned=11>", html))
+            for n, html in enumerate(_hostile_bodies(beacon))
+        ]
+        # Encoded words decode to markup in Subject and in the sender's name.
+        outs.append(api.ingest(_html_mail(
+            99, "=?utf-8?b?PGltZyBzcmM9eCBvbmVycm9yPXdpbmRvdy5wd25lZD0xMj4=?=", "<p>hi</p>",
+            sender="=?utf-8?q?=3Cscript=3Ewindow.pwned=3D13=3C/script=3E?= <a@x.example>")))
+        with running(api.app) as base:
+            _sign_in(browser, base, api.tokens["write"])
+            for out in outs:
+                browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+                for link in browser.find_elements(By.CSS_SELECTOR, "#thread a, #thread button"):
+                    assert link.get_attribute("id") not in ("js", "forge"), "mail markup is live"
+                with pytest.raises(NoAlertPresentException):
+                    browser.switch_to.alert.dismiss()
+                assert browser.execute_script("return window.pwned === undefined"), out
+                assert browser.current_url == f"{base}/ui/tickets/{out.ticket_number}"
+            browser.save_screenshot(str(tmp_path / "last.png"))
+            # The markup is on screen as text.
+            assert "<img src=x onerror=window.pwned=12>" in browser.find_element(
+                By.ID, "ticket-title").text
+            assert "window.pwned=13" in browser.find_element(
+                By.CSS_SELECTOR, "#thread .sender").text
+        assert seen == [], "opening a mail loaded remote content"
+    with api.runtime.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Comment)) == 0
