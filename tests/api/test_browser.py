@@ -20,6 +20,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 from sqlalchemy import func, select
 
+from mailticket.api.pages import FIELD_SHOWN
 from mailticket.api.web import BODY_SHOWN
 from mailticket.store.models import Comment
 from tests.api.conftest import Api
@@ -428,3 +429,27 @@ def test_hostile_html_mail_neither_runs_nor_loads_anything(
         assert seen == [], "opening a mail loaded remote content"
     with api.runtime.session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Comment)) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_huge_header_fields_are_shown_in_part(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # A Subject of 100,000 characters and a sender's name of 50,000: each mail of a thread
+    # shows its own, and a page of a hundred such mails would be tens of megabytes.
+    raw = (b"From: " + b"N" * 50_000 + b" <a@x.example>\r\nTo: support@example.com\r\n"
+           b"Subject: " + b"S" * 100_000 + b"\r\nMessage-ID: <long-headers@x.example>\r\n\r\nhi\r\n")
+    out = api.ingest(raw)
+    stored = next(m for m in api.get(f"/api/v1/tickets/{out.ticket_id}/emails").json()["emails"]
+                  if m["id"] == out.email_log_id)
+    assert len(stored["email_subject"]) == 100_000, "the API gives the whole field"
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+        browser.save_screenshot(str(tmp_path / "thread.png"))
+        mail = f"#mail-{out.email_log_id}"
+        subject = browser.find_element(By.CSS_SELECTOR, f"{mail} .subject").text
+        assert subject == "S" * FIELD_SHOWN + "… 99,000 more characters", subject[-60:]
+        sender = browser.find_element(By.CSS_SELECTOR, f"{mail} .sender").text
+        assert sender == "N" * FIELD_SHOWN + "… 49,000 more characters <a@x.example>", sender[-60:]
+        _fits(browser)

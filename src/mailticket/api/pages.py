@@ -64,6 +64,22 @@ def shown(value: object) -> Markup:
     return Markup(_BIDI.sub(_marker, str(escape("" if value is None else value))))
 
 
+# The most of a one-line field from a mail (a subject, a name, an address, a file name) a
+# page shows: a header may be megabytes long, and a page shows a hundred mails' headers.
+FIELD_SHOWN = 1_000
+
+
+def field(value: object) -> Markup:
+    """A one-line field from a mail, as `shown`, cut after FIELD_SHOWN characters with a
+    note of how many more there are (the whole of it is in the original .eml)."""
+    text = "" if value is None else str(value)
+    if len(text) <= FIELD_SHOWN:
+        return shown(text)
+    return shown(text[:FIELD_SHOWN]) + Markup(
+        '<span class="meta cut-field">… {:,} more characters</span>'
+    ).format(len(text) - FIELD_SHOWN)
+
+
 def _code_points(text: str) -> str:
     return "".join(c if c.isascii() else f"[U+{ord(c):04X}]" for c in text)
 
@@ -97,6 +113,7 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _env.filters["shown"] = shown
+_env.filters["field"] = field
 _env.filters["ascii_reading"] = ascii_reading
 templates = Jinja2Templates(env=_env)
 
