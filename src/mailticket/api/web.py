@@ -29,6 +29,7 @@ from mailticket.api.pages import SECURITY_HEADERS
 from mailticket.api.pages import page as _page
 from mailticket.api.schemas import SettableStatus, TicketStatus
 from mailticket.api.tickets import load_ticket
+from mailticket.conversation import participants as people
 from mailticket.conversation import split_reply
 from mailticket.customers.models import Customer
 from mailticket.customers.scope import badges, visible_ticket_ids
@@ -43,6 +44,9 @@ THREAD_PAGE = 100
 # pasted in, a body of one endless line): a browser lays out a few megabytes of it for
 # minutes, and the server would split its quote first. The rest is in the original .eml.
 BODY_SHOWN = 20_000
+# Addresses named above the reply form; the rest are counted. A customer's mail may carry
+# thousands of Cc, and a reply from the page goes to all of them.
+RECIPIENTS_SHOWN = 20
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -207,6 +211,8 @@ def ticket_page(
     # The forms only for a token that may use them (read scope sees the thread alone).
     staff = principal.customer_id is None
     can_write = tokens.scope_allows(principal.scope, "write") and staff
+    # Whom a reply from the page goes to, beside the form that sends it.
+    recipients = people.participants(session, runtime.settings, ticket) if can_write else []
     plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
         request, "ticket.html", ticket=ticket, mails=mails, bodies=bodies, files=files,
@@ -220,6 +226,7 @@ def ticket_page(
         # threaded and classified are the team's (api/customer_access.py).
         staff=staff,
         can_write=can_write, csrf_field=csrf.FIELD,
+        recipients=recipients, recipients_shown=RECIPIENTS_SHOWN,
         csrf_token=csrf.form_token(plain) if can_write else "",
         statuses=list(get_args(SettableStatus)), priorities=[p.value for p in Priority],
     )
