@@ -98,3 +98,20 @@ def test_every_api_answer_forbids_sniffing_and_framing(api: Api) -> None:
         raw = http.get(f"/api/v1/emails/{out.email_log_id}/raw", headers=read)
         assert raw.headers["content-security-policy"] == "sandbox"
         assert raw.headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_unhandled_error_carries_the_same_headers(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Starlette answers an unhandled error outside every middleware.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("mailticket.api.queries.list_tickets", broken)
+    with running(api.app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        r = http.get("/api/v1/tickets", headers=api.auth())
+        assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+        assert "the database went away" not in r.text
+        assert r.headers.get("x-content-type-options") == "nosniff", r.headers
+        assert r.headers.get("x-frame-options") == "DENY", r.headers
+        assert "frame-ancestors 'none'" in r.headers.get("content-security-policy", "")

@@ -21,9 +21,19 @@ ALWAYS = {
 NOT_HTML = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
 
 
+def add_defaults(headers: MutableHeaders) -> None:
+    """ALWAYS (and NOT_HTML for an answer that is not HTML), where not set already."""
+    defaults = dict(ALWAYS)
+    if not headers.get("content-type", "").startswith("text/html"):
+        defaults.update(NOT_HTML)
+    for name, value in defaults.items():
+        headers.setdefault(name, value)
+
+
 class DefaultHeaders:
-    """A plain ASGI middleware: adds ALWAYS (and NOT_HTML) to each response's head where
-    the response did not set the header itself."""
+    """A plain ASGI middleware: add_defaults on each response's head. (An unhandled error's
+    500 is answered outside every middleware, by errors.on_crash, which calls add_defaults
+    itself.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -35,12 +45,7 @@ class DefaultHeaders:
 
         async def send_with_defaults(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                defaults = dict(ALWAYS)
-                if not headers.get("content-type", "").startswith("text/html"):
-                    defaults.update(NOT_HTML)
-                for name, value in defaults.items():
-                    headers.setdefault(name, value)
+                add_defaults(MutableHeaders(scope=message))
             await send(message)
 
         await self.app(scope, receive, send_with_defaults)
