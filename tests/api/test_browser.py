@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
@@ -453,3 +454,26 @@ def test_huge_header_fields_are_shown_in_part(
         sender = browser.find_element(By.CSS_SELECTOR, f"{mail} .sender").text
         assert sender == "N" * FIELD_SHOWN + "… 49,000 more characters <a@x.example>", sender[-60:]
         _fits(browser)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pages_are_styled_under_a_policy_without_inline_style(
+    api: Api, browser: webdriver.Chrome
+) -> None:
+    # 'unsafe-inline' in style-src would let markup that ever slipped through style the
+    # page or read it out (attribute selectors with url()): the stylesheet is a file.
+    out = api.ingest(make_email(subject="styled"))
+    with running(api.app) as base:
+        policy = httpx.get(f"{base}/ui/login").headers["content-security-policy"]
+        assert "unsafe-inline" not in policy and "style-src 'self'" in policy, policy
+        sheet = httpx.get(f"{base}/ui/style.css")
+        assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/css")
+        _sign_in(browser, base, api.tokens["read"])
+        browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+        bar = browser.find_element(By.CSS_SELECTOR, "body > header")
+        assert bar.value_of_css_property("background-color") == "rgba(35, 49, 63, 1)"
+        body = browser.find_element(By.CSS_SELECTOR, f"#mail-{out.email_log_id} .body")
+        assert body.value_of_css_property("white-space") == "pre-wrap"
+        refused = [e["message"] for e in browser.get_log("browser")
+                   if "Content Security Policy" in e["message"]]
+        assert refused == [], refused

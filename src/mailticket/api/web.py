@@ -25,7 +25,7 @@ from mailticket.api.auth import (
     UiPrincipal,
 )
 from mailticket.api.auth import authenticate as check_token
-from mailticket.api.pages import SECURITY_HEADERS
+from mailticket.api.pages import SECURITY_HEADERS, STYLESHEET
 from mailticket.api.pages import page as _page
 from mailticket.api.schemas import SettableStatus, TicketStatus
 from mailticket.api.tickets import load_ticket
@@ -58,6 +58,15 @@ def install(app: FastAPI) -> None:
         return response
 
     app.add_exception_handler(LoginRequired, to_login)
+
+
+@router.get("/style.css")
+def stylesheet() -> Response:
+    """The pages' stylesheet; no sign-in needed (the login page uses it too)."""
+    return Response(
+        STYLESHEET, media_type="text/css",
+        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"},
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
