@@ -20,10 +20,11 @@ from mailticket.api.tokens import hash_token
 from tests.api.conftest import Api, build_api
 from tests.mailfactory import make_email
 
-# Routes anyone may call: process health and the API description, and the login form.
+# Routes anyone may call: process health and the API description, the login form and the
+# stylesheet it uses.
 PUBLIC = {
     "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-    "/redoc", "/ui/login",
+    "/redoc", "/ui/login", "/ui/style.css",
 }
 
 # The smallest scope each /api route needs. A new route must be added here (the test below

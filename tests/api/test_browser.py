@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import ClassVar
 
+import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
+from sqlalchemy import func, select
 
+from mailticket.api.pages import FIELD_SHOWN
+from mailticket.api.web import BODY_SHOWN
+from mailticket.store.models import Comment
 from tests.api.conftest import Api
-from tests.api.server import running
+from tests.api.server import free_port, running
 from tests.mailfactory import make_email
 
 
@@ -235,3 +247,233 @@ def test_ui_errors_are_pages_with_a_way_back(
             assert "the database went away" not in browser.page_source
             browser.find_element(By.ID, "error-back").click()
             WebDriverWait(browser, 10).until(expected_conditions.url_to_be(f"{base}/ui/tickets"))
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_huge_body_is_shown_in_part_and_whole_in_the_eml(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # A pasted log of 300,000 characters and a body of one endless line: each page shows
+    # the start (BODY_SHOWN characters at most), says how much is left out and links the
+    # whole mail. A browser lays out a few megabytes of such text for minutes.
+    log = "".join(f"2025-12-15 10:00:{i % 60:02d} worker {i}: retrying\n" for i in range(7000))
+    endless = "A" * 300_000
+    logged = api.ingest(make_email(subject="the log", body=log))
+    one_line = api.ingest(make_email(subject="one line", body=endless))
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        cookie = browser.get_cookie("mailticket_token")
+        assert cookie is not None
+        for out, text in ((logged, log), (one_line, endless)):
+            browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+            browser.save_screenshot(str(tmp_path / f"{out.ticket_number}.png"))
+            mail = f"#mail-{out.email_log_id}"
+            shown = browser.find_element(By.CSS_SELECTOR, f"{mail} .body").get_attribute(
+                "textContent") or ""
+            assert 0 < len(shown) <= BODY_SHOWN and text.startswith(shown.rstrip("\n"))
+            if "\n" in text:
+                assert shown.rstrip("\n").endswith("retrying"), "cut at a line break"
+            notice = browser.find_element(By.ID, f"cut-{out.email_log_id}")
+            hidden = len(text.rstrip("\n")) - len(shown.rstrip("\n"))
+            assert f"{hidden:,} more characters" in notice.text, notice.text
+            link = notice.find_element(By.LINK_TEXT, "original .eml").get_attribute("href")
+            assert link is not None
+            whole = api.client.get(link.removeprefix(base),
+                                   headers={"Cookie": f"mailticket_token={cookie['value']}"})
+            assert whole.status_code == 200
+            message = message_from_bytes(whole.content, policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            assert message.get_content().strip() == text.strip()
+        _fits(browser)
+
+
+def _raw_from(sender: str, subject: str) -> bytes:
+    # An SMTPUTF8 header: the address itself written in UTF-8, as such mail arrives.
+    return (f"From: {sender}\r\nTo: support@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@client.example>\r\nDate: Mon, 15 Dec 2025 10:00:00 +0000\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nPlease pay the invoice today.\r\n"
+            ).encode()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_look_alike_addresses_are_read_out_in_ascii(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # "example.com" with a Cyrillic a (U+0430), and "ceo" with a Cyrillic c (U+0441): on
+    # screen both read like the real ceo@example.com, which writes to us too.
+    domain = api.ingest(_raw_from("CEO <ceo@ex\u0430mple.com>", "domain"))
+    local = api.ingest(_raw_from("\u0441eo@example.com", "local"))
+    real = api.ingest(_raw_from("CEO <ceo@example.com>", "real"))
+    readings = {
+        domain.ticket_number: "(ceo@xn--exmple-4nf.com)",
+        local.ticket_number: "([U+0441]eo@example.com)",
+    }
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.save_screenshot(str(tmp_path / "list.png"))
+        rows = {
+            row.find_element(By.CSS_SELECTOR, "td a").text:
+                row.find_element(By.CSS_SELECTOR, "td.requester").text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#tickets tbody tr")
+        }
+        for number, reading in readings.items():
+            assert reading in rows[number], rows
+        assert rows[real.ticket_number] == "ceo@example.com", "an ASCII address stands alone"
+        for out in (domain, local, real):
+            browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+            browser.save_screenshot(str(tmp_path / f"{out.ticket_number}.png"))
+            sender = browser.find_element(By.CSS_SELECTOR, f"#mail-{out.email_log_id} .sender")
+            meta = browser.find_element(By.CSS_SELECTOR, "#ticket-title + .meta").text
+            if out is real:
+                assert sender.text == "CEO <ceo@example.com>" and "(" not in meta
+            else:
+                assert sender.text.endswith(readings[out.ticket_number]), sender.text
+                assert readings[out.ticket_number] in meta, meta
+        _fits(browser)
+
+
+class _Counter(http.server.BaseHTTPRequestHandler):
+    """Another origin on loopback that counts every request a page makes to it."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/gif")
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _counter() -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    handler = type("Counter", (_Counter,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _html_mail(n: int, subject: str, html: str, sender: str = "Eve <eve@x.example>") -> bytes:
+    return (f"From: {sender}\r\nTo: support@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <hostile-{n}@x.example>\r\nDate: Mon, 15 Dec 2025 10:00:00 +0000\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+            ).encode()
+
+
+def _hostile_bodies(beacon: str) -> list[str]:
+    """Script and remote content in the forms HTML mail carries them; each runs `alert` or
+    sets window.pwned when executed, and each remote load asks the beacon."""
+    return [
+        f"<script>window.pwned=1;alert(1);fetch('{beacon}/script')</script>",
+        f"<img src=x onerror=\"window.pwned=2;alert(2)\"><img src='{beacon}/tracker.gif'>",
+        "<a id=js href='javascript:window.pwned=3'>open</a>"
+        "<a href='data:text/html,<script>alert(3)</script>'>data</a>"
+        "<a href='vbscript:msgbox(3)'>vb</a>",
+        f"<svg onload=\"window.pwned=4\"><script>alert(4)</script><image href='{beacon}/svg'/></svg>",
+        f"<iframe srcdoc='<script>parent.pwned=5</script>'></iframe><iframe src='{beacon}/frame'></iframe>",
+        f"<meta http-equiv=refresh content='0;url={beacon}/refresh'>",
+        f"<base href='{beacon}/base/'><a href='x'>relative</a><img src='relative.gif'>",
+        f"<style>@import '{beacon}/import.css'; body{{background:url({beacon}/css)}}</style>"
+        f"<div style=\"background:url('{beacon}/inline');width:expression(alert(6))\">css</div>",
+        "<form action='/ui/tickets/TKT-20251215-001/notes' method=post><input name=body "
+        "value=forged><button id=forge>Send</button></form><form action='/ui/logout' "
+        "method=post><button>out</button></form>",
+        "<noscript><p title=\"</noscript><img src=x onerror=window.pwned=7>\"></noscript>"
+        "<template><img src=x onerror=window.pwned=8></template>"
+        "<!--><img src=x onerror=window.pwned=9>--><math><mtext><table><mglyph><style>"
+        "<img src=x onerror=window.pwned=10>",
+        f"<link rel=stylesheet href='{beacon}/link.css'><video poster='{beacon}/poster'></video>"
+        f"<object data='{beacon}/object'></object><embed src='{beacon}/embed'>",
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_hostile_html_mail_neither_runs_nor_loads_anything(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # Opened by an agent whose token may write: a script would act with their session.
+    with _counter() as (beacon, seen):
+        outs = [
+            api.ingest(_html_mail(n, f"hostile {n} <img src=x onerror=window.pwned=11>", html))
+            for n, html in enumerate(_hostile_bodies(beacon))
+        ]
+        # Encoded words decode to markup in Subject and in the sender's name.
+        outs.append(api.ingest(_html_mail(
+            99, "=?utf-8?b?PGltZyBzcmM9eCBvbmVycm9yPXdpbmRvdy5wd25lZD0xMj4=?=", "<p>hi</p>",
+            sender="=?utf-8?q?=3Cscript=3Ewindow.pwned=3D13=3C/script=3E?= <a@x.example>")))
+        with running(api.app) as base:
+            _sign_in(browser, base, api.tokens["write"])
+            for out in outs:
+                browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+                for link in browser.find_elements(By.CSS_SELECTOR, "#thread a, #thread button"):
+                    assert link.get_attribute("id") not in ("js", "forge"), "mail markup is live"
+                with pytest.raises(NoAlertPresentException):
+                    browser.switch_to.alert.dismiss()
+                assert browser.execute_script("return window.pwned === undefined"), out
+                assert browser.current_url == f"{base}/ui/tickets/{out.ticket_number}"
+            browser.save_screenshot(str(tmp_path / "last.png"))
+            # The markup is on screen as text.
+            assert "<img src=x onerror=window.pwned=12>" in browser.find_element(
+                By.ID, "ticket-title").text
+            assert "window.pwned=13" in browser.find_element(
+                By.CSS_SELECTOR, "#thread .sender").text
+        assert seen == [], "opening a mail loaded remote content"
+    with api.runtime.session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Comment)) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_huge_header_fields_are_shown_in_part(
+    api: Api, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # A Subject of 100,000 characters and a sender's name of 50,000: each mail of a thread
+    # shows its own, and a page of a hundred such mails would be tens of megabytes.
+    raw = (b"From: " + b"N" * 50_000 + b" <a@x.example>\r\nTo: support@example.com\r\n"
+           b"Subject: " + b"S" * 100_000 + b"\r\nMessage-ID: <long-headers@x.example>\r\n\r\nhi\r\n")
+    out = api.ingest(raw)
+    stored = next(m for m in api.get(f"/api/v1/tickets/{out.ticket_id}/emails").json()["emails"]
+                  if m["id"] == out.email_log_id)
+    assert len(stored["email_subject"]) == 100_000, "the API gives the whole field"
+    with running(api.app) as base:
+        _sign_in(browser, base, api.tokens["read"])
+        browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+        browser.save_screenshot(str(tmp_path / "thread.png"))
+        mail = f"#mail-{out.email_log_id}"
+        subject = browser.find_element(By.CSS_SELECTOR, f"{mail} .subject").text
+        assert subject == "S" * FIELD_SHOWN + "… 99,000 more characters", subject[-60:]
+        sender = browser.find_element(By.CSS_SELECTOR, f"{mail} .sender").text
+        assert sender == "N" * FIELD_SHOWN + "… 49,000 more characters <a@x.example>", sender[-60:]
+        _fits(browser)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_pages_are_styled_under_a_policy_without_inline_style(
+    api: Api, browser: webdriver.Chrome
+) -> None:
+    # 'unsafe-inline' in style-src would let markup that ever slipped through style the
+    # page or read it out (attribute selectors with url()): the stylesheet is a file.
+    out = api.ingest(make_email(subject="styled"))
+    with running(api.app) as base:
+        policy = httpx.get(f"{base}/ui/login").headers["content-security-policy"]
+        assert "unsafe-inline" not in policy and "style-src 'self'" in policy, policy
+        sheet = httpx.get(f"{base}/ui/style.css")
+        assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/css")
+        _sign_in(browser, base, api.tokens["read"])
+        browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+        bar = browser.find_element(By.CSS_SELECTOR, "body > header")
+        assert bar.value_of_css_property("background-color") == "rgba(35, 49, 63, 1)"
+        body = browser.find_element(By.CSS_SELECTOR, f"#mail-{out.email_log_id} .body")
+        assert body.value_of_css_property("white-space") == "pre-wrap"
+        refused = [e["message"] for e in browser.get_log("browser")
+                   if "Content Security Policy" in e["message"]]
+        assert refused == [], refused

@@ -141,3 +141,38 @@ def test_a_read_token_sees_the_thread_without_forms(
         browser.implicitly_wait(0)
         assert browser.find_elements(By.CSS_SELECTOR, "form.work") == []
         assert browser.find_elements(By.ID, "reply-body") == []
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_reply_form_says_whom_the_reply_goes_to(
+    mail_api: Api, browser: webdriver.Chrome, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    # A customer's mail with 300 people in Cc: every reply from the page is mailed to all of
+    # them, so the form says so before the agent sends.
+    msg = EmailMessage()
+    msg["From"] = "Dana Customer <dana@customer.example>"
+    msg["To"] = SUPPORT
+    msg["Cc"] = ", ".join(f"person{i}@list.example" for i in range(300))
+    msg["Subject"] = "Reply all"
+    msg["Message-ID"] = "<cc-300@customer.example>"
+    msg.set_content("Everyone please read.")
+    out = mail_api.ingest(msg.as_bytes())
+    single = mail_api.ingest(_customer_mail(message_id="<alone@customer.example>",
+                                            subject="just me"))
+    with running(mail_api.app) as base:
+        _sign_in(browser, base, mail_api.tokens["write"])
+        _open_ticket(browser, base, out.ticket_number)
+        browser.save_screenshot(str(tmp_path / "many.png"))
+        told = browser.find_element(By.ID, "reply-recipients").text
+        assert told.startswith("Goes to 301 addresses: dana@customer.example, person0@list"), told
+        assert told.endswith("person18@list.example and 281 more."), told
+        _open_ticket(browser, base, single.ticket_number)
+        told = browser.find_element(By.ID, "reply-recipients").text
+        assert told == "Goes to 1 address: dana@customer.example.", told
+        # The form says what the reply does: the same 301 get it.
+        browser.get(f"{base}/ui/tickets/{out.ticket_number}")
+        browser.find_element(By.ID, "reply-body").send_keys("Noted, all of you.")
+        browser.find_element(By.ID, "reply-send").click()
+        WebDriverWait(browser, 10).until(expected_conditions.url_contains("#thread"))
+    answers = _answers(mail_api, smtp_sink)
+    assert len(answers) == 1 and len(answers[0].rcpt_tos) == 301

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from email.message import EmailMessage
+from urllib.parse import unquote
 
 from tests.api.conftest import Api
 
@@ -64,3 +66,43 @@ def test_attachments_listed_and_downloaded(api: Api) -> None:
     wrong_pair = api.get(f"/api/v1/emails/{other.email_log_id}/attachments/{files[0]['id']}")
     assert wrong_pair.status_code == 404
     assert api.get("/api/v1/emails/999999/attachments").status_code == 404
+
+
+def _saved_as(disposition: str) -> str:
+    """The file name a client saves the download under (RFC 6266: filename* wins)."""
+    found = re.search(r"filename\*=UTF-8''([^;\s]+)", disposition)
+    assert found is not None, disposition
+    return unquote(found.group(1))
+
+
+def test_a_download_is_saved_under_a_bare_name_without_controls(api: Api) -> None:
+    # The names as the mail gives them: a path (a uuencoded block keeps its "/"; a MIME
+    # name has "/" and "\\" turned into "_" on intake), U+202E making
+    # "Invoice\u202efdp.exe" read "Invoiceexe.pdf" in a file manager, a zero-width space,
+    # a control character, a hidden file's dot.
+    names = {
+        "Invoice\u202efdp.exe": "Invoice_fdp.exe",
+        "pay\u200bpal.pdf": "pay_pal.pdf",
+        "bell\x07.txt": "bell_.txt",
+        ".bashrc": "bashrc",
+        "faktura æøå.pdf": "faktura æøå.pdf",
+    }
+    msg = EmailMessage()
+    msg["From"] = "kunde@example.com"
+    msg["To"] = "support@example.com"
+    msg["Subject"] = "names"
+    msg["Message-ID"] = "<names-1@example.com>"
+    msg.set_content("begin 644 ../../tmp/uu\u202etxt.exe\n#86)C\n`\nend\n")
+    for name in names:
+        msg.add_attachment(b"x", maintype="application", subtype="octet-stream", filename=name)
+    out = api.ingest(msg.as_bytes())
+    files = api.get(f"/api/v1/emails/{out.email_log_id}/attachments").json()["attachments"]
+    expected = {**names, "../../tmp/uu\u202etxt.exe": "uu_txt.exe"}
+    # The list keeps the names as given.
+    assert sorted(f["filename"] for f in files) == sorted(expected)
+    for f in files:
+        r = api.get(f["download_url"])
+        assert r.status_code == 200, r.text
+        disposition = r.headers["content-disposition"]
+        assert disposition.startswith("attachment;")
+        assert _saved_as(disposition) == expected[f["filename"]], (f["filename"], disposition)

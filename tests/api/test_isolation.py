@@ -76,6 +76,7 @@ OPERATIONS = {
 PAGES = {
     ("GET", "/ui"): "listing",  # a redirect to /ui/tickets, which the client follows
     ("GET", "/ui/login"): "public",
+    ("GET", "/ui/style.css"): "public",
     ("POST", "/ui/login"): "login",
     ("POST", "/ui/logout"): "logout",
     ("GET", "/ui/tickets"): "listing",

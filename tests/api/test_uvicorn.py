@@ -63,3 +63,55 @@ def test_mailticket_serve_command(api: Api, db_url: str) -> None:
         proc.terminate()
         # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_every_api_answer_forbids_sniffing_and_framing(api: Api) -> None:
+    # Mail text reaches the JSON: a browser sent to an API URL must not read it as a page,
+    # and no other site may frame it; whatever made the answer (a route, an error handler,
+    # the gate's refusal before any route).
+    out = api.ingest(make_email(subject="<html><script>alert(1)</script>"))
+    with running(api.app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        read, write = api.auth(), api.auth("write")
+        answers = {
+            "a ticket": http.get(f"/api/v1/tickets/{out.ticket_id}", headers=read),
+            "its mail": http.get(f"/api/v1/tickets/{out.ticket_id}/emails", headers=read),
+            "no token (the gate)": http.get("/api/v1/tickets"),
+            "not found": http.get("/api/v1/tickets/%3Cscript%3E", headers=read),
+            "invalid": http.get("/api/v1/tickets?limit=x", headers=read),
+            "too large (the gate)": http.post(
+                f"/api/v1/tickets/{out.ticket_id}/comments", headers=write,
+                content=b"x" * (api.runtime.settings.api_max_body_bytes + 1)),
+            "no content": http.delete("/api/v1/tokens/999999", headers=api.auth("admin")),
+            "health": http.get("/healthz"),
+            "openapi": http.get("/openapi.json"),
+        }
+        assert [r.status_code for r in answers.values()] == [
+            200, 200, 401, 404, 422, 413, 404, 200, 200]
+        for name, r in answers.items():
+            assert r.headers.get("x-content-type-options") == "nosniff", (name, r.headers)
+            assert r.headers.get("x-frame-options") == "DENY", (name, r.headers)
+            csp = r.headers.get("content-security-policy", "")
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, (name, csp)
+        # The thread view and the downloads keep their own policies.
+        login = http.get("/ui/login")
+        assert "form-action 'self'" in login.headers["content-security-policy"]
+        raw = http.get(f"/api/v1/emails/{out.email_log_id}/raw", headers=read)
+        assert raw.headers["content-security-policy"] == "sandbox"
+        assert raw.headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_unhandled_error_carries_the_same_headers(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Starlette answers an unhandled error outside every middleware.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("mailticket.api.queries.list_tickets", broken)
+    with running(api.app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        r = http.get("/api/v1/tickets", headers=api.auth())
+        assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+        assert "the database went away" not in r.text
+        assert r.headers.get("x-content-type-options") == "nosniff", r.headers
+        assert r.headers.get("x-frame-options") == "DENY", r.headers
+        assert "frame-ancestors 'none'" in r.headers.get("content-security-policy", "")

@@ -24,6 +24,7 @@ from mailticket.api import (
     workflows,
 )
 from mailticket.api.gate import WEBHOOK_PREFIX, Gate
+from mailticket.api.headers import DefaultHeaders
 from mailticket.api.routing import iter_routes
 from mailticket.runtime import Runtime
 
@@ -64,6 +65,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_middleware(Gate, runtime=runtime)
+    # Added last, so outermost: the gate's own refusals carry the headers too.
+    app.add_middleware(DefaultHeaders)
     errors.install(app)
     web.install(app)
     app.include_router(health.router)

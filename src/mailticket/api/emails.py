@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Annotated
 from urllib.parse import quote
 
@@ -25,6 +27,9 @@ AttachmentId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 # Stored mail is served as a download and never sniffed or rendered: an HTML part or an
 # attached HTML file must not run in our origin. Every byte-serving route uses these.
 DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+# Unicode categories no saved file name keeps: controls, format characters, line and
+# paragraph separators.
+_NOT_IN_NAMES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def _visible(session: Session, email_id: int, scope: int | None) -> EmailLog:
@@ -45,10 +50,22 @@ def _raw_bytes(session: Session, email_id: int, scope: int | None) -> bytes:
     return bytes(raw)
 
 
+def save_name(filename: str) -> str:
+    """The name a download is saved under: the mail's name as one bare file name. Of a
+    path ("../../x", "C:\\dir\\x") only the last part is kept; a control or format
+    character (U+202E turning "txt.exe" into "exe.txt" in a file manager, zero-width
+    spaces) or a line separator becomes "_"; leading dots and spaces go (no hidden file, no
+    ".."). The thread view and the attachment list show the name as the mail gave it."""
+    last = re.split(r"[/\\]", filename)[-1]
+    bare = "".join("_" if unicodedata.category(c) in _NOT_IN_NAMES else c for c in last)
+    return bare.lstrip(". ").rstrip(" ") or "attachment"
+
+
 def _disposition(filename: str) -> str:
-    # RFC 6266: an ASCII fallback plus the exact name, percent-encoded.
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback or 'attachment'}\"; filename*=UTF-8''{quote(filename)}"
+    # RFC 6266: an ASCII fallback plus the name, percent-encoded.
+    name = save_name(filename)
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _header_safe(value: str) -> str:

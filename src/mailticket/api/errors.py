@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailticket.api import pages
+from mailticket.api.headers import add_defaults
 from mailticket.api.routing import allowed_methods
 from mailticket.store.db import database_unavailable
 
@@ -144,7 +145,10 @@ def install(app: FastAPI) -> None:
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return respond(request, 500, detail="an internal error occurred; see the server log")
+        response = respond(request, 500, detail="an internal error occurred; see the server log")
+        # Starlette answers an unhandled error outside the middleware that adds these.
+        add_defaults(response.headers)
+        return response
 
     async def on_database(request: Request, exc: Exception) -> Response:
         if database_unavailable(exc):

@@ -19,10 +19,14 @@ from starlette.templating import Jinja2Templates
 from mailticket.bundled import data_path
 
 TEMPLATE_DIR = data_path("templates", "web")
+# The pages' stylesheet: a file, not a <style> block, so the policy needs no 'unsafe-inline'
+# (which would let any markup that ever slipped through style the page, or read it out
+# with attribute selectors and url()).
+STYLESHEET = (TEMPLATE_DIR / "style.css").read_text(encoding="utf-8")
 UI_PREFIX = "/ui"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; "
+        "default-src 'none'; style-src 'self'; img-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -64,12 +68,57 @@ def shown(value: object) -> Markup:
     return Markup(_BIDI.sub(_marker, str(escape("" if value is None else value))))
 
 
+# The most of a one-line field from a mail (a subject, a name, an address, a file name) a
+# page shows: a header may be megabytes long, and a page shows a hundred mails' headers.
+FIELD_SHOWN = 1_000
+
+
+def field(value: object) -> Markup:
+    """A one-line field from a mail, as `shown`, cut after FIELD_SHOWN characters with a
+    note of how many more there are (the whole of it is in the original .eml)."""
+    text = "" if value is None else str(value)
+    if len(text) <= FIELD_SHOWN:
+        return shown(text)
+    return shown(text[:FIELD_SHOWN]) + Markup(
+        '<span class="meta cut-field">… {:,} more characters</span>'
+    ).format(len(text) - FIELD_SHOWN)
+
+
+def _code_points(text: str) -> str:
+    return "".join(c if c.isascii() else f"[U+{ord(c):04X}]" for c in text)
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:  # not a domain IDNA can write (an empty label, a stray symbol)
+        return _code_points(domain)
+
+
+def ascii_reading(value: object) -> Markup:
+    """After a mail address with characters outside ASCII, its ASCII reading, so that a
+    look-alike cannot pass for the address it imitates (example.com written with a Cyrillic
+    "a" reads the same): the domain in its IDNA form (xn--...), each other non-ASCII
+    character as its code point. Nothing after a plain ASCII address."""
+    text = "" if value is None else str(value)
+    if text.isascii():
+        return Markup("")
+    local, at, domain = text.rpartition("@")
+    reading = f"{_code_points(local)}@{_ascii_domain(domain)}" if at else _code_points(text)
+    return Markup(
+        ' <span class="ascii" title="the address in ASCII: look-alike letters differ here">'
+        "({})</span>"
+    ).format(reading)
+
+
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
 _env.filters["shown"] = shown
+_env.filters["field"] = field
+_env.filters["ascii_reading"] = ascii_reading
 templates = Jinja2Templates(env=_env)
 
 

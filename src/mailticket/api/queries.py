@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, text, true, tuple_, type_coerce
+from sqlalchemy import ColumnElement, and_, func, or_, select, text, true, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from mailticket.customers.scope import ticket_clause
 from mailticket.store.models import Attachment, Comment, EmailLog, EmailTicket, Ticket
@@ -199,22 +199,35 @@ def thread(
 
 
 @dataclass(frozen=True)
+class Excerpt:
+    """The first characters of a mail's text, and how many characters the whole text has."""
+
+    text: str
+    length: int
+
+
+@dataclass(frozen=True)
 class MailWindow:
-    """A stretch of a ticket's own mail for the thread view, in thread order, and whether
-    there is mail before and after it."""
+    """A stretch of a ticket's own mail for the thread view, in thread order, whether there
+    is mail before and after it, and the start of each mail's text by mail id."""
 
     mails: list[EmailLog]
     earlier: bool
     later: bool
+    bodies: dict[int, Excerpt]
 
 
 def mail_window(
-    session: Session, ticket_id: int, *, limit: int, before: str | None = None,
-    after: str | None = None,
+    session: Session, ticket_id: int, *, limit: int, body_chars: int,
+    before: str | None = None, after: str | None = None,
 ) -> MailWindow:
-    """The thread view's page of the ticket's own mail, bodies loaded: the `limit` mails
-    just before the mail `before` names, or just after the one `after` names, or without
-    either the newest `limit` (the mail an agent answers, next to the answer form).
+    """The thread view's page of the ticket's own mail: the `limit` mails just before the
+    mail `before` names, or just after the one `after` names, or without either the newest
+    `limit` (the mail an agent answers, next to the answer form).
+
+    Of each body only the first `body_chars` characters are read (with the whole length),
+    cut in the database: a mail's text may be megabytes, and a page of them is not read
+    whole. The rows keep body_text deferred; read the text from `bodies`.
 
     Keyset on (email_received_at, id) both ways: descending for "before" and for the newest
     (the same index read backwards), ascending for "after", so mail arriving while someone
@@ -226,8 +239,9 @@ def mail_window(
     mark = before if before is not None else after
     mark_id = decode_cursor(mark) if mark is not None else None
     received, ident = EmailLog.email_received_at, EmailLog.id
+    body = EmailLog.body_text
     query = (
-        select(EmailLog).options(undefer(EmailLog.body_text))
+        select(EmailLog, func.substr(body, 1, body_chars), func.length(body))
         .where(EmailLog.ticket_id == ticket_id).limit(limit + 1)
     )
     if mark_id is not None:
@@ -244,13 +258,16 @@ def mail_window(
     query = query.order_by(received, ident) if forward else query.order_by(
         received.desc(), ident.desc()
     )
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    found = list(session.execute(query).tuples())
+    more = len(found) > limit
+    found = found[:limit]
+    if not forward:
+        found.reverse()
+    rows = [mail for mail, _, _ in found]
+    bodies = {mail.id: Excerpt(start or "", length or 0) for mail, start, length in found}
     if forward:
-        return MailWindow(rows, earlier=True, later=more)
-    rows.reverse()
-    return MailWindow(rows, earlier=more, later=mark_id is not None)
+        return MailWindow(rows, earlier=True, later=more, bodies=bodies)
+    return MailWindow(rows, earlier=more, later=mark_id is not None, bodies=bodies)
 
 
 def _utc(moment: datetime | None) -> datetime:

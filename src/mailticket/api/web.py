@@ -7,6 +7,7 @@ rendered by pages.py (autoescape on: mail is attacker-controlled text).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, get_args
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
@@ -24,10 +25,11 @@ from mailticket.api.auth import (
     UiPrincipal,
 )
 from mailticket.api.auth import authenticate as check_token
-from mailticket.api.pages import SECURITY_HEADERS
+from mailticket.api.pages import SECURITY_HEADERS, STYLESHEET
 from mailticket.api.pages import page as _page
 from mailticket.api.schemas import SettableStatus, TicketStatus
 from mailticket.api.tickets import load_ticket
+from mailticket.conversation import participants as people
 from mailticket.conversation import split_reply
 from mailticket.customers.models import Customer
 from mailticket.customers.scope import badges, visible_ticket_ids
@@ -38,6 +40,13 @@ COOKIE_MAX_AGE = 8 * 3600
 # Mails per thread page: any real conversation fits on one; a longer thread (a mail loop)
 # gets "earlier mail" / "later mail" links.
 THREAD_PAGE = 100
+# The most of one mail's text the page shows. A mail may carry megabytes of text (a log
+# pasted in, a body of one endless line): a browser lays out a few megabytes of it for
+# minutes, and the server would split its quote first. The rest is in the original .eml.
+BODY_SHOWN = 20_000
+# Addresses named above the reply form; the rest are counted. A customer's mail may carry
+# thousands of Cc, and a reply from the page goes to all of them.
+RECIPIENTS_SHOWN = 20
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -49,6 +58,15 @@ def install(app: FastAPI) -> None:
         return response
 
     app.add_exception_handler(LoginRequired, to_login)
+
+
+@router.get("/style.css")
+def stylesheet() -> Response:
+    """The pages' stylesheet; no sign-in needed (the login page uses it too)."""
+    return Response(
+        STYLESHEET, media_type="text/css",
+        headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"},
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -136,6 +154,24 @@ def ticket_list(
     )
 
 
+@dataclass(frozen=True)
+class ShownBody:
+    """What the page shows of a mail's text, and how many characters it leaves out."""
+
+    text: str
+    hidden: int
+
+
+def shown_body(excerpt: queries.Excerpt) -> ShownBody:
+    """The excerpt as shown: a text longer than BODY_SHOWN is cut at its last line break in
+    the excerpt's second half (else at BODY_SHOWN), so no line is shown half."""
+    text = excerpt.text[:BODY_SHOWN]
+    if excerpt.length > len(text):
+        end = text.rfind("\n", BODY_SHOWN // 2)
+        text = text[:end] if end > 0 else text
+    return ShownBody(text, max(0, excerpt.length - len(text)))
+
+
 @router.get("/tickets/{ticket_ref}", response_class=HTMLResponse)
 def ticket_page(
     request: Request,
@@ -152,13 +188,15 @@ def ticket_page(
     # a link that fits nothing (a mail moved away, a hand-edited URL) shows the newest page.
     try:
         window = queries.mail_window(
-            session, ticket.id, limit=THREAD_PAGE, before=before or None, after=after or None
+            session, ticket.id, limit=THREAD_PAGE, body_chars=BODY_SHOWN,
+            before=before or None, after=after or None,
         )
     except queries.BadCursor:
-        window = queries.mail_window(session, ticket.id, limit=THREAD_PAGE)
+        window = queries.mail_window(session, ticket.id, limit=THREAD_PAGE, body_chars=BODY_SHOWN)
     if not window.mails and (before or after):
-        window = queries.mail_window(session, ticket.id, limit=THREAD_PAGE)
+        window = queries.mail_window(session, ticket.id, limit=THREAD_PAGE, body_chars=BODY_SHOWN)
     mails = window.mails
+    bodies = {m.id: shown_body(window.bodies[m.id]) for m in mails}
     files = queries.attachments_of(session, [m.id for m in mails])
     # Read through the API's helper: a customer-scoped token never sees internal notes.
     notes = [
@@ -178,13 +216,16 @@ def ticket_page(
     followups = [t for t in followups if t.id in visible]
     customer = badges(session, [ticket.id]).get(ticket.id)
     # A customer's mail shows what they wrote now; the quoted history is folded away.
-    split = {m.id: split_reply(m.body_text, None) for m in mails if m.direction == "in"}
+    split = {m.id: split_reply(bodies[m.id].text, None) for m in mails if m.direction == "in"}
     # The forms only for a token that may use them (read scope sees the thread alone).
     staff = principal.customer_id is None
     can_write = tokens.scope_allows(principal.scope, "write") and staff
+    # Whom a reply from the page goes to, beside the form that sends it.
+    recipients = people.participants(session, runtime.settings, ticket) if can_write else []
     plain = request.cookies.get(COOKIE_NAME, "")
     return _page(
-        request, "ticket.html", ticket=ticket, mails=mails, files=files, notes=notes,
+        request, "ticket.html", ticket=ticket, mails=mails, bodies=bodies, files=files,
+        notes=notes,
         earlier=window.earlier, later=window.later,
         authors=authors,
         principal=principal, signed_in=_signed_in(session, principal),
@@ -194,6 +235,7 @@ def ticket_page(
         # threaded and classified are the team's (api/customer_access.py).
         staff=staff,
         can_write=can_write, csrf_field=csrf.FIELD,
+        recipients=recipients, recipients_shown=RECIPIENTS_SHOWN,
         csrf_token=csrf.form_token(plain) if can_write else "",
         statuses=list(get_args(SettableStatus)), priorities=[p.value for p in Priority],
     )
