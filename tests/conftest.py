@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from mailticket.store.db import make_engine, make_session_factory
 if TYPE_CHECKING:
     from mailticket.runtime import Runtime
 from tests import mailfactory
-from tests.dbutil import TemplateDatabases, drop_pg, pg_available
+from tests.dbutil import TemplateDatabases, create_pg, drop_pg, pg_available
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # A curated part of the shared mail corpus, shipped with the tests (scripts/curate-corpus-fixtures).
@@ -107,6 +108,26 @@ def _fresh_url(template_dbs: TemplateDatabases, kind: str) -> Iterator[str]:
 def db_url(request: pytest.FixtureRequest, template_dbs: TemplateDatabases) -> Iterator[str]:
     """A freshly migrated database, once on SQLite and once on PostgreSQL."""
     yield from _fresh_url(template_dbs, request.param)
+
+
+_empty_dbs = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all (not even Alembic's), on each backend: for the tests
+    that migrate from an older revision, or upgrade with the real CLI."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/m.sqlite3"
+        return
+    if not pg_available():
+        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
+    name = f"mt_empty_{os.getpid()}_{next(_empty_dbs)}"
+    url = create_pg(name)
+    try:
+        yield url
+    finally:
+        drop_pg(name)
 
 
 @pytest.fixture

@@ -8,22 +8,17 @@ one line that says so, with nothing changed."""
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect, text
 
 from mailticket.store import migrate
 from mailticket.store.db import make_engine
-from tests.dbutil import PG_URL_BASE, create_pg, drop_pg, pg_available
 
-_n = itertools.count()
 MESSAGE = "From: Zoë Ærø <zoe@example.org>\r\nSubject: Grüße aus Köln\r\n\r\nHallo — 你好\r\n"
 
 # Runs `mailticket db upgrade` and kills the process (SIGKILL, nothing runs after it) the
@@ -41,22 +36,6 @@ event.listen(Engine, "after_cursor_execute", kill)
 from mailticket.cli import main
 sys.exit(main(["db", "upgrade"]))
 """
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/m.sqlite3"
-        return
-    if not pg_available():
-        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"mt_up_{os.getpid()}_{next(_n)}"
-    url = create_pg(name)
-    assert url == f"{PG_URL_BASE}/{name}"
-    try:
-        yield url
-    finally:
-        drop_pg(name)
 
 
 def _mailticket(url: str, *args: str, cwd: Path, code: str | None = None) -> subprocess.CompletedProcess[str]:

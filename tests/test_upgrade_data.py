@@ -6,9 +6,6 @@ old ticket, the API lists the old mail)."""
 from __future__ import annotations
 
 import base64
-import itertools
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +22,11 @@ from mailticket.runtime import build_runtime
 from mailticket.settings import load_settings
 from mailticket.store import migrate
 from mailticket.store.db import make_engine
-from tests.dbutil import create_pg, drop_pg, pg_available
 from tests.mailfactory import make_email
 
-_n = itertools.count()
 _SCRIPTS = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
 OLDER = [s.revision for s in _SCRIPTS.walk_revisions() if s.revision not in _SCRIPTS.get_heads()]
 PDF = b"%PDF-1.4\n\xe2\xe3\xcf\xd3 Rechnung\n%%EOF\n"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/m.sqlite3"
-        return
-    if not pg_available():
-        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"mt_updata_{os.getpid()}_{next(_n)}"
-    url = create_pg(name)
-    try:
-        yield url
-    finally:
-        drop_pg(name)
 
 
 def _outbox_mail(row: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ import pytest
 
 from mailticket.runtime import Runtime
 from tests.backends.fakes import contract
+from tests.backends.fakes._server import serve
 from tests.backends.fakes.jira import FakeJira
+from tests.backends.fakes.zendesk import FakeZendesk
 from tests.backends.helpers import PUSH_WORKFLOW, write_backends
 
 
@@ -45,3 +47,27 @@ def jira_runtime(
 ) -> Runtime:
     backends = write_backends(tmp_path / "backends.yaml", {"jira": jira_instance(fake_jira)})
     return make_runtime(workflows_path=PUSH_WORKFLOW, backends_file=backends)
+
+
+ZD_SECRET = "zd-webhook-secret"
+
+
+@pytest.fixture
+def zd() -> Iterator[tuple[FakeZendesk, str]]:
+    fake = FakeZendesk()
+    with serve(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def zd_rt(make_runtime: Callable[..., Runtime], zd: tuple[FakeZendesk, str],
+          tmp_path: Path) -> Runtime:
+    """A runtime whose workflow pushes every ticket to the fake Zendesk instance `zd`."""
+    _, url = zd
+    backends = write_backends(tmp_path / "backends.yaml", {"zd": {
+        "kind": "zendesk", "base_url": url, "email": "agent@example.org", "api_token": "tok",
+        "webhook_secret": ZD_SECRET, "timeout": 5}})
+    workflow = tmp_path / "push_zd.yaml"
+    workflow.write_text(PUSH_WORKFLOW.read_text().replace("backend: jira", "backend: zd")
+                        .replace("customfield_10050", '"360"'))
+    return make_runtime(workflows_path=workflow, backends_file=backends)

@@ -10,18 +10,12 @@ both on the ticket, so they go in as internal notes that say what they are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from email.message import EmailMessage
-from pathlib import Path
-
-import pytest
-import yaml
 
 from mailticket.runtime import Runtime
-from tests.backends.fakes._server import serve
 from tests.backends.fakes.jira import FakeJira
 from tests.backends.fakes.zendesk import FakeZendesk
-from tests.backends.helpers import PUSH_WORKFLOW, drain
+from tests.backends.helpers import drain
 from tests.backends.mail import mail
 
 
@@ -69,27 +63,6 @@ def _bounce(parent: str) -> bytes:
         f"Message-ID: {parent}\r\n"
         "--B1--\r\n"
     ).encode()
-
-
-@pytest.fixture
-def zd() -> Iterator[tuple[FakeZendesk, str]]:
-    fake = FakeZendesk()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def zd_rt(make_runtime: Callable[..., Runtime], zd: tuple[FakeZendesk, str],
-          tmp_path: Path) -> Runtime:
-    _, url = zd
-    backends = tmp_path / "backends.yaml"
-    backends.write_text(yaml.safe_dump({"instances": {"zd": {
-        "kind": "zendesk", "base_url": url, "email": "agent@example.org", "api_token": "tok",
-        "timeout": 5}}}))
-    workflow = tmp_path / "push_zd.yaml"
-    workflow.write_text(PUSH_WORKFLOW.read_text().replace("backend: jira", "backend: zd")
-                        .replace("customfield_10050", '"360"'))
-    return make_runtime(workflows_path=workflow, backends_file=backends)
 
 
 def _linked(rt: Runtime, raw: bytes, ticket_id: int) -> None:

@@ -20,6 +20,7 @@ from mailticket.backends.sync import poll_backend
 from mailticket.backends.webhook_api import build_router
 from mailticket.runtime import Runtime
 from mailticket.store.models import Comment, Ticket
+from tests.backends.conftest import ZD_SECRET
 from tests.backends.fakes._server import serve
 from tests.backends.fakes.servicenow import FakeServiceNow, failure
 from tests.backends.fakes.zendesk import FakeZendesk
@@ -27,7 +28,6 @@ from tests.backends.helpers import PUSH_WORKFLOW, drain, drain_until_quiet, item
 from tests.backends.mail import mail
 
 PDF = ("report.pdf", "application/pdf", b"%PDF-1.4 bytes")
-ZD_SECRET = "zd-webhook-secret"
 
 
 def _workflow(folder: Path, backend: str, field: str) -> Path:
@@ -115,23 +115,6 @@ async def test_servicenow_outage_then_recovery_and_poll(
                                                    Comment.source == "backend")).all()
         assert len(mirrored) == 1 and "replaced the toner" in mirrored[0].body
         assert mirrored[0].is_internal
-
-
-@pytest.fixture
-def zd() -> Iterator[tuple[FakeZendesk, str]]:
-    fake = FakeZendesk()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def zd_rt(make_runtime: Callable[..., Runtime], zd: tuple[FakeZendesk, str],
-          tmp_path: Path) -> Runtime:
-    _, url = zd
-    backends = _backends(tmp_path, {
-        "kind": "zendesk", "base_url": url, "email": "agent@example.org", "api_token": "tok",
-        "webhook_secret": ZD_SECRET, "timeout": 5}, "zd")
-    return make_runtime(workflows_path=_workflow(tmp_path, "zd", '"360"'), backends_file=backends)
 
 
 async def test_zendesk_replay_and_webhook(zd_rt: Runtime, zd: tuple[FakeZendesk, str]) -> None:

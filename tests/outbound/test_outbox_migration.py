@@ -4,38 +4,16 @@ column, existing rows included, and back on downgrade; on both databases."""
 from __future__ import annotations
 
 import base64
-import itertools
 import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
 from mailticket.store import migrate
 from mailticket.store.db import make_engine
-from tests.dbutil import create_pg, drop_pg, pg_available
 
-_n = itertools.count()
 BEFORE = "0005_backends"
 MESSAGE = b"From: support@example.com\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nbody \xff\x00\r\n"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/m.sqlite3"
-        return
-    if not pg_available():
-        pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"mt_mig_{os.getpid()}_{next(_n)}"
-    url = create_pg(name)
-    try:
-        yield url
-    finally:
-        drop_pg(name)
 
 
 def _insert(conn, key: str, payload: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
