@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -289,6 +289,47 @@ def test_a_status_the_backend_sets_moves_the_clock(
     )
 
 
+class _SecondWriter:
+    """Another transaction, in a thread: `write` in a session of its own. What it raised is
+    kept for the main thread to report."""
+
+    def __init__(self, factory: sessionmaker[Session], write: Callable[[Session], object]) -> None:
+        self.done = threading.Event()
+        self.outcome: list[Exception | None] = []
+        self._thread = threading.Thread(target=self._run, args=(factory, write))
+
+    def _run(self, factory: sessionmaker[Session], write: Callable[[Session], object]) -> None:
+        try:
+            with factory() as s, s.begin():
+                write(s)
+            self.outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - the main thread reports it
+            self.outcome.append(exc)
+        self.done.set()
+
+    def start_and_wait(self, engine: Engine) -> None:
+        """Start it, then wait until it committed or waits for a lock this thread holds."""
+        self._thread.start()
+        for _ in range(3000):
+            if self.done.wait(0.01) or _waiting_for_a_lock(engine):
+                break
+
+    def during_evaluate(self, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
+        """Run it while the sweep computes (the first `service.evaluate` of the sweep)."""
+        real_evaluate = service.evaluate
+
+        def evaluate_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            if not self._thread.is_alive() and not self.done.is_set():
+                self.start_and_wait(engine)
+            return real_evaluate(*args, **kwargs)
+
+        monkeypatch.setattr(service, "evaluate", evaluate_meanwhile)
+
+    def finished(self) -> None:
+        self._thread.join()
+        assert self.outcome == [None]
+
+
 def test_a_change_made_while_the_sweep_computes_is_not_lost(
     pg_url: str, config: SlaConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,35 +346,14 @@ def test_a_change_made_while_the_sweep_computes_is_not_lost(
             record_status(s, tid, "pending", MON_9 + H, source="api")
             sweep(s, config, MON_9 + H)
             mark_stale(s, [tid])  # e.g. its priority changed: due for a look
-        replied = threading.Event()
-        outcome: list[Exception | None] = []
-
-        def customer_replies() -> None:
-            try:
-                with factory() as s, s.begin():
-                    record_status(s, tid, "open", MON_9 + 2 * H, source="email")
-                outcome.append(None)
-            except Exception as exc:  # noqa: BLE001 - the main thread reports it
-                outcome.append(exc)
-            replied.set()
-
+        reply = _SecondWriter(
+            factory, lambda s: record_status(s, tid, "open", MON_9 + 2 * H, source="email")
+        )
         real_evaluate = service.evaluate
-        worker = threading.Thread(target=customer_replies)
-
-        def evaluate_while_the_customer_replies(*args: Any, **kwargs: Any) -> Any:
-            if not worker.is_alive() and not replied.is_set():
-                worker.start()
-                # Until the reply is committed, or waits for the sweep's lock on the row.
-                for _ in range(3000):
-                    if replied.wait(0.01) or _waiting_for_a_lock(engine):
-                        break
-            return real_evaluate(*args, **kwargs)
-
-        monkeypatch.setattr(service, "evaluate", evaluate_while_the_customer_replies)
+        reply.during_evaluate(monkeypatch, engine)
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 2 * H).evaluated == 1
-        worker.join()
-        assert outcome == [None]
+        reply.finished()
         monkeypatch.setattr(service, "evaluate", real_evaluate)
 
         with factory() as s, s.begin():
@@ -355,27 +375,11 @@ def test_a_first_response_during_the_tickets_first_sweep(pg_url: str, config: Sl
     try:
         with factory() as s, s.begin():
             tid = new_ticket(s)
-        answered = threading.Event()
-        outcome: list[Exception | None] = []
-
-        def agent_answers() -> None:
-            try:
-                with factory() as s, s.begin():
-                    record_first_response(s, tid, MON_9 + 10 * M)
-                outcome.append(None)
-            except Exception as exc:  # noqa: BLE001 - the main thread reports it
-                outcome.append(exc)
-            answered.set()
-
+        answer = _SecondWriter(factory, lambda s: record_first_response(s, tid, MON_9 + 10 * M))
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 10 * M).evaluated == 1  # inserts its state row
-            worker = threading.Thread(target=agent_answers)
-            worker.start()
-            for _ in range(3000):  # until the answer is stored, or waits for this sweep
-                if answered.wait(0.01) or _waiting_for_a_lock(engine):
-                    break
-        worker.join()
-        assert outcome == [None]
+            answer.start_and_wait(engine)
+        answer.finished()
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
             row = s.get_one(TicketSla, tid)
@@ -404,34 +408,12 @@ def test_a_first_response_stored_while_the_sweep_computes_a_new_ticket(
     try:
         with factory() as s, s.begin():
             tid = new_ticket(s)
-        answered = threading.Event()
-        outcome: list[Exception | None] = []
-
-        def agent_answers() -> None:
-            try:
-                with factory() as s, s.begin():
-                    record_first_response(s, tid, MON_9 + 10 * M)
-                outcome.append(None)
-            except Exception as exc:  # noqa: BLE001 - the main thread reports it
-                outcome.append(exc)
-            answered.set()
-
+        answer = _SecondWriter(factory, lambda s: record_first_response(s, tid, MON_9 + 10 * M))
         real_evaluate = service.evaluate
-        worker = threading.Thread(target=agent_answers)
-
-        def evaluate_while_the_agent_answers(*args: Any, **kwargs: Any) -> Any:
-            if not worker.is_alive() and not answered.is_set():
-                worker.start()
-                for _ in range(3000):  # until stored, or waiting for this sweep
-                    if answered.wait(0.01) or _waiting_for_a_lock(engine):
-                        break
-            return real_evaluate(*args, **kwargs)
-
-        monkeypatch.setattr(service, "evaluate", evaluate_while_the_agent_answers)
+        answer.during_evaluate(monkeypatch, engine)
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 10 * M).evaluated == 1
-        worker.join()
-        assert outcome == [None]
+        answer.finished()
         monkeypatch.setattr(service, "evaluate", real_evaluate)
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
