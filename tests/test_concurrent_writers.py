@@ -7,13 +7,27 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from mailticket.runtime import Runtime
 from mailticket.store.models import EmailLog, QuarantineEntry, RawMessage
 from mailticket.ticketing import quarantine
 from tests.mailfactory import make_email
+
+
+def _worker_writes(other: Engine, refused: str) -> str:
+    """What the worker in another process does meanwhile: commit a row of its own, at once
+    ("stored"), or be refused because this process holds the write lock (`refused`)."""
+    try:
+        with other.begin() as c:
+            c.execute(text(
+                "INSERT INTO mailticket_raw_messages (sha256, size, raw, source)"
+                " VALUES (:h, 1, :r, 'worker')"
+            ), {"h": "0" * 64, "r": b"x"})
+    except OperationalError:
+        return refused
+    return "stored"
 
 
 def test_a_retry_survives_another_process_writing_meanwhile(
@@ -44,15 +58,7 @@ def test_a_retry_survives_another_process_writing_meanwhile(
     def another_process_writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if others or not statement.lstrip().upper().startswith("INSERT"):
             return
-        try:
-            with other.begin() as c:
-                c.execute(text(
-                    "INSERT INTO mailticket_raw_messages (sha256, size, raw, source)"
-                    " VALUES (:h, 1, :r, 'worker')"
-                ), {"h": "0" * 64, "r": b"x"})
-            others.append("stored")
-        except OperationalError:
-            others.append("waited for the retry")
+        others.append(_worker_writes(other, "waited for the retry"))
 
     event.listen(rt.engine, "before_cursor_execute", another_process_writes)
     try:
@@ -87,15 +93,7 @@ def test_a_bulk_ingest_survives_another_process_writing_meanwhile(
     def another_process_writes(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not statement.lstrip().upper().startswith("INSERT INTO TTICKET_NUMBER_COUNTERS"):
             return
-        try:
-            with other.begin() as c:
-                c.execute(text(
-                    "INSERT INTO mailticket_raw_messages (sha256, size, raw, source)"
-                    " VALUES (:h, 1, :r, 'worker')"
-                ), {"h": "0" * 64, "r": b"x"})
-            others.append("stored")
-        except OperationalError:
-            others.append("waited for the batch")
+        others.append(_worker_writes(other, "waited for the batch"))
 
     mails = [(f"archive/{n}", make_email(subject=f"Altfall {n}", message_id=f"<old{n}@x.example>"))
              for n in range(6)]

@@ -7,10 +7,11 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 
 from mailticket.live.models import ImapLedgerEntry
@@ -19,6 +20,23 @@ from mailticket.store.models import EmailLog, QuarantineEntry
 from mailticket.ticketing import quarantine
 from mailticket.types import Outcome
 from tests.mailfactory import make_email
+
+
+@contextmanager
+def commits_held(engine: Engine, seconds: float, times: list[float] | None = None) -> Iterator[None]:
+    """Every commit on `engine` is held `seconds` before it reaches the database (a busy
+    disk, a slow PostgreSQL); `times` gets each commit's monotonic time."""
+
+    def hold(conn: Any) -> None:
+        time.sleep(seconds)
+        if times is not None:
+            times.append(time.monotonic())
+
+    event.listen(engine, "commit", hold)
+    try:
+        yield
+    finally:
+        event.remove(engine, "commit", hold)
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -11,10 +11,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select, text
+from sqlalchemy import insert, select, text
 
 from mailticket.live.groupcommit import GroupCommit
 from mailticket.live.lmtp import start_receiver
@@ -25,6 +24,7 @@ from mailticket.store.gate import write_gate
 from mailticket.store.models import EmailLog
 from mailticket.types import Outcome
 from tests.live.dovecot import free_port
+from tests.live.helpers import commits_held
 from tests.mailfactory import make_email
 
 COMMIT_DELAY = 0.15  # seconds every commit is held back before it reaches the database
@@ -60,39 +60,33 @@ async def test_250_comes_after_the_commit_and_sessions_share_commits(
         database_url=rt.settings.database_url, _env_file=None,
         lmtp_listen=f"127.0.0.1:{port}", smtp_host="127.0.0.1",
     )
-    commits = []
+    commits: list[float] = []
+    # Held before the DBAPI commit: a 250 sent before the commit would find no row.
+    with commits_held(rt.engine, COMMIT_DELAY, commits):
+        worker = Worker(settings, rt.engine, rt.session_factory, rt.pipeline)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await asyncio.sleep(0.3)
+            mails = [_mail("group", i) for i in range(40)]
 
-    def slow_commit(conn: Any) -> None:
-        # Fired before the DBAPI commit: a 250 sent before the commit would find no row.
-        time.sleep(COMMIT_DELAY)
-        commits.append(time.monotonic())
+            def deliver(mail: tuple[str, bytes]) -> tuple[int, bool]:
+                code = _send(port, mail[1])
+                return code, _stored(rt, mail[0])  # looked up the moment the answer came
 
-    event.listen(rt.engine, "commit", slow_commit)
-    worker = Worker(settings, rt.engine, rt.session_factory, rt.pipeline)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        await asyncio.sleep(0.3)
-        mails = [_mail("group", i) for i in range(40)]
+            def run_clients() -> list[tuple[int, bool]]:
+                with ThreadPoolExecutor(8) as pool:
+                    return list(pool.map(deliver, mails))
 
-        def deliver(mail: tuple[str, bytes]) -> tuple[int, bool]:
-            code = _send(port, mail[1])
-            return code, _stored(rt, mail[0])  # looked up the moment the answer came
-
-        def run_clients() -> list[tuple[int, bool]]:
-            with ThreadPoolExecutor(8) as pool:
-                return list(pool.map(deliver, mails))
-
-        replies = await asyncio.to_thread(run_clients)
-        assert [code for code, _ in replies] == [250] * 40
-        assert all(stored for _, stored in replies), "250 answered before the commit"
-        # 40 messages from 8 concurrent sessions, each commit held 150 ms: shared commits.
-        # (The worker's own jobs commit too: that only makes the count larger.)
-        assert len(commits) < 40, f"{len(commits)} commits for 40 messages: no group commit"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-        event.remove(rt.engine, "commit", slow_commit)
+            replies = await asyncio.to_thread(run_clients)
+            assert [code for code, _ in replies] == [250] * 40
+            assert all(stored for _, stored in replies), "250 answered before the commit"
+            # 40 messages from 8 concurrent sessions, each commit held 150 ms: shared commits.
+            # (The worker's own jobs commit too: that only makes the count larger.)
+            assert len(commits) < 40, f"{len(commits)} commits for 40 messages: no group commit"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 15)
 
 
 @pytest.mark.parametrize("refusal", ["taken key", "no such table"])

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from mailticket.live import worker as worker_module
 from mailticket.live.worker import Worker
 from mailticket.runtime import Runtime
 from mailticket.settings import load_settings
 from tests.live.dovecot import free_port
+from tests.live.helpers import commits_held
 from tests.mailfactory import make_email
 from tests.smtp_sink import SmtpSink
 
@@ -49,33 +47,29 @@ async def test_auto_reply_leaves_after_a_slow_commit_without_waiting_for_the_pol
         smtp_tls="plain", mail_from="support@example.test", mail_domain="example.test",
     )
 
-    def slow_commit(conn: Any) -> None:
-        time.sleep(COMMIT_DELAY)
+    with commits_held(rt.engine, COMMIT_DELAY):
+        worker = Worker(settings, rt.engine, rt.session_factory, rt.pipeline)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await asyncio.sleep(0.3)
+            raw = make_email(subject="Printer jammed", sender="Erin <erin@customer.example>",
+                             to="support@example.test")
 
-    event.listen(rt.engine, "commit", slow_commit)
-    worker = Worker(settings, rt.engine, rt.session_factory, rt.pipeline)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        await asyncio.sleep(0.3)
-        raw = make_email(subject="Printer jammed", sender="Erin <erin@customer.example>",
-                         to="support@example.test")
+            def deliver() -> None:
+                with smtplib.LMTP("127.0.0.1", port) as client:
+                    client.sendmail("erin@customer.example", ["support@example.test"], raw)
 
-        def deliver() -> None:
-            with smtplib.LMTP("127.0.0.1", port) as client:
-                client.sendmail("erin@customer.example", ["support@example.test"], raw)
-
-        await asyncio.to_thread(deliver)
-        # Generous: the kick sends within a few commits; the old code sent nothing here.
-        for _ in range(300):
-            if smtp_sink.messages:
-                break
-            await asyncio.sleep(0.1)
-        assert len(smtp_sink.messages) == 1, "the auto-reply waited for the outbox poll"
-        [sent] = smtp_sink.messages
-        assert sent.rcpt_tos == ["erin@customer.example"]
-        assert "Printer jammed" in str(sent.message()["Subject"])
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        event.remove(rt.engine, "commit", slow_commit)
+            await asyncio.to_thread(deliver)
+            # Generous: the kick sends within a few commits; the old code sent nothing here.
+            for _ in range(300):
+                if smtp_sink.messages:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(smtp_sink.messages) == 1, "the auto-reply waited for the outbox poll"
+            [sent] = smtp_sink.messages
+            assert sent.rcpt_tos == ["erin@customer.example"]
+            assert "Printer jammed" in str(sent.message()["Subject"])
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
