@@ -56,6 +56,14 @@ def smtp(sink: SmtpSink) -> dict[str, object]:
     return {"smtp_host": sink.host, "smtp_port": sink.port, "smtp_tls": "plain"}
 
 
+def _agent_waits(env: Setup, tid: int) -> None:
+    """The agent set the ticket to pending now (through the API), waiting for the customer."""
+    with env.session() as s:
+        s.get_one(Ticket, tid).status = "pending"
+        record_status(s, tid, "pending", env.clock(), source="api")
+        s.commit()
+
+
 def runs(env: Setup) -> list[tuple[str, str | None, int | None, str, str | None]]:
     with env.session() as s:
         return [
@@ -116,10 +124,7 @@ async def test_ticket_pending_seven_days_is_closed_with_a_mail(
     tid = opened.ticket_id
     # The agent asks something and waits (Monday 12:00).
     env.clock.set(berlin(2025, 12, 15, 12, 0))
-    with env.session() as s:
-        s.get_one(Ticket, tid).status = "pending"
-        record_status(s, tid, "pending", env.clock(), source="api")
-        s.commit()
+    _agent_waits(env, tid)
 
     assert env.sweep(berlin(2025, 12, 18, 11, 59)).events == []
     reminded = env.sweep(berlin(2025, 12, 18, 12, 0))
@@ -220,10 +225,7 @@ def test_an_idle_period_in_hours_runs_its_workflow(
     opened = env.ingest(make_email(sender="jane@acme.example", subject="VPN drops"))
     tid = opened.ticket_id
     env.clock.set(berlin(2025, 12, 15, 12, 0))
-    with env.session() as s:
-        s.get_one(Ticket, tid).status = "pending"
-        record_status(s, tid, "pending", env.clock(), source="api")
-        s.commit()
+    _agent_waits(env, tid)
     assert env.sweep(berlin(2025, 12, 15, 12, 59)).events == []
     nudged = env.sweep(berlin(2025, 12, 15, 13, 1))
     assert [e.trigger for e in nudged.events] == ["ticket_idle:0.0416667d"]

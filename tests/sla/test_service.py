@@ -297,6 +297,7 @@ class _SecondWriter:
         self.done = threading.Event()
         self.outcome: list[Exception | None] = []
         self._thread = threading.Thread(target=self._run, args=(factory, write))
+        self._restore: Callable[[], None] = lambda: None
 
     def _run(self, factory: sessionmaker[Session], write: Callable[[Session], object]) -> None:
         try:
@@ -315,8 +316,10 @@ class _SecondWriter:
                 break
 
     def during_evaluate(self, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
-        """Run it while the sweep computes (the first `service.evaluate` of the sweep)."""
+        """Run it while the next sweep computes (its first `service.evaluate`); `finished`
+        puts the real `evaluate` back."""
         real_evaluate = service.evaluate
+        self._restore = lambda: monkeypatch.setattr(service, "evaluate", real_evaluate)
 
         def evaluate_meanwhile(*args: Any, **kwargs: Any) -> Any:
             if not self._thread.is_alive() and not self.done.is_set():
@@ -327,6 +330,7 @@ class _SecondWriter:
 
     def finished(self) -> None:
         self._thread.join()
+        self._restore()
         assert self.outcome == [None]
 
 
@@ -349,12 +353,10 @@ def test_a_change_made_while_the_sweep_computes_is_not_lost(
         reply = _SecondWriter(
             factory, lambda s: record_status(s, tid, "open", MON_9 + 2 * H, source="email")
         )
-        real_evaluate = service.evaluate
         reply.during_evaluate(monkeypatch, engine)
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 2 * H).evaluated == 1
         reply.finished()
-        monkeypatch.setattr(service, "evaluate", real_evaluate)
 
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 2 * H + M).evaluated == 1
@@ -409,12 +411,10 @@ def test_a_first_response_stored_while_the_sweep_computes_a_new_ticket(
         with factory() as s, s.begin():
             tid = new_ticket(s)
         answer = _SecondWriter(factory, lambda s: record_first_response(s, tid, MON_9 + 10 * M))
-        real_evaluate = service.evaluate
         answer.during_evaluate(monkeypatch, engine)
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 10 * M).evaluated == 1
         answer.finished()
-        monkeypatch.setattr(service, "evaluate", real_evaluate)
         with factory() as s, s.begin():
             assert sweep(s, config, MON_9 + 11 * M).evaluated == 1
             row = s.get_one(TicketSla, tid)
